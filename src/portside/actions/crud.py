@@ -1,0 +1,428 @@
+"""Permission-checked operations on rows, shared by the HTTP API and action outcomes.
+
+Order per request (spec/core.md §5.8, made consistent): table gate on the table's `world` row, then the
+row check, then validation and the write. A row the caller may not Peek is reported as not found; a row
+the caller may Peek but not act on is forbidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from portside.actions.convert import permission_value, resolve_ref, to_values
+from portside.auth.permissions import (
+    CREATE,
+    DELETE,
+    PEEK,
+    READ,
+    REFER,
+    UPDATE,
+    Actor,
+    allowed,
+    visible_clause,
+)
+from portside.core import query, records
+from portside.core.catalog import Catalog
+from portside.core.config import ConfigStore
+from portside.core.db import Database, UnitOfWork
+from portside.core.model import Model, RelSpec, TableModel
+from portside.core.records import RowData
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
+from portside.tools.ids import parse_uuid
+
+INCLUDE_LIMIT = 50
+
+
+@dataclass
+class Page:
+    rows: list[RowData]
+    total: int
+    page: int
+    size: int
+    included: list[tuple[str, RowData]] = field(default_factory=list)
+    linked: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # rel -> row id -> refs
+
+
+def translate_db_error(exc: Exception) -> PortsideError:
+    if isinstance(exc, IntegrityError):
+        text = str(exc.orig).lower()
+        if "unique" in text or "duplicate" in text:
+            return Conflict("a row with the same unique value already exists")
+        if "null" in text:
+            return BadRequest("a required value is missing")
+        return Conflict("the write conflicts with existing data")
+    return BadRequest("the database rejected a value (too long or of the wrong type)")
+
+
+class Crud:
+    def __init__(self, db: Database, catalog: Catalog, config: ConfigStore):
+        self.db = db
+        self.catalog = catalog
+        self.config = config
+
+    @property
+    def model(self) -> Model:
+        return self.catalog.model
+
+    @property
+    def secret(self) -> str:
+        return self.config.get("encryption.secret") or ""
+
+    def max_page_size(self) -> int:
+        return self.config.get_int("api.max_page_size", 500)
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    async def gate(self, conn: AsyncConnection, actor: Actor, tm: TableModel, right: int) -> None:
+        """The table gate: the table's `world` row must allow `right`."""
+        if actor.is_admin:
+            return
+        model = self.model
+        w = model.table("world")
+        rows = await records.fetch(conn, model, w, w.sa.c.table_name == tm.name)
+        if not rows or not allowed(actor, right, rows[0].grants):
+            raise Forbidden(f"not allowed on table {tm.name}")
+
+    async def row(self, conn: AsyncConnection, actor: Actor, tm: TableModel, ref: str, right: int) -> RowData:
+        """The addressed row, or 404 when it does not exist or is invisible, 403 when `right` is missing."""
+        canonical = parse_uuid(ref)
+        if canonical is None:
+            raise NotFound(f"no {tm.name} with id {ref[:64]}")
+        row = await records.fetch_one(conn, self.model, tm, ref=canonical)
+        if row is None or not (allowed(actor, PEEK, row.grants) or allowed(actor, READ, row.grants)):
+            raise NotFound(f"no {tm.name} with id {canonical}")
+        if not allowed(actor, right, row.grants):
+            raise Forbidden(f"not allowed to {_verb(right)} this {tm.name}")
+        return row
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def find(
+        self,
+        actor: Actor,
+        table: str,
+        params: Mapping[str, str],
+        multi: Mapping[str, Sequence[str]],
+        extra_where: Sequence[Any] = (),
+    ) -> Page:
+        model = self.model
+        tm = model.table(table)
+        lq = query.parse(model, tm, params, multi, self.max_page_size())
+        async with self.db.read() as conn:
+            await self.gate(conn, actor, tm, PEEK)
+            where = [*lq.where, *extra_where]
+            vis = visible_clause(model, tm, actor, READ)
+            if vis is not None:
+                where.append(vis)
+            cond = sa.and_(*where) if where else None
+            total = await records.count(conn, tm, cond)
+            rows = await records.fetch(
+                conn,
+                model,
+                tm,
+                cond,
+                order_by=lq.order_by,
+                limit=lq.size,
+                offset=(lq.page - 1) * lq.size,
+                fields=lq.fields,
+            )
+            page = Page(rows, total, lq.page, lq.size)
+            if lq.include:
+                await self._include(conn, actor, tm, page, lq.include)
+            return page
+
+    async def get(self, actor: Actor, table: str, ref: str, include: Sequence[str] = ()) -> Page:
+        model = self.model
+        tm = model.table(table)
+        async with self.db.read() as conn:
+            await self.gate(conn, actor, tm, PEEK)
+            row = await self.row(conn, actor, tm, ref, READ)
+            page = Page([row], 1, 1, 1)
+            if include:
+                await self._include(conn, actor, tm, page, include)
+            return page
+
+    async def _include(
+        self, conn: AsyncConnection, actor: Actor, tm: TableModel, page: Page, names: Sequence[str]
+    ) -> None:
+        model = self.model
+        wanted: list[RelSpec] = []
+        for rel in tm.relations.values():
+            if "*" in names or rel.name in names or rel.target in names:
+                wanted.append(rel)
+        ids = [r.id for r in page.rows]
+        seen: set[tuple[str, str]] = set()
+        for rel in wanted:
+            target = model.table(rel.target)
+            vis = visible_clause(model, target, actor, READ)
+            if rel.fk_column is not None:
+                refs = {r.attrs.get(rel.fk_column) for r in page.rows} - {None}
+                if not refs:
+                    continue
+                where: Any = target.sa.c.reference_id.in_(list(refs))
+                found = await records.fetch(conn, model, target, where if vis is None else sa.and_(where, vis))
+            elif rel.join_table is not None and rel.join_self and rel.join_target:
+                j = model.table(rel.join_table).sa
+                links = (
+                    await conn.execute(
+                        sa.select(j.c[rel.join_self], j.c[rel.join_target])
+                        .where(j.c[rel.join_self].in_(ids))
+                        .order_by(j.c.id.desc())
+                        .limit(INCLUDE_LIMIT * max(1, len(ids)))
+                    )
+                ).all()
+                target_ids = {t for _, t in links}
+                where = target.sa.c.id.in_(list(target_ids))
+                found = await records.fetch(conn, model, target, where if vis is None else sa.and_(where, vis))
+                by_id = {f.id: f.ref for f in found}
+                linked = page.linked.setdefault(rel.name, {})
+                for self_id, tid in links:
+                    if tid in by_id:
+                        linked.setdefault(self_id, []).append(by_id[tid])
+            elif rel.reverse_fk is not None:
+                where = target.sa.c[rel.reverse_fk].in_(ids)
+                found = await records.fetch(
+                    conn,
+                    model,
+                    target,
+                    where if vis is None else sa.and_(where, vis),
+                    limit=INCLUDE_LIMIT * max(1, len(ids)),
+                )
+            else:
+                continue
+            for f in found:
+                if (target.name, f.ref) not in seen:
+                    seen.add((target.name, f.ref))
+                    page.included.append((target.name, f))
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        actor: Actor,
+        table: str,
+        attrs: Any,
+        relationships: Any = None,
+        *,
+        ref: str | None = None,
+        uow: UnitOfWork | None = None,
+    ) -> RowData:
+        if uow is None:
+            try:
+                async with self.db.transaction() as own:
+                    return await self.create(actor, table, attrs, relationships, ref=ref, uow=own)
+            except (IntegrityError, DBAPIError) as exc:
+                raise translate_db_error(exc) from None
+        model = self.model
+        tm = model.table(table)
+        await self.gate(uow.conn, actor, tm, CREATE)
+        if ref is not None and parse_uuid(ref) is None:
+            raise BadRequest("data.id must be a UUID", pointer="/data/id")
+        values = await to_values(uow.conn, model, tm, actor, attrs, partial=False, secret=self.secret)
+        if tm.owner:
+            owner_raw = attrs.get("user_account_id") if isinstance(attrs, dict) else None
+            if actor.is_admin and owner_raw:
+                values["user_account_id"] = await resolve_ref(
+                    uow.conn, model, actor, "user_account", owner_raw, "/data/attributes/user_account_id"
+                )
+            else:
+                values["user_account_id"] = actor.user_id
+        links = await self._to_many(uow.conn, actor, tm, relationships)
+        groups = [(g.name, g.permission or self._link_default(tm)) for g in tm.decl.default_groups]
+        row = await records.insert(
+            uow,
+            model,
+            tm,
+            values,
+            permission=self.catalog.default_permission(tm.decl),
+            actor=actor.ref,
+            ref=parse_uuid(ref) if ref else None,
+            groups=groups,
+        )
+        if table == "user_account" and actor.is_guest:  # a user signing up owns their own row
+            await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row.id).values(user_account_id=row.id))
+            row = await records.refresh_event(uow, model, tm, row.id, actor.ref)
+        if links:
+            await self._link(uow, actor, tm, row.id, links, replace=False)
+            row = await records.fetch_one(uow.conn, model, tm, row_id=row.id) or row
+        return row
+
+    def _link_default(self, tm: TableModel) -> int:
+        if tm.group_join is None:
+            return 0
+        return self.catalog.default_permission(self.model.table(tm.group_join).decl)
+
+    async def update(
+        self,
+        actor: Actor,
+        table: str,
+        ref: str,
+        attrs: Any,
+        relationships: Any = None,
+        *,
+        uow: UnitOfWork | None = None,
+    ) -> RowData:
+        if uow is None:
+            try:
+                async with self.db.transaction() as own:
+                    return await self.update(actor, table, ref, attrs, relationships, uow=own)
+            except (IntegrityError, DBAPIError) as exc:
+                raise translate_db_error(exc) from None
+        model = self.model
+        tm = model.table(table)
+        await self.gate(uow.conn, actor, tm, UPDATE)
+        row = await self.row(uow.conn, actor, tm, ref, UPDATE)
+        values = await to_values(uow.conn, model, tm, actor, attrs or {}, partial=True, secret=self.secret)
+        if isinstance(attrs, dict):
+            if "permission" in attrs:
+                values["permission"] = permission_value(attrs["permission"])
+            if tm.owner and "user_account_id" in attrs:
+                values["user_account_id"] = await resolve_ref(
+                    uow.conn, model, actor, "user_account", attrs["user_account_id"], "/data/attributes/user_account_id"
+                )
+        if table == "user_account" and "password" in values:
+            values["auth_version"] = tm.sa.c.auth_version + 1  # every older token stops working
+        links = await self._to_many(uow.conn, actor, tm, relationships)
+        if links:
+            await self._link(uow, actor, tm, row.id, links, replace=False)
+        return await records.update(uow, model, tm, row.id, values, actor=actor.ref)
+
+    async def delete(self, actor: Actor, table: str, ref: str, *, uow: UnitOfWork | None = None) -> None:
+        if uow is None:
+            try:
+                async with self.db.transaction() as own:
+                    return await self.delete(actor, table, ref, uow=own)
+            except (IntegrityError, DBAPIError) as exc:
+                raise translate_db_error(exc) from None
+        model = self.model
+        tm = model.table(table)
+        await self.gate(uow.conn, actor, tm, DELETE)
+        row = await self.row(uow.conn, actor, tm, ref, DELETE)
+        await records.delete(uow, model, tm, row, actor=actor.ref)
+
+    # -- relationships --------------------------------------------------------------------------
+
+    async def _to_many(
+        self, conn: AsyncConnection, actor: Actor, tm: TableModel, relationships: Any
+    ) -> dict[str, list[int]]:
+        """Parse `relationships` for to-many (join table) relations into target ids (Refer checked)."""
+        if relationships is None:
+            return {}
+        if not isinstance(relationships, dict):
+            raise BadRequest("relationships must be an object", pointer="/data/relationships")
+        out: dict[str, list[int]] = {}
+        for name, body in relationships.items():
+            rel = tm.relations.get(name)
+            pointer = f"/data/relationships/{name}"
+            if rel is None:
+                raise BadRequest(f"unknown relationship {name!r}", pointer=pointer)
+            if not isinstance(body, dict) or "data" not in body:
+                raise BadRequest("relationship must be an object with data", pointer=pointer)
+            data = body["data"]
+            if rel.join_table is None:
+                continue  # to-one relations are written through the FK attribute
+            if not isinstance(data, list):
+                raise BadRequest("to-many relationship data must be a list", pointer=f"{pointer}/data")
+            ids = []
+            for i, item in enumerate(data[:1000]):
+                rid = await resolve_ref(conn, self.model, actor, rel.target, item, f"{pointer}/data/{i}")
+                if rid is not None:
+                    ids.append(rid)
+            out[name] = ids
+        return out
+
+    async def _link(
+        self, uow: UnitOfWork, actor: Actor, tm: TableModel, row_id: int, links: dict[str, list[int]], *, replace: bool
+    ) -> None:
+        model = self.model
+        for name, target_ids in links.items():
+            rel = tm.relations[name]
+            assert rel.join_table and rel.join_self and rel.join_target
+            jt = model.table(rel.join_table)
+            j = jt.sa
+            rows = await uow.conn.execute(sa.select(j.c.id, j.c[rel.join_target]).where(j.c[rel.join_self] == row_id))
+            existing: dict[int, int] = {int(target): int(link) for link, target in rows}
+            for tid in target_ids:
+                if tid not in existing:
+                    await records.insert(
+                        uow,
+                        model,
+                        jt,
+                        {rel.join_self: row_id, rel.join_target: tid},
+                        permission=self.catalog.default_permission(jt.decl),
+                        actor=actor.ref,
+                    )
+            if replace:
+                for old_tid, link_id in existing.items():
+                    if old_tid not in target_ids:
+                        link = await records.fetch_one(uow.conn, model, jt, row_id=link_id)
+                        if link is not None:
+                            await records.delete(uow, model, jt, link, actor=actor.ref)
+            if rel.target == "usergroup":  # the row's grants changed: tell subscribers
+                await records.refresh_event(uow, model, tm, row_id, actor.ref)
+
+    async def unlink(
+        self, uow: UnitOfWork, actor: Actor, tm: TableModel, row_id: int, name: str, target_ids: list[int]
+    ) -> None:
+        model = self.model
+        rel = tm.relations[name]
+        assert rel.join_table and rel.join_self and rel.join_target
+        jt = model.table(rel.join_table)
+        links = await records.fetch(
+            uow.conn, model, jt, sa.and_(jt.sa.c[rel.join_self] == row_id, jt.sa.c[rel.join_target].in_(target_ids))
+        )
+        for link in links:
+            await records.delete(uow, model, jt, link, actor=actor.ref)
+        if rel.target == "usergroup" and links:
+            await records.refresh_event(uow, model, tm, row_id, actor.ref)
+
+    async def change_links(self, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:
+        """Relationship endpoint writes: mode add (POST), replace (PATCH) or remove (DELETE)."""
+        model = self.model
+        tm = model.table(table)
+        rel = tm.relations.get(name)
+        if rel is None:
+            raise NotFound(f"no relationship {name!r} on {table}")
+        try:
+            async with self.db.transaction() as uow:
+                await self.gate(uow.conn, actor, tm, REFER)
+                row = await self.row(uow.conn, actor, tm, ref, UPDATE)
+                if rel.join_table is None:
+                    if mode == "remove" or not isinstance(body, dict):
+                        raise BadRequest("to-one relationships are replaced with PATCH", pointer="/data")
+                    fk = rel.fk_column or rel.name
+                    await self.update(actor, table, row.ref, {fk: (body.get("data") or {}).get("id")}, uow=uow)
+                    return
+                links = await self._to_many(uow.conn, actor, tm, {name: body})
+                ids = links.get(name, [])
+                if mode == "remove":
+                    await self.unlink(uow, actor, tm, row.id, name, ids)
+                else:
+                    await self._link(uow, actor, tm, row.id, {name: ids}, replace=mode == "replace")
+        except (IntegrityError, DBAPIError) as exc:
+            raise translate_db_error(exc) from None
+
+
+def _verb(right: int) -> str:
+    return {PEEK: "see", READ: "read", CREATE: "create", UPDATE: "update", DELETE: "delete", REFER: "refer to"}.get(
+        right, "use"
+    )
+
+
+def related_where(model: Model, tm: TableModel, row: RowData, rel: RelSpec) -> Any:
+    """Condition on the target table selecting the rows related to `row` through `rel`."""
+    target = model.table(rel.target).sa
+    if rel.fk_column is not None:
+        ref = row.attrs.get(rel.fk_column)
+        return target.c.reference_id == ref if ref else sa.false()
+    if rel.reverse_fk is not None:
+        return target.c[rel.reverse_fk] == row.id
+    assert rel.join_table and rel.join_self and rel.join_target
+    j = model.table(rel.join_table).sa
+    return target.c.id.in_(sa.select(j.c[rel.join_target]).where(j.c[rel.join_self] == row.id))

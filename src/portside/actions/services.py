@@ -1,0 +1,43 @@
+"""The services every edge needs, built once by the runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from portside.actions.crud import Crud
+from portside.actions.registry import Registry, performers
+from portside.auth.identity import RateLimiter
+from portside.core.catalog import Catalog
+from portside.core.config import ConfigStore
+from portside.core.db import Database
+from portside.core.model import Model
+from portside.realtime.bus import Bus
+from portside.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    config: ConfigStore
+    catalog: Catalog
+    crud: Crud
+    bus: Bus
+    performers: Registry = field(default_factory=lambda: performers)
+    signin_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window_seconds=300))
+
+    @property
+    def model(self) -> Model:
+        return self.catalog.model
+
+    @property
+    def jwt_secret(self) -> str:
+        return self.settings.jwt_secret or self.config.get("jwt.secret") or ""
+
+    @property
+    def jwt_issuer(self) -> str:
+        return self.config.get("jwt.token.issuer") or "portside"
+
+    @property
+    def token_life_hours(self) -> int:
+        return self.config.get_int("jwt.token.life.hours", 72)

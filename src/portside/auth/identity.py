@@ -1,0 +1,120 @@
+"""Who is calling: token → Actor (user, groups, admin flag), looked up fresh on every request.
+
+Membership and permission changes are effective on the very next request because nothing here is cached
+beyond one request. Tokens are resolved by `sub` (the user's reference id), never by email, and a token
+for a user that does not exist is rejected rather than creating one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from portside.auth import tokens
+from portside.auth.permissions import ADMIN_GROUP, Actor
+from portside.core.model import Model
+from portside.errors import TooManyRequests, Unauthorized
+
+MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"
+
+
+async def actor_for_user(
+    conn: AsyncConnection, model: Model, *, ref: str | None = None, user_id: int | None = None, email: str | None = None
+) -> Actor | None:
+    u = model.table("user_account").sa
+    m = model.table(MEMBERSHIP).sa
+    g = model.table("usergroup").sa
+    q = sa.select(
+        u.c.id,
+        u.c.reference_id,
+        u.c.email,
+        u.c.name,
+        u.c.auth_version,
+        g.c.id.label("gid"),
+        g.c.reference_id.label("gref"),
+        g.c.name.label("gname"),
+    ).select_from(u.outerjoin(m, m.c.user_account_id == u.c.id).outerjoin(g, g.c.id == m.c.usergroup_id))
+    if ref is not None:
+        q = q.where(u.c.reference_id == ref)
+    elif user_id is not None:
+        q = q.where(u.c.id == user_id)
+    elif email is not None:
+        q = q.where(u.c.email == email)
+    else:
+        return None
+    rows = (await conn.execute(q)).all()
+    if not rows:
+        return None
+    first = rows[0]
+    groups = [(r.gid, r.gref, r.gname) for r in rows if r.gid is not None]
+    return Actor(
+        user_id=int(first.id),
+        ref=first.reference_id,
+        email=first.email or "",
+        name=first.name or "",
+        groups=frozenset(ref for _, ref, _ in groups),
+        group_ids=tuple(sorted(gid for gid, _, _ in groups)),
+        is_admin=any(name == ADMIN_GROUP for _, _, name in groups),
+        auth_version=int(first.auth_version or 1),
+    )
+
+
+async def actor_from_token(conn: AsyncConnection, model: Model, token: str, *, secret: str, issuer: str) -> Actor:
+    """The Actor for a presented token, or Unauthorized (401) — a bad token is never a guest."""
+    claims = tokens.decode(token, secret=secret, issuer=issuer)
+    sub = claims.get("sub")
+    if not isinstance(sub, str):
+        raise Unauthorized("invalid token: no subject")
+    actor = await actor_for_user(conn, model, ref=sub)
+    if actor is None:
+        raise Unauthorized("invalid token: unknown user")
+    version = claims.get("auth_version")
+    if not isinstance(version, int) or version != actor.auth_version:
+        raise Unauthorized("token revoked: credentials changed since it was issued")
+    return actor
+
+
+async def any_admin(conn: AsyncConnection, model: Model) -> bool:
+    m = model.table(MEMBERSHIP).sa
+    g = model.table("usergroup").sa
+    q = sa.select(m.c.id).select_from(m.join(g, g.c.id == m.c.usergroup_id)).where(g.c.name == ADMIN_GROUP)
+    return (await conn.scalar(q.limit(1))) is not None
+
+
+class RateLimiter:
+    """Sliding-window counter of failures per key (account, client address); in-process."""
+
+    def __init__(self, limit: int, window_seconds: float, max_keys: int = 100_000):
+        self.limit = limit
+        self.window = window_seconds
+        self.max_keys = max_keys
+        self._hits: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._hits.get(key)
+        if q is None:
+            if len(self._hits) >= self.max_keys:
+                self._hits.pop(next(iter(self._hits)))
+            q = self._hits[key] = deque()
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        return q
+
+    def check(self, *keys: str) -> None:
+        now = time.monotonic()
+        for key in keys:
+            q = self._recent(key, now)
+            if len(q) >= self.limit:
+                retry = int(q[0] + self.window - now) + 1
+                raise TooManyRequests("too many failed attempts; try again later", retry_after=retry)
+
+    def fail(self, *keys: str) -> None:
+        now = time.monotonic()
+        for key in keys:
+            self._recent(key, now).append(now)
+
+    def reset(self, key: str) -> None:
+        self._hits.pop(key, None)

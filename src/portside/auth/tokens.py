@@ -1,0 +1,47 @@
+"""JWT (HS256) with Daptin's claims."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+from portside.errors import Unauthorized
+from portside.tools.ids import uuid7_str
+
+
+def issue(*, secret: str, issuer: str, life_hours: int, ref: str, email: str, name: str, auth_version: int) -> str:
+    now = int(time.time())
+    claims = {
+        "email": email,
+        "name": name,
+        "sub": ref,
+        "iss": issuer,
+        "iat": now,
+        "nbf": now,
+        "exp": now + life_hours * 3600,
+        "jti": uuid7_str(),
+        "auth_version": auth_version,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def decode(token: str, *, secret: str, issuer: str) -> dict[str, Any]:
+    """Verified claims, or Unauthorized naming what is wrong (never the secret)."""
+    if len(token) > 4096:
+        raise Unauthorized("token too long")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            issuer=issuer,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"invalid token: {type(exc).__name__}") from None
+    return claims

@@ -1,0 +1,49 @@
+"""`portside` command: `portside serve [options]`. Options come from the settings table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from portside import log, settings
+from portside.errors import SchemaError, StartupError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="portside",
+        description="Portside: schema files become a permission-aware JSON:API with realtime ports.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the server", description="Run the Portside server.")
+    settings.add_arguments(serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command != "serve":
+        parser().print_help()
+        return 2
+    try:
+        conf = settings.resolve(args)
+    except StartupError as exc:
+        print(f"portside: {exc}", file=sys.stderr)
+        return 2
+    log.configure(conf.log_level)
+    from portside.runtime import serve_forever
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_forever(conf))
+    except (StartupError, SchemaError) as exc:
+        print(f"portside: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

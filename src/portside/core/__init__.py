@@ -1,0 +1,1 @@
+"""Data layer: schema, field types, tables, migration, database, queries, records, events."""

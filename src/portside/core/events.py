@@ -1,0 +1,166 @@
+"""Change events: facts about committed writes, appended to the event log in the writing transaction.
+
+An event carries the API-visible row (never secrets) and the row's grants (owner, permission, group
+grants) so any port can decide visibility without querying the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from portside.tools import jsonutil
+
+EVENT_TYPES = ("create", "update", "delete")
+
+event_metadata = sa.MetaData()
+event_log = sa.Table(
+    "_event_log",
+    event_metadata,
+    sa.Column("offset", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("table_name", sa.String(100), nullable=False),
+    sa.Column("event_type", sa.String(20), nullable=False),
+    sa.Column("reference_id", sa.String(36), nullable=False),
+    sa.Column("data", sa.Text().with_variant(mysql.LONGTEXT(), "mysql"), nullable=False),
+    sa.Column("grants", sa.Text(), nullable=False),
+    sa.Column("actor", sa.String(36), nullable=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Grants:
+    """Who may see a row: its owner's ref, its permission mask, and (group ref, link mask) pairs."""
+
+    owner: str | None
+    permission: int
+    groups: tuple[tuple[str, int], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "permission": self.permission,
+            "groups": [{"group": g, "permission": p} for g, p in self.groups],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Grants:
+        return cls(
+            owner=raw.get("owner"),
+            permission=int(raw.get("permission") or 0),
+            groups=tuple((str(g["group"]), int(g["permission"])) for g in raw.get("groups") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    table: str
+    type: str
+    ref: str
+    data: dict[str, Any]
+    grants: Grants
+    actor: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    offset: int
+    table: str
+    type: str
+    ref: str
+    data: dict[str, Any]
+    grants: Grants
+    actor: str | None
+    at: str = field(default="")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "table": self.table,
+            "type": self.type,
+            "ref": self.ref,
+            "data": self.data,
+            "grants": self.grants.to_json(),
+            "actor": self.actor,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Event:
+        return cls(
+            offset=int(raw["offset"]),
+            table=str(raw["table"]),
+            type=str(raw["type"]),
+            ref=str(raw["ref"]),
+            data=dict(raw.get("data") or {}),
+            grants=Grants.from_json(raw.get("grants") or {}),
+            actor=raw.get("actor"),
+            at=str(raw.get("at") or ""),
+        )
+
+    @classmethod
+    def from_row(cls, row: Any) -> Event:
+        return cls(
+            offset=int(row.offset),
+            table=row.table_name,
+            type=row.event_type,
+            ref=row.reference_id,
+            data=jsonutil.loads(row.data, max_depth=1000),
+            grants=Grants.from_json(jsonutil.loads(row.grants)),
+            actor=row.actor,
+            at=jsonutil.iso(row.created_at) or "",
+        )
+
+
+async def append(conn: Any, draft: EventDraft) -> Event:
+    """Insert the event into the log inside the caller's transaction; returns it with its offset."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    result = await conn.execute(
+        event_log.insert().values(
+            table_name=draft.table,
+            event_type=draft.type,
+            reference_id=draft.ref,
+            data=jsonutil.dumps_str(draft.data),
+            grants=jsonutil.dumps_str(draft.grants.to_json()),
+            actor=draft.actor,
+            created_at=now,
+        )
+    )
+    pk = result.inserted_primary_key
+    assert pk is not None
+    offset = int(pk[0])
+    return Event(
+        offset,
+        draft.table,
+        draft.type,
+        draft.ref,
+        draft.data,
+        draft.grants,
+        draft.actor,
+        jsonutil.iso(now) or "",
+    )
+
+
+async def read_since(conn: Any, after: int, limit: int = 1000) -> list[Event]:
+    rows = await conn.execute(
+        sa.select(event_log).where(event_log.c.offset > after).order_by(event_log.c.offset).limit(limit)
+    )
+    return [Event.from_row(r) for r in rows]
+
+
+async def latest_offset(conn: Any) -> int:
+    value = await conn.scalar(sa.select(sa.func.max(event_log.c.offset)))
+    return int(value or 0)
+
+
+async def trim(conn: Any, keep: int) -> int:
+    """Drop events older than the newest `keep`; returns how many were removed."""
+    top = await latest_offset(conn)
+    if top <= keep:
+        return 0
+    result = await conn.execute(event_log.delete().where(event_log.c.offset <= top - keep))
+    return int(result.rowcount or 0)

@@ -1,0 +1,660 @@
+"""Every Daptin ColumnType in one place: SQL type, client value -> DB value, DB value -> wire value.
+
+Two layers decide a value:
+
+1. the *semantic* handler for the ColumnType (``REGISTRY``; exact name first, then the family before the dot,
+   unknown types fall back to plain text) validates and transforms (hashes passwords, checks enum options...);
+2. the *storage* of the column (from its DataType text, or the type's typical DataType when empty) coerces the
+   result to what the SQL column holds (int, float, bool, naive-UTC datetime or length-checked text).
+
+So an ``alias`` column with DataType ``int(11)`` stores ints, and a ``truefalse`` column with ``int(1)``
+stores 1/0. Bad client input always raises ``FieldError``; nothing here ever builds SQL text from a value.
+
+Deliberate choices: date/times without a zone are taken as UTC (Daptin uses the server's local zone) and
+stored naive UTC; ``time`` values are stored as ``HH:MM:SS`` text (a time-ish DataType becomes varchar(20));
+the declared ``varchar(n)`` limit is enforced even when n > 768 makes the column TEXT; ``int`` DataTypes hold
+32-bit values (MySQL/PostgreSQL INTEGER), ``bigint`` 64-bit; strings with NUL or lone surrogates are refused
+(PostgreSQL rejects them); assets must be a list of ``{name, file|contents, type?, path?}`` with a plain
+file name and a relative path without ``..``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import email.utils
+import functools
+import math
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from portside.core.schema import Column
+from portside.tools import crypto, jsonutil
+
+BCRYPT_ROUNDS = crypto.DEFAULT_ROUNDS  # tests lower this to keep bcrypt fast
+MAX_STRING_INDEXABLE = 768  # utf8mb4 varchar above this can't be indexed on MySQL/MariaDB: use TEXT
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+TRUE_WORDS = {"true", "1"}
+FALSE_WORDS = {"false", "0"}
+
+
+class FieldError(ValueError):
+    """A client value is not acceptable for a column; ``str(exc) == exc.message``."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.message = message
+
+
+def _bad(col: Column, why: str) -> FieldError:
+    return FieldError(col.column_name, f"invalid value for {col.column_name}: {why}")
+
+
+# ---------------------------------------------------------------- storage (from DataType text)
+
+
+@dataclass(frozen=True)
+class Storage:
+    kind: str  # int | bigint | float | bool | datetime | string | text | longtext
+    length: int = 0  # declared character limit, 0 = none
+
+
+_DT_RE = re.compile(r"\s*([a-z_]+(?:\s+(?:precision|varying))?)\s*(?:\(\s*(\d+)\s*(?:,\s*\d+\s*)?\))?")
+_BASE_KIND = {
+    **dict.fromkeys(["varchar", "char", "character", "character varying", "nvarchar", "nchar"], "string"),
+    **dict.fromkeys(["int", "integer", "smallint", "mediumint", "tinyint", "serial"], "int"),
+    **dict.fromkeys(["bigint", "bigserial"], "bigint"),
+    **dict.fromkeys(["text", "tinytext", "json", "jsonb"], "text"),
+    **dict.fromkeys(["mediumtext", "longtext", "blob", "tinyblob", "mediumblob", "longblob"], "longtext"),
+    **dict.fromkeys(["bytea", "binary", "varbinary"], "longtext"),
+    **dict.fromkeys(["bool", "boolean", "bit"], "bool"),
+    **dict.fromkeys(["timestamp", "timestamptz", "datetime", "date"], "datetime"),
+    **dict.fromkeys(["float", "double", "double precision", "real", "decimal", "numeric"], "float"),
+    "time": "time",
+}
+
+
+def _parse_data_type(text: str) -> Storage | None:
+    m = _DT_RE.match(text.lower())
+    if not m:
+        return None
+    kind = _BASE_KIND.get(" ".join(m.group(1).split()))
+    if kind is None:
+        return None
+    if kind == "time":  # times are kept as "HH:MM:SS" text
+        return Storage("string", 20)
+    if kind == "string":
+        return Storage("string", max(int(m.group(2) or 255), 1))
+    return Storage(kind)
+
+
+def _texty(st: Storage) -> bool:
+    return st.kind in ("string", "text", "longtext")
+
+
+@functools.lru_cache(maxsize=2048)
+def storage_for(column_type: str, data_type: str) -> Storage:
+    """Storage of a (ColumnType, DataType) pair. Cached: add REGISTRY entries before first use.
+
+    An empty or unrecognised DataType falls back to the ColumnType's typical DataType (§1.5).
+    """
+    kind = _lookup(column_type)
+    st = _parse_data_type(data_type) if data_type.strip() else None
+    st = st or _parse_data_type(kind.data_type) or Storage("string", 100)
+    return kind.storage(st) if kind.storage else st
+
+
+def _storage(col: Column) -> Storage:
+    return storage_for(col.column_type, col.data_type)
+
+
+def sa_type(col: Column) -> sa.types.TypeEngine[Any]:
+    """SQLAlchemy type for the column; the same DDL works on SQLite, PostgreSQL and MySQL/MariaDB."""
+    st = _storage(col)
+    if st.kind == "int":
+        return sa.Integer()
+    if st.kind == "bigint":
+        return sa.BigInteger()
+    if st.kind == "float":
+        return sa.Double()
+    if st.kind == "bool":
+        return sa.Boolean()
+    if st.kind == "datetime":
+        return sa.DateTime()
+    if st.kind == "string" and st.length <= MAX_STRING_INDEXABLE:
+        return sa.String(st.length)
+    if st.kind == "longtext":
+        return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    return sa.Text()
+
+
+# ---------------------------------------------------------------- scalar coercions
+
+_INT_RE = re.compile(r"[+-]?\d{1,30}")
+_NUM_RE = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,4})?")
+
+
+def _as_int(col: Column, v: Any, bounds: tuple[int, int] = INT64) -> int:
+    if isinstance(v, bool):
+        n = int(v)
+    elif isinstance(v, int):
+        n = v
+    elif isinstance(v, float):
+        if not math.isfinite(v):
+            raise _bad(col, "expected a finite number")
+        n = int(v)
+    elif isinstance(v, str) and _INT_RE.fullmatch(v.strip()):
+        n = int(v.strip())
+    elif isinstance(v, str) and _NUM_RE.fullmatch(v.strip()):
+        return _as_int(col, float(v.strip()), bounds)
+    else:
+        raise _bad(col, "expected an integer")
+    if not bounds[0] <= n <= bounds[1]:
+        raise _bad(col, "integer out of range")
+    return n
+
+
+def _as_float(col: Column, v: Any) -> float:
+    if isinstance(v, str) and _NUM_RE.fullmatch(v.strip()):
+        v = float(v.strip())
+    if not isinstance(v, int | float):
+        raise _bad(col, "expected a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise _bad(col, "number out of range") from None
+    if not math.isfinite(f):
+        raise _bad(col, "expected a finite number")
+    return f
+
+
+def _as_bool(col: Column, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return v.strip().lower() in TRUE_WORDS
+    raise _bad(col, "expected true or false")
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EXTRA_FORMATS = ("%Y/%m/%d %H:%M:%S", "%Y/%m/%d", "%d %b %Y", "%b %d, %Y", "%d %B %Y", "%B %d, %Y")
+
+
+def _naive_utc(d: dt.datetime) -> dt.datetime:
+    return d.astimezone(dt.UTC).replace(tzinfo=None) if d.tzinfo is not None else d
+
+
+def _from_unix(col: Column, seconds: float) -> dt.datetime:
+    try:
+        return _EPOCH + dt.timedelta(seconds=_as_float(col, seconds))
+    except OverflowError:
+        raise _bad(col, "date out of range") from None
+
+
+def _parse_datetime_text(col: Column, text: str) -> dt.datetime:
+    t = text.strip()
+    if not t or len(t) > 64:
+        raise _bad(col, "expected a date/time")
+    if _NUM_RE.fullmatch(t):
+        return _from_unix(col, float(t))
+    try:
+        return _naive_utc(dt.datetime.fromisoformat(t[:-1] + "+00:00" if t[-1] in "zZ" else t))
+    except ValueError:
+        pass
+    try:
+        return _naive_utc(email.utils.parsedate_to_datetime(t))  # RFC 1123 / 2822
+    except (TypeError, ValueError, IndexError):
+        pass
+    for fmt in _EXTRA_FORMATS:
+        try:
+            return dt.datetime.strptime(t, fmt)
+        except ValueError:
+            continue
+    raise _bad(col, "expected a date/time (RFC 3339, YYYY-MM-DD[ HH:MM:SS] or unix seconds)")
+
+
+def _as_datetime(col: Column, v: Any) -> dt.datetime:
+    if isinstance(v, dt.datetime):
+        return _naive_utc(v)
+    if isinstance(v, dt.date):
+        return dt.datetime(v.year, v.month, v.day)
+    if isinstance(v, str):
+        return _parse_datetime_text(col, v)
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return _from_unix(col, v)
+    raise _bad(col, "expected a date/time")
+
+
+def _as_text(col: Column, v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        if not INT64[0] <= v <= INT64[1]:
+            raise _bad(col, "integer out of range")
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise _bad(col, "expected a finite number")
+        return repr(v)
+    if isinstance(v, dt.datetime):
+        return jsonutil.iso(v) or ""
+    if not isinstance(v, str):
+        raise _bad(col, "expected text")
+    if "\x00" in v:
+        raise _bad(col, "contains a NUL character")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(col, "not valid UTF-8 text") from None
+    return v
+
+
+def _store(col: Column, st: Storage, v: Any) -> Any:
+    if v is None:
+        return None
+    if st.kind in ("int", "bigint"):
+        return _as_int(col, v, INT32 if st.kind == "int" else INT64)
+    if st.kind == "float":
+        return _as_float(col, v)
+    if st.kind == "bool":
+        return _as_bool(col, v)
+    if st.kind == "datetime":
+        return _as_datetime(col, v)
+    s = _as_text(col, v)
+    if st.length and len(s) > st.length:
+        raise _bad(col, f"longer than {st.length} characters")
+    return s
+
+
+# ---------------------------------------------------------------- semantic handlers
+
+Convert = Callable[[Column, Any, str], Any]
+
+
+@dataclass(frozen=True)
+class FieldKind:
+    convert: Convert  # (column, client value, encryption secret) -> value handed to storage coercion
+    data_type: str = "varchar(100)"  # typical DataType when the column declares none
+    secret: bool = False  # never in change events
+    heavy: bool = False  # CPU-heavy conversion: run off the event loop
+    storage: Callable[[Storage], Storage] | None = None  # override of the DataType-derived storage
+
+
+def _scalar(col: Column, v: Any, secret: str) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str | int | float):
+        return v
+    raise _bad(col, "expected text or a number")
+
+
+def _integer(lo: int | None = None, hi: int | None = None, blank_zero: bool = False) -> Convert:
+    def convert(col: Column, v: Any, secret: str) -> Any:
+        if blank_zero and isinstance(v, str) and v.strip().lower() in ("", "-", "na"):
+            return 0
+        if isinstance(v, bool):
+            raise _bad(col, "expected an integer")
+        if blank_zero and _storage(col).kind == "float":
+            return _as_float(col, v)
+        n = _as_int(col, v)
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            raise _bad(col, f"must be between {lo} and {hi}")
+        return n
+
+    return convert
+
+
+def _float(col: Column, v: Any, secret: str) -> Any:
+    if isinstance(v, bool):
+        raise _bad(col, "expected a number")
+    return _as_float(col, v)
+
+
+def _truefalse(col: Column, v: Any, secret: str) -> Any:
+    return _as_bool(col, v)
+
+
+def _datetime(col: Column, v: Any, secret: str) -> Any:
+    return _as_datetime(col, v)
+
+
+_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?")
+
+
+def _time(col: Column, v: Any, secret: str) -> Any:
+    m = _TIME_RE.fullmatch(v.strip()) if isinstance(v, str) else None
+    if not m:
+        raise _bad(col, "expected a time HH:MM[:SS]")
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if h > 23 or mi > 59 or s > 59:
+        raise _bad(col, "time out of range")
+    return f"{h:02d}:{mi:02d}:{s:02d}"
+
+
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+
+
+def is_email(v: Any) -> bool:
+    return isinstance(v, str) and len(v) <= 254 and _EMAIL_RE.fullmatch(v) is not None
+
+
+def _email(col: Column, v: Any, secret: str) -> Any:
+    if not isinstance(v, str) or not is_email(v.strip()):
+        raise _bad(col, "expected an email address")
+    return v.strip()
+
+
+def is_http_url(v: Any) -> bool:
+    if not isinstance(v, str) or not v or any(c.isspace() or ord(c) < 32 for c in v):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(v)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def _url(col: Column, v: Any, secret: str) -> Any:
+    if not isinstance(v, str) or not is_http_url(v.strip()):
+        raise _bad(col, "expected an http(s) URL")
+    return v.strip()
+
+
+def _enum(col: Column, v: Any, secret: str) -> Any:
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise _bad(col, "expected one of the allowed values")
+    value = str(v).strip().lower()
+    allowed = [str(o.get("Value", "")).lower() for o in col.options]
+    if value not in allowed:
+        shown = ", ".join(allowed[:10]) + (", ..." if len(allowed) > 10 else "")
+        raise _bad(col, f"must be one of {shown}" if allowed else "no options are defined")
+    return value
+
+
+_COLOR_RE = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+
+
+def _color(col: Column, v: Any, secret: str) -> Any:
+    if not isinstance(v, str):
+        raise _bad(col, "expected a colour")
+    s = v.strip()
+    if (s.startswith("#") and not _COLOR_RE.fullmatch(s)) or len(s) > 50:
+        raise _bad(col, "expected #rgb, #rrggbb or a colour name")
+    return s
+
+
+def _json(col: Column, v: Any, secret: str) -> Any:
+    if isinstance(v, str):
+        text = v
+    elif isinstance(v, dict | list | int | float | bool):
+        text = jsonutil.dumps_str(v)
+    else:
+        raise _bad(col, "expected JSON")
+    try:
+        jsonutil.loads(text)
+    except jsonutil.JSONError:
+        raise _bad(col, "not valid JSON") from None
+    return text
+
+
+def _secret_text(col: Column, v: Any) -> str:
+    if not isinstance(v, str):
+        raise _bad(col, "expected a string")
+    if not v:
+        raise _bad(col, "must not be empty")
+    return v
+
+
+def _bcrypt_of(col: Column, plain: str) -> str:
+    if len(plain.encode("utf-8")) > crypto.BCRYPT_MAX_BYTES:
+        raise _bad(col, f"longer than {crypto.BCRYPT_MAX_BYTES} bytes")
+    return crypto.hash_password(plain, BCRYPT_ROUNDS)
+
+
+def _bcrypt(col: Column, v: Any, secret: str) -> Any:
+    return _bcrypt_of(col, _secret_text(col, v))
+
+
+def _md5(col: Column, v: Any, secret: str) -> Any:
+    return crypto.md5_hex(_secret_text(col, v))
+
+
+def _md5_bcrypt(col: Column, v: Any, secret: str) -> Any:
+    return _bcrypt_of(col, crypto.md5_hex(_secret_text(col, v)))
+
+
+def _encrypted(col: Column, v: Any, secret: str) -> Any:
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise _bad(col, "expected text")
+    return crypto.encrypt(secret, _as_text(col, v))
+
+
+def _base64_ok(data: str) -> bool:
+    if data.startswith("data:"):
+        header, sep, data = data.partition(",")
+        if not sep:
+            return False
+        if not header.lower().endswith(";base64"):
+            return True  # percent-encoded text payload
+    compact = "".join(data.split())
+    compact += "=" * (-len(compact) % 4)
+    for alt in (None, b"-_"):
+        try:
+            base64.b64decode(compact, altchars=alt, validate=True)
+            return True
+        except (binascii.Error, ValueError):
+            continue
+    return False
+
+
+def _bad_path(p: str) -> bool:
+    return "\x00" in p or "\\" in p or p.startswith("/") or ".." in p.split("/")
+
+
+def _file_problem(i: int, item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return f"file {i} must be an object"
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        return f"file {i} needs a string name"
+    if "/" in name or _bad_path(name) or name in (".", ".."):
+        return f"file {i} has an unsafe name"
+    path = item.get("path")
+    if path is not None and (not isinstance(path, str) or _bad_path(path)):
+        return f"file {i} has an unsafe path"
+    if item.get("type") is not None and not isinstance(item.get("type"), str):
+        return f"file {i} type must be a string"
+    for key in ("file", "contents"):
+        data = item.get(key)
+        if data is not None and (not isinstance(data, str) or not _base64_ok(data)):
+            return f"file {i} {key} is not valid base64"
+    return None
+
+
+def _asset(col: Column, v: Any, secret: str) -> Any:
+    items = v
+    if isinstance(v, str):
+        try:
+            items = jsonutil.loads(v)
+        except jsonutil.JSONError:
+            raise _bad(col, "expected a JSON array of files") from None
+    if not isinstance(items, list):
+        raise _bad(col, "expected a JSON array of files")
+    for i, item in enumerate(items):
+        why = _file_problem(i, item)
+        if why:
+            raise _bad(col, why)
+    return v if isinstance(v, str) else jsonutil.dumps_str(items)
+
+
+def _hash_storage(st: Storage) -> Storage:
+    if st.kind in ("text", "longtext") or (st.kind == "string" and st.length >= 200):
+        return st
+    return Storage("string", 200)
+
+
+def _text_storage(st: Storage) -> Storage:
+    return st if _texty(st) else Storage("text")
+
+
+_TEXT = FieldKind(_scalar)
+
+
+def _hashed(convert: Convert, heavy: bool) -> FieldKind:
+    return FieldKind(convert, "varchar(200)", secret=True, heavy=heavy, storage=_hash_storage)
+
+
+_ASSET = FieldKind(_asset, "longblob", storage=lambda st: Storage("longtext"))
+_LOCATION_AXIS = FieldKind(_float, "float(7,4)")
+
+REGISTRY: dict[str, FieldKind] = {
+    "id": FieldKind(_integer(), "INTEGER"),
+    "alias": _TEXT,
+    "enum": FieldKind(_enum, "varchar(50)"),
+    "date": FieldKind(_datetime, "timestamp"),
+    "datetime": FieldKind(_datetime, "timestamp"),
+    "timestamp": FieldKind(_datetime, "timestamp"),
+    "time": FieldKind(_time, "varchar(20)", storage=lambda st: st if _texty(st) else Storage("string", 20)),
+    "day": FieldKind(_scalar, "varchar(10)"),
+    "month": FieldKind(_integer(1, 12), "int(4)"),
+    "year": FieldKind(_integer(), "int(4)"),
+    "minute": FieldKind(_integer(0, 59), "int(4)"),
+    "hour": FieldKind(_integer(0, 23), "int(4)"),
+    "rating": FieldKind(_integer(0, 10), "int(4)"),
+    "measurement": FieldKind(_integer(blank_zero=True), "int(10)"),
+    "email": FieldKind(_email, "varchar(100)"),
+    "namespace": FieldKind(_scalar, "varchar(200)"),
+    "name": _TEXT,
+    "label": _TEXT,
+    "hidden": _TEXT,
+    "value": _TEXT,
+    "content": FieldKind(_scalar, "text"),
+    "html": FieldKind(_scalar, "text"),
+    "markdown": FieldKind(_scalar, "text"),
+    "json": FieldKind(_json, "text", storage=_text_storage),
+    "float": FieldKind(_float, "float(7,4)"),
+    "truefalse": FieldKind(_truefalse, "bool"),
+    "color": FieldKind(_color, "varchar(50)"),
+    "location": FieldKind(_scalar, "varchar(50)"),
+    "location.latitude": _LOCATION_AXIS,
+    "location.longitude": _LOCATION_AXIS,
+    "location.altitude": _LOCATION_AXIS,
+    "url": FieldKind(_url, "varchar(500)"),
+    "password": _hashed(_bcrypt, heavy=True),
+    "bcrypt": _hashed(_bcrypt, heavy=True),
+    "md5": _hashed(_md5, heavy=False),
+    "md5-bcrypt": _hashed(_md5_bcrypt, heavy=True),
+    "encrypted": FieldKind(
+        _encrypted, "text", secret=True, storage=lambda st: st if st.kind == "longtext" else Storage("text")
+    ),
+    "file": _ASSET,
+    "image": _ASSET,
+    "video": _ASSET,
+    "gzip": _ASSET,
+}
+COLUMN_TYPES: tuple[str, ...] = tuple(REGISTRY)
+ASSET_FAMILIES = frozenset({"file", "image", "video", "gzip"})
+
+
+def _lookup(column_type: str) -> FieldKind:
+    t = column_type.strip().lower()
+    return REGISTRY.get(t) or REGISTRY.get(t.split(".", 1)[0]) or _TEXT
+
+
+# ---------------------------------------------------------------- public API
+
+
+def to_db(col: Column, value: Any, *, secret: str) -> Any:
+    """Validate a client (JSON) value and convert it to what the column stores; None passes through."""
+    if value is None:
+        return None
+    try:
+        return _store(col, _storage(col), _lookup(col.column_type).convert(col, value, secret))
+    except FieldError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, OSError, RecursionError):
+        raise _bad(col, "unsupported value") from None
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "t", "yes", "y", "on")
+    return bool(v)
+
+
+def to_api(col: Column, value: Any) -> Any:
+    """DB value -> wire value. Passwords are always "", encrypted values stay ciphertext."""
+    if _lookup(col.column_type) is REGISTRY["password"]:
+        return ""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return jsonutil.iso(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if col.family.lower() == "truefalse" or _storage(col).kind == "bool":
+        return _truthy(value)
+    return value
+
+
+def is_secret(col: Column) -> bool:
+    return _lookup(col.column_type).secret
+
+
+def needs_thread(col: Column) -> bool:
+    return _lookup(col.column_type).heavy
+
+
+def _unquote(text: str) -> str:
+    s = text.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    return s
+
+
+def default_for_insert(col: Column) -> Any:
+    """Insert-time value from DefaultValue (None when absent, a DB-side timestamp, or for secret types).
+
+    Raises FieldError when the schema's default does not fit the column type.
+    """
+    if col.default_value is None or is_secret(col):
+        return None
+    s = _unquote(col.default_value)
+    if s.lower() in ("current_timestamp", "current_timestamp()", "now()", "null"):
+        return None
+    if s == "" and not _texty(_storage(col)) and _lookup(col.column_type) is not REGISTRY["measurement"]:
+        return None
+    return to_db(col, s, secret="")
+
+
+__all__ = [
+    "ASSET_FAMILIES",
+    "BCRYPT_ROUNDS",
+    "COLUMN_TYPES",
+    "REGISTRY",
+    "FieldError",
+    "FieldKind",
+    "Storage",
+    "default_for_insert",
+    "is_email",
+    "is_http_url",
+    "is_secret",
+    "needs_thread",
+    "sa_type",
+    "storage_for",
+    "to_api",
+    "to_db",
+]

@@ -1,0 +1,292 @@
+"""The live data model: merged table declarations, generated relations, and SQLAlchemy tables.
+
+A Model is an immutable snapshot. Applying a schema builds a new Model and swaps it in; requests that
+hold the old one finish with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from portside.core import fieldtypes
+from portside.core.schema import ActionDef, Column, ForeignKey, Relation, SchemaDoc, Table
+from portside.errors import NotFound, SchemaError
+
+OWNER_COLUMN = "user_account_id"
+STANDARD = ("id", "version", "created_at", "updated_at", "reference_id", "permission")
+NO_OWNER = frozenset({"usergroup"})
+
+
+def standard_columns() -> list[Column]:
+    return [
+        Column(
+            "id",
+            "id",
+            data_type="INTEGER",
+            is_primary_key=True,
+            is_auto_increment=True,
+            is_nullable=False,
+            exclude_from_api=True,
+        ),
+        Column("version", "measurement", data_type="INTEGER", default_value="1", exclude_from_api=True),
+        Column("created_at", "datetime", data_type="timestamp", is_indexed=True),
+        Column("updated_at", "datetime", data_type="timestamp", is_indexed=True),
+        Column("reference_id", "alias", data_type="varchar(36)", is_unique=True, is_nullable=False),
+        Column("permission", "value", data_type="int(11)"),
+    ]
+
+
+def index_name(table: str, col: str, kind: str) -> str:
+    digest = hashlib.md5(f"index_{table}_{col}_{kind}".encode()).hexdigest()
+    return ("u" if kind == "unique" else "i") + digest
+
+
+def has_owner(table: str) -> bool:
+    return table not in NO_OWNER and "_has_" not in table and not table.endswith("_audit")
+
+
+@dataclass(frozen=True)
+class RelSpec:
+    """One relationship of a table as seen in its JSON:API resource objects."""
+
+    name: str
+    target: str
+    many: bool
+    fk_column: str | None = None  # to-one stored on this table
+    join_table: str | None = None  # many via a join table
+    join_self: str | None = None
+    join_target: str | None = None
+    reverse_fk: str | None = None  # many: the target's FK column points at this table
+
+
+@dataclass
+class TableModel:
+    decl: Table  # merged declaration as written (user columns + relations), stored in world
+    columns: dict[str, Column]
+    sa: sa.Table
+    owner: bool
+    group_join: str | None
+    fks: dict[str, str]  # FK column -> target table (values on the wire are target refs)
+    relations: dict[str, RelSpec] = field(default_factory=dict)
+    join_pair: tuple[tuple[str, str], tuple[str, str]] | None = None  # ((col, table), (col, table))
+
+    @property
+    def name(self) -> str:
+        return self.decl.table_name
+
+    @property
+    def is_join(self) -> bool:
+        return self.join_pair is not None
+
+    def api_columns(self) -> list[Column]:
+        return [c for c in self.columns.values() if not c.exclude_from_api and c.column_name != "id"]
+
+
+class Model:
+    def __init__(
+        self,
+        tables: dict[str, TableModel],
+        actions: dict[tuple[str, str], ActionDef],
+        metadata: sa.MetaData,
+        decls: dict[str, Table],
+        relations: list[Relation],
+    ):
+        self.tables = tables
+        self.actions = actions
+        self.metadata = metadata
+        self.decls = decls
+        self.relations = relations
+
+    def table(self, name: str) -> TableModel:
+        t = self.tables.get(name)
+        if t is None:
+            raise NotFound(f"no such table: {name}")
+        return t
+
+    def action(self, on_type: str, name: str) -> ActionDef:
+        a = self.actions.get((on_type, name))
+        if a is None:
+            raise NotFound(f"no such action: {on_type}/{name}")
+        return a
+
+
+def _merge_table(into: Table, new: Table) -> None:
+    have = {c.column_name for c in into.columns}
+    for c in new.columns:
+        if c.column_name not in have:
+            into.columns.append(c)
+            have.add(c.column_name)
+        else:  # later declarations may refine a column (type, flags)
+            idx = next(i for i, x in enumerate(into.columns) if x.column_name == c.column_name)
+            into.columns[idx] = c
+    into.relations.extend(new.relations)
+    for attr in ("default_permission", "permission", "default_order", "icon", "description"):
+        if getattr(new, attr):
+            setattr(into, attr, getattr(new, attr))
+    into.is_hidden = into.is_hidden or new.is_hidden
+    for attr in ("default_groups", "access_groups", "validations", "conformations", "composite_keys"):
+        if getattr(new, attr):
+            setattr(into, attr, getattr(new, attr))
+
+
+def merge_docs(
+    docs: list[SchemaDoc],
+) -> tuple[dict[str, Table], list[Relation], dict[tuple[str, str], ActionDef]]:
+    decls: dict[str, Table] = {}
+    relations: dict[str, Relation] = {}
+    actions: dict[tuple[str, str], ActionDef] = {}
+    for doc in docs:
+        for t in doc.tables:
+            if t.table_name in decls:
+                _merge_table(decls[t.table_name], copy.deepcopy(t))
+            else:
+                decls[t.table_name] = copy.deepcopy(t)
+            for r in t.relations:
+                relations.setdefault(r.dedup_key, r)
+            decls[t.table_name].relations = []
+        for r in doc.relations:
+            relations.setdefault(r.dedup_key, r)
+        for a in doc.actions:
+            actions[(a.on_type, a.name)] = a
+    for r in relations.values():
+        for end in (r.subject, r.object):
+            if end not in decls:
+                raise SchemaError(f"relation {r.subject} {r.relation} {r.object}: unknown table {end!r}")
+    return decls, list(relations.values()), actions
+
+
+def _fk_column(name: str, target: str) -> Column:
+    return Column(name, "alias", data_type="int(11)", is_indexed=True, foreign_key=ForeignKey("self", target, "id"))
+
+
+def build(docs: list[SchemaDoc]) -> Model:
+    """Merge schema documents (system first) into a Model with generated relations and tables."""
+    decls, user_relations, actions = merge_docs(docs)
+    relations = list(user_relations)
+    for name in list(decls):
+        if has_owner(name):
+            relations.append(Relation(name, "belongs_to", "user_account", object_name=OWNER_COLUMN))
+            relations.append(Relation(name, "has_many", "usergroup"))
+
+    columns: dict[str, dict[str, Column]] = {}
+    for name, decl in decls.items():
+        cols = {c.column_name: c for c in standard_columns()}
+        for c in decl.columns:
+            if c.column_name in STANDARD:
+                continue
+            cols[c.column_name] = c
+        columns[name] = cols
+
+    join_tables: dict[str, tuple[Relation, list[Column]]] = {}
+    rels: dict[str, dict[str, RelSpec]] = {n: {} for n in decls}
+    for r in relations:
+        if r.kind == "fk":
+            columns[r.subject].setdefault(r.object_name, _fk_column(r.object_name, r.object))
+            rels[r.subject][r.object_name] = RelSpec(r.object_name, r.object, False, fk_column=r.object_name)
+            if r.object_name != OWNER_COLUMN:
+                rels[r.object][r.subject_name] = RelSpec(
+                    r.subject_name, r.subject, r.relation == "belongs_to", reverse_fk=r.object_name
+                )
+        else:
+            jt = r.join_table
+            join_tables[jt] = (r, r.columns)
+            rels[r.subject][r.object_name] = RelSpec(
+                r.object_name,
+                r.object,
+                True,
+                join_table=jt,
+                join_self=r.subject_name,
+                join_target=r.object_name,
+            )
+            if r.object != "usergroup":
+                rels[r.object][r.subject_name] = RelSpec(
+                    r.subject_name,
+                    r.subject,
+                    True,
+                    join_table=jt,
+                    join_self=r.object_name,
+                    join_target=r.subject_name,
+                )
+
+    tables: dict[str, TableModel] = {}
+    metadata = sa.MetaData()
+    for name, decl in decls.items():
+        cols = columns[name]
+        fks = {
+            c.column_name: c.foreign_key.namespace
+            for c in cols.values()
+            if c.foreign_key and c.foreign_key.data_source == "self"
+        }
+        group_join = f"{name}_{name}_id_has_usergroup_usergroup_id" if has_owner(name) else None
+        tables[name] = TableModel(
+            decl,
+            cols,
+            _sa_table(metadata, name, cols, decl.composite_keys),
+            has_owner(name),
+            group_join,
+            fks,
+            rels[name],
+        )
+    for jt, (r, extra) in join_tables.items():
+        cols = {c.column_name: c for c in standard_columns()}
+        cols[r.subject_name] = _fk_column(r.subject_name, r.subject)
+        cols[r.object_name] = _fk_column(r.object_name, r.object)
+        for c in extra:
+            cols.setdefault(c.column_name, c)
+        decl = decls.get(jt) or Table(jt, default_permission=0)
+        decl.columns = [c for c in cols.values() if c.column_name not in STANDARD]
+        keys = [[r.subject_name, r.object_name]]
+        fks = {r.subject_name: r.subject, r.object_name: r.object}
+        tm = TableModel(
+            decl,
+            cols,
+            _sa_table(metadata, jt, cols, keys),
+            False,
+            None,
+            fks,
+            {},
+            ((r.subject_name, r.subject), (r.object_name, r.object)),
+        )
+        tm.relations = {
+            r.subject_name: RelSpec(r.subject_name, r.subject, False, fk_column=r.subject_name),
+            r.object_name: RelSpec(r.object_name, r.object, False, fk_column=r.object_name),
+        }
+        if r.object == "usergroup":
+            sa.Index(f"g{hashlib.md5(jt.encode()).hexdigest()}", tm.sa.c[r.object_name], tm.sa.c[r.subject_name])
+        tables[jt] = tm
+    for name, tm in tables.items():
+        for key_set in tm.decl.composite_keys:
+            unknown = [k for k in key_set if k not in tm.columns]
+            if unknown:
+                raise SchemaError(f"{name}: CompositeKeys names unknown column {unknown[0]!r}")
+    for on_type, aname in actions:
+        if on_type not in tables:
+            raise SchemaError(f"action {aname}: OnType {on_type!r} is not a table")
+    return Model(tables, actions, metadata, decls, user_relations)
+
+
+def _sa_table(metadata: sa.MetaData, name: str, cols: dict[str, Column], composite: list[list[str]]) -> sa.Table:
+    sa_cols: list[sa.Column[object]] = []
+    for c in cols.values():
+        if c.column_name == "id":
+            sa_cols.append(sa.Column("id", sa.Integer, primary_key=True, autoincrement=True))
+            continue
+        nullable = c.is_nullable and c.column_name != "reference_id"
+        sa_cols.append(sa.Column(c.column_name, fieldtypes.sa_type(c), nullable=nullable))
+    table = sa.Table(name, metadata, *sa_cols, mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci")
+    for c in cols.values():
+        if c.column_name == "id":
+            continue
+        kw: dict[str, Any] = {"mysql_length": 255} if isinstance(table.c[c.column_name].type, sa.Text) else {}
+        if c.is_unique or c.is_indexed:
+            kind = "unique" if c.is_unique else "index"
+            sa.Index(index_name(name, c.column_name, kind), table.c[c.column_name], unique=c.is_unique, **kw)
+    for keys in composite:
+        if all(k in table.c for k in keys):
+            sa.Index(index_name(name, "_".join(keys), "unique"), *(table.c[k] for k in keys), unique=True)
+    return table

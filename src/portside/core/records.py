@@ -1,0 +1,245 @@
+"""Row access for every table: API-shaped reads, writes that emit change events, and row grants.
+
+No permission decisions here (that is auth.permissions); callers pass SQL visibility filters in and
+check grants on the rows they get back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from portside.core import fieldtypes
+from portside.core.db import UnitOfWork
+from portside.core.events import EventDraft, Grants
+from portside.core.model import Model, TableModel
+from portside.tools.ids import uuid7_str
+
+SERVER_SET = frozenset({"id", "version", "created_at", "updated_at", "reference_id", "permission", "user_account_id"})
+
+
+@dataclass
+class RowData:
+    id: int
+    ref: str
+    attrs: dict[str, Any]  # API attributes incl. __type; FK values are target refs
+    grants: Grants
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def api_select(model: Model, tm: TableModel, fields: Sequence[str] | None = None) -> sa.Select[Any]:
+    """SELECT of the API view of `tm`: id + visible columns, FK columns replaced by target refs."""
+    t = tm.sa
+    cols: list[Any] = [t.c.id]
+    source: sa.FromClause = t
+    for c in tm.api_columns():
+        name = c.column_name
+        if fields is not None and name not in fields:
+            continue
+        target = tm.fks.get(name)
+        if target is None:
+            cols.append(t.c[name])
+            continue
+        alias = model.table(target).sa.alias(f"fk_{name}")
+        source = source.outerjoin(alias, alias.c.id == t.c[name])
+        cols.append(alias.c.reference_id.label(name))
+    return sa.select(*cols).select_from(source)
+
+
+def to_attrs(tm: TableModel, row: Any) -> dict[str, Any]:
+    m = row._mapping
+    attrs: dict[str, Any] = {"__type": tm.name}
+    for c in tm.api_columns():
+        if c.column_name in m:
+            value = m[c.column_name]
+            attrs[c.column_name] = value if c.column_name in tm.fks else fieldtypes.to_api(c, value)
+    return attrs
+
+
+async def load_group_grants(
+    conn: AsyncConnection, model: Model, tm: TableModel, ids: Sequence[int]
+) -> dict[int, list[tuple[str, int]]]:
+    out: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
+    if not ids or tm.group_join is None:
+        return out
+    j = model.table(tm.group_join).sa
+    g = model.table("usergroup").sa
+    key = j.c[f"{tm.name}_id"]
+    rows = await conn.execute(
+        sa.select(key, g.c.reference_id, j.c.permission)
+        .select_from(j.join(g, g.c.id == j.c.usergroup_id))
+        .where(key.in_(list(ids)))
+    )
+    for row_id, gref, perm in rows:
+        out.setdefault(row_id, []).append((gref, int(perm or 0)))
+    return out
+
+
+async def fetch(
+    conn: AsyncConnection,
+    model: Model,
+    tm: TableModel,
+    where: Any = None,
+    *,
+    order_by: Sequence[Any] = (),
+    limit: int | None = None,
+    offset: int = 0,
+    fields: Sequence[str] | None = None,
+) -> list[RowData]:
+    """Rows of `tm` as RowData (attributes + grants), in the given order."""
+    q = api_select(model, tm, fields)
+    if where is not None:
+        q = q.where(where)
+    if order_by:
+        q = q.order_by(*order_by)
+    if limit is not None:
+        q = q.limit(limit).offset(offset)
+    rows = (await conn.execute(q)).all()
+    ids = [r.id for r in rows]
+    groups = await load_group_grants(conn, model, tm, ids)
+    out = []
+    for r in rows:
+        attrs = to_attrs(tm, r)
+        out.append(RowData(r.id, attrs["reference_id"], attrs, grants_of(tm, attrs, groups.get(r.id, []))))
+    return out
+
+
+def grants_of(tm: TableModel, attrs: dict[str, Any], groups: list[tuple[str, int]]) -> Grants:
+    perm = int(attrs.get("permission") or 0)
+    if tm.name == "usergroup":
+        groups = [(attrs["reference_id"], perm)]
+    owner = attrs.get("user_account_id") if tm.owner else None
+    return Grants(owner if isinstance(owner, str) else None, perm, tuple(groups))
+
+
+async def fetch_one(
+    conn: AsyncConnection, model: Model, tm: TableModel, *, ref: str | None = None, row_id: int | None = None
+) -> RowData | None:
+    t = tm.sa
+    where = t.c.reference_id == ref if ref is not None else t.c.id == row_id
+    rows = await fetch(conn, model, tm, where)
+    return rows[0] if rows else None
+
+
+async def count(conn: AsyncConnection, tm: TableModel, where: Any = None) -> int:
+    q = sa.select(sa.func.count()).select_from(tm.sa)
+    if where is not None:
+        q = q.where(where)
+    return int(await conn.scalar(q) or 0)
+
+
+async def id_of(conn: AsyncConnection, tm: TableModel, ref: str) -> int | None:
+    value = await conn.scalar(sa.select(tm.sa.c.id).where(tm.sa.c.reference_id == ref))
+    return None if value is None else int(value)
+
+
+def event_payload(tm: TableModel, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The API-visible row with secrets removed (password, bcrypt, md5, encrypted columns)."""
+    out = dict(attrs)
+    for c in tm.columns.values():
+        if fieldtypes.is_secret(c):
+            out.pop(c.column_name, None)
+    return out
+
+
+async def insert(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    values: dict[str, Any],
+    *,
+    permission: int,
+    actor: str | None,
+    ref: str | None = None,
+    groups: Sequence[tuple[str, int]] = (),
+) -> RowData:
+    """Insert one row (values are DB values, FK columns as integer ids), link it to `groups` (name, mask)
+    and emit its create event carrying the final grants."""
+    stamp = now()
+    row = dict(values)
+    row.update(reference_id=ref or uuid7_str(), created_at=stamp, updated_at=stamp, version=1, permission=permission)
+    result = await uow.conn.execute(tm.sa.insert().values(**row))
+    pk = result.inserted_primary_key
+    assert pk is not None
+    row_id = int(pk[0])
+    if groups:
+        await link_groups(uow, model, tm, row_id, groups, actor=actor)
+    return await _emit(uow, model, tm, row_id, "create", actor)
+
+
+async def update(
+    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, values: dict[str, Any], *, actor: str | None
+) -> RowData:
+    t = tm.sa
+    await uow.conn.execute(
+        t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=now())
+    )
+    return await _emit(uow, model, tm, row_id, "update", actor)
+
+
+async def delete(uow: UnitOfWork, model: Model, tm: TableModel, row: RowData, *, actor: str | None) -> None:
+    """Delete a row and its links in join tables; every removed row gets a delete event."""
+    for jt in model.tables.values():
+        if jt.join_pair is None:
+            continue
+        for col, target in jt.join_pair:
+            if target != tm.name:
+                continue
+            links = await fetch(uow.conn, model, jt, jt.sa.c[col] == row.id)
+            for link in links:
+                await uow.conn.execute(jt.sa.delete().where(jt.sa.c.id == link.id))
+                await uow.emit(
+                    EventDraft(jt.name, "delete", link.ref, event_payload(jt, link.attrs), link.grants, actor)
+                )
+    await uow.conn.execute(tm.sa.delete().where(tm.sa.c.id == row.id))
+    await uow.emit(EventDraft(tm.name, "delete", row.ref, event_payload(tm, row.attrs), row.grants, actor))
+
+
+async def _emit(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None) -> RowData:
+    fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
+    if fresh is None:  # pragma: no cover - the row was written in this transaction
+        raise RuntimeError(f"{tm.name} row {row_id} vanished inside its transaction")
+    await uow.emit(EventDraft(tm.name, kind, fresh.ref, event_payload(tm, fresh.attrs), fresh.grants, actor))
+    return fresh
+
+
+async def refresh_event(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, actor: str | None) -> RowData:
+    """Emit an update event for a row whose grants changed through a link row (group grant)."""
+    return await _emit(uow, model, tm, row_id, "update", actor)
+
+
+async def group_ids(conn: AsyncConnection, model: Model, names: Sequence[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    g = model.table("usergroup").sa
+    rows = await conn.execute(sa.select(g.c.name, g.c.id).where(g.c.name.in_(list(names))))
+    return {name: int(gid) for name, gid in rows}
+
+
+async def link_groups(
+    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, grants: Sequence[tuple[str, int]], *, actor: str | None
+) -> int:
+    """Link a row to usergroups by name with the given link masks (missing groups are skipped)."""
+    if tm.group_join is None or not grants:
+        return 0
+    jt = model.table(tm.group_join)
+    ids = await group_ids(uow.conn, model, [name for name, _ in grants])
+    linked = 0
+    for name, perm in grants:
+        gid = ids.get(name)
+        if gid is None:
+            continue
+        j = jt.sa
+        exists = await uow.conn.scalar(sa.select(j.c.id).where(j.c[f"{tm.name}_id"] == row_id, j.c.usergroup_id == gid))
+        if exists is None:
+            await insert(uow, model, jt, {f"{tm.name}_id": row_id, "usergroup_id": gid}, permission=perm, actor=actor)
+            linked += 1
+    return linked

@@ -1,0 +1,1 @@
+"""HTTP edge: the Starlette app, JSON:API, /action, /_config, /openapi."""

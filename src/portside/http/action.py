@@ -1,0 +1,76 @@
+"""/action/{type}/{name}: run an action. `/actions`: the actions a guest may run."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portside.actions.registry import notify
+from portside.actions.runner import run_action
+from portside.errors import BadRequest, PortsideError
+from portside.http.common import actor, client_address, json_response, read_body, services
+from portside.tools import jsonutil
+
+
+async def _attributes(request: Request) -> dict[str, Any]:
+    body = await read_body(request)
+    attrs: dict[str, Any] = {}
+    if body.strip():
+        ctype = request.headers.get("content-type", "")
+        if "application/x-www-form-urlencoded" in ctype and not body.lstrip().startswith(b"{"):
+            attrs.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        else:
+            try:
+                doc = jsonutil.loads(body)
+            except jsonutil.JSONError as exc:
+                raise BadRequest(str(exc)) from None
+            if not isinstance(doc, dict):
+                raise BadRequest("expected a JSON object with attributes")
+            inner = doc.get("attributes", {})
+            if inner is None:
+                inner = {}
+            if not isinstance(inner, dict):
+                raise BadRequest("attributes must be an object", pointer="/attributes")
+            attrs.update({k: v for k, v in doc.items() if k != "attributes"})
+            attrs.update(inner)
+    for k, v in request.query_params.items():
+        if k != "token":
+            attrs.setdefault(k, v)
+    return attrs
+
+
+async def action(request: Request) -> Response:
+    svc = services(request)
+    on_type, name = request.path_params["type"], request.path_params["name"]
+    try:
+        who = await actor(request)
+        attrs = await _attributes(request)
+        result = await run_action(svc, who, on_type, name, attrs, client=client_address(request))
+    except PortsideError as exc:
+        headers = {"Retry-After": str(getattr(exc, "retry_after", 0))} if exc.status == 429 else None
+        title = "failed" if exc.status in (401, 429) else exc.title
+        body = [notify("error", title, exc.detail)]
+        return json_response(body, exc.status, headers=headers)
+    response = json_response(result.responses, result.status)
+    for key, value in result.cookies:
+        response.set_cookie(key, value, httponly=True, samesite="strict", path="/")
+    return response
+
+
+async def guest_actions(request: Request) -> Response:
+    svc = services(request)
+    out: dict[str, Any] = {}
+    for (on_type, name), act in svc.model.actions.items():
+        if on_type == "user_account" and name in ("signup", "signin"):
+            out[f"user:{name}"] = act.to_json()
+    return json_response(out)
+
+
+routes = [
+    Route("/action/{type}/{name}", action, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
+    Route("/actions", guest_actions, methods=["GET"]),
+]

@@ -1,0 +1,57 @@
+"""The Starlette application. Middleware, outermost first: errors → CORS → routes.
+
+Errors become wire format here only: PortsideError → JSON:API error document with its status; anything
+else → a generic 500 (logged with its traceback, never sent to the client).
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from portside import log
+from portside.actions.services import Services
+from portside.errors import PortsideError
+from portside.http import action, api, config, openapi
+from portside.http.common import JSONAPI, json_response
+
+logger = log.get("http")
+
+
+def error_response(exc: PortsideError) -> Response:
+    headers = {"Retry-After": str(getattr(exc, "retry_after", 60))} if exc.status == 429 else None
+    return json_response({"errors": [exc.to_json()]}, exc.status, JSONAPI, headers=headers)
+
+
+async def on_portside_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PortsideError)
+    return error_response(exc)
+
+
+async def on_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err = PortsideError(exc.detail)
+    err.status, err.title = exc.status_code, exc.detail
+    return error_response(err)
+
+
+async def on_error(_request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(PortsideError("internal error"))
+
+
+async def ping(_request: Request) -> Response:
+    return PlainTextResponse("pong")
+
+
+def build_app(services: Services) -> Starlette:
+    routes = [Route("/ping", ping), *api.routes, *action.routes, *config.routes, *openapi.routes]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={PortsideError: on_portside_error, HTTPException: on_http_error, Exception: on_error},
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,197 @@
+"""Redis pub/sub bus: every process sharing the database and Redis delivers each event exactly once.
+
+`publish` sends each committed event as one JSON message (`Event.to_json()`) to the channel and does not
+deliver it locally: the writing process receives its own message back through its single Redis
+subscription, like every other process, and fans it out in-process to all its subscriptions.
+
+Pub/sub is at-most-once, so the event log covers its gaps. If the subscription connection drops (or
+stays silent past its pings), the reader reconnects with exponential backoff and, once subscribed again,
+has every subscription re-read the event log from just before the highest offset seen (`gap_rewind`
+offsets back, to catch writes that committed late); the per-row guard in `bus` removes what was already
+delivered. If publishing fails, this process's subscriptions catch up from the log the same way; other
+processes receive those events on their next reconnect or refill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from portside import log
+from portside.core.db import Database
+from portside.core.events import Event
+from portside.realtime.bus import Bus
+from portside.tools import jsonutil
+
+logger = log.get("bus.redis")
+
+_NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class RedisBus(Bus):
+    """A bus shared by all processes through one Redis pub/sub channel (one connection per process)."""
+
+    reconnect_delay = 0.1  # first backoff after losing the subscription; doubles up to the maximum
+    reconnect_max_delay = 5.0
+    ping_interval = 5.0  # seconds of silence before pinging; three silent intervals mean a dead link
+    connect_timeout = 5.0
+    gap_rewind = 1000  # after a reconnect, re-read this many offsets below the highest seen
+
+    def __init__(self, db: Database, url: str, channel: str = "portside:events") -> None:
+        super().__init__(db)
+        self.url = url
+        self.channel = channel
+        # names the subscription connection in CLIENT LIST
+        self.client_name = f"portside-bus-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.reconnects = 0
+        self._connected = False
+        self._pub: Redis[bytes] | None = None
+        self._sub: Redis[bytes] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the Redis subscription is currently up."""
+        return self._connected
+
+    async def publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        if self._pub is None:
+            logger.warning("bus not started: %d events not published", len(events))
+            return
+        try:
+            async with self._pub.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.publish(self.channel, jsonutil.dumps(event.to_json()))
+                await pipe.execute()
+        except _NETWORK_ERRORS as exc:
+            first = min(e.offset for e in events)
+            logger.error("could not publish events from offset %d: %s; catching up from the log", first, exc)
+            self._resync_all(first - 1, need=first - 1)
+
+    async def _open(self) -> None:
+        timeout = self.connect_timeout
+        self._pub = Redis.from_url(
+            self.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
+        # no transparent retries: a dropped subscription must surface so that the gap is filled
+        self._sub = Redis.from_url(
+            self.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name=self.client_name,
+        )
+        try:
+            pubsub = await self._subscribe()
+            try:
+                await super()._open()
+            except BaseException:
+                await _drop(pubsub)
+                raise
+        except BaseException:
+            await self._close_clients()
+            raise
+        self._connected = True
+        self._task = asyncio.create_task(self._run(pubsub), name=f"bus-reader:{self.channel}")
+
+    async def _close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        self._connected = False
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        for client in (self._pub, self._sub):
+            if client is not None:
+                with contextlib.suppress(*_NETWORK_ERRORS):
+                    await client.aclose()  # type: ignore[attr-defined]
+        self._pub = self._sub = None
+
+    async def _subscribe(self) -> PubSub:
+        """A pub/sub connection whose subscription the server has confirmed."""
+        assert self._sub is not None
+        pubsub = self._sub.pubsub()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await pubsub.subscribe(self.channel)
+                while True:  # from the confirmation on, nothing published can be missed
+                    msg = await pubsub.get_message(timeout=self.connect_timeout)
+                    if msg is not None and msg["type"] == "subscribe":
+                        return pubsub
+        except BaseException:
+            await _drop(pubsub)
+            raise
+
+    async def _run(self, pubsub: PubSub | None) -> None:
+        delay = self.reconnect_delay
+        while True:
+            if pubsub is None:
+                await asyncio.sleep(delay)
+                try:
+                    pubsub = await self._subscribe()
+                except _NETWORK_ERRORS as exc:
+                    delay = min(delay * 2, self.reconnect_max_delay)
+                    logger.warning("Redis reconnect failed (%s); retrying in %.1fs", exc, delay)
+                    continue
+                self.reconnects += 1
+                self._connected = True
+                delay = self.reconnect_delay
+                logger.info("Redis subscription restored; filling the gap from the event log")
+                self._resync_all(self._high - self.gap_rewind, need=self._high)
+            try:
+                await self._listen(pubsub)
+            except _NETWORK_ERRORS as exc:
+                logger.warning("lost the Redis subscription (%s); reconnecting", exc)
+            except Exception:
+                logger.exception("Redis reader failed; reconnecting")
+            finally:
+                self._connected = False
+                await _drop(pubsub)
+                pubsub = None
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        last_heard = last_ping = loop.time()
+        while True:
+            msg = await pubsub.get_message(timeout=self.ping_interval)
+            now = loop.time()
+            if msg is not None:
+                last_heard = now
+                if msg["type"] == "message":
+                    self._on_message(msg["data"])
+            elif now - last_heard > 3 * self.ping_interval:
+                raise RedisConnectionError("no reply from Redis")
+            if now - last_ping >= self.ping_interval:
+                last_ping = now
+                await pubsub.ping()
+
+    def _on_message(self, data: Any) -> None:
+        raw = jsonutil.loads(data, max_depth=1000)
+        event = Event.from_json(raw)
+        if False:
+            exc = None
+            logger.warning("skipping malformed message on %r: %.200s", self.channel, exc)
+            return
+        self._deliver([event])
+
+
+async def _drop(pubsub: PubSub) -> None:
+    with contextlib.suppress(*_NETWORK_ERRORS):
+        await pubsub.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,189 @@
+"""Composition: build every service from settings, wire after-commit events to the bus, run listeners.
+
+`Portside` is an async context manager (and has start()/stop()); `started` is set once every listener
+is accepting connections and `ports` holds the real ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from portside import log
+from portside.actions.builtin import builtin_doc
+from portside.actions.crud import Crud
+from portside.actions.services import Services
+from portside.core.catalog import MEMBERSHIP, Catalog
+from portside.core.config import CONFIG_TABLE, ConfigStore
+from portside.core.db import Database
+from portside.core.events import Event
+from portside.core.migrate import migrate_base
+from portside.core.schema import SCHEMA_GLOBS
+from portside.core.systables import system_doc
+from portside.http.app import build_app
+from portside.realtime.bus import make_bus
+from portside.settings import Settings
+from portside.tools.ids import uuid7_str
+
+logger = log.get("runtime")
+RELOAD_TABLES = frozenset({"world", "action"})
+
+
+class Portside:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.started = asyncio.Event()
+        self.ports: dict[str, int] = {}
+        self.services: Services | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._server: uvicorn.Server | None = None
+        self._reload_pending = False
+        self._schema_stamp: tuple[tuple[str, float], ...] = ()
+
+    async def __aenter__(self) -> Portside:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _secrets(self, config: ConfigStore) -> None:
+        await config.setdefault("jwt.secret", secrets.token_urlsafe(32))
+        await config.setdefault("jwt.token.issuer", "portside-" + uuid7_str()[-6:])
+        await config.setdefault("jwt.token.life.hours", "72")
+        await config.setdefault("encryption.secret", uuid7_str().replace("-", ""))
+
+    async def start(self) -> None:
+        s = self.settings
+        data = Path(s.data_dir)
+        await asyncio.to_thread(data.mkdir, parents=True, exist_ok=True)
+        db = Database(s.db_url)
+        config = ConfigStore(db)
+        catalog = Catalog(db, config, [system_doc(), builtin_doc()], data, s.schema)
+        bus = make_bus(db, s.redis_url)
+        db.after_commit.append(bus.publish)
+        await migrate_base(db)
+        await bus.start()
+        await catalog.start()
+        await config.load()
+        await self._secrets(config)
+        svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus)
+        self.services = svc
+        self._schema_stamp = self._stamp()
+        self._tasks.append(asyncio.create_task(self._watch_events(), name="portside-events"))
+        self._tasks.append(asyncio.create_task(self._watch_schema_files(), name="portside-schema-files"))
+        self._tasks.append(asyncio.create_task(self._trim_events(), name="portside-trim"))
+        await self._serve_http(svc)
+        self.started.set()
+
+    async def _serve_http(self, svc: Services) -> None:
+        s = self.settings
+        config = uvicorn.Config(
+            build_app(svc),
+            host=s.host,
+            port=s.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            server_header=False,
+            ws="websockets-sansio",
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        task = asyncio.create_task(server.serve(), name="portside-http")
+        self._tasks.append(task)
+        while not server.started:
+            if task.done():
+                task.result()  # re-raise the bind error
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        self.ports["http"] = port
+        print(f"portside: http listening on http://{s.host}:{port}", flush=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        for t in self._tasks:
+            if t.get_name() != "portside-http":
+                t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, timeout=5)
+        self._tasks.clear()
+        if self.services is not None:
+            await self.services.bus.stop()
+            await self.services.db.dispose()
+            self.services = None
+
+    # -- background work ---------------------------------------------------------------------------
+
+    async def _watch_events(self) -> None:
+        """Keep this node's caches (model, config, admin flag) in step with every node's writes."""
+        assert self.services is not None
+        svc = self.services
+        async with svc.bus.subscribe() as sub:
+            async for event in sub:
+                try:
+                    await self._on_event(svc, event)
+                except Exception:
+                    logger.exception("failed to apply %s event on %s", event.type, event.table)
+
+    async def _on_event(self, svc: Services, event: Event) -> None:
+        if event.table == CONFIG_TABLE:
+            await svc.config.load()
+        elif event.table == MEMBERSHIP:
+            await svc.catalog.refresh_open_mode()
+        elif event.table in RELOAD_TABLES and not self._reload_pending:
+            self._reload_pending = True
+            await asyncio.sleep(0.05)  # one reload for a burst of world/action writes
+            self._reload_pending = False
+            await svc.catalog.reload()
+
+    def _stamp(self) -> tuple[tuple[str, float], ...]:
+        roots = [Path(self.settings.data_dir), *(Path(p) for p in self.settings.schema)]
+        found: list[tuple[str, float]] = []
+        for root in roots:
+            files = [root] if root.is_file() else [f for g in SCHEMA_GLOBS for f in root.glob(g)]
+            for f in files:
+                with contextlib.suppress(OSError):
+                    found.append((str(f), f.stat().st_mtime))
+        return tuple(sorted(found))
+
+    async def _watch_schema_files(self) -> None:
+        """A schema file dropped into (or changed in) the data dir is applied without a restart."""
+        assert self.services is not None
+        while True:
+            await asyncio.sleep(1.0)
+            stamp = await asyncio.to_thread(self._stamp)
+            if stamp != self._schema_stamp:
+                self._schema_stamp = stamp
+                try:
+                    await self.services.catalog.reload()
+                    logger.info("schema files changed: model reloaded")
+                except Exception:
+                    logger.exception("schema files changed but could not be applied")
+
+    async def _trim_events(self) -> None:
+        from portside.core import events
+
+        assert self.services is not None
+        while True:
+            await asyncio.sleep(60)
+            try:
+                async with self.services.db.transaction() as uow:
+                    await events.trim(uow.conn, self.settings.event_history)
+            except Exception:
+                logger.exception("event log trim failed")
+
+
+async def serve_forever(settings: Settings) -> None:
+    async with Portside(settings) as app:
+        assert app._server is not None
+        while not app._server.should_exit:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            await asyncio.sleep(0.5)

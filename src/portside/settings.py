@@ -1,0 +1,143 @@
+"""Process settings, declared once: name, default, converter and help.
+
+Every setting is a `portside serve --<name>` flag and a `PORTSIDE_<NAME>` environment variable. Values
+from the command line win over the environment, which wins over the default. The CLI is generated from
+SETTINGS, so adding a setting is one entry here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from portside.errors import StartupError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    convert: Callable[[str], Any] = str
+    repeatable: bool = False
+
+    @property
+    def env(self) -> str:
+        return "PORTSIDE_" + self.name.upper().replace("-", "_")
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0..65535")
+    return port
+
+
+def _level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected debug, info, warning, error or critical")
+    return level
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise ValueError("must be a positive integer")
+    return n
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "interface the HTTP listener binds to"),
+    Setting("port", 6336, "HTTP port; 0 picks a free port (the real one is printed)", _port),
+    Setting("data-dir", "./data", "data directory: SQLite file, schema_*.yaml|yml|json files, storage"),
+    Setting(
+        "database-url",
+        "",
+        "SQLAlchemy URL; default sqlite+aiosqlite:///<data-dir>/portside.db "
+        "(also postgresql+asyncpg://... and mysql+asyncmy://...)",
+    ),
+    Setting(
+        "schema",
+        (),
+        "schema file or folder to load, in addition to schema_* files in the data dir (repeatable; "
+        "the environment variable takes a path list separated by the OS path separator)",
+        repeatable=True,
+    ),
+    Setting("redis-url", "", "Redis URL for the event bus between nodes; empty = single node, in-process bus"),
+    Setting("jwt-secret", "", "HS256 secret for tokens; default: generated once and stored in the database"),
+    Setting("log-level", "INFO", "debug, info, warning or error", _level),
+    Setting("event-history", 100_000, "change events kept in the event log for replay", _positive),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 6336
+    data_dir: str = "./data"
+    database_url: str = ""
+    schema: tuple[str, ...] = ()
+    redis_url: str = ""
+    jwt_secret: str = ""
+    log_level: str = "INFO"
+    event_history: int = 100_000
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_path / 'portside.db').resolve()}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for s in SETTINGS:
+        shown = s.default if s.default not in ("", ()) else "unset"
+        kwargs: dict[str, Any] = {"help": f"{s.help} [env {s.env}; default {shown}]", "dest": s.attr}
+        if s.repeatable:
+            kwargs.update(action="append", metavar=s.name.split("-")[-1].upper())
+        else:
+            kwargs.update(default=None, metavar=s.name.split("-")[-1].upper())
+        parser.add_argument(f"--{s.name}", **kwargs)
+
+
+def resolve(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge command line, environment and defaults; errors name the source of the bad value."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw: Any = getattr(args, s.attr, None) if args is not None else None
+        source = f"--{s.name}"
+        if raw is None and s.env in env:
+            raw = env[s.env]
+            source = s.env
+            if s.repeatable:
+                raw = [p for p in raw.split(os.pathsep) if p]
+        if raw is None:
+            values[s.attr] = s.default
+            continue
+        try:
+            if s.repeatable:
+                values[s.attr] = tuple(s.convert(v) for v in raw)
+            else:
+                values[s.attr] = s.convert(raw)
+        except ValueError as exc:
+            raise StartupError(f"invalid value {raw!r} for {source}: {exc}") from None
+    return Settings(**values)
+
+
+def documented_names() -> Sequence[str]:
+    return [s.name for s in SETTINGS]

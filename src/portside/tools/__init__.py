@@ -1,0 +1,1 @@
+"""Generic helpers that know nothing of Portside's data model."""
