@@ -166,29 +166,7 @@ async def become_admin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respo
     if await any_admin(uow.conn, s.model):
         raise Forbidden("an administrator already exists")
     model = s.model
-    # one transaction: claim ownerless rows, join the administrators group, lock the open defaults
-    for tm in model.tables.values():
-        t = tm.sa
-        if tm.owner:
-            ids = [
-                r
-                for (r,) in await uow.conn.execute(
-                    sa.select(t.c.id).where(t.c.user_account_id.is_(None), t.c.reference_id != "")
-                )
-            ]
-            for rid in ids:
-                perm = masks.DEFAULT_PERMISSION
-                await records.update(
-                    uow,
-                    model,
-                    tm,
-                    rid,
-                    {
-                        "user_account_id": actor.user_id,
-                        "permission": sa.case((t.c.permission == masks.ALLOW_ALL, perm), else_=t.c.permission),
-                    },
-                    actor=actor.ref,
-                )
+    # one transaction: join the administrators group, lock the open defaults, then claim ownerless rows
     g = model.table("usergroup").sa
     admin_gid = await uow.conn.scalar(sa.select(g.c.id).where(g.c.name == masks.ADMIN_GROUP))
     await records.insert(
@@ -220,6 +198,24 @@ async def become_admin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respo
             name = row.attrs.get("action_name")
             perm = masks.DEFAULT_PERMISSION if name == "signin" else masks.ACTION_DEFAULT
             await records.update(uow, model, a, row.id, {"permission": perm}, actor=actor.ref)
+
+    for tm in model.tables.values():
+        t = tm.sa
+        if tm.owner:
+            ownerless = await uow.conn.execute(sa.select(t.c.id).where(t.c.user_account_id.is_(None)))
+            for (rid,) in ownerless.all():
+                perm = masks.DEFAULT_PERMISSION
+                await records.update(
+                    uow,
+                    model,
+                    tm,
+                    rid,
+                    {
+                        "user_account_id": actor.user_id,
+                        "permission": sa.case((t.c.permission == masks.ALLOW_ALL, perm), else_=t.c.permission),
+                    },
+                    actor=actor.ref,
+                )
 
     async def locked() -> None:
         s.catalog.open_mode = False

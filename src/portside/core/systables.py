@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from portside.core.masks import EXECUTE, GROUP_SHIFT, OWNER_SHIFT, PEEK, READ, REFER, UPDATE
 from portside.core.schema import SchemaDoc, parse_document
 
 
@@ -20,7 +21,10 @@ SYSTEM_SCHEMA: dict[str, Any] = {
     "Tables": [
         {
             "TableName": "user_account",
-            "DefaultGroups": [{"Name": "users"}],
+            # users see and edit their own row; other members of `users` only learn it exists
+            "DefaultPermission": (PEEK | READ | UPDATE | EXECUTE | REFER) << OWNER_SHIFT,
+            "DefaultGroups": [{"Name": "users", "Permission": PEEK << GROUP_SHIFT}],
+            "AccessGroups": [{"Name": "users", "Permission": (PEEK | READ | UPDATE | EXECUTE) << GROUP_SHIFT}],
             "Columns": [
                 col("name", "label", "varchar(80)", IsIndexed=True),
                 col("email", "email", "varchar(80)", IsUnique=True, IsIndexed=True),

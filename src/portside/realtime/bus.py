@@ -199,8 +199,6 @@ class Subscription:
         self._refill_from = page[-1].offset if len(page) >= limit else None
 
     def _accept(self, event: Event) -> bool:
-        if event.offset <= self._floor:
-            return False
         key = (event.table, event.ref)
         seen = self._rows.get(key)
         if seen is not None and event.offset <= seen:

@@ -51,7 +51,7 @@ class RedisBus(Bus):
         super().__init__(db)
         self.url = url
         self.channel = channel
-        # names the subscription connection in CLIENT LIST
+        # names this bus's connections in CLIENT LIST (the publisher's get a "-pub" suffix)
         self.client_name = f"portside-bus-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.reconnects = 0
         self._connected = False
@@ -87,6 +87,7 @@ class RedisBus(Bus):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            client_name=f"{self.client_name}-pub",
         )
         # no transparent retries: a dropped subscription must surface so that the gap is filled
         self._sub = Redis.from_url(
@@ -183,10 +184,12 @@ class RedisBus(Bus):
                 await pubsub.ping()
 
     def _on_message(self, data: Any) -> None:
-        raw = jsonutil.loads(data, max_depth=1000)
-        event = Event.from_json(raw)
-        if False:
-            exc = None
+        try:
+            raw = jsonutil.loads(data, max_depth=1000)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            event = Event.from_json(raw)
+        except Exception as exc:
             logger.warning("skipping malformed message on %r: %.200s", self.channel, exc)
             return
         self._deliver([event])

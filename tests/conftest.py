@@ -1,0 +1,25 @@
+"""Fixtures: real Portside processes on port 0 over SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support import Server, fresh_database, start_server
+
+DATABASES = ["sqlite", "postgresql", "mysql"]
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    url, drop = fresh_database(request.param)
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="module")
+def server(db_url: str) -> Iterator[Server]:
+    srv = start_server(db_url)
+    yield srv
+    srv.stop()

@@ -1,0 +1,180 @@
+"""Test support: run real `portside serve` processes and talk to them over real sockets."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
+PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+PASSWORD = "secret123"
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    log: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def start_server(
+    database_url: str, data_dir: Path | None = None, *extra: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> Server:
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="portside-"))
+    args = [
+        sys.executable,
+        "-m",
+        "portside.cli.main",
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    if database_url:
+        args += ["--database-url", database_url]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        m = LISTEN_RE.search(line)
+        if m:
+            server = Server(m.group(1), proc, data_dir, lines)
+            _drain(server)
+            return server
+    proc.kill()
+    raise RuntimeError("portside did not start:\n" + "".join(lines))
+
+
+def _drain(server: Server) -> None:
+    import threading
+
+    def pump() -> None:
+        assert server.proc.stdout is not None
+        for line in server.proc.stdout:
+            server.log.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+def fresh_database(kind: str) -> tuple[str, Any]:
+    """(async URL, drop callback) for a new empty database of `kind`."""
+    name = f"portside_t_{uuid.uuid4().hex[:10]}"
+    if kind == "sqlite":
+        d = tempfile.mkdtemp(prefix="portside-db-")
+        return f"sqlite+aiosqlite:///{d}/portside.db", lambda: None
+    if kind == "postgresql":
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+
+        def drop_pg() -> None:
+            with admin.connect() as c:
+                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", drop_pg
+    if kind == "mysql":
+        admin = sa.create_engine(MYSQL_ADMIN)
+        with admin.connect() as c:
+            c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+
+        def drop_my() -> None:
+            with admin.connect() as c:
+                c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            admin.dispose()
+
+        return f"mysql+asyncmy://root@127.0.0.1:3306/{name}", drop_my
+    raise ValueError(kind)
+
+
+# -- API helpers ---------------------------------------------------------------------------------
+
+
+def signup(c: httpx.Client, email: str, name: str = "User", password: str = PASSWORD) -> httpx.Response:
+    return c.post(
+        "/action/user_account/signup",
+        json={"attributes": {"name": name, "email": email, "password": password, "passwordConfirm": password}},
+    )
+
+
+def signin(c: httpx.Client, email: str, password: str = PASSWORD) -> str:
+    r = c.post("/action/user_account/signin", json={"attributes": {"email": email, "password": password}})
+    assert r.status_code == 200, r.text
+    stored = [x for x in r.json() if x["ResponseType"] == "client.store.set"]
+    token = stored[0]["Attributes"]["value"]
+    assert isinstance(token, str)
+    return token
+
+
+def new_user(server: Server, prefix: str = "u") -> tuple[str, str]:
+    """Sign up and sign in a fresh user; returns (email, token)."""
+    email = f"{prefix}-{uuid.uuid4().hex[:8]}@example.com"
+    with server.client() as c:
+        r = signup(c, email, name=prefix.title())
+        assert r.status_code == 200, r.text
+        return email, signin(c, email)
+
+
+def schema_upload(c: httpx.Client, text: str, name: str = "schema.yaml") -> httpx.Response:
+    data = base64.b64encode(text.encode()).decode()
+    return c.post(
+        "/action/world/upload_system_schema",
+        json={
+            "attributes": {
+                "schema_file": [
+                    {"name": name, "file": f"data:application/x-yaml;base64,{data}", "type": "application/x-yaml"}
+                ]
+            }
+        },
+    )
+
+
+def create(c: httpx.Client, table: str, **attrs: Any) -> httpx.Response:
+    return c.post(f"/api/{table}", json={"data": {"type": table, "attributes": attrs}})
+
+
+def me(c: httpx.Client) -> dict[str, Any]:
+    r = c.get("/api/user_account/mine")
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()["data"]
+    return data
