@@ -178,3 +178,44 @@ def me(c: httpx.Client) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()["data"]
     return data
+
+
+def sync_url(async_url: str) -> str:
+    for a, s in (
+        ("sqlite+aiosqlite", "sqlite"),
+        ("postgresql+asyncpg", "postgresql+psycopg2"),
+        ("mysql+asyncmy", "mysql+pymysql"),
+    ):
+        if async_url.startswith(a):
+            return s + async_url[len(a) :]
+    return async_url
+
+
+def read_events(async_url: str, after: int = 0) -> list[dict[str, Any]]:
+    """The event log as stored, read over a separate connection."""
+    import json
+
+    engine = sa.create_engine(sync_url(async_url))
+    try:
+        with engine.connect() as c:
+            rows = c.execute(
+                sa.text(
+                    'SELECT "offset", table_name, event_type, reference_id, data, grants, actor FROM _event_log '
+                    'WHERE "offset" > :a ORDER BY "offset"'.replace('"', "`" if "mysql" in async_url else '"')
+                ),
+                {"a": after},
+            ).all()
+    finally:
+        engine.dispose()
+    return [
+        {
+            "offset": r[0],
+            "table": r[1],
+            "type": r[2],
+            "ref": r[3],
+            "data": json.loads(r[4]),
+            "grants": json.loads(r[5]),
+            "actor": r[6],
+        }
+        for r in rows
+    ]

@@ -42,7 +42,8 @@ class Portside:
         self.services: Services | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
-        self._reload_pending = False
+        self._reload_dirty = False
+        self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
 
     async def __aenter__(self) -> Portside:
@@ -65,9 +66,12 @@ class Portside:
         db = Database(s.db_url)
         config = ConfigStore(db)
         catalog = Catalog(db, config, [system_doc(), builtin_doc()], data, s.schema)
-        bus = make_bus(db, s.redis_url)
-        db.after_commit.append(bus.publish)
         await migrate_base(db)
+        await config.load()
+        # one bus channel per database, so clusters sharing a Redis never see each other's events
+        cluster = await config.setdefault("cluster.id", uuid7_str())
+        bus = make_bus(db, s.redis_url, f"portside:events:{cluster}")
+        db.after_commit.append(bus.publish)
         await bus.start()
         await catalog.start()
         await config.load()
@@ -109,6 +113,8 @@ class Portside:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+        if self._reload_task is not None:
+            self._tasks.append(self._reload_task)
         for t in self._tasks:
             if t.get_name() != "portside-http":
                 t.cancel()
@@ -139,11 +145,23 @@ class Portside:
             await svc.config.load()
         elif event.table == MEMBERSHIP:
             await svc.catalog.refresh_open_mode()
-        elif event.table in RELOAD_TABLES and not self._reload_pending:
-            self._reload_pending = True
-            await asyncio.sleep(0.05)  # one reload for a burst of world/action writes
-            self._reload_pending = False
-            await svc.catalog.reload()
+        elif event.table in RELOAD_TABLES:
+            self._schedule_reload(svc)
+
+    def _schedule_reload(self, svc: Services) -> None:
+        """Coalesce a burst of world/action events into one reload, off the event loop's path."""
+        self._reload_dirty = True
+        if self._reload_task is None or self._reload_task.done():
+            self._reload_task = asyncio.create_task(self._reload_loop(svc), name="portside-reload")
+
+    async def _reload_loop(self, svc: Services) -> None:
+        while self._reload_dirty:
+            self._reload_dirty = False
+            await asyncio.sleep(0.05)
+            try:
+                await svc.catalog.reload()
+            except Exception:
+                logger.exception("model reload failed")
 
     def _stamp(self) -> tuple[tuple[str, float], ...]:
         roots = [Path(self.settings.data_dir), *(Path(p) for p in self.settings.schema)]

@@ -155,7 +155,7 @@ class Catalog:
         """Bootstrap data on an empty database: groups, the guest user, the local store."""
         model = self.model
         g = model.table("usergroup")
-        async with self.db.transaction() as uow:
+        async with self.db.transaction(exclusive=True) as uow:
             have = await records.group_ids(uow.conn, model, BOOT_GROUPS)
             for name in BOOT_GROUPS:
                 if name not in have:
@@ -189,7 +189,7 @@ class Catalog:
 
     async def sync(self, model: Model, actor: str | None = None) -> None:
         """Write one world row per table and one action row per action, as declared."""
-        async with self.db.transaction() as uow:
+        async with self.db.transaction(exclusive=True) as uow:
             await self._sync_world(uow, model, actor)
             await self._sync_actions(uow, model, actor)
 

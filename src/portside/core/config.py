@@ -83,10 +83,18 @@ class ConfigStore:
         self._values[(key, end)] = value
 
     async def setdefault(self, key: str, value: str, end: str = "backend") -> str:
+        """The stored value, or store `value`; safe when several processes start at once."""
         current = self.get(key, None, end)
         if current is not None:
             return current
-        await self.set(key, value, end)
+        t = config_table
+        async with self.db.transaction(exclusive=True) as uow:
+            stored = await uow.conn.scalar(sa.select(t.c.value).where(t.c.name == key, t.c.configtype == end))
+            if stored is None:
+                await self._set(uow, key, value, end, None)
+            else:
+                value = stored
+        self._values[(key, end)] = value
         return value
 
     async def _set(self, uow: UnitOfWork, key: str, value: str, end: str, actor: str | None) -> None:

@@ -74,13 +74,18 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[UnitOfWork]:
+        """One unit of work. `exclusive` also serialises it against other processes (bootstrap writes)."""
         if self._write_lock is not None:
             await self._write_lock.acquire()
         try:
             async with self.engine.begin() as conn:
+                if exclusive:
+                    await self._cross_process_lock(conn)
                 uow = UnitOfWork(conn)
                 yield uow
+                if exclusive and self.dialect == "mysql":
+                    await conn.execute(sa.text("SELECT RELEASE_LOCK('portside_ddl')"))
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()
@@ -96,6 +101,12 @@ class Database:
             except Exception:
                 logger.exception("after-commit callback failed")
 
+    async def _cross_process_lock(self, conn: AsyncConnection) -> None:
+        if self.dialect == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(63360001)"))
+        elif self.dialect == "mysql":
+            await conn.execute(sa.text("SELECT GET_LOCK('portside_ddl', 60)"))
+
     @asynccontextmanager
     async def ddl_lock(self) -> AsyncIterator[AsyncConnection]:
         """A connection holding a cross-process lock for schema changes."""
@@ -103,10 +114,7 @@ class Database:
             await self._write_lock.acquire()
         try:
             async with self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(63360001)"))
-                elif self.dialect == "mysql":
-                    await conn.execute(sa.text("SELECT GET_LOCK('portside_ddl', 60)"))
+                await self._cross_process_lock(conn)
                 try:
                     yield conn
                 finally:

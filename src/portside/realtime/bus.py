@@ -28,6 +28,7 @@ feeds, caches), not one per client socket: each holds up to `max_queue` events a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -68,6 +69,8 @@ class Subscription:
     def __init__(self, bus: Bus, after: int | None, max_queue: int) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if after is not None:
+            after = max(after, 0)
         self._bus = bus
         self._max_queue = max_queue
         self._buffer: deque[Event] = deque()  # live events, bounded by max_queue
@@ -149,7 +152,12 @@ class Subscription:
             lowest = min(event.offset, min(e.offset for e in self._buffer))
             self._buffer.clear()
             self.overflows += 1
-            logger.warning("subscription overflowed (%d queued); refilling from the event log", self._max_queue)
+            logger.log(
+                logging.WARNING if self.overflows == 1 else logging.DEBUG,
+                "subscription overflowed %d times (max_queue %d); refilling from the event log",
+                self.overflows,
+                self._max_queue,
+            )
             self._plan_refill(lowest - 1, need=lowest - 1)
             return
         self._buffer.append(event)

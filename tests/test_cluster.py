@@ -1,0 +1,150 @@
+"""Two `portside serve` processes on one PostgreSQL database and one Redis: a write on one node reaches
+subscribers in every process exactly once, and schema and config changes apply on the other node live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from portside.core.db import Database
+from portside.realtime.bus import make_bus
+from support import Server, create, fresh_database, new_user, schema_upload, start_server, sync_url
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, Server, Server]]:
+    url, drop = fresh_database("postgresql")
+    a = start_server(url, None, "--redis-url", REDIS)
+    b = start_server(url, None, "--redis-url", REDIS)
+    yield url, a, b
+    a.stop()
+    b.stop()
+    drop()
+
+
+def cluster_id(url: str) -> str:
+    engine = sa.create_engine(sync_url(url))
+    with engine.connect() as c:
+        value = c.execute(sa.text("SELECT value FROM _config WHERE name = 'cluster.id'")).scalar_one()
+    engine.dispose()
+    return str(value)
+
+
+def eventually(fn, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def setup(cluster: tuple[str, Server, Server]) -> tuple[str, str, str]:
+    """(admin token, user token, table) — the table is declared through node A only."""
+    _, a, b = cluster
+    _, admin = new_user(a, "cadmin")
+    _, user = new_user(b, "cuser")
+    table = f"shared_{uuid.uuid4().hex[:6]}"
+    with a.client(admin) as c:
+        assert c.post("/action/world/become_an_administrator").status_code == 200
+        schema = f"""
+Tables:
+  - TableName: {table}
+    AccessGroups: [{{Name: users, Permission: 2080768}}]
+    DefaultPermission: 16256
+    Columns: [{{Name: title, DataType: varchar(50), ColumnType: label}}]
+"""
+        assert schema_upload(c, schema).status_code == 200
+        assert c.get(f"/api/{table}").status_code == 200
+    return admin, user, table
+
+
+def test_schema_and_config_changes_reach_the_other_node(
+    cluster: tuple[str, Server, Server], setup: tuple[str, str, str]
+) -> None:
+    _, a, b = cluster
+    admin, user, table = setup
+    # node B learns the table from A's world events, without a restart
+    with b.client(user) as c:
+        assert eventually(lambda: c.get(f"/api/{table}").status_code == 200)
+        assert create(c, table, title="from b").status_code == 201
+    # node B also knows an administrator exists now: signup is closed for guests there too
+    with b.client() as c:
+        r = c.post(
+            "/action/user_account/signup",
+            json={
+                "attributes": {
+                    "name": "x",
+                    "email": "late@example.com",
+                    "password": "secret123",
+                    "passwordConfirm": "secret123",
+                }
+            },
+        )
+        assert r.status_code == 403
+    with a.client(admin) as c:
+        assert c.post("/_config/backend/api.max_page_size", content="3").status_code == 200
+    with b.client(user) as c:
+        assert eventually(lambda: c.get(f"/api/{table}", params={"page[size]": 50}).json()["links"]["per_page"] == 3)
+
+
+async def _collect(url: str, node: Server, token: str, table: str) -> list[str]:
+    """Subscribe from this (third) process, write through `node`, return the titles received."""
+    db = Database(url)
+    bus = make_bus(db, REDIS, f"portside:events:{cluster_id(url)}")
+    await bus.start()
+    got: list[str] = []
+
+    def write() -> None:
+        with node.client(token) as c:
+            for i in range(3):
+                assert create(c, table, title=f"ev{i}").status_code == 201
+
+    try:
+        async with bus.subscribe() as sub:
+            await asyncio.to_thread(write)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    event = await sub.get(timeout=0.5)
+                except TimeoutError:
+                    if len(got) >= 3:
+                        break  # and nothing more (no duplicate) arrived within the quiet period
+                    continue
+                if event.table == table and event.type == "create":
+                    got.append(event.data["title"])
+    finally:
+        await bus.stop()
+        await db.dispose()
+    return got
+
+
+@pytest.mark.parametrize("node", ["a", "b"])
+def test_write_on_one_node_reaches_subscribers_once(
+    cluster: tuple[str, Server, Server], setup: tuple[str, str, str], node: str
+) -> None:
+    url, a, b = cluster
+    _, user, table = setup
+    got = asyncio.run(_collect(url, a if node == "a" else b, user, table))
+    assert got == ["ev0", "ev1", "ev2"]
+
+
+def test_nodes_deliver_each_others_events(cluster: tuple[str, Server, Server], setup: tuple[str, str, str]) -> None:
+    """Both nodes consume the bus: a config write on B changes behaviour on A and on B."""
+    _, a, b = cluster
+    admin, user, table = setup
+    with b.client(admin) as c:
+        assert c.put("/_config/backend/api.max_page_size", content="4").status_code == 200
+    for node in (a, b):
+        with node.client(user) as c:
+            assert eventually(
+                lambda c=c: c.get(f"/api/{table}", params={"page[size]": 50}).json()["links"]["per_page"] == 4
+            )
