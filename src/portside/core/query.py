@@ -248,6 +248,15 @@ def parse(
             refs = [r for r in params[name].split(",") if r]
             lq.where.append(tm.sa.c[name].in_([qb.value(name, r, f"/{name}") for r in refs]))
     lq.order_by = qb.sort(params.get("sort"))
+    for key, newer in (("page[after]", True), ("page[before]", False)):
+        if params.get(key):
+            ref = parse_uuid(params[key])
+            if ref is None:
+                raise BadRequest(f"{key} must be a reference id", pointer=f"/{key}")
+            t = tm.sa
+            anchor = sa.select(t.c.id).where(t.c.reference_id == ref).scalar_subquery()
+            lq.where.append(t.c.id > anchor if newer else t.c.id < anchor)
+            lq.order_by = [t.c.id.asc() if newer else t.c.id.desc()]  # keyset paging follows insertion order
     lq.page = max(1, _positive_int(params.get("page[number]"), "page[number]", 1))
     size = _positive_int(params.get("page[size]"), "page[size]", DEFAULT_PAGE_SIZE)
     lq.size = min(max(size, 1), max_page_size)

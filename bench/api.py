@@ -1,0 +1,817 @@
+"""HTTP API benchmark: Portside against Datasette on the same SQLite file, plus create throughput.
+
+Run: `.venv/bin/python bench/api.py [--rows 100000] [--duration 10] [--connections 32]`.
+Needs `wrk` (Debian package `wrk`), `datasette` in the venv (`pip install -e '.[bench]'`) and, for the
+PostgreSQL row, a server on 127.0.0.1:5432 reachable as `postgres` without a password (plus the
+`createdb`/`dropdb` clients). Results are printed and written to bench/RESULTS.md, section
+`## api (bench/api.py)`; other sections of that file are kept.
+
+Method
+  1. Data. Portside starts on a fresh data dir holding `schema_bench.yaml` (table `item`, 20 user columns
+     of mixed types, row DefaultPermission owner-all + group-read, table Permission 561441 with group
+     `users` allowed everything at table level so signed-in users may create). While no administrator
+     exists, two users sign up: `admin` (then `become_an_administrator`) and `bench`. The server is
+     stopped and `--rows` rows are inserted straight into the SQLite file in one transaction; the columns
+     come from `PRAGMA table_info(item)`. 90% of the rows belong to `bench`, 10% to `admin`; no row is
+     linked to a group, so `bench` sees only its own rows and the permission filter really filters.
+  2. Serving. Portside restarts on that data dir; Datasette serves the same file at the same time. Each
+     measurement targets one server while the other sits idle.
+  3. Load. `wrk -t<threads> -c<connections> -d<duration>s --latency --timeout 10s`, after an unrecorded
+     warm-up run of a few seconds against the same URL. Portside requests carry the bench user's token
+     (added by a small Lua script), so list and read go through the row-permission filter. Get-by-id
+     rotates through the same 1000 random `bench` rows on both servers (Portside by ref, Datasette by
+     rowid). Create posts a small body as `bench`, first on the bulk-loaded SQLite file, then on a fresh
+     PostgreSQL database prepared the same way through the API. Any non-2xx response or socket error
+     marks the run invalid; every target URL is also checked once before its load run.
+
+Fairness choices
+  * Datasette runs in mutable mode (not `--immutable`): immutable mode opens the file with
+    `immutable=1` and serves the table count from a start-up cache, which Portside cannot do on a live
+    database. Both servers therefore run a `count(*)` per list page (Portside's is permission-filtered).
+  * Datasette's facet suggestions are switched off (`suggest_facets` off): they are extra UI queries
+    with no Portside counterpart.
+  * Datasette is started through its Python API with the same uvicorn settings `datasette serve` uses
+    (uvloop/httptools when installed, one worker) except that the access log is off, as it is in
+    Portside. `default_page_size` is 20 and every list URL asks for 20 rows explicitly.
+  * Both are single processes on the same machine as wrk; no CPU pinning. No `ANALYZE` is run after the
+    bulk load, as for a table that grew through the API. Each server uses its default order (Portside
+    `-created_at`, Datasette rowid); `created_at` grows with rowid, so both orders are index walks.
+  * Datasette has no write API in 0.65, so the create rows have no Datasette numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import json
+import platform
+import queue
+import random
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## api (bench/api.py)"
+HOST = "127.0.0.1"
+PG_HOST = "127.0.0.1"
+LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
+
+TABLE = "item"
+OWNER_ALL, GROUP_READ, GROUP_ALL = 16256, 32768, 2080768
+ROW_PERMISSION = OWNER_ALL | GROUP_READ
+TABLE_PERMISSION = 561441
+PASSWORD = "bench-password-1"
+ADMIN_SHARE = 0.10
+SAMPLE_SIZE = 1000
+PAGE_SIZE = 20
+
+START_TIMEOUT = 60.0
+HTTP_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+WRK_TIMEOUT = "10s"
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's DateTime stores timestamps in SQLite
+
+# The 20 user columns of `item`: (column name, ColumnType, DataType).
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    *((f"label_{i}", "label", "varchar(100)") for i in range(1, 6)),
+    ("code", "label", "varchar(100)"),
+    ("title", "name", "varchar(100)"),
+    ("contact", "email", "varchar(100)"),
+    *((f"count_{i}", "measurement", "int(11)") for i in range(1, 7)),
+    ("stars", "rating", "int(4)"),
+    ("quantity", "measurement", "int(11)"),
+    ("score", "float", "float"),
+    ("active", "truefalse", "bool"),
+    ("happened_at", "datetime", "timestamp"),
+    ("body", "content", "text"),
+)
+INDEXED = frozenset({"code"})
+
+# argv: database file, port, default page size. Mirrors `datasette serve` minus the access log.
+DATASETTE_LAUNCHER = """
+import sys
+import uvicorn
+from datasette.app import Datasette
+from datasette.cli import run_sync
+ds = Datasette([sys.argv[1]], settings={"default_page_size": int(sys.argv[3]), "suggest_facets": False})
+run_sync(ds.invoke_startup)
+uvicorn.run(ds.app(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
+            lifespan="on", workers=1)
+"""
+
+
+# -- options ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    rows: int
+    duration: int
+    connections: int
+    threads: int
+    warmup: int
+    seed: int
+    postgres: bool
+    profile: int
+    results: Path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--rows", type=int, default=100_000, help="rows bulk-loaded into item (default 100000)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of unrecorded load before each run (default 3)")
+    p.add_argument("--seed", type=int, default=42, help="random seed for data and samples")
+    p.add_argument("--no-postgres", dest="postgres", action="store_false", help="skip the PostgreSQL create run")
+    p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the Portside list run")
+    p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to update")
+    a = p.parse_args(argv)
+    if a.rows < SAMPLE_SIZE or a.duration < 1 or a.connections < a.threads or a.threads < 1:
+        p.error("need --rows >= 1000, --duration >= 1 and --connections >= --threads >= 1")
+    return Options(
+        a.rows, a.duration, a.connections, a.threads, max(0, a.warmup), a.seed, a.postgres, a.profile, a.results
+    )
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """A server process started by this script; its output is drained into `log` by a thread."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    url: str = ""
+    log: collections.deque[str] | None = None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+
+    def tail(self) -> str:
+        return "".join(self.log or [])
+
+
+def spawn(name: str, args: Sequence[str]) -> tuple[Service, queue.Queue[str]]:
+    proc = subprocess.Popen(
+        list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+    )
+    svc = Service(name, proc, log=collections.deque(maxlen=200))
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None and svc.log is not None
+        for line in proc.stdout:
+            svc.log.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True, name=f"{name}-output").start()
+    return svc, lines
+
+
+def start_portside(data_dir: Path, database_url: str = "") -> Service:
+    args = [str(BIN / "portside"), "serve", "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning"]
+    if database_url:
+        args += ["--database-url", database_url]
+    svc, lines = spawn("portside", args)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and svc.proc.poll() is None:
+        with contextlib.suppress(queue.Empty):
+            m = LISTEN_RE.search(lines.get(timeout=0.2))
+            if m:
+                svc.url = m.group(1)
+                return svc
+    svc.stop()
+    raise RuntimeError(f"portside did not start:\n{svc.tail()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_datasette(db_file: Path) -> Service:
+    port = free_port()
+    svc, _ = spawn("datasette", [sys.executable, "-c", DATASETTE_LAUNCHER, str(db_file), str(port), str(PAGE_SIZE)])
+    svc.url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and svc.proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if request("GET", f"{svc.url}/-/versions.json")[0] == 200:
+                return svc
+        time.sleep(0.2)
+    svc.stop()
+    raise RuntimeError(f"datasette did not start:\n{svc.tail()}")
+
+
+def run_tool(args: Sequence[str], timeout: float = 60) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=True)
+    return done.stdout.strip()
+
+
+# -- HTTP set-up calls --------------------------------------------------------------------------------
+
+
+def request(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def expect(status: int, wanted: int, what: str, body: Any) -> None:
+    if status != wanted:
+        raise RuntimeError(f"{what}: HTTP {status} (wanted {wanted}): {str(body)[:500]}")
+
+
+def sign_up_and_in(url: str, name: str) -> str:
+    email = f"{name}@bench.example"
+    attrs = {"name": name, "email": email, "password": PASSWORD, "passwordConfirm": PASSWORD}
+    status, body = request("POST", f"{url}/action/user_account/signup", {"attributes": attrs})
+    expect(status, 200, f"signup {name}", body)
+    creds = {"attributes": {"email": email, "password": PASSWORD}}
+    status, body = request("POST", f"{url}/action/user_account/signin", creds)
+    expect(status, 200, f"signin {name}", body)
+    token = next(x["Attributes"]["value"] for x in body if x.get("ResponseType") == "client.store.set")
+    assert isinstance(token, str)
+    return token
+
+
+def prepare_users(url: str) -> str:
+    """Sign up admin and bench while the server is open, make admin the administrator; bench's token."""
+    admin = sign_up_and_in(url, "admin")
+    bench = sign_up_and_in(url, "bench")
+    status, body = request("POST", f"{url}/action/world/become_an_administrator", token=admin)
+    expect(status, 200, "become_an_administrator", body)
+    return bench
+
+
+def schema_yaml() -> str:
+    lines = [
+        "Tables:",
+        f"  - TableName: {TABLE}",
+        f"    Permission: {TABLE_PERMISSION}",
+        f"    DefaultPermission: {ROW_PERMISSION}",
+        "    AccessGroups:",
+        "      - Name: users",
+        f"        Permission: {GROUP_ALL}",
+        "    Columns:",
+    ]
+    for name, ctype, dtype in COLUMNS:
+        lines += [f"      - Name: {name}", f"        ColumnType: {ctype}", f"        DataType: {dtype}"]
+        lines.append("        IsNullable: true")
+        if name in INDEXED:
+            lines.append("        IsIndexed: true")
+    return "\n".join(lines) + "\n"
+
+
+def new_data_dir(stack: contextlib.ExitStack, prefix: str) -> Path:
+    path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    (path / "schema_bench.yaml").write_text(schema_yaml())
+    return path
+
+
+# -- bulk load ----------------------------------------------------------------------------------------
+
+Gen = Callable[[int], Any]
+
+
+def user_column_gens(rng: random.Random) -> dict[str, Gen]:
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    base = dt.datetime(2024, 1, 1)
+    by_type: dict[str, Gen] = {
+        "label": lambda i: f"{rng.choice(words)} {rng.choice(words)} {i}",
+        "name": lambda i: f"Item {i}",
+        "email": lambda i: f"owner{i % 997}@example.com",
+        "measurement": lambda i: rng.randrange(1_000_000),
+        "rating": lambda i: rng.randrange(11),
+        "float": lambda i: round(rng.uniform(-1000, 1000), 4),
+        "truefalse": lambda i: rng.randrange(2),
+        "datetime": lambda i: (base + dt.timedelta(seconds=rng.randrange(31_536_000))).strftime(TS_FORMAT),
+        "content": lambda i: " ".join(rng.choice(words) for _ in range(30)),
+    }
+    return {name: by_type[ctype] for name, ctype, _ in COLUMNS}
+
+
+def standard_gens(rows: int, bench_id: int, admin_id: int, rng: random.Random) -> dict[str, Gen]:
+    start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=365)
+    step = dt.timedelta(days=365) / rows
+
+    def stamp(i: int) -> str:
+        return (start + step * i).strftime(TS_FORMAT)
+
+    return {
+        "version": lambda i: 1,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "reference_id": lambda i: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "permission": lambda i: ROW_PERMISSION,
+        "user_account_id": lambda i: admin_id if rng.random() < ADMIN_SHARE else bench_id,
+    }
+
+
+def insert_plan(conn: sqlite3.Connection, gens: dict[str, Gen]) -> list[str]:
+    """Columns to fill, checked against the real table: every NOT NULL column without default is covered."""
+    names: list[str] = []
+    for _, name, _type, notnull, default, pk in conn.execute(f"PRAGMA table_info({TABLE})"):
+        if pk:
+            continue
+        if name in gens:
+            names.append(name)
+        elif notnull and default is None:
+            raise RuntimeError(f"{TABLE}.{name} is NOT NULL without default and the loader has no value for it")
+    missing = set(gens) - set(names)
+    if missing:
+        raise RuntimeError(f"{TABLE} lacks expected columns {sorted(missing)}")
+    return names
+
+
+def bulk_insert(db_file: Path, rows: int, bench_id: int, admin_id: int, rng: random.Random) -> float:
+    gens = {**standard_gens(rows, bench_id, admin_id, rng), **user_column_gens(rng)}
+    started = time.monotonic()
+    conn = sqlite3.connect(db_file)
+    try:
+        names = insert_plan(conn, gens)
+        order = [gens[n] for n in names]
+        sql = f"INSERT INTO {TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        with conn:
+            conn.executemany(sql, (tuple(g(i) for g in order) for i in range(rows)))
+    finally:
+        conn.close()
+    return time.monotonic() - started
+
+
+def user_id(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT id FROM user_account WHERE email = ?", (f"{name}@bench.example",)).fetchone()
+    if row is None:
+        raise RuntimeError(f"user {name} not found in the database")
+    return int(row[0])
+
+
+def bench_rows(db_file: Path, bench_id: int, rng: random.Random) -> tuple[int, list[tuple[int, str]]]:
+    """(number of rows visible to bench, a fixed random sample of (rowid, ref) of those rows)."""
+    conn = sqlite3.connect(db_file)
+    try:
+        rows = conn.execute(f"SELECT id, reference_id FROM {TABLE} WHERE user_account_id = ?", (bench_id,)).fetchall()
+    finally:
+        conn.close()
+    return len(rows), [(int(i), str(r)) for i, r in rng.sample(rows, SAMPLE_SIZE)]
+
+
+# -- wrk ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+    @property
+    def valid(self) -> bool:
+        return self.non_2xx == 0 and self.socket_errors == 0 and self.requests > 0
+
+
+def lua_headers(token: str, content_type: bool = False) -> str:
+    out = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
+    if content_type:
+        out += 'wrk.headers["Content-Type"] = "application/vnd.api+json"\n'
+    return out
+
+
+def lua_rotate(paths: Sequence[str], token: str) -> str:
+    table = ",\n".join(f'  "{p}"' for p in paths)
+    return (
+        lua_headers(token)
+        + f"local paths = {{\n{table}\n}}\nlocal i = 0\n"
+        + "request = function()\n  i = i % #paths + 1\n  return wrk.format(nil, paths[i])\nend\n"
+    )
+
+
+def lua_post(body: dict[str, Any], token: str) -> str:
+    return lua_headers(token, content_type=True) + f'wrk.method = "POST"\nwrk.body = [[{json.dumps(body)}]]\n'
+
+
+def write_lua(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.lua"
+    path.write_text(text)
+    return path
+
+
+def _duration_ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def parse_wrk(text: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p99 = re.search(r"^\s*99(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\b", text, re.M)
+    total = re.search(r"(\d+) requests in", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if not (rps and p99 and total):
+        raise RuntimeError(f"cannot parse wrk output:\n{text}")
+    return WrkResult(
+        float(rps.group(1)),
+        _duration_ms(p99.group(1), p99.group(2)),
+        int(total.group(1)),
+        int(non2xx.group(1)) if non2xx else 0,
+        sum(int(x) for x in sock.groups()) if sock else 0,
+    )
+
+
+def run_wrk(opts: Options, url: str, script: Path | None, seconds: int) -> WrkResult:
+    args = ["wrk", f"-t{opts.threads}", f"-c{opts.connections}", f"-d{seconds}s", "--latency", "--timeout", WRK_TIMEOUT]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = run_tool([*args, url], timeout=seconds + 60)
+    return parse_wrk(out)
+
+
+def measure(opts: Options, label: str, url: str, script: Path | None) -> WrkResult:
+    if opts.warmup:
+        run_wrk(opts, url, script, opts.warmup)
+    result = run_wrk(opts, url, script, opts.duration)
+    flag = "" if result.valid else f"  INVALID: {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
+    print(f"  {label:<34} {result.rps:>9.1f} req/s  p99 {result.p99_ms:>8.2f} ms  n={result.requests}{flag}")
+    return result
+
+
+# -- checks before load -------------------------------------------------------------------------------
+
+
+def check_portside_list(url: str, token: str, visible: int) -> None:
+    status, body = request("GET", f"{url}/api/{TABLE}?page[size]={PAGE_SIZE}", token=token)
+    expect(status, 200, "portside list", body)
+    total = body["links"]["total"]
+    if len(body["data"]) != PAGE_SIZE or total != visible:
+        raise RuntimeError(f"portside list: {len(body['data'])} rows, total {total}; wanted {PAGE_SIZE}, {visible}")
+
+
+def check_datasette_list(url: str, rows: int) -> None:
+    status, body = request("GET", url)
+    expect(status, 200, "datasette list", body)
+    if len(body["rows"]) != PAGE_SIZE or body.get("filtered_table_rows_count") != rows:
+        raise RuntimeError(f"datasette list: unexpected page {str(body)[:300]}")
+
+
+def check_get(url: str, token: str = "") -> None:
+    status, body = request("GET", url, token=token)
+    expect(status, 200, f"GET {url}", body)
+
+
+def create_body(rng: random.Random) -> dict[str, Any]:
+    gens = user_column_gens(rng)
+    attrs = {name: gens[name](0) for name in ("label_1", "title", "count_1", "score", "active")}
+    attrs["active"] = bool(attrs["active"])
+    return {"data": {"type": TABLE, "attributes": attrs}}
+
+
+def check_create(url: str, token: str, body: dict[str, Any]) -> None:
+    status, resp = request("POST", f"{url}/api/{TABLE}", body, token=token)
+    expect(status, 201, "portside create", resp)
+
+
+# -- profiling ----------------------------------------------------------------------------------------
+
+
+FRAME_RE = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def frame_key(frame: str) -> tuple[str, str]:
+    """(`function (file)` without the line number, top-level package or module of the file)."""
+    m = FRAME_RE.match(frame)
+    if m is None:
+        return frame, "?"
+    file = m.group("file")
+    return f"{m.group('func')} ({file})", file.split("/", 1)[0].removesuffix(".py")
+
+
+def read_collapsed(path: Path) -> Iterator[tuple[list[str], int]]:
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if frames and count_text.isdigit():
+            yield frames, int(count_text)
+
+
+def summarize_collapsed(path: Path, top: int = 15) -> str:
+    """Self time per function and package, inclusive time per Portside function, from py-spy `raw` output."""
+    own: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    ours: collections.Counter[str] = collections.Counter()
+    total = 0
+    for frames, n in read_collapsed(path):
+        total += n
+        keys = [frame_key(f) for f in frames]
+        own[keys[-1][0]] += n
+        packages[keys[-1][1]] += n
+        for key in {k for k, pkg in keys if pkg == "portside"}:
+            ours[key] += n
+    if total == 0:
+        return "py-spy recorded no samples\n"
+
+    def table(title: str, counter: collections.Counter[str]) -> str:
+        rows = "".join(f"| {100 * n / total:5.1f}% | `{f}` |\n" for f, n in counter.most_common(top))
+        return f"{title}:\n\n| % of samples | {title.split()[-1]} |\n|---:|---|\n{rows}\n"
+
+    return (
+        f"py-spy --gil at 200 Hz: {total} samples of the thread holding the GIL (Python CPU time; SQLite's own C\n"
+        "work runs without the GIL and is not in these numbers).\n\n"
+        + table("Self time by package", packages)
+        + table("Self time by function", own)
+        + table("Inclusive time by Portside function", ours)
+    )
+
+
+def profile_list(opts: Options, portside: Service, url: str, script: Path, work: Path) -> str:
+    spy = BIN / "py-spy"
+    if not spy.exists():
+        return "py-spy not installed (`.venv/bin/pip install py-spy`); no profile.\n"
+    out = work / "list.collapsed"
+    args = [str(spy), "record", "--pid", str(portside.proc.pid), "--duration", str(opts.profile)]
+    args += ["--rate", "200", "--gil", "--format", "raw", "--output", str(out), "--nonblocking"]
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as spy_proc:
+        try:
+            run_wrk(opts, url, script, opts.profile + 2)
+            _, err = spy_proc.communicate(timeout=opts.profile + 60)
+        finally:
+            if spy_proc.poll() is None:
+                spy_proc.kill()
+    if spy_proc.returncode != 0 or not out.exists():
+        return f"py-spy failed: {err.strip()[:500]}\n"
+    return summarize_collapsed(out)
+
+
+# -- phases -------------------------------------------------------------------------------------------
+
+Row = dict[str, WrkResult | None]  # "portside" / "datasette" -> result
+
+
+def build_sqlite(opts: Options, stack: contextlib.ExitStack, rng: random.Random) -> tuple[Path, str, int]:
+    """Fresh data dir, users via the API, then the bulk load; returns (data dir, bench token, bench id)."""
+    data_dir = new_data_dir(stack, "portside-bench-")
+    server = start_portside(data_dir)
+    try:
+        token = prepare_users(server.url)
+    finally:
+        server.stop()
+    db_file = data_dir / "portside.db"
+    with contextlib.closing(sqlite3.connect(db_file)) as conn:
+        bench_id, admin_id = user_id(conn, "bench"), user_id(conn, "admin")
+    took = bulk_insert(db_file, opts.rows, bench_id, admin_id, rng)
+    print(f"loaded {opts.rows} rows into {db_file} in {took:.1f} s (bench user id {bench_id}, admin {admin_id})")
+    return data_dir, token, bench_id
+
+
+def bench_sqlite(opts: Options, stack: contextlib.ExitStack, rng: random.Random) -> tuple[dict[str, Row], str]:
+    data_dir, token, bench_id = build_sqlite(opts, stack, rng)
+    db_file = data_dir / "portside.db"
+    visible, sample = bench_rows(db_file, bench_id, rng)
+    portside = start_portside(data_dir)
+    stack.callback(portside.stop)
+    datasette = start_datasette(db_file)
+    stack.callback(datasette.stop)
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="portside-bench-lua-")))
+    db = db_file.stem
+    p_list = f"{portside.url}/api/{TABLE}?page%5Bsize%5D={PAGE_SIZE}"
+    d_list = f"{datasette.url}/{db}/{TABLE}.json?_size={PAGE_SIZE}"
+    check_portside_list(portside.url, token, visible)
+    check_datasette_list(d_list, opts.rows)
+    check_get(f"{portside.url}/api/{TABLE}/{sample[0][1]}", token)
+    check_get(f"{datasette.url}/{db}/{TABLE}/{sample[0][0]}.json")
+    auth = write_lua(work, "auth", lua_headers(token))
+    p_get = write_lua(work, "p_get", lua_rotate([f"/api/{TABLE}/{ref}" for _, ref in sample], token))
+    d_get = write_lua(work, "d_get", lua_rotate([f"/{db}/{TABLE}/{rowid}.json" for rowid, _ in sample], ""))
+    body = create_body(rng)
+    check_create(portside.url, token, body)
+    post = write_lua(work, "post", lua_post(body, token))
+
+    results: dict[str, Row] = {}
+    print(f"measuring ({opts.connections} connections, {opts.duration} s each, {opts.warmup} s warm-up)")
+    results["list 20 rows"] = {
+        "portside": measure(opts, "portside list 20 rows", p_list, auth),
+        "datasette": measure(opts, "datasette list 20 rows", d_list, None),
+    }
+    results["get by id"] = {
+        "portside": measure(opts, "portside get by id", portside.url, p_get),
+        "datasette": measure(opts, "datasette get by id", datasette.url, d_get),
+    }
+    profile = profile_list(opts, portside, p_list, auth, work) if opts.profile else ""
+    results["create (SQLite)"] = {
+        "portside": measure(opts, "portside create (SQLite)", f"{portside.url}/api/{TABLE}", post),
+        "datasette": None,
+    }
+    datasette.stop()
+    portside.stop()
+    return results, profile
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"portside_bench_{uuid.uuid4().hex[:10]}"
+    run_tool(["createdb", "-h", PG_HOST, "-U", "postgres", name])
+    try:
+        yield f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{name}"
+    finally:
+        run_tool(["dropdb", "-h", PG_HOST, "-U", "postgres", "--if-exists", "--force", name])
+
+
+def bench_postgres(opts: Options, rng: random.Random) -> Row:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        data_dir = new_data_dir(stack, "portside-bench-pg-")
+        server = start_portside(data_dir, url)
+        stack.callback(server.stop)
+        token = prepare_users(server.url)
+        body = create_body(rng)
+        check_create(server.url, token, body)
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="portside-bench-lua-")))
+        post = write_lua(work, "post", lua_post(body, token))
+        result = measure(opts, "portside create (PostgreSQL)", f"{server.url}/api/{TABLE}", post)
+    return {"portside": result, "datasette": None}
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def ram_gib() -> float:
+    with contextlib.suppress(OSError):
+        mem = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+        if mem:
+            return int(mem.group(1)) / 1048576
+    return 0.0
+
+
+def machine_info() -> dict[str, str]:
+    info = {
+        "date": safe_tool(["date", "-u"]),
+        "machine": f"nproc {safe_tool(['nproc'])}, {cpu_model()}, {ram_gib():.1f} GiB RAM",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "portside commit": safe_tool(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "datasette": safe_tool([sys.executable, "-c", "import datasette.version as v; print(v.__version__)"]),
+        "wrk": safe_tool(["wrk", "-v"]).splitlines()[0] if shutil.which("wrk") else "missing",
+        "sqlite": sqlite3.sqlite_version,
+    }
+    return info
+
+
+def postgres_version() -> str:
+    return safe_tool(["psql", "-h", PG_HOST, "-U", "postgres", "-tAc", "show server_version", "postgres"])
+
+
+def safe_tool(args: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (done.stdout or done.stderr).strip() or "unknown"
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def table_lines(results: dict[str, Row]) -> list[str]:
+    lines = [
+        "| benchmark | Portside req/s | Portside p99 ms | Datasette req/s | Datasette p99 ms | ratio (P/D req/s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, row in results.items():
+        p, d = row.get("portside"), row.get("datasette")
+        ratio = p.rps / d.rps if p and d and d.rps else None
+        mark = "" if all(r is None or r.valid for r in (p, d)) else " (INVALID: errors)"
+        lines.append(
+            f"| {label}{mark} | {fmt(p.rps if p else None)} | {fmt(p.p99_ms if p else None, 2)} | "
+            f"{fmt(d.rps if d else None)} | {fmt(d.p99_ms if d else None, 2)} | {fmt(ratio, 2)} |"
+        )
+    return lines
+
+
+def error_note(results: dict[str, Row]) -> str:
+    runs = [(f"{label}/{side}", r) for label, row in results.items() for side, r in row.items() if r is not None]
+    bad = [f"{name}: {r.non_2xx} non-2xx, {r.socket_errors} socket errors" for name, r in runs if not r.valid]
+    if not bad:
+        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {len(runs)} runs)."
+    return "Errors during load (these runs are INVALID): " + "; ".join(bad) + "."
+
+
+def render_section(opts: Options, info: dict[str, str], results: dict[str, Row], profile: str, cmd: str) -> str:
+    out = [SECTION, ""]
+    out += [f"- {k}: {v}" for k, v in info.items()]
+    out += [f"- command: `{cmd}`", ""]
+    out += [
+        f"Setup: {opts.rows} rows in `item` (20 user columns), 90% owned by the bench user; Portside list/get",
+        "as that non-admin user (row-permission filter applies), Datasette anonymous (no row permissions).",
+        f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s --latency after {opts.warmup} s warm-up;",
+        "get-by-id rotates through the same 1000 rows on both. Datasette mutable mode, suggest_facets off,",
+        "access log off (as Portside). Method and fairness notes: docstring of bench/api.py.",
+        "",
+        *table_lines(results),
+        "",
+        error_note(results),
+        "",
+    ]
+    if profile:
+        out += ["### py-spy of Portside during the list benchmark", "", profile.rstrip(), ""]
+    return "\n".join(out)
+
+
+def update_results(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
+    path.write_text(text.rstrip() + "\n")
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def preflight(opts: Options) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get update && apt-get install -y wrk")
+    if not (BIN / "portside").exists():
+        raise SystemExit(f"{BIN / 'portside'} missing: pip install -e . into this venv")
+    if subprocess.run([sys.executable, "-c", "import datasette"], check=False).returncode != 0:
+        raise SystemExit("datasette missing: .venv/bin/pip install -e '.[bench]'")
+    if opts.postgres and shutil.which("createdb") is None:
+        raise SystemExit("createdb missing (postgresql-client), or run with --no-postgres")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    preflight(opts)
+    rng = random.Random(opts.seed)
+    info = machine_info()
+    with contextlib.ExitStack() as stack:
+        results, profile = bench_sqlite(opts, stack, rng)
+    if opts.postgres:
+        info["postgresql"] = postgres_version()
+        results["create (PostgreSQL)"] = bench_postgres(opts, rng)
+    else:
+        results["create (PostgreSQL)"] = {"portside": None, "datasette": None}
+    cmd = " ".join([".venv/bin/python", "bench/api.py", *(argv if argv is not None else sys.argv[1:])])
+    section = render_section(opts, info, results, profile, cmd)
+    print()
+    print("\n".join(table_lines(results)))
+    print(error_note(results))
+    if profile:
+        print("\n" + profile)
+    update_results(opts.results, section)
+    print(f"\nwrote {opts.results}")
+    return 0 if all(r is None or r.valid for row in results.values() for r in row.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""The command line and its documentation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from portside.cli.docs import options_table
+from portside.settings import SETTINGS, resolve
+from support import start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "portside.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_documents_every_option() -> None:
+    top = run("--help")
+    assert top.returncode == 0 and "serve" in top.stdout
+    out = run("serve", "--help").stdout
+    for s in SETTINGS:
+        assert f"--{s.name}" in out and s.env in out
+
+
+def test_readme_options_table_is_generated() -> None:
+    assert options_table() in (ROOT / "README.md").read_text()
+
+
+def test_environment_and_bad_values(tmp_path: Path) -> None:
+    r = run("serve", "--port", "70000")
+    assert r.returncode == 2 and "--port" in r.stderr
+    r = run("serve", env={"PORTSIDE_LOG_LEVEL": "loud"})
+    assert r.returncode == 2 and "PORTSIDE_LOG_LEVEL" in r.stderr
+    conf = resolve(None, {"PORTSIDE_PORT": "0", "PORTSIDE_SCHEMA": f"a{os.pathsep}b", "PORTSIDE_DATA_DIR": "/x"})
+    assert conf.port == 0 and conf.schema == ("a", "b") and conf.db_url == "sqlite+aiosqlite:////x/portside.db"
+
+
+def test_serve_from_environment_prints_real_port(tmp_path: Path) -> None:
+    srv = start_server("", tmp_path, env={"PORTSIDE_JWT_SECRET": "s" * 32})
+    try:
+        assert not srv.url.endswith(":0")
+        assert httpx.get(f"{srv.url}/ping").text == "pong"
+        assert (tmp_path / "portside.db").exists()  # the SQLite default lives in the data dir
+    finally:
+        srv.stop()
