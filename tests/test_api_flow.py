@@ -59,6 +59,7 @@ Tables:
 @dataclass
 class World:
     server: Server
+    db_url: str
     admin: str
     owner: str
     member: str
@@ -70,7 +71,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(server: Server) -> Iterator[World]:
+def world(server: Server, db_url: str) -> Iterator[World]:
     # in the open state (no administrator yet) anyone may sign up
     _, admin = new_user(server, "admin")
     _, owner = new_user(server, "owner")
@@ -91,7 +92,7 @@ def world(server: Server) -> Iterator[World]:
             json={"data": [{"type": "usergroup", "id": team}]},
         )
         assert r.status_code == 204, r.text
-    yield World(server, admin, owner, member, stranger, team)
+    yield World(server, db_url, admin, owner, member, stranger, team)
 
 
 def test_become_admin_only_once(world: World) -> None:
@@ -417,3 +418,74 @@ def test_included_relations(world: World) -> None:
         assert [i["type"] for i in included] == ["user_account"]
         assert included[0]["id"] == body["data"]["attributes"]["user_account_id"]
         assert included[0]["attributes"]["password"] == ""
+
+
+def test_no_self_promotion(world: World) -> None:
+    with world.c(world.admin) as c:
+        admins = c.get(
+            "/api/usergroup", params={"query": '[{"column":"name","operator":"is","value":"administrators"}]'}
+        )
+        admin_group = admins.json()["data"][0]["id"]
+    with world.c(world.stranger) as c:
+        ref = me(c)["id"]
+        r = c.post(
+            f"/api/user_account/{ref}/relationships/usergroup_id",
+            json={"data": [{"type": "usergroup", "id": admin_group}]},
+        )
+        assert r.status_code in (403, 404)
+        r = create(
+            c, "user_account_user_account_id_has_usergroup_usergroup_id", user_account_id=ref, usergroup_id=admin_group
+        )
+        assert r.status_code in (403, 404)
+        r = c.patch(
+            f"/api/user_account/{ref}",
+            json={"data": {"type": "user_account", "id": ref, "attributes": {"auth_version": 99, "password": ""}}},
+        )
+        assert r.status_code == 200  # excluded and echoed-back values are ignored, not errors
+        assert c.get("/_config").status_code == 403  # still not an administrator
+        assert c.get("/api/note").status_code == 200  # and the token still works
+
+
+def test_assets_and_encrypted_columns(world: World) -> None:
+    import base64
+
+    from support import read_events
+
+    schema = """
+Tables:
+  - TableName: vault
+    AccessGroups: [{Name: users, Permission: 2080768}]
+    DefaultPermission: 16256
+    Columns:
+      - {Name: label, DataType: varchar(50), ColumnType: label}
+      - {Name: pin, ColumnType: encrypted, IsNullable: true}
+      - {Name: photo, ColumnType: image.png, IsNullable: true}
+"""
+    with world.c(world.admin) as c:
+        assert schema_upload(c, schema).status_code == 200
+        secret = c.get("/_config/backend/encryption.secret").text
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    with world.c(world.owner) as c:
+        r = create(
+            c,
+            "vault",
+            label="v",
+            pin="1234",
+            photo=[{"name": "a.png", "file": f"data:image/png;base64,{png}", "type": "image/png"}],
+        )
+        assert r.status_code == 201, r.text
+        attrs = r.json()["data"]["attributes"]
+        assert attrs["pin"] != "1234"  # stored and returned encrypted, as Daptin does
+        from portside.tools.crypto import decrypt
+
+        assert decrypt(secret, attrs["pin"]) == "1234"
+        import json
+
+        photo = json.loads(attrs["photo"])
+        assert photo[0]["name"] == "a.png" and photo[0]["file"].endswith(png)
+        r = create(c, "vault", label="bad", photo="not a list")
+        assert r.status_code == 400
+        r = create(c, "vault", label="bad", photo=[{"name": "../x", "file": png}])
+        assert r.status_code == 400
+    events = [e for e in read_events(world.db_url) if e["table"] == "vault"]
+    assert events and all("pin" not in e["data"] for e in events)

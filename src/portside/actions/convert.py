@@ -66,6 +66,8 @@ async def to_values(
         if target is not None:
             values[name] = await resolve_ref(conn, model, actor, target, raw, _pointer(name))
             continue
+        if partial and raw == "" and col.column_type in ("password", "bcrypt"):
+            continue  # a client echoing back the "" it was given leaves the password alone
         if raw is None and not col.is_nullable:
             raise BadRequest(f"{name} cannot be null", pointer=_pointer(name))
         if fieldtypes.needs_thread(col):
