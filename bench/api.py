@@ -700,6 +700,7 @@ def machine_info() -> dict[str, str]:
         "datasette": safe_tool([sys.executable, "-c", "import datasette.version as v; print(v.__version__)"]),
         "wrk": safe_tool(["wrk", "-v"]).splitlines()[0] if shutil.which("wrk") else "missing",
         "sqlite": sqlite3.sqlite_version,
+        "load average at start": safe_tool(["cat", "/proc/loadavg"]),
     }
     return info
 

@@ -89,3 +89,28 @@ def test_events_for_writes(server: Server, db_url: str) -> None:
         assert tail[1]["data"]["text"] == "second"
         offsets = [e["offset"] for e in read_events(db_url, start)]
         assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+
+
+def test_event_history_is_bounded(tmp_path: Any) -> None:
+    from support import fresh_database, start_server
+
+    url, drop = fresh_database("sqlite")
+    try:
+        srv = start_server(url, tmp_path)
+        new_user(srv, "hist")  # a few more events
+        srv.stop()
+        assert len(read_events(url)) > 5
+        srv = start_server(url, tmp_path, "--event-history", "5")
+        try:
+            import time
+
+            deadline = time.monotonic() + 10
+            while len(read_events(url)) > 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            kept = read_events(url)
+            assert len(kept) == 5
+            assert [e["offset"] for e in kept] == sorted(e["offset"] for e in kept)
+        finally:
+            srv.stop()
+    finally:
+        drop()

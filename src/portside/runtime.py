@@ -21,6 +21,7 @@ from portside.actions.services import Services
 from portside.core.catalog import MEMBERSHIP, Catalog
 from portside.core.config import CONFIG_TABLE, ConfigStore
 from portside.core.db import Database
+from portside.core import events
 from portside.core.events import Event
 from portside.core.migrate import migrate_base
 from portside.core.schema import SCHEMA_GLOBS
@@ -188,16 +189,14 @@ class Portside:
                     logger.exception("schema files changed but could not be applied")
 
     async def _trim_events(self) -> None:
-        from portside.core import events
-
         assert self.services is not None
-        while True:
-            await asyncio.sleep(60)
+        while True:  # at start-up, then every minute
             try:
                 async with self.services.db.transaction() as uow:
                     await events.trim(uow.conn, self.settings.event_history)
             except Exception:
                 logger.exception("event log trim failed")
+            await asyncio.sleep(60)
 
 
 async def serve_forever(settings: Settings) -> None:
