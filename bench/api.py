@@ -62,7 +62,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ START_TIMEOUT = 60.0
 HTTP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 WRK_TIMEOUT = "10s"
+QUIET_CPU = 0.10  # background CPU share under which the machine counts as quiet
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's DateTime stores timestamps in SQLite
 
 # The 20 user columns of `item`: (column name, ColumnType, DataType).
@@ -131,6 +132,7 @@ class Options:
     seed: int
     postgres: bool
     profile: int
+    quiet_wait: int
     results: Path
 
 
@@ -143,13 +145,25 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--warmup", type=int, default=3, help="seconds of unrecorded load before each run (default 3)")
     p.add_argument("--seed", type=int, default=42, help="random seed for data and samples")
     p.add_argument("--no-postgres", dest="postgres", action="store_false", help="skip the PostgreSQL create run")
-    p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the Portside list run")
+    p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy Portside under list and get load")
+    p.add_argument(
+        "--quiet-wait", type=int, default=120, metavar="SECONDS", help="max wait for an idle machine before each run"
+    )
     p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to update")
     a = p.parse_args(argv)
     if a.rows < SAMPLE_SIZE or a.duration < 1 or a.connections < a.threads or a.threads < 1:
         p.error("need --rows >= 1000, --duration >= 1 and --connections >= --threads >= 1")
     return Options(
-        a.rows, a.duration, a.connections, a.threads, max(0, a.warmup), a.seed, a.postgres, a.profile, a.results
+        rows=a.rows,
+        duration=a.duration,
+        connections=a.connections,
+        threads=a.threads,
+        warmup=max(0, a.warmup),
+        seed=a.seed,
+        postgres=a.postgres,
+        profile=max(0, a.profile),
+        quiet_wait=max(0, a.quiet_wait),
+        results=a.results,
     )
 
 
@@ -406,6 +420,7 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    background_cpu: float = 0.0  # machine CPU busy share measured just before the run (other processes)
 
     @property
     def valid(self) -> bool:
@@ -467,12 +482,41 @@ def run_wrk(opts: Options, url: str, script: Path | None, seconds: int) -> WrkRe
     return parse_wrk(out)
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    busy0, total0 = cpu_times()
+    time.sleep(seconds)
+    busy1, total1 = cpu_times()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(opts: Options) -> float:
+    """Wait (bounded by --quiet-wait) until other processes leave the CPUs mostly idle; the last busy share."""
+    deadline = time.monotonic() + opts.quiet_wait
+    busy = cpu_busy()
+    while busy > QUIET_CPU and time.monotonic() < deadline:
+        busy = cpu_busy()
+    if busy > QUIET_CPU:
+        print(f"  warning: machine still {busy:.0%} busy with other work after {opts.quiet_wait} s; measuring anyway")
+    return busy
+
+
 def measure(opts: Options, label: str, url: str, script: Path | None) -> WrkResult:
+    background = wait_until_quiet(opts)
     if opts.warmup:
         run_wrk(opts, url, script, opts.warmup)
-    result = run_wrk(opts, url, script, opts.duration)
+    result = replace(run_wrk(opts, url, script, opts.duration), background_cpu=background)
     flag = "" if result.valid else f"  INVALID: {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
-    print(f"  {label:<34} {result.rps:>9.1f} req/s  p99 {result.p99_ms:>8.2f} ms  n={result.requests}{flag}")
+    print(
+        f"  {label:<34} {result.rps:>9.1f} req/s  p99 {result.p99_ms:>8.2f} ms  n={result.requests}"
+        f"  (background CPU {background:.0%}){flag}"
+    )
     return result
 
 
@@ -534,8 +578,13 @@ def read_collapsed(path: Path) -> Iterator[tuple[list[str], int]]:
             yield frames, int(count_text)
 
 
-def summarize_collapsed(path: Path, top: int = 15) -> str:
-    """Self time per function and package, inclusive time per Portside function, from py-spy `raw` output."""
+def _share_table(title: str, counter: collections.Counter[str], total: int, top: int) -> str:
+    rows = "".join(f"| {100 * n / total:5.1f}% | `{f}` |\n" for f, n in counter.most_common(top))
+    return f"{title}:\n\n| % of samples | {title.split()[-1]} |\n|---:|---|\n{rows}\n"
+
+
+def summarize_gil(path: Path, top: int = 15) -> str:
+    """Self time per package and function line, inclusive time per Portside function (GIL-holder samples)."""
     own: collections.Counter[str] = collections.Counter()
     packages: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
@@ -543,33 +592,39 @@ def summarize_collapsed(path: Path, top: int = 15) -> str:
     for frames, n in read_collapsed(path):
         total += n
         keys = [frame_key(f) for f in frames]
-        own[keys[-1][0]] += n
+        own[frames[-1]] += n
         packages[keys[-1][1]] += n
         for key in {k for k, pkg in keys if pkg == "portside"}:
             ours[key] += n
     if total == 0:
-        return "py-spy recorded no samples\n"
-
-    def table(title: str, counter: collections.Counter[str]) -> str:
-        rows = "".join(f"| {100 * n / total:5.1f}% | `{f}` |\n" for f, n in counter.most_common(top))
-        return f"{title}:\n\n| % of samples | {title.split()[-1]} |\n|---:|---|\n{rows}\n"
-
+        return "py-spy --gil recorded no samples.\n"
     return (
-        f"py-spy --gil at 200 Hz: {total} samples of the thread holding the GIL (Python CPU time; SQLite's own C\n"
-        "work runs without the GIL and is not in these numbers).\n\n"
-        + table("Self time by package", packages)
-        + table("Self time by function", own)
-        + table("Inclusive time by Portside function", ours)
+        f"`py-spy record --gil` (only the thread holding the GIL, i.e. Python CPU time): {total} samples.\n\n"
+        + _share_table("Self time by package", packages, total, 10)
+        + _share_table("Self time by function and line", own, total, top)
+        + _share_table("Inclusive time by Portside function", ours, total, top)
     )
 
 
-def profile_list(opts: Options, portside: Service, url: str, script: Path, work: Path) -> str:
-    spy = BIN / "py-spy"
-    if not spy.exists():
-        return "py-spy not installed (`.venv/bin/pip install py-spy`); no profile.\n"
-    out = work / "list.collapsed"
-    args = [str(spy), "record", "--pid", str(portside.proc.pid), "--duration", str(opts.profile)]
-    args += ["--rate", "200", "--gil", "--format", "raw", "--output", str(out), "--nonblocking"]
+def summarize_threads(path: Path, top: int = 8) -> str:
+    """Where non-idle threads are (event loop and SQLite worker threads alike), by innermost frame."""
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for frames, n in read_collapsed(path):
+        total += n
+        own[frames[-1]] += n
+    if total == 0:
+        return "py-spy recorded no non-idle samples.\n"
+    return f"`py-spy record` (all non-idle threads, incl. time in C without the GIL): {total} samples.\n\n" + (
+        _share_table("Innermost frame", own, total, top)
+    )
+
+
+def py_spy(opts: Options, portside: Service, url: str, script: Path, out: Path, gil: bool) -> str:
+    """Sample Portside with py-spy while wrk drives `url` (not a measured run); an error text or ''."""
+    wait_until_quiet(opts)
+    args = [str(BIN / "py-spy"), "record", "--pid", str(portside.proc.pid), "--duration", str(opts.profile)]
+    args += ["--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking", *(["--gil"] if gil else [])]
     with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as spy_proc:
         try:
             run_wrk(opts, url, script, opts.profile + 2)
@@ -579,7 +634,17 @@ def profile_list(opts: Options, portside: Service, url: str, script: Path, work:
                 spy_proc.kill()
     if spy_proc.returncode != 0 or not out.exists():
         return f"py-spy failed: {err.strip()[:500]}\n"
-    return summarize_collapsed(out)
+    return ""
+
+
+def profile_run(opts: Options, portside: Service, url: str, script: Path, work: Path, name: str) -> str:
+    """Two py-spy recordings under load: GIL holder only, then all non-idle threads; a markdown summary."""
+    if not (BIN / "py-spy").exists():
+        return "py-spy not installed (`.venv/bin/pip install py-spy`); no profile.\n"
+    gil_out, all_out = work / f"{name}-gil.collapsed", work / f"{name}-threads.collapsed"
+    failed = py_spy(opts, portside, url, script, gil_out, gil=True)
+    failed = failed or py_spy(opts, portside, url, script, all_out, gil=False)
+    return failed or summarize_gil(gil_out) + summarize_threads(all_out)
 
 
 # -- phases -------------------------------------------------------------------------------------------
@@ -603,7 +668,9 @@ def build_sqlite(opts: Options, stack: contextlib.ExitStack, rng: random.Random)
     return data_dir, token, bench_id
 
 
-def bench_sqlite(opts: Options, stack: contextlib.ExitStack, rng: random.Random) -> tuple[dict[str, Row], str]:
+def bench_sqlite(
+    opts: Options, stack: contextlib.ExitStack, rng: random.Random
+) -> tuple[dict[str, Row], dict[str, str]]:
     data_dir, token, bench_id = build_sqlite(opts, stack, rng)
     db_file = data_dir / "portside.db"
     visible, sample = bench_rows(db_file, bench_id, rng)
@@ -636,14 +703,17 @@ def bench_sqlite(opts: Options, stack: contextlib.ExitStack, rng: random.Random)
         "portside": measure(opts, "portside get by id", portside.url, p_get),
         "datasette": measure(opts, "datasette get by id", datasette.url, d_get),
     }
-    profile = profile_list(opts, portside, p_list, auth, work) if opts.profile else ""
+    profiles: dict[str, str] = {}
+    if opts.profile:
+        profiles["list 20 rows"] = profile_run(opts, portside, p_list, auth, work, "list")
+        profiles["get by id"] = profile_run(opts, portside, portside.url, p_get, work, "get")
     results["create (SQLite)"] = {
         "portside": measure(opts, "portside create (SQLite)", f"{portside.url}/api/{TABLE}", post),
         "datasette": None,
     }
     datasette.stop()
     portside.stop()
-    return results, profile
+    return results, profiles
 
 
 @contextlib.contextmanager
@@ -740,12 +810,16 @@ def table_lines(results: dict[str, Row]) -> list[str]:
 def error_note(results: dict[str, Row]) -> str:
     runs = [(f"{label}/{side}", r) for label, row in results.items() for side, r in row.items() if r is not None]
     bad = [f"{name}: {r.non_2xx} non-2xx, {r.socket_errors} socket errors" for name, r in runs if not r.valid]
+    busiest = max((r.background_cpu for _, r in runs), default=0.0)
+    quiet = f"Background CPU just before each run (other processes): at most {busiest:.0%}."
     if not bad:
-        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {len(runs)} runs)."
-    return "Errors during load (these runs are INVALID): " + "; ".join(bad) + "."
+        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {len(runs)} runs). {quiet}"
+    return "Errors during load (these runs are INVALID): " + "; ".join(bad) + f". {quiet}"
 
 
-def render_section(opts: Options, info: dict[str, str], results: dict[str, Row], profile: str, cmd: str) -> str:
+def render_section(
+    opts: Options, info: dict[str, str], results: dict[str, Row], profiles: dict[str, str], cmd: str
+) -> str:
     out = [SECTION, ""]
     out += [f"- {k}: {v}" for k, v in info.items()]
     out += [f"- command: `{cmd}`", ""]
@@ -761,8 +835,8 @@ def render_section(opts: Options, info: dict[str, str], results: dict[str, Row],
         error_note(results),
         "",
     ]
-    if profile:
-        out += ["### py-spy of Portside during the list benchmark", "", profile.rstrip(), ""]
+    for label, summary in profiles.items():
+        out += [f"### py-spy of Portside under the {label} load", "", summary.rstrip(), ""]
     return "\n".join(out)
 
 
@@ -796,19 +870,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(opts.seed)
     info = machine_info()
     with contextlib.ExitStack() as stack:
-        results, profile = bench_sqlite(opts, stack, rng)
+        results, profiles = bench_sqlite(opts, stack, rng)
     if opts.postgres:
         info["postgresql"] = postgres_version()
         results["create (PostgreSQL)"] = bench_postgres(opts, rng)
     else:
         results["create (PostgreSQL)"] = {"portside": None, "datasette": None}
     cmd = " ".join([".venv/bin/python", "bench/api.py", *(argv if argv is not None else sys.argv[1:])])
-    section = render_section(opts, info, results, profile, cmd)
+    section = render_section(opts, info, results, profiles, cmd)
     print()
     print("\n".join(table_lines(results)))
     print(error_note(results))
-    if profile:
-        print("\n" + profile)
+    for label, summary in profiles.items():
+        print(f"\npy-spy, {label}:\n{summary}")
     update_results(opts.results, section)
     print(f"\nwrote {opts.results}")
     return 0 if all(r is None or r.valid for row in results.values() for r in row.values()) else 1

@@ -18,10 +18,10 @@ from portside import log
 from portside.actions.builtin import builtin_doc
 from portside.actions.crud import Crud
 from portside.actions.services import Services
+from portside.core import events
 from portside.core.catalog import MEMBERSHIP, Catalog
 from portside.core.config import CONFIG_TABLE, ConfigStore
 from portside.core.db import Database
-from portside.core import events
 from portside.core.events import Event
 from portside.core.migrate import migrate_base
 from portside.core.schema import SCHEMA_GLOBS
@@ -79,6 +79,11 @@ class Portside:
         await self._secrets(config)
         svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus)
         self.services = svc
+
+        async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response
+            svc.invalidate(committed)
+
+        db.after_commit.insert(0, invalidate)
         self._schema_stamp = self._stamp()
         self._tasks.append(asyncio.create_task(self._watch_events(), name="portside-events"))
         self._tasks.append(asyncio.create_task(self._watch_schema_files(), name="portside-schema-files"))
@@ -142,6 +147,7 @@ class Portside:
                     logger.exception("failed to apply %s event on %s", event.type, event.table)
 
     async def _on_event(self, svc: Services, event: Event) -> None:
+        svc.invalidate([event])  # other nodes' writes
         if event.table == CONFIG_TABLE:
             await svc.config.load()
         elif event.table == MEMBERSHIP:

@@ -28,15 +28,18 @@ from portside.auth.permissions import (
     visible_clause,
 )
 from portside.core import query, records
+from portside.core.cache import EventCache
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
+from portside.core.events import Grants
 from portside.core.model import Model, RelSpec, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
 from portside.tools.ids import parse_uuid
 
 INCLUDE_LIMIT = 50
+GATE_TABLES = ("world", "world_world_id_has_usergroup_usergroup_id", "usergroup")
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Crud:
         self.db = db
         self.catalog = catalog
         self.config = config
+        # table gates: world rows and their group links, invalidated by events on those tables
+        self.gates: EventCache[str, Grants] = EventCache(GATE_TABLES)
 
     @property
     def model(self) -> Model:
@@ -83,10 +88,17 @@ class Crud:
         """The table gate: the table's `world` row must allow `right`."""
         if actor.is_admin:
             return
-        model = self.model
-        w = model.table("world")
-        rows = await records.fetch(conn, model, w, w.sa.c.table_name == tm.name)
-        if not rows or not allowed(actor, right, rows[0].grants):
+        grants = self.gates.get(tm.name)
+        if grants is None:
+            generation = self.gates.generation
+            model = self.model
+            w = model.table("world")
+            rows = await records.fetch(conn, model, w, w.sa.c.table_name == tm.name)
+            if not rows:
+                raise Forbidden(f"not allowed on table {tm.name}")
+            grants = rows[0].grants
+            self.gates.put(tm.name, grants, generation)
+        if not allowed(actor, right, grants):
             raise Forbidden(f"not allowed on table {tm.name}")
 
     async def row(self, conn: AsyncConnection, actor: Actor, tm: TableModel, ref: str, right: int) -> RowData:

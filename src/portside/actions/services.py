@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 
 from portside.actions.crud import Crud
 from portside.actions.registry import Registry, performers
-from portside.auth.identity import RateLimiter
+from portside.auth.identity import RateLimiter, actor_cache
+from portside.auth.permissions import Actor
+from portside.core.cache import EventCache
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
 from portside.core.db import Database
+from portside.core.events import Event
 from portside.core.model import Model
 from portside.realtime.bus import Bus
 from portside.settings import Settings
@@ -25,6 +28,12 @@ class Services:
     bus: Bus
     performers: Registry = field(default_factory=lambda: performers)
     signin_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window_seconds=300))
+    actors: EventCache[str, Actor] = field(default_factory=actor_cache)
+
+    def invalidate(self, events: list[Event]) -> None:
+        """Drop cached identities and table gates touched by these events (local or remote)."""
+        self.actors.on_events(events)
+        self.crud.gates.on_events(events)
 
     @property
     def model(self) -> Model:

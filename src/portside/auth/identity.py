@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside.auth import tokens
 from portside.auth.permissions import ADMIN_GROUP, Actor
+from portside.core.cache import EventCache
+from portside.core.db import Database
 from portside.core.model import Model
 from portside.errors import TooManyRequests, Unauthorized
 
@@ -62,15 +64,30 @@ async def actor_for_user(
     )
 
 
-async def actor_from_token(conn: AsyncConnection, model: Model, token: str, *, secret: str, issuer: str) -> Actor:
+# who a user is (row, groups, admin flag): dropped whenever users, groups or memberships change
+ACTOR_TABLES = ("user_account", MEMBERSHIP, "usergroup")
+
+
+def actor_cache() -> EventCache[str, Actor]:
+    return EventCache(ACTOR_TABLES)
+
+
+async def actor_from_token(
+    db: Database, cache: EventCache[str, Actor], model: Model, token: str, *, secret: str, issuer: str
+) -> Actor:
     """The Actor for a presented token, or Unauthorized (401) — a bad token is never a guest."""
     claims = tokens.decode(token, secret=secret, issuer=issuer)
     sub = claims.get("sub")
     if not isinstance(sub, str):
         raise Unauthorized("invalid token: no subject")
-    actor = await actor_for_user(conn, model, ref=sub)
+    actor = cache.get(sub)
     if actor is None:
-        raise Unauthorized("invalid token: unknown user")
+        generation = cache.generation
+        async with db.read() as conn:
+            actor = await actor_for_user(conn, model, ref=sub)
+        if actor is None:
+            raise Unauthorized("invalid token: unknown user")
+        cache.put(sub, actor, generation)
     version = claims.get("auth_version")
     if not isinstance(version, int) or version != actor.auth_version:
         raise Unauthorized("token revoked: credentials changed since it was issued")

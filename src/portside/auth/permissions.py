@@ -132,6 +132,8 @@ def visible_clause(model: Model, tm: TableModel, actor: Actor, right: int) -> sa
         return None
     t = tm.sa
     conds: list[sa.ColumnElement[bool]] = [_has(t.c.permission, right)]
+    if right == EXECUTE and actor.ref is not None:
+        conds.append(_has(t.c.permission, AUTH_EXECUTE))
     if tm.owner and actor.user_id is not None:
         conds.append(sa.and_(t.c.user_account_id == actor.user_id, _has(t.c.permission, right << OWNER_SHIFT)))
     if actor.group_ids:

@@ -183,35 +183,51 @@ def build(docs: list[SchemaDoc]) -> Model:
         columns[name] = cols
 
     join_tables: dict[str, tuple[Relation, list[Column]]] = {}
-    rels: dict[str, dict[str, RelSpec]] = {n: {} for n in decls}
+    # (priority, table, spec): a table's own FK column wins a name, then its own join relations, then
+    # the reverse views from other tables; a lower-priority relation with a taken name is not exposed
+    found: list[tuple[int, str, RelSpec]] = []
     for r in relations:
         if r.kind == "fk":
             columns[r.subject].setdefault(r.object_name, _fk_column(r.object_name, r.object))
-            rels[r.subject][r.object_name] = RelSpec(r.object_name, r.object, False, fk_column=r.object_name)
+            found.append((0, r.subject, RelSpec(r.object_name, r.object, False, fk_column=r.object_name)))
             if r.object_name != OWNER_COLUMN:
-                rels[r.object][r.subject_name] = RelSpec(
-                    r.subject_name, r.subject, r.relation == "belongs_to", reverse_fk=r.object_name
-                )
-        else:
-            jt = r.join_table
-            join_tables[jt] = (r, r.columns)
-            rels[r.subject][r.object_name] = RelSpec(
-                r.object_name,
-                r.object,
-                True,
-                join_table=jt,
-                join_self=r.subject_name,
-                join_target=r.object_name,
+                many = r.relation == "belongs_to"
+                found.append((2, r.object, RelSpec(r.subject_name, r.subject, many, reverse_fk=r.object_name)))
+            continue
+        if r.subject_name == r.object_name:
+            raise SchemaError(
+                f"relation {r.subject} {r.relation} {r.object}: SubjectName and ObjectName are both "
+                f"{r.subject_name!r}; give them different names"
             )
-            if r.object != "usergroup":
-                rels[r.object][r.subject_name] = RelSpec(
-                    r.subject_name,
-                    r.subject,
-                    True,
-                    join_table=jt,
-                    join_self=r.object_name,
-                    join_target=r.subject_name,
+        jt = r.join_table
+        join_tables[jt] = (r, r.columns)
+        found.append(
+            (
+                1,
+                r.subject,
+                RelSpec(
+                    r.object_name, r.object, True, join_table=jt, join_self=r.subject_name, join_target=r.object_name
+                ),
+            )
+        )
+        if r.object != "usergroup":
+            found.append(
+                (
+                    2,
+                    r.object,
+                    RelSpec(
+                        r.subject_name,
+                        r.subject,
+                        True,
+                        join_table=jt,
+                        join_self=r.object_name,
+                        join_target=r.subject_name,
+                    ),
                 )
+            )
+    rels: dict[str, dict[str, RelSpec]] = {n: {} for n in decls}
+    for _, table, spec in sorted(found, key=lambda f: f[0]):
+        rels[table].setdefault(spec.name, spec)
 
     tables: dict[str, TableModel] = {}
     metadata = sa.MetaData()
@@ -288,5 +304,5 @@ def _sa_table(metadata: sa.MetaData, name: str, cols: dict[str, Column], composi
             sa.Index(index_name(name, c.column_name, kind), table.c[c.column_name], unique=c.is_unique, **kw)
     for keys in composite:
         if all(k in table.c for k in keys):
-            sa.Index(index_name(name, "_".join(keys), "unique"), *(table.c[k] for k in keys), unique=True)
+            sa.Index(index_name(name, ",".join(keys), "unique"), *(table.c[k] for k in keys), unique=True)
     return table

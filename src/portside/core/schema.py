@@ -74,8 +74,15 @@ class Keys:
             raise SchemaError(f"{self.where}: {key} must be an integer")
         try:
             return int(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise SchemaError(f"{self.where}: {key} must be an integer") from None
+
+    def mask(self, key: str) -> int:
+        """A permission mask: an integer in 0..2^22-1."""
+        value = self.integer(key)
+        if not 0 <= value < (1 << 22):
+            raise SchemaError(f"{self.where}: {key} must be a permission mask between 0 and 4194303")
+        return value
 
     def items(self, key: str) -> list[Any]:
         v = self.get(key)
@@ -294,7 +301,7 @@ class SchemaDoc:
 
 def _name(value: str, where: str) -> str:
     name = snake(value)
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise SchemaError(f"{where}: invalid name {value!r} (letters, digits and _; 2-63 chars)")
     return name
 
@@ -305,7 +312,7 @@ def parse_column(raw: Any, where: str, *, keep_name: bool = False) -> Column:
     cname = k.text("ColumnName") or k.text("Name")
     if not cname:
         raise SchemaError(f"{where}: column needs ColumnName or Name")
-    if keep_name and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", cname):
+    if keep_name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", cname):
         raise SchemaError(f"{where}: invalid field name {cname!r}")
     column_name = cname if keep_name else _name(cname, where)
     fk = None
@@ -367,7 +374,7 @@ def _groups(items: list[Any], where: str) -> list[GroupGrant]:
             out.append(GroupGrant(g))
         else:
             k = Keys(g, f"{where}[{i}]")
-            out.append(GroupGrant(k.text("Name"), k.integer("Permission")))
+            out.append(GroupGrant(k.text("Name"), k.mask("Permission")))
     return out
 
 
@@ -387,8 +394,8 @@ def parse_table(raw: Any, where: str) -> Table:
         table_name=name,
         columns=cols,
         relations=rels,
-        default_permission=k.integer("DefaultPermission"),
-        permission=k.integer("Permission"),
+        default_permission=k.mask("DefaultPermission"),
+        permission=k.mask("Permission"),
         default_groups=_groups(k.items("DefaultGroups"), f"{where}.DefaultGroups"),
         access_groups=_groups(k.items("AccessGroups"), f"{where}.AccessGroups"),
         default_order=k.text("DefaultOrder"),
@@ -434,7 +441,7 @@ def parse_action(raw: Any, where: str) -> ActionDef:
         out_fields=[parse_outcome(o, f"{where}.OutFields[{i}]") for i, o in enumerate(k.items("OutFields"))],
         validations=_tag_rules(k.items("Validations"), f"{where}.Validations", keep_name=True),
         conformations=_tag_rules(k.items("Conformations"), f"{where}.Conformations", keep_name=True),
-        permission=k.integer("Permission"),
+        permission=k.mask("Permission"),
         request_subject_relations=[str(x) for x in k.items("RequestSubjectRelations")],
     )
 
@@ -463,6 +470,8 @@ def parse_text(text: str | bytes, filename: str) -> SchemaDoc:
             raw = yaml.safe_load(text)
         else:
             raise SchemaError(f"{filename}: unsupported schema extension (use .yaml, .yml or .json)")
+    except RecursionError:
+        raise SchemaError(f"{filename}: nested too deeply") from None
     except (yaml.YAMLError, jsonutil.JSONError) as exc:
         raise SchemaError(f"{filename}: {exc}") from None
     return parse_document(raw, filename)

@@ -50,8 +50,9 @@ async def actor(request: Request) -> Actor:
         result = GUEST
     else:
         svc = services(request)
-        async with svc.db.read() as conn:
-            result = await actor_from_token(conn, svc.model, token, secret=svc.jwt_secret, issuer=svc.jwt_issuer)
+        result = await actor_from_token(
+            svc.db, svc.actors, svc.model, token, secret=svc.jwt_secret, issuer=svc.jwt_issuer
+        )
     request.scope["portside.actor"] = result
     return result
 
