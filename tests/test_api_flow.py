@@ -489,3 +489,59 @@ Tables:
         assert r.status_code == 400
     events = [e for e in read_events(world.db_url) if e["table"] == "vault"]
     assert events and all("pin" not in e["data"] for e in events)
+
+
+def test_membership_and_table_gate_changes_are_immediate(world: World) -> None:
+    with world.c(world.owner) as c:
+        ref = create(c, "note", title="team only").json()["data"]["id"]
+    with world.c(world.admin) as c:
+        assert (
+            c.post(
+                f"/api/note/{ref}/relationships/usergroup_id", json={"data": [{"type": "usergroup", "id": world.team}]}
+            ).status_code
+            == 204
+        )
+    with world.c(world.member) as c:
+        assert c.get(f"/api/note/{ref}").status_code == 200  # warms any identity cache
+        member_ref = me(c)["id"]
+    with world.c(world.admin) as c:
+        r = c.request(
+            "DELETE",
+            f"/api/user_account/{member_ref}/relationships/usergroup_id",
+            json={"data": [{"type": "usergroup", "id": world.team}]},
+        )
+        assert r.status_code == 204
+    with world.c(world.member) as c:
+        assert c.get(f"/api/note/{ref}").status_code == 404  # the very next request
+    with world.c(world.admin) as c:
+        assert (
+            c.post(
+                f"/api/user_account/{member_ref}/relationships/usergroup_id",
+                json={"data": [{"type": "usergroup", "id": world.team}]},
+            ).status_code
+            == 204
+        )
+    with world.c(world.member) as c:
+        assert c.get(f"/api/note/{ref}").status_code == 200
+    # the table gate (the table's world row) is re-read after it changes
+    with world.c() as g:
+        assert g.get("/api/note").status_code == 200
+    with world.c(world.admin) as c:
+        q = '[{"column":"table_name","operator":"is","value":"note"}]'
+        row = c.get("/api/world", params={"query": q}).json()["data"][0]
+        r = c.patch(
+            f"/api/world/{row['id']}",
+            json={"data": {"type": "world", "id": row["id"], "attributes": {"permission": 0}}},
+        )
+        assert r.status_code == 200, r.text
+    with world.c() as g:
+        assert g.get("/api/note").status_code == 403
+    with world.c(world.owner) as c:  # members of `users` still pass through the AccessGroups link
+        assert c.get("/api/note").status_code == 200
+    with world.c(world.admin) as c:
+        c.patch(
+            f"/api/world/{row['id']}",
+            json={"data": {"type": "world", "id": row["id"], "attributes": {"permission": 561441}}},
+        )
+    with world.c() as g:
+        assert g.get("/api/note").status_code == 200

@@ -374,6 +374,8 @@ def _groups(items: list[Any], where: str) -> list[GroupGrant]:
             out.append(GroupGrant(g))
         else:
             k = Keys(g, f"{where}[{i}]")
+            if not k.text("Name"):
+                raise SchemaError(f"{where}[{i}]: a group needs a Name")
             out.append(GroupGrant(k.text("Name"), k.mask("Permission")))
     return out
 
