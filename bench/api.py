@@ -46,6 +46,7 @@ import collections
 import contextlib
 import datetime as dt
 import json
+import linecache
 import platform
 import queue
 import random
@@ -55,6 +56,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -109,6 +111,7 @@ INDEXED = frozenset({"code"})
 # argv: database file, port, default page size. Mirrors `datasette serve` minus the access log.
 DATASETTE_LAUNCHER = """
 import sys
+import sysconfig
 import uvicorn
 from datasette.app import Datasette
 from datasette.cli import run_sync
@@ -578,9 +581,27 @@ def read_collapsed(path: Path) -> Iterator[tuple[list[str], int]]:
             yield frames, int(count_text)
 
 
+SOURCE_ROOTS = (Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["stdlib"]), ROOT / "src")
+
+
+def source_line(frame: str) -> str:
+    """The source text of a `func (file:line)` frame, looked up in the venv, the stdlib and src/."""
+    m = re.match(r"^.* \((?P<file>[^()]+):(?P<line>\d+)\)$", frame)
+    if m is None:
+        return ""
+    for root in SOURCE_ROOTS:
+        text = linecache.getline(str(root / m.group("file")), int(m.group("line"))).strip()
+        if text:
+            return text
+    return ""
+
+
 def _share_table(title: str, counter: collections.Counter[str], total: int, top: int) -> str:
-    rows = "".join(f"| {100 * n / total:5.1f}% | `{f}` |\n" for f, n in counter.most_common(top))
-    return f"{title}:\n\n| % of samples | {title.split()[-1]} |\n|---:|---|\n{rows}\n"
+    rows = ""
+    for f, n in counter.most_common(top):
+        code = source_line(f)
+        rows += f"| {100 * n / total:5.1f}% | `{f}` | {f'`{code}`' if code else ''} |\n"
+    return f"{title}:\n\n| % of samples | {title.split()[-1]} | source line |\n|---:|---|---|\n{rows}\n"
 
 
 def summarize_gil(path: Path, top: int = 15) -> str:

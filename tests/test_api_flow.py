@@ -545,3 +545,32 @@ def test_membership_and_table_gate_changes_are_immediate(world: World) -> None:
         )
     with world.c() as g:
         assert g.get("/api/note").status_code == 200
+
+
+def test_hostile_filter_values_never_500(world: World) -> None:
+    from portside.core.query import OPERATORS
+
+    values: list[Any] = [
+        "abc",
+        "",
+        "1e999",
+        -1,
+        2**70,
+        1.5,
+        True,
+        None,
+        ["a", 1],
+        "2026-13-45",
+        "'; --",
+        "\u0000x",
+        "%_%",
+    ]
+    with world.c(world.owner) as c:
+        for column in ("title", "priority", "done", "created_at", "user_account_id", "reference_id", "contact"):
+            for op in sorted(OPERATORS):
+                for v in values:
+                    f = [{"column": column, "operator": op, "value": v}]
+                    import json
+
+                    r = c.get("/api/note", params={"query": json.dumps(f)})
+                    assert r.status_code in (200, 400), (column, op, v, r.status_code, r.text)

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from portside import log
 from portside.actions.convert import permission_value, resolve_ref, to_values
 from portside.auth.permissions import (
     CREATE,
@@ -38,6 +39,7 @@ from portside.core.records import RowData
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
 from portside.tools.ids import parse_uuid
 
+logger = log.get("crud")
 INCLUDE_LIMIT = 50
 GATE_TABLES = ("world", "world_world_id_has_usergroup_usergroup_id", "usergroup")
 
@@ -126,6 +128,14 @@ class Crud:
         model = self.model
         tm = model.table(table)
         lq = query.parse(model, tm, params, multi, self.max_page_size())
+        try:
+            return await self._find(actor, tm, lq, extra_where)
+        except (DataError, ProgrammingError) as exc:  # last line of defence: the values are checked first
+            logger.warning("list query rejected by the database: %s", exc.orig)
+            raise BadRequest("a filter value does not fit its column") from None
+
+    async def _find(self, actor: Actor, tm: TableModel, lq: query.ListQuery, extra_where: Sequence[Any]) -> Page:
+        model = self.model
         async with self.db.read() as conn:
             await self.gate(conn, actor, tm, PEEK)
             where = [*lq.where, *extra_where]

@@ -5,6 +5,7 @@ Every identifier is checked against the table; values are bound parameters, neve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from portside.core import fieldtypes
 from portside.core.model import Model, TableModel
+from portside.core.schema import Column
 from portside.errors import BadRequest
 from portside.tools import jsonutil
 from portside.tools.ids import parse_uuid
@@ -46,6 +48,44 @@ class ListQuery:
     size: int = DEFAULT_PAGE_SIZE
     fields: list[str] | None = None
     include: list[str] = field(default_factory=list)
+
+
+MAX_INT = 2**63 - 1
+
+
+def typed_value(col: Column, sql_type: sa.types.TypeEngine[Any], raw: Any, pointer: str) -> Any:
+    """A filter value converted to what the column stores, or 400 naming the value."""
+    name = col.column_name
+    if isinstance(sql_type, sa.Boolean):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"true", "1", "false", "0"}:
+            return text in {"true", "1"}
+        raise BadRequest(f"{name}: expected true or false", pointer=pointer)
+    if isinstance(sql_type, sa.Integer | sa.Double | sa.DateTime):
+        if isinstance(raw, bool):
+            raise BadRequest(
+                f"{name}: expected a {'date' if isinstance(sql_type, sa.DateTime) else 'number'}", pointer=pointer
+            )
+        if isinstance(sql_type, sa.DateTime):
+            try:
+                return fieldtypes.to_db(Column(name, "datetime", data_type="timestamp"), raw, secret="")
+            except fieldtypes.FieldError:
+                raise BadRequest(f"{name}: expected a date-time", pointer=pointer) from None
+        try:
+            number = float(raw) if isinstance(sql_type, sa.Double) else int(str(raw).strip())
+        except (TypeError, ValueError, OverflowError):
+            raise BadRequest(f"{name}: expected a number", pointer=pointer) from None
+        if (isinstance(number, float) and not math.isfinite(number)) or abs(number) > MAX_INT:
+            raise BadRequest(f"{name}: number out of range", pointer=pointer)
+        return number
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        raise BadRequest(f"{name}: expected a string", pointer=pointer)
+    text = str(raw)
+    if "\x00" in text or len(text) > 10_000:
+        raise BadRequest(f"{name}: value not allowed", pointer=pointer)
+    return text
 
 
 def _pattern(op: str, value: str) -> str:
@@ -90,13 +130,9 @@ class QueryBuilder:
             return ref
         if isinstance(raw, dict | list):
             raise BadRequest(f"{name}: expected a scalar value", pointer=pointer)
-        col = self.tm.columns[name]
-        if col.family in {"date", "datetime", "timestamp", "truefalse", "measurement", "float", "rating"}:
-            try:
-                return fieldtypes.to_db(col, raw, secret="")
-            except fieldtypes.FieldError as exc:
-                raise BadRequest(str(exc), pointer=pointer) from None
-        return raw if isinstance(raw, str | int | float | bool) or raw is None else str(raw)
+        if raw is None:
+            return None
+        return typed_value(self.tm.columns[name], self.t.c[name].type, raw, pointer)
 
     def condition(self, f: Any, pointer: str) -> tuple[str | None, sa.ColumnElement[bool]]:
         if not isinstance(f, dict):
@@ -112,6 +148,8 @@ class QueryBuilder:
             names = f.get("column")
             if not isinstance(names, str):
                 raise BadRequest("fuzzy needs a column list", pointer=f"{pointer}/column")
+            if raw is not None and (not isinstance(raw, str) or "\x00" in raw or len(raw) > 1000):
+                raise BadRequest("fuzzy needs a text value", pointer=f"{pointer}/value")
             words = [w for w in str(raw or "").split() if w][:10]
             cols = [self.column(n.strip(), f"{pointer}/column") for n in names.split(",") if n.strip()]
             parts = [
@@ -128,6 +166,8 @@ class QueryBuilder:
                 return group, col.is_(None)
             if op in {"not empty", "not null", "is not null"}:
                 return group, col.is_not(None)
+            if not isinstance(col.type, sa.Boolean):
+                raise BadRequest(f"operator {op!r} needs a true/false column", pointer=f"{pointer}/operator")
             return group, col == (op == "is true")
         vp = f"{pointer}/value"
         if op in IN | NOT_IN:
@@ -146,11 +186,16 @@ class QueryBuilder:
                 expr = sa.func.lower(text).like(pat.lower())
                 return group, (expr if op in ILIKE else sa.not_(expr))
             return group, (text.like(pat) if op in LIKE else text.not_like(pat))
-        ops = {"eq": col == value, "neq": col != value}
+        if isinstance(col.type, sa.Boolean) and op in GT | GTE | LT | LTE:
+            raise BadRequest(f"operator {op!r} does not apply to a true/false column", pointer=f"{pointer}/operator")
+        if value is None:
+            if op in EQ | NEQ:
+                return group, (col.is_(None) if op in EQ else col.is_not(None))
+            raise BadRequest(f"operator {op!r} needs a value", pointer=vp)
         if op in EQ:
-            return group, ops["eq"]
+            return group, col == value
         if op in NEQ:
-            return group, ops["neq"]
+            return group, col != value
         if op in GT:
             return group, col > value
         if op in GTE:
