@@ -47,10 +47,12 @@ import contextlib
 import datetime as dt
 import json
 import linecache
+import os
 import platform
 import queue
 import random
 import re
+import resource
 import shutil
 import socket
 import sqlite3
@@ -423,7 +425,7 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
-    background_cpu: float = 0.0  # machine CPU busy share measured just before the run (other processes)
+    other_cpu: float = 0.0  # share of all CPUs used during the run by processes other than ours
 
     @property
     def valid(self) -> bool:
@@ -500,7 +502,7 @@ def cpu_busy(seconds: float = 1.0) -> float:
 
 
 def wait_until_quiet(opts: Options) -> float:
-    """Wait (bounded by --quiet-wait) until other processes leave the CPUs mostly idle; the last busy share."""
+    """Wait (bounded by --quiet-wait) until the CPUs are mostly idle (servers idle too); the last busy share."""
     deadline = time.monotonic() + opts.quiet_wait
     busy = cpu_busy()
     while busy > QUIET_CPU and time.monotonic() < deadline:
@@ -510,15 +512,51 @@ def wait_until_quiet(opts: Options) -> float:
     return busy
 
 
-def measure(opts: Options, label: str, url: str, script: Path | None) -> WrkResult:
-    background = wait_until_quiet(opts)
+def process_jiffies(pid: int) -> int:
+    """utime + stime of a process (all its threads), 0 if it is gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
+
+
+def named_pids(comm: str) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().strip() == comm:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    """CPU used by the processes under test: our servers, wrk (a reaped child) and, optionally, by name."""
+
+    services: Sequence[Service]
+    comm: str = ""  # e.g. "postgres": its backends work for the server under test
+
+    def jiffies(self) -> int:
+        pids = [s.proc.pid for s in self.services] + (named_pids(self.comm) if self.comm else [])
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk = (children.ru_utime + children.ru_stime) * os.sysconf("SC_CLK_TCK")
+        return sum(process_jiffies(p) for p in pids) + round(wrk)
+
+
+def measure(opts: Options, meter: CpuMeter, label: str, url: str, script: Path | None) -> WrkResult:
+    wait_until_quiet(opts)
     if opts.warmup:
         run_wrk(opts, url, script, opts.warmup)
-    result = replace(run_wrk(opts, url, script, opts.duration), background_cpu=background)
+    busy0, total0 = cpu_times()
+    ours0 = meter.jiffies()
+    result = run_wrk(opts, url, script, opts.duration)
+    busy1, total1 = cpu_times()
+    other = max(0, (busy1 - busy0) - (meter.jiffies() - ours0)) / max(1, total1 - total0)
+    result = replace(result, other_cpu=other)
     flag = "" if result.valid else f"  INVALID: {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
     print(
         f"  {label:<34} {result.rps:>9.1f} req/s  p99 {result.p99_ms:>8.2f} ms  n={result.requests}"
-        f"  (background CPU {background:.0%}){flag}"
+        f"  (other processes' CPU {other:.0%}){flag}"
     )
     return result
 
@@ -596,12 +634,20 @@ def source_line(frame: str) -> str:
     return ""
 
 
-def _share_table(title: str, counter: collections.Counter[str], total: int, top: int) -> str:
-    rows = ""
+def _share_table(title: str, counter: collections.Counter[str], total: int, top: int, source: bool = False) -> str:
+    """Markdown table of the `top` entries as shares of `total`; with `source`, each frame's code line."""
+    head = f"| % of samples | {title.split()[-1]} |"
+    rule = "|---:|---|"
+    if source:
+        head, rule = head + " source line |", rule + "---|"
+    rows = []
     for f, n in counter.most_common(top):
-        code = source_line(f)
-        rows += f"| {100 * n / total:5.1f}% | `{f}` | {f'`{code}`' if code else ''} |\n"
-    return f"{title}:\n\n| % of samples | {title.split()[-1]} | source line |\n|---:|---|---|\n{rows}\n"
+        row = f"| {100 * n / total:5.1f}% | `{f}` |"
+        if source:
+            code = source_line(f)
+            row += f" `{code}` |" if code else " |"
+        rows.append(row)
+    return f"{title}:\n\n" + "\n".join([head, rule, *rows]) + "\n\n"
 
 
 def summarize_gil(path: Path, top: int = 15) -> str:
@@ -622,7 +668,7 @@ def summarize_gil(path: Path, top: int = 15) -> str:
     return (
         f"`py-spy record --gil` (only the thread holding the GIL, i.e. Python CPU time): {total} samples.\n\n"
         + _share_table("Self time by package", packages, total, 10)
-        + _share_table("Self time by function and line", own, total, top)
+        + _share_table("Self time by function and line", own, total, top, source=True)
         + _share_table("Inclusive time by Portside function", ours, total, top)
     )
 
@@ -637,7 +683,7 @@ def summarize_threads(path: Path, top: int = 8) -> str:
     if total == 0:
         return "py-spy recorded no non-idle samples.\n"
     return f"`py-spy record` (all non-idle threads, incl. time in C without the GIL): {total} samples.\n\n" + (
-        _share_table("Innermost frame", own, total, top)
+        _share_table("Innermost frame", own, total, top, source=True)
     )
 
 
@@ -714,22 +760,23 @@ def bench_sqlite(
     check_create(portside.url, token, body)
     post = write_lua(work, "post", lua_post(body, token))
 
+    meter = CpuMeter([portside, datasette])
     results: dict[str, Row] = {}
     print(f"measuring ({opts.connections} connections, {opts.duration} s each, {opts.warmup} s warm-up)")
     results["list 20 rows"] = {
-        "portside": measure(opts, "portside list 20 rows", p_list, auth),
-        "datasette": measure(opts, "datasette list 20 rows", d_list, None),
+        "portside": measure(opts, meter, "portside list 20 rows", p_list, auth),
+        "datasette": measure(opts, meter, "datasette list 20 rows", d_list, None),
     }
     results["get by id"] = {
-        "portside": measure(opts, "portside get by id", portside.url, p_get),
-        "datasette": measure(opts, "datasette get by id", datasette.url, d_get),
+        "portside": measure(opts, meter, "portside get by id", portside.url, p_get),
+        "datasette": measure(opts, meter, "datasette get by id", datasette.url, d_get),
     }
     profiles: dict[str, str] = {}
     if opts.profile:
         profiles["list 20 rows"] = profile_run(opts, portside, p_list, auth, work, "list")
         profiles["get by id"] = profile_run(opts, portside, portside.url, p_get, work, "get")
     results["create (SQLite)"] = {
-        "portside": measure(opts, "portside create (SQLite)", f"{portside.url}/api/{TABLE}", post),
+        "portside": measure(opts, meter, "portside create (SQLite)", f"{portside.url}/api/{TABLE}", post),
         "datasette": None,
     }
     datasette.stop()
@@ -758,7 +805,8 @@ def bench_postgres(opts: Options, rng: random.Random) -> Row:
         check_create(server.url, token, body)
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="portside-bench-lua-")))
         post = write_lua(work, "post", lua_post(body, token))
-        result = measure(opts, "portside create (PostgreSQL)", f"{server.url}/api/{TABLE}", post)
+        meter = CpuMeter([server], comm="postgres")
+        result = measure(opts, meter, "portside create (PostgreSQL)", f"{server.url}/api/{TABLE}", post)
     return {"portside": result, "datasette": None}
 
 
@@ -831,11 +879,16 @@ def table_lines(results: dict[str, Row]) -> list[str]:
 def error_note(results: dict[str, Row]) -> str:
     runs = [(f"{label}/{side}", r) for label, row in results.items() for side, r in row.items() if r is not None]
     bad = [f"{name}: {r.non_2xx} non-2xx, {r.socket_errors} socket errors" for name, r in runs if not r.valid]
-    busiest = max((r.background_cpu for _, r in runs), default=0.0)
-    quiet = f"Background CPU just before each run (other processes): at most {busiest:.0%}."
+    noisiest = max(runs, key=lambda x: x[1].other_cpu, default=None)
+    noise = (
+        f" CPU used by other processes during the runs: at most {noisiest[1].other_cpu:.0%} of the machine"
+        f" ({noisiest[0]})."
+        if noisiest
+        else ""
+    )
     if not bad:
-        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {len(runs)} runs). {quiet}"
-    return "Errors during load (these runs are INVALID): " + "; ".join(bad) + f". {quiet}"
+        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {len(runs)} runs).{noise}"
+    return "Errors during load (these runs are INVALID): " + "; ".join(bad) + f".{noise}"
 
 
 def render_section(

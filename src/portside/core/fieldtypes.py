@@ -20,12 +20,8 @@ file name and a relative path without ``..``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import email.utils
 import functools
-import math
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -35,28 +31,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from portside.core.assets import file_problem
+from portside.core.coerce import (
+    INT32,
+    INT64,
+    FieldError,
+    as_bool,
+    as_datetime,
+    as_float,
+    as_int,
+    as_text,
+    bad,
+)
 from portside.core.schema import Column
 from portside.tools import crypto, jsonutil
 
 BCRYPT_ROUNDS = crypto.DEFAULT_ROUNDS  # tests lower this to keep bcrypt fast
 MAX_STRING_INDEXABLE = 768  # utf8mb4 varchar above this can't be indexed on MySQL/MariaDB: use TEXT
-INT32 = (-(2**31), 2**31 - 1)
-INT64 = (-(2**63), 2**63 - 1)
-TRUE_WORDS = {"true", "1"}
-FALSE_WORDS = {"false", "0"}
-
-
-class FieldError(ValueError):
-    """A client value is not acceptable for a column; ``str(exc) == exc.message``."""
-
-    def __init__(self, column: str, message: str) -> None:
-        super().__init__(message)
-        self.column = column
-        self.message = message
-
-
-def _bad(col: Column, why: str) -> FieldError:
-    return FieldError(col.column_name, f"invalid value for {col.column_name}: {why}")
 
 
 # ---------------------------------------------------------------- storage (from DataType text)
@@ -137,143 +128,20 @@ def sa_type(col: Column) -> sa.types.TypeEngine[Any]:
     return sa.Text()
 
 
-# ---------------------------------------------------------------- scalar coercions
-
-_INT_RE = re.compile(r"[+-]?\d{1,30}")
-_NUM_RE = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,4})?")
-
-
-def _as_int(col: Column, v: Any, bounds: tuple[int, int] = INT64) -> int:
-    if isinstance(v, bool):
-        n = int(v)
-    elif isinstance(v, int):
-        n = v
-    elif isinstance(v, float):
-        if not math.isfinite(v):
-            raise _bad(col, "expected a finite number")
-        n = int(v)
-    elif isinstance(v, str) and _INT_RE.fullmatch(v.strip()):
-        n = int(v.strip())
-    elif isinstance(v, str) and _NUM_RE.fullmatch(v.strip()):
-        return _as_int(col, float(v.strip()), bounds)
-    else:
-        raise _bad(col, "expected an integer")
-    if not bounds[0] <= n <= bounds[1]:
-        raise _bad(col, "integer out of range")
-    return n
-
-
-def _as_float(col: Column, v: Any) -> float:
-    if isinstance(v, str) and _NUM_RE.fullmatch(v.strip()):
-        v = float(v.strip())
-    if not isinstance(v, int | float):
-        raise _bad(col, "expected a number")
-    try:
-        f = float(v)
-    except OverflowError:
-        raise _bad(col, "number out of range") from None
-    if not math.isfinite(f):
-        raise _bad(col, "expected a finite number")
-    return f
-
-
-def _as_bool(col: Column, v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-        return v.strip().lower() in TRUE_WORDS
-    raise _bad(col, "expected true or false")
-
-
-_EPOCH = dt.datetime(1970, 1, 1)
-_EXTRA_FORMATS = ("%Y/%m/%d %H:%M:%S", "%Y/%m/%d", "%d %b %Y", "%b %d, %Y", "%d %B %Y", "%B %d, %Y")
-
-
-def _naive_utc(d: dt.datetime) -> dt.datetime:
-    return d.astimezone(dt.UTC).replace(tzinfo=None) if d.tzinfo is not None else d
-
-
-def _from_unix(col: Column, seconds: float) -> dt.datetime:
-    try:
-        return _EPOCH + dt.timedelta(seconds=_as_float(col, seconds))
-    except OverflowError:
-        raise _bad(col, "date out of range") from None
-
-
-def _parse_datetime_text(col: Column, text: str) -> dt.datetime:
-    t = text.strip()
-    if not t or len(t) > 64:
-        raise _bad(col, "expected a date/time")
-    if _NUM_RE.fullmatch(t):
-        return _from_unix(col, float(t))
-    try:
-        return _naive_utc(dt.datetime.fromisoformat(t[:-1] + "+00:00" if t[-1] in "zZ" else t))
-    except ValueError:
-        pass
-    try:
-        return _naive_utc(email.utils.parsedate_to_datetime(t))  # RFC 1123 / 2822
-    except (TypeError, ValueError, IndexError):
-        pass
-    for fmt in _EXTRA_FORMATS:
-        try:
-            return dt.datetime.strptime(t, fmt)
-        except ValueError:
-            continue
-    raise _bad(col, "expected a date/time (RFC 3339, YYYY-MM-DD[ HH:MM:SS] or unix seconds)")
-
-
-def _as_datetime(col: Column, v: Any) -> dt.datetime:
-    if isinstance(v, dt.datetime):
-        return _naive_utc(v)
-    if isinstance(v, dt.date):
-        return dt.datetime(v.year, v.month, v.day)
-    if isinstance(v, str):
-        return _parse_datetime_text(col, v)
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return _from_unix(col, v)
-    raise _bad(col, "expected a date/time")
-
-
-def _as_text(col: Column, v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        if not INT64[0] <= v <= INT64[1]:
-            raise _bad(col, "integer out of range")
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise _bad(col, "expected a finite number")
-        return repr(v)
-    if isinstance(v, dt.datetime):
-        return jsonutil.iso(v) or ""
-    if not isinstance(v, str):
-        raise _bad(col, "expected text")
-    if "\x00" in v:
-        raise _bad(col, "contains a NUL character")
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _bad(col, "not valid UTF-8 text") from None
-    return v
-
-
 def _store(col: Column, st: Storage, v: Any) -> Any:
     if v is None:
         return None
     if st.kind in ("int", "bigint"):
-        return _as_int(col, v, INT32 if st.kind == "int" else INT64)
+        return as_int(col, v, INT32 if st.kind == "int" else INT64)
     if st.kind == "float":
-        return _as_float(col, v)
+        return as_float(col, v)
     if st.kind == "bool":
-        return _as_bool(col, v)
+        return as_bool(col, v)
     if st.kind == "datetime":
-        return _as_datetime(col, v)
-    s = _as_text(col, v)
+        return as_datetime(col, v)
+    s = as_text(col, v)
     if st.length and len(s) > st.length:
-        raise _bad(col, f"longer than {st.length} characters")
+        raise bad(col, f"longer than {st.length} characters")
     return s
 
 
@@ -296,7 +164,7 @@ def _scalar(col: Column, v: Any, secret: str) -> Any:
         return "true" if v else "false"
     if isinstance(v, str | int | float):
         return v
-    raise _bad(col, "expected text or a number")
+    raise bad(col, "expected text or a number")
 
 
 def _integer(lo: int | None = None, hi: int | None = None, blank_zero: bool = False) -> Convert:
@@ -304,12 +172,12 @@ def _integer(lo: int | None = None, hi: int | None = None, blank_zero: bool = Fa
         if blank_zero and isinstance(v, str) and v.strip().lower() in ("", "-", "na"):
             return 0
         if isinstance(v, bool):
-            raise _bad(col, "expected an integer")
+            raise bad(col, "expected an integer")
         if blank_zero and _storage(col).kind == "float":
-            return _as_float(col, v)
-        n = _as_int(col, v)
+            return as_float(col, v)
+        n = as_int(col, v)
         if (lo is not None and n < lo) or (hi is not None and n > hi):
-            raise _bad(col, f"must be between {lo} and {hi}")
+            raise bad(col, f"must be between {lo} and {hi}")
         return n
 
     return convert
@@ -317,16 +185,16 @@ def _integer(lo: int | None = None, hi: int | None = None, blank_zero: bool = Fa
 
 def _float(col: Column, v: Any, secret: str) -> Any:
     if isinstance(v, bool):
-        raise _bad(col, "expected a number")
-    return _as_float(col, v)
+        raise bad(col, "expected a number")
+    return as_float(col, v)
 
 
 def _truefalse(col: Column, v: Any, secret: str) -> Any:
-    return _as_bool(col, v)
+    return as_bool(col, v)
 
 
 def _datetime(col: Column, v: Any, secret: str) -> Any:
-    return _as_datetime(col, v)
+    return as_datetime(col, v)
 
 
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?")
@@ -335,10 +203,10 @@ _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?")
 def _time(col: Column, v: Any, secret: str) -> Any:
     m = _TIME_RE.fullmatch(v.strip()) if isinstance(v, str) else None
     if not m:
-        raise _bad(col, "expected a time HH:MM[:SS]")
+        raise bad(col, "expected a time HH:MM[:SS]")
     h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
     if h > 23 or mi > 59 or s > 59:
-        raise _bad(col, "time out of range")
+        raise bad(col, "time out of range")
     return f"{h:02d}:{mi:02d}:{s:02d}"
 
 
@@ -351,7 +219,7 @@ def is_email(v: Any) -> bool:
 
 def _email(col: Column, v: Any, secret: str) -> Any:
     if not isinstance(v, str) or not is_email(v.strip()):
-        raise _bad(col, "expected an email address")
+        raise bad(col, "expected an email address")
     return v.strip()
 
 
@@ -367,18 +235,18 @@ def is_http_url(v: Any) -> bool:
 
 def _url(col: Column, v: Any, secret: str) -> Any:
     if not isinstance(v, str) or not is_http_url(v.strip()):
-        raise _bad(col, "expected an http(s) URL")
+        raise bad(col, "expected an http(s) URL")
     return v.strip()
 
 
 def _enum(col: Column, v: Any, secret: str) -> Any:
     if isinstance(v, bool) or not isinstance(v, str | int | float):
-        raise _bad(col, "expected one of the allowed values")
+        raise bad(col, "expected one of the allowed values")
     value = str(v).strip().lower()
     allowed = [str(o.get("Value", "")).lower() for o in col.options]
     if value not in allowed:
         shown = ", ".join(allowed[:10]) + (", ..." if len(allowed) > 10 else "")
-        raise _bad(col, f"must be one of {shown}" if allowed else "no options are defined")
+        raise bad(col, f"must be one of {shown}" if allowed else "no options are defined")
     return value
 
 
@@ -387,10 +255,10 @@ _COLOR_RE = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 
 def _color(col: Column, v: Any, secret: str) -> Any:
     if not isinstance(v, str):
-        raise _bad(col, "expected a colour")
+        raise bad(col, "expected a colour")
     s = v.strip()
     if (s.startswith("#") and not _COLOR_RE.fullmatch(s)) or len(s) > 50:
-        raise _bad(col, "expected #rgb, #rrggbb or a colour name")
+        raise bad(col, "expected #rgb, #rrggbb or a colour name")
     return s
 
 
@@ -400,25 +268,25 @@ def _json(col: Column, v: Any, secret: str) -> Any:
     elif isinstance(v, dict | list | int | float | bool):
         text = jsonutil.dumps_str(v)
     else:
-        raise _bad(col, "expected JSON")
+        raise bad(col, "expected JSON")
     try:
         jsonutil.loads(text)
     except jsonutil.JSONError:
-        raise _bad(col, "not valid JSON") from None
+        raise bad(col, "not valid JSON") from None
     return text
 
 
 def _secret_text(col: Column, v: Any) -> str:
     if not isinstance(v, str):
-        raise _bad(col, "expected a string")
+        raise bad(col, "expected a string")
     if not v:
-        raise _bad(col, "must not be empty")
+        raise bad(col, "must not be empty")
     return v
 
 
 def _bcrypt_of(col: Column, plain: str) -> str:
     if len(plain.encode("utf-8")) > crypto.BCRYPT_MAX_BYTES:
-        raise _bad(col, f"longer than {crypto.BCRYPT_MAX_BYTES} bytes")
+        raise bad(col, f"longer than {crypto.BCRYPT_MAX_BYTES} bytes")
     return crypto.hash_password(plain, BCRYPT_ROUNDS)
 
 
@@ -436,50 +304,8 @@ def _md5_bcrypt(col: Column, v: Any, secret: str) -> Any:
 
 def _encrypted(col: Column, v: Any, secret: str) -> Any:
     if isinstance(v, bool) or not isinstance(v, str | int | float):
-        raise _bad(col, "expected text")
-    return crypto.encrypt(secret, _as_text(col, v))
-
-
-def _base64_ok(data: str) -> bool:
-    if data.startswith("data:"):
-        header, sep, data = data.partition(",")
-        if not sep:
-            return False
-        if not header.lower().endswith(";base64"):
-            return True  # percent-encoded text payload
-    compact = "".join(data.split())
-    compact += "=" * (-len(compact) % 4)
-    for alt in (None, b"-_"):
-        try:
-            base64.b64decode(compact, altchars=alt, validate=True)
-            return True
-        except (binascii.Error, ValueError):
-            continue
-    return False
-
-
-def _bad_path(p: str) -> bool:
-    return "\x00" in p or "\\" in p or p.startswith("/") or ".." in p.split("/")
-
-
-def _file_problem(i: int, item: Any) -> str | None:
-    if not isinstance(item, dict):
-        return f"file {i} must be an object"
-    name = item.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 255:
-        return f"file {i} needs a string name"
-    if "/" in name or _bad_path(name) or name in (".", ".."):
-        return f"file {i} has an unsafe name"
-    path = item.get("path")
-    if path is not None and (not isinstance(path, str) or _bad_path(path)):
-        return f"file {i} has an unsafe path"
-    if item.get("type") is not None and not isinstance(item.get("type"), str):
-        return f"file {i} type must be a string"
-    for key in ("file", "contents"):
-        data = item.get(key)
-        if data is not None and (not isinstance(data, str) or not _base64_ok(data)):
-            return f"file {i} {key} is not valid base64"
-    return None
+        raise bad(col, "expected text")
+    return crypto.encrypt(secret, as_text(col, v))
 
 
 def _asset(col: Column, v: Any, secret: str) -> Any:
@@ -488,13 +314,13 @@ def _asset(col: Column, v: Any, secret: str) -> Any:
         try:
             items = jsonutil.loads(v)
         except jsonutil.JSONError:
-            raise _bad(col, "expected a JSON array of files") from None
+            raise bad(col, "expected a JSON array of files") from None
     if not isinstance(items, list):
-        raise _bad(col, "expected a JSON array of files")
+        raise bad(col, "expected a JSON array of files")
     for i, item in enumerate(items):
-        why = _file_problem(i, item)
+        why = file_problem(i, item)
         if why:
-            raise _bad(col, why)
+            raise bad(col, why)
     return v if isinstance(v, str) else jsonutil.dumps_str(items)
 
 
@@ -584,7 +410,7 @@ def to_db(col: Column, value: Any, *, secret: str) -> Any:
     except FieldError:
         raise
     except (ValueError, TypeError, ArithmeticError, OSError, RecursionError):
-        raise _bad(col, "unsupported value") from None
+        raise bad(col, "unsupported value") from None
 
 
 def _truthy(v: Any) -> bool:
