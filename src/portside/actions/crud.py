@@ -29,7 +29,7 @@ from portside.auth.permissions import (
     visible_clause,
 )
 from portside.core import query, records
-from portside.core.cache import EventCache
+from portside.core.cache import DependentCache, EventCache
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
@@ -42,6 +42,7 @@ from portside.tools.ids import parse_uuid
 logger = log.get("crud")
 INCLUDE_LIMIT = 50
 GATE_TABLES = ("world", "world_world_id_has_usergroup_usergroup_id", "usergroup")
+COUNT_PARAMS = frozenset({"query", "filter", "filter[]", "page[after]", "page[before]"})
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Crud:
         self.config = config
         # table gates: world rows and their group links, invalidated by events on those tables
         self.gates: EventCache[str, Grants] = EventCache(GATE_TABLES)
+        # exact list totals per (table, filters, caller), dropped by any write to the table or its links
+        self.counts: DependentCache[tuple[Any, ...], int] = DependentCache()
 
     @property
     def model(self) -> Model:
@@ -103,15 +106,31 @@ class Crud:
         if not allowed(actor, right, grants):
             raise Forbidden(f"not allowed on table {tm.name}")
 
-    async def row(self, conn: AsyncConnection, actor: Actor, tm: TableModel, ref: str, right: int) -> RowData:
-        """The addressed row, or 404 when it does not exist or is invisible, 403 when `right` is missing."""
+    async def row(
+        self, conn: AsyncConnection, actor: Actor, tm: TableModel, ref: str, right: int, *, full: bool = True
+    ) -> RowData:
+        """The addressed row, or 404 when it does not exist or is invisible, 403 when `right` is missing.
+
+        `full=False` (reads) loads the row's group grants only when owner and guest bits do not decide.
+        """
         canonical = parse_uuid(ref)
         if canonical is None:
             raise NotFound(f"no {tm.name} with id {ref[:64]}")
-        row = await records.fetch_one(conn, self.model, tm, ref=canonical)
-        if row is None or not (allowed(actor, PEEK, row.grants) or allowed(actor, READ, row.grants)):
+        row = await records.fetch_one(conn, self.model, tm, ref=canonical, groups=full)
+
+        def decide(r: RowData) -> tuple[bool, bool]:
+            visible = allowed(actor, PEEK, r.grants) or allowed(actor, READ, r.grants)
+            return visible, allowed(actor, right, r.grants)
+
+        if row is None:
             raise NotFound(f"no {tm.name} with id {canonical}")
-        if not allowed(actor, right, row.grants):
+        visible, permitted = decide(row)
+        if not full and not permitted and actor.groups and tm.group_join is not None:
+            row = await records.fetch_one(conn, self.model, tm, ref=canonical) or row
+            visible, permitted = decide(row)
+        if not visible:
+            raise NotFound(f"no {tm.name} with id {canonical}")
+        if not permitted:
             raise Forbidden(f"not allowed to {_verb(right)} this {tm.name}")
         return row
 
@@ -128,13 +147,24 @@ class Crud:
         model = self.model
         tm = model.table(table)
         lq = query.parse(model, tm, params, multi, self.max_page_size())
+        count_key = None
+        if not extra_where:
+            filters = tuple(sorted((k, v) for k, v in params.items() if k in COUNT_PARAMS or k in tm.fks))
+            count_key = (tm.name, filters, actor.user_id, actor.group_ids, actor.is_admin)
         try:
-            return await self._find(actor, tm, lq, extra_where)
+            return await self._find(actor, tm, lq, extra_where, count_key)
         except (DataError, ProgrammingError) as exc:  # last line of defence: the values are checked first
             logger.warning("list query rejected by the database: %s", exc.orig)
             raise BadRequest("a filter value does not fit its column") from None
 
-    async def _find(self, actor: Actor, tm: TableModel, lq: query.ListQuery, extra_where: Sequence[Any]) -> Page:
+    async def _find(
+        self,
+        actor: Actor,
+        tm: TableModel,
+        lq: query.ListQuery,
+        extra_where: Sequence[Any],
+        count_key: tuple[Any, ...] | None,
+    ) -> Page:
         model = self.model
         async with self.db.read() as conn:
             await self.gate(conn, actor, tm, PEEK)
@@ -143,12 +173,19 @@ class Crud:
             if vis is not None:
                 where.append(vis)
             cond = sa.and_(*where) if where else None
-            total = await records.count(conn, tm, cond)
+            total = self.counts.get(count_key) if count_key is not None else None
+            if total is None:
+                deps = (tm.name, tm.group_join) if tm.group_join else (tm.name,)
+                generation = self.counts.generation(deps)
+                total = await records.count(conn, tm, cond)
+                if count_key is not None:
+                    self.counts.put(count_key, total, deps, generation)
             rows = await records.fetch(
                 conn,
                 model,
                 tm,
                 cond,
+                groups=False,
                 order_by=lq.order_by,
                 limit=lq.size,
                 offset=(lq.page - 1) * lq.size,
@@ -164,7 +201,7 @@ class Crud:
         tm = model.table(table)
         async with self.db.read() as conn:
             await self.gate(conn, actor, tm, PEEK)
-            row = await self.row(conn, actor, tm, ref, READ)
+            row = await self.row(conn, actor, tm, ref, READ, full=False)
             page = Page([row], 1, 1, 1)
             if include:
                 await self._include(conn, actor, tm, page, include)
@@ -188,7 +225,9 @@ class Crud:
                 if not refs:
                     continue
                 where: Any = target.sa.c.reference_id.in_(list(refs))
-                found = await records.fetch(conn, model, target, where if vis is None else sa.and_(where, vis))
+                found = await records.fetch(
+                    conn, model, target, where if vis is None else sa.and_(where, vis), groups=False
+                )
             elif rel.join_table is not None and rel.join_self and rel.join_target:
                 j = model.table(rel.join_table).sa
                 links = (
@@ -201,7 +240,9 @@ class Crud:
                 ).all()
                 target_ids = {t for _, t in links}
                 where = target.sa.c.id.in_(list(target_ids))
-                found = await records.fetch(conn, model, target, where if vis is None else sa.and_(where, vis))
+                found = await records.fetch(
+                    conn, model, target, where if vis is None else sa.and_(where, vis), groups=False
+                )
                 by_id = {f.id: f.ref for f in found}
                 linked = page.linked.setdefault(rel.name, {})
                 for self_id, tid in links:
@@ -215,6 +256,7 @@ class Crud:
                     target,
                     where if vis is None else sa.and_(where, vis),
                     limit=INCLUDE_LIMIT * max(1, len(ids)),
+                    groups=False,
                 )
             else:
                 continue

@@ -34,6 +34,7 @@ class Services:
         """Drop cached identities and table gates touched by these events (local or remote)."""
         self.actors.on_events(events)
         self.crud.gates.on_events(events)
+        self.crud.counts.on_events(events)
 
     @property
     def model(self) -> Model:

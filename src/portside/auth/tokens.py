@@ -27,10 +27,36 @@ def issue(*, secret: str, issuer: str, life_hours: int, ref: str, email: str, na
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+_verified: dict[tuple[str, str, str], dict[str, Any]] = {}
+MAX_VERIFIED = 10_000
+
+
 def decode(token: str, *, secret: str, issuer: str) -> dict[str, Any]:
-    """Verified claims, or Unauthorized naming what is wrong (never the secret)."""
+    """Verified claims, or Unauthorized naming what is wrong (never the secret).
+
+    A token whose signature was verified before is not verified again; its time claims always are.
+    """
     if len(token) > 4096:
         raise Unauthorized("token too long")
+    key = (token, secret, issuer)
+    known = _verified.get(key)
+    if known is not None:
+        now = time.time()
+        if now > known["exp"] + LEEWAY:
+            _verified.pop(key, None)
+            raise Unauthorized("token expired")
+        return known
+    claims = _verify(token, secret, issuer)
+    if len(_verified) >= MAX_VERIFIED:
+        _verified.clear()
+    _verified[key] = claims
+    return claims
+
+
+LEEWAY = 5
+
+
+def _verify(token: str, secret: str, issuer: str) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -38,7 +64,7 @@ def decode(token: str, *, secret: str, issuer: str) -> dict[str, Any]:
             algorithms=["HS256"],
             issuer=issuer,
             options={"require": ["exp", "iat", "sub", "iss"]},
-            leeway=5,
+            leeway=LEEWAY,
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
