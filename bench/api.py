@@ -442,6 +442,7 @@ class WrkResult:
     other_cpu: float = 0.0  # share of all CPUs used during the run by processes other than ours
     rps_low: float = 0.0  # lowest and highest req/s of the repeated runs this (median) run stands for
     rps_high: float = 0.0
+    runs: int = 1  # measured runs summarised here; non_2xx and socket_errors are summed over all of them
 
     @property
     def valid(self) -> bool:
@@ -593,8 +594,17 @@ class Target:
 
 
 def median_run(runs: Sequence[WrkResult]) -> WrkResult:
+    """The median run by req/s, carrying the range, the worst CPU noise and the errors of all runs."""
     ordered = sorted(runs, key=lambda r: r.rps)
-    return replace(ordered[(len(ordered) - 1) // 2], rps_low=ordered[0].rps, rps_high=ordered[-1].rps)
+    return replace(
+        ordered[(len(ordered) - 1) // 2],
+        rps_low=ordered[0].rps,
+        rps_high=ordered[-1].rps,
+        runs=len(runs),
+        non_2xx=sum(r.non_2xx for r in runs),
+        socket_errors=sum(r.socket_errors for r in runs),
+        other_cpu=max(r.other_cpu for r in runs),
+    )
 
 
 def measure_cell(opts: Options, meter: CpuMeter, label: str, targets: Sequence[Target]) -> Row:
@@ -928,8 +938,9 @@ def error_note(results: dict[str, Row]) -> str:
         if noisiest
         else ""
     )
+    total = sum(r.runs for _, r in runs)
     if not bad:
-        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {len(runs)} runs).{noise}"
+        return f"Errors during load: none (0 non-2xx responses and 0 socket errors in all {total} runs).{noise}"
     return "Errors during load (these runs are INVALID): " + "; ".join(bad) + f".{noise}"
 
 

@@ -16,10 +16,11 @@ from portside.actions import expressions
 from portside.actions.crud import translate_db_error
 from portside.actions.registry import ActionContext, Response, response
 from portside.actions.services import Services
-from portside.auth.permissions import EXECUTE, Actor, allowed
+from portside.auth.permissions import EXECUTE, READ, Actor, allowed
 from portside.core import fieldtypes, records, validation
 from portside.core.schema import ActionDef, Outcome
 from portside.errors import BadRequest, Forbidden, NotFound
+from portside.tools import jsonutil
 from portside.tools.ids import parse_uuid
 
 FORCED_RESPONSE = {"client.notify", "client.redirect", "client.store.set", "client.cookie.set", "action.response"}
@@ -160,16 +161,10 @@ async def _one(services: Services, ctx: ActionContext, o: Outcome, attrs: dict[s
     if method in {"GET", "GET_BY_ID"}:
         tm = services.model.table(o.type)
         if method == "GET_BY_ID":
-            row = await crud.row(uow.conn, actor, tm, str(attrs.get("reference_id") or ""), 2)
+            row = await crud.row(uow.conn, actor, tm, str(attrs.get("reference_id") or ""), READ)
             return row.attrs, [response(o.type, row.attrs)]
-        params = {k: (v if isinstance(v, str) else _json(v)) for k, v in attrs.items()}
+        params = {k: (v if isinstance(v, str) else jsonutil.dumps_str(v)) for k, v in attrs.items()}
         page = await crud.find(actor, o.type, params, {})
         rows = [r.attrs for r in page.rows]
         return rows, [response(o.type, rows)]
     raise BadRequest(f"unknown outcome method {method!r}")
-
-
-def _json(value: Any) -> str:
-    from portside.tools import jsonutil
-
-    return jsonutil.dumps_str(value)

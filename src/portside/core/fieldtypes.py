@@ -419,9 +419,13 @@ def _truthy(v: Any) -> bool:
     return bool(v)
 
 
+HASHED_TYPES = frozenset({"password", "bcrypt", "md5", "md5-bcrypt"})
+
+
 def to_api(col: Column, value: Any) -> Any:
-    """DB value -> wire value. Passwords are always "", encrypted values stay ciphertext."""
-    if _lookup(col.column_type) is REGISTRY["password"]:
+    """DB value -> wire value. Hashed types (password, bcrypt, md5, md5-bcrypt) are always "" (no hash ever
+    leaves the server); encrypted values stay ciphertext, as Daptin returns them."""
+    if col.column_type.strip().lower() in HASHED_TYPES:
         return ""
     if value is None:
         return None
