@@ -505,10 +505,16 @@ def run_wrk(opts: Options, url: str, script: Path | None, seconds: int) -> WrkRe
 
 
 def cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
+    """(process time, total) jiffies of all CPUs from /proc/stat.
+
+    Process time is user + nice + system: irq and softirq time (mostly the loopback network stack carrying
+    the benchmark's own traffic) and steal belong to no process, so they are left out of the comparison
+    with per-process times. Guest time is already inside user time.
+    """
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return user + nice + system, user + nice + system + idle + iowait + irq + softirq + steal
 
 
 def cpu_busy(seconds: float = 1.0) -> float:
@@ -723,7 +729,9 @@ def summarize_gil(path: Path, top: int = 15) -> str:
     if total == 0:
         return "py-spy --gil recorded no samples.\n"
     return (
-        f"`py-spy record --gil` (only the thread holding the GIL, i.e. Python CPU time): {total} samples.\n\n"
+        f"`py-spy record --gil` (only the thread holding the GIL, i.e. Python CPU time): {total} samples.\n"
+        "Inclusive shares count a function wherever it is on the stack, also in SQLAlchemy's greenlet stacks,\n"
+        "which do not reach `main`.\n\n"
         + _share_table("Self time by package", packages, total, 10)
         + _share_table("Self time by function and line", own, total, top, source=True)
         + _share_table("Inclusive time by Portside function", ours, total, top)

@@ -425,19 +425,53 @@ HASHED_TYPES = frozenset({"password", "bcrypt", "md5", "md5-bcrypt"})
 def to_api(col: Column, value: Any) -> Any:
     """DB value -> wire value. Hashed types (password, bcrypt, md5, md5-bcrypt) are always "" (no hash ever
     leaves the server); encrypted values stay ciphertext, as Daptin returns them."""
-    if col.column_type.strip().lower() in HASHED_TYPES:
-        return ""
-    if value is None:
-        return None
+    convert = api_converter(col)
+    return value if convert is None else convert(value)
+
+
+def _blank(_value: Any) -> Any:
+    return ""
+
+
+def _api_bool(value: Any) -> Any:
+    return None if value is None else _truthy(value)
+
+
+def _api_datetime(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:  # stored naive UTC
+            return value.isoformat() + "Z"
+        return jsonutil.iso(value)
+    return _api_generic(value)
+
+
+def _api_generic(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return jsonutil.iso(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "replace")
-    if col.family.lower() == "truefalse" or _storage(col).kind == "bool":
-        return _truthy(value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _converter_for(column_type: str, data_type: str) -> Callable[[Any], Any] | None:
+    if column_type.strip().lower() in HASHED_TYPES:
+        return _blank
+    kind = storage_for(column_type, data_type).kind
+    if column_type.split(".", 1)[0].lower() == "truefalse" or kind == "bool":
+        return _api_bool
+    if kind == "datetime":
+        return _api_datetime
+    if kind in ("int", "bigint", "float"):
+        return None  # drivers return Python numbers
+    return _api_generic
+
+
+def api_converter(col: Column) -> Callable[[Any], Any] | None:
+    """The DB → wire conversion of a column (None: the value goes out as it is). Computed once per type."""
+    return _converter_for(col.column_type, col.data_type)
 
 
 def is_secret(col: Column) -> bool:

@@ -75,7 +75,7 @@ class TableModel:
     fks: dict[str, str]  # FK column -> target table (values on the wire are target refs)
     relations: dict[str, RelSpec] = field(default_factory=dict)
     join_pair: tuple[tuple[str, str], tuple[str, str]] | None = None  # ((col, table), (col, table))
-    select_cache: dict[tuple[str, ...] | None, Select[Any]] = field(default_factory=dict)
+    select_cache: dict[tuple[str, ...] | None, tuple[Select[Any], Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -40,10 +40,14 @@ def api_select(model: Model, tm: TableModel, fields: tuple[str, ...] | None = No
 
     Built once per (table, fields) for a Model snapshot; statements are immutable, so sharing is safe.
     """
+    return _select_and_plan(model, tm, fields)[0]
+
+
+def _select_and_plan(model: Model, tm: TableModel, fields: tuple[str, ...] | None) -> tuple[sa.Select[Any], Plan]:
     cached = tm.select_cache.get(fields)
     if cached is not None:
         return cached
-    built = _build_api_select(model, tm, fields)
+    built = (_build_api_select(model, tm, fields), _plan(tm, fields))
     if len(tm.select_cache) < 64:
         tm.select_cache[fields] = built
     return built
@@ -67,13 +71,22 @@ def _build_api_select(model: Model, tm: TableModel, fields: tuple[str, ...] | No
     return sa.select(*cols).select_from(source)
 
 
-def to_attrs(tm: TableModel, row: Any) -> dict[str, Any]:
-    m = row._mapping
-    attrs: dict[str, Any] = {"__type": tm.name}
+Plan = list[tuple[str, Any]]  # (attribute, DB → wire converter or None), in SELECT order after `id`
+
+
+def _plan(tm: TableModel, fields: tuple[str, ...] | None) -> Plan:
+    plan: Plan = []
     for c in tm.api_columns():
-        if c.column_name in m:
-            value = m[c.column_name]
-            attrs[c.column_name] = value if c.column_name in tm.fks else fieldtypes.to_api(c, value)
+        if fields is not None and c.column_name not in fields:
+            continue
+        plan.append((c.column_name, None if c.column_name in tm.fks else fieldtypes.api_converter(c)))
+    return plan
+
+
+def _attrs(name: str, plan: Plan, row: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"__type": name}
+    for (key, convert), value in zip(plan, row[1:], strict=True):
+        attrs[key] = value if convert is None else convert(value)
     return attrs
 
 
@@ -113,7 +126,7 @@ async def fetch(
     `groups=False` skips loading group grants (one query less) where the caller filtered visibility in
     SQL already; the rows' grants then carry owner and mask only.
     """
-    q = api_select(model, tm, tuple(fields) if fields is not None else None)
+    q, plan = _select_and_plan(model, tm, tuple(fields) if fields is not None else None)
     if where is not None:
         q = q.where(where)
     if order_by:
@@ -123,9 +136,10 @@ async def fetch(
     rows = (await conn.execute(q)).all()
     links = await load_group_grants(conn, model, tm, [r.id for r in rows]) if groups else {}
     out = []
+    name = tm.name
     for r in rows:
-        attrs = to_attrs(tm, r)
-        out.append(RowData(r.id, attrs["reference_id"], attrs, grants_of(tm, attrs, links.get(r.id, []))))
+        attrs = _attrs(name, plan, r)
+        out.append(RowData(r[0], attrs["reference_id"], attrs, grants_of(tm, attrs, links.get(r[0], []))))
     return out
 
 
