@@ -42,7 +42,16 @@ from portside.tools.ids import parse_uuid
 logger = log.get("crud")
 INCLUDE_LIMIT = 50
 GATE_TABLES = ("world", "world_world_id_has_usergroup_usergroup_id", "usergroup")
+MAX_PLANS = 2048
 COUNT_PARAMS = frozenset({"query", "filter", "filter[]", "page[after]", "page[before]"})
+
+
+@dataclass(frozen=True)
+class ListPlan:
+    query: query.ListQuery
+    rows: sa.Select[Any]
+    plan: records.Plan
+    count: sa.Select[Any]
 
 
 @dataclass
@@ -75,6 +84,8 @@ class Crud:
         self.gates: EventCache[str, Grants] = EventCache(GATE_TABLES)
         # exact list totals per (table, filters, caller), dropped by any write to the table or its links
         self.counts: DependentCache[tuple[Any, ...], int] = DependentCache()
+        # parsed list parameters and built statements per (model, table, parameters, caller)
+        self.plans: dict[tuple[Any, ...], ListPlan] = {}
 
     @property
     def model(self) -> Model:
@@ -146,51 +157,61 @@ class Crud:
     ) -> Page:
         model = self.model
         tm = model.table(table)
-        lq = query.parse(model, tm, params, multi, self.max_page_size())
+        principal = (actor.user_id, actor.group_ids, actor.is_admin)
+        plan_key = None
+        if not extra_where:
+            plan_key = (model.version, tm.name, tuple(sorted(params.items())), principal, self.max_page_size())
+        planned = self.plans.get(plan_key) if plan_key is not None else None
+        if planned is None:
+            planned = self._plan_list(model, tm, actor, params, multi, extra_where)
+            if plan_key is not None:
+                if len(self.plans) >= MAX_PLANS:
+                    self.plans.clear()
+                self.plans[plan_key] = planned
         count_key = None
         if not extra_where:
             filters = tuple(sorted((k, v) for k, v in params.items() if k in COUNT_PARAMS or k in tm.fks))
-            count_key = (tm.name, filters, actor.user_id, actor.group_ids, actor.is_admin)
+            count_key = (tm.name, filters, *principal)
         try:
-            return await self._find(actor, tm, lq, extra_where, count_key)
+            return await self._find(actor, tm, planned, count_key)
         except (DataError, ProgrammingError) as exc:  # last line of defence: the values are checked first
             logger.warning("list query rejected by the database: %s", exc.orig)
             raise BadRequest("a filter value does not fit its column") from None
 
-    async def _find(
+    def _plan_list(
         self,
-        actor: Actor,
+        model: Model,
         tm: TableModel,
-        lq: query.ListQuery,
+        actor: Actor,
+        params: Mapping[str, str],
+        multi: Mapping[str, Sequence[str]],
         extra_where: Sequence[Any],
-        count_key: tuple[Any, ...] | None,
-    ) -> Page:
+    ) -> ListPlan:
+        """Parse the parameters once into ready statements (reused for the same caller and parameters)."""
+        lq = query.parse(model, tm, params, multi, self.max_page_size())
+        where = [*lq.where, *extra_where]
+        vis = visible_clause(model, tm, actor, READ)
+        if vis is not None:
+            where.append(vis)
+        cond = sa.and_(*where) if where else None
+        rows, plan = records.select_rows(
+            model, tm, cond, order_by=lq.order_by, limit=lq.size, offset=(lq.page - 1) * lq.size, fields=lq.fields
+        )
+        return ListPlan(lq, rows, plan, records.count_select(tm, cond))
+
+    async def _find(self, actor: Actor, tm: TableModel, planned: ListPlan, count_key: tuple[Any, ...] | None) -> Page:
         model = self.model
+        lq = planned.query
         async with self.db.read() as conn:
             await self.gate(conn, actor, tm, PEEK)
-            where = [*lq.where, *extra_where]
-            vis = visible_clause(model, tm, actor, READ)
-            if vis is not None:
-                where.append(vis)
-            cond = sa.and_(*where) if where else None
             total = self.counts.get(count_key) if count_key is not None else None
             if total is None:
                 deps = (tm.name, tm.group_join) if tm.group_join else (tm.name,)
                 generation = self.counts.generation(deps)
-                total = await records.count(conn, tm, cond)
+                total = int(await conn.scalar(planned.count) or 0)
                 if count_key is not None:
                     self.counts.put(count_key, total, deps, generation)
-            rows = await records.fetch(
-                conn,
-                model,
-                tm,
-                cond,
-                groups=False,
-                order_by=lq.order_by,
-                limit=lq.size,
-                offset=(lq.page - 1) * lq.size,
-                fields=lq.fields,
-            )
+            rows = await records.run_select(conn, model, tm, planned.rows, planned.plan, groups=False)
             page = Page(rows, total, lq.page, lq.size)
             if lq.include:
                 await self._include(conn, actor, tm, page, lq.include)

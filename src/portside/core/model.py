@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from portside.errors import NotFound, SchemaError
 OWNER_COLUMN = "user_account_id"
 STANDARD = ("id", "version", "created_at", "updated_at", "reference_id", "permission")
 NO_OWNER = frozenset({"usergroup"})
+_versions = itertools.count(1)
 
 
 def standard_columns() -> list[Column]:
@@ -98,6 +100,7 @@ class Model:
         decls: dict[str, Table],
         relations: list[Relation],
     ):
+        self.version = next(_versions)  # identifies this snapshot in caches keyed by model
         self.tables = tables
         self.actions = actions
         self.metadata = metadata

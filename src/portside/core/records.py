@@ -126,6 +126,21 @@ async def fetch(
     `groups=False` skips loading group grants (one query less) where the caller filtered visibility in
     SQL already; the rows' grants then carry owner and mask only.
     """
+    q, plan = select_rows(model, tm, where, order_by=order_by, limit=limit, offset=offset, fields=fields)
+    return await run_select(conn, model, tm, q, plan, groups=groups)
+
+
+def select_rows(
+    model: Model,
+    tm: TableModel,
+    where: Any = None,
+    *,
+    order_by: Sequence[Any] = (),
+    limit: int | None = None,
+    offset: int = 0,
+    fields: Sequence[str] | None = None,
+) -> tuple[sa.Select[Any], Plan]:
+    """The statement `fetch` runs, and its conversion plan; reusable (statements are immutable)."""
     q, plan = _select_and_plan(model, tm, tuple(fields) if fields is not None else None)
     if where is not None:
         q = q.where(where)
@@ -133,7 +148,20 @@ async def fetch(
         q = q.order_by(*order_by)
     if limit is not None:
         q = q.limit(limit).offset(offset)
-    rows = (await conn.execute(q)).all()
+    return q, plan
+
+
+async def run_select(
+    conn: AsyncConnection,
+    model: Model,
+    tm: TableModel,
+    q: sa.Select[Any],
+    plan: Plan,
+    *,
+    groups: bool,
+    params: dict[str, Any] | None = None,
+) -> list[RowData]:
+    rows = (await conn.execute(q, params)).all()
     links = await load_group_grants(conn, model, tm, [r.id for r in rows]) if groups else {}
     out = []
     name = tm.name
@@ -160,17 +188,25 @@ async def fetch_one(
     row_id: int | None = None,
     groups: bool = True,
 ) -> RowData | None:
-    t = tm.sa
-    where = t.c.reference_id == ref if ref is not None else t.c.id == row_id
-    rows = await fetch(conn, model, tm, where, groups=groups)
+    key = "#by_ref" if ref is not None else "#by_id"  # "#" cannot start a column name (fields tuples)
+    cached = tm.select_cache.get((key,))
+    if cached is None:  # one statement per table, with a bound parameter: built and keyed once
+        base, plan = _select_and_plan(model, tm, None)
+        t = tm.sa
+        cond = t.c.reference_id == sa.bindparam("key") if ref is not None else t.c.id == sa.bindparam("key")
+        cached = tm.select_cache[(key,)] = (base.where(cond), plan)
+    stmt, plan = cached
+    rows = await run_select(conn, model, tm, stmt.params(key=ref if ref is not None else row_id), plan, groups=groups)
     return rows[0] if rows else None
 
 
-async def count(conn: AsyncConnection, tm: TableModel, where: Any = None) -> int:
+def count_select(tm: TableModel, where: Any = None) -> sa.Select[Any]:
     q = sa.select(sa.func.count()).select_from(tm.sa)
-    if where is not None:
-        q = q.where(where)
-    return int(await conn.scalar(q) or 0)
+    return q if where is None else q.where(where)
+
+
+async def count(conn: AsyncConnection, tm: TableModel, where: Any = None) -> int:
+    return int(await conn.scalar(count_select(tm, where)) or 0)
 
 
 async def id_of(conn: AsyncConnection, tm: TableModel, ref: str) -> int | None:
