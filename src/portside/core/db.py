@@ -58,19 +58,24 @@ class Database:
         if url.startswith("mysql"):
             kwargs["connect_args"] = {"charset": "utf8mb4"}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # reads run in autocommit: no BEGIN and no ROLLBACK round trip per request
+        self.reader: AsyncEngine = create_async_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
         self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
         if self.dialect == "sqlite":
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.reader.sync_engine, "connect", _sqlite_pragmas)
         # SQLite has one writer; serialising writes in-process avoids lock thrash and busy errors.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self.after_commit: list[AfterCommit] = []
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.reader.dispose()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        """A connection for reads (autocommit: each statement sees the latest committed data)."""
+        async with self.reader.connect() as conn:
             yield conn
 
     @asynccontextmanager
