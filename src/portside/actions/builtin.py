@@ -105,10 +105,6 @@ def builtin_doc() -> SchemaDoc:
     return parse_document(BUILTIN_ACTIONS, "<builtin actions>")
 
 
-def _client_keys(ctx: ActionContext, email: str) -> tuple[str, str]:
-    return f"account:{email}", f"client:{ctx.client}"
-
-
 @performers.register("__signup")
 async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     a = ctx.attributes
@@ -128,15 +124,18 @@ async def signin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     s = ctx.services
     email = str(ctx.attributes.get("email") or "")
     password = ctx.attributes.get("password")
-    keys = _client_keys(ctx, email)
-    s.signin_limiter.check(*keys)
+    # failed sign-ins are limited per account (guessing one password) and, more loosely, per client
+    # address (spraying many accounts), so one noisy neighbour behind a NAT does not lock everyone out
+    s.account_limiter.check(email)
+    s.client_limiter.check(ctx.client)
     u = s.model.table("user_account").sa
     row = (await ctx.uow.conn.execute(sa.select(u.c.reference_id, u.c.password).where(u.c.email == email))).first()
     hashed = row.password if row is not None else None
     ok = isinstance(password, str) and isinstance(hashed, str) and hashed != ""
     ok = ok and await asyncio.to_thread(crypto.check_password, str(password), str(hashed))
     if not ok or row is None:
-        s.signin_limiter.fail(*keys)
+        s.account_limiter.fail(email)
+        s.client_limiter.fail(ctx.client)
         raise Unauthorized("Invalid username or password")
     actor = await actor_for_user(ctx.uow.conn, s.model, ref=row.reference_id)
     assert actor is not None and actor.ref is not None

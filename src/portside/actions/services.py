@@ -27,7 +27,8 @@ class Services:
     crud: Crud
     bus: Bus
     performers: Registry = field(default_factory=lambda: performers)
-    signin_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window_seconds=300))
+    account_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window_seconds=300))
+    client_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=50, window_seconds=300))
     actors: EventCache[str, Actor] = field(default_factory=actor_cache)
 
     def invalidate(self, events: list[Event]) -> None:

@@ -41,6 +41,21 @@ def _attributes(tm: TableModel) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
 
+def _input(tm: TableModel) -> dict[str, Any]:
+    """What a client may send as attributes: the table's columns (unknown names are a 400)."""
+    props: dict[str, Any] = {}
+    for c in tm.api_columns():
+        schema = _column_schema(c, tm)
+        if fieldtypes.is_secret(c) or c.column_name in tm.fks or c.family in ASSETS:
+            schema = {}  # hashed/encrypted text, references and file lists: checked by the server
+        props[c.column_name] = schema
+    props["__type"] = {"type": "string"}
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+ASSETS = frozenset({"file", "image", "video", "gzip"})
+
+
 def _responses(ok: str, schema: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if schema is None:
@@ -96,6 +111,7 @@ def document(model: Model) -> dict[str, Any]:
             },
         }
         schemas[name] = res
+        schemas[f"{name}_input"] = _input(tm)
         item = {"$ref": f"#/components/schemas/{name}"}
         body = {
             "required": True,
@@ -110,9 +126,12 @@ def document(model: Model) -> dict[str, Any]:
                                 "required": ["type"],
                                 "properties": {
                                     "type": {"type": "string"},
-                                    "id": {"type": "string"},
-                                    "attributes": {"type": "object"},
-                                    "relationships": {"type": "object"},
+                                    "id": {"type": "string", "format": "uuid"},
+                                    "attributes": {"$ref": f"#/components/schemas/{name}_input"},
+                                    "relationships": {
+                                        "type": "object",
+                                        "propertyNames": {"enum": sorted(tm.relations) or [""]},
+                                    },
                                 },
                             }
                         },

@@ -1,0 +1,40 @@
+"""Failed sign-ins are limited per account and, more loosely, per client address (429, Retry-After)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support import Server, fresh_database, new_user, signin, start_server
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[Server]:
+    url, drop = fresh_database("sqlite")
+    s = start_server(url)
+    yield s
+    s.stop()
+    drop()
+
+
+def attempt(c: object, email: str, password: str = "wrong-password") -> int:
+    r = c.post("/action/user_account/signin", json={"attributes": {"email": email, "password": password}})  # type: ignore[attr-defined]
+    return int(r.status_code)
+
+
+def test_account_limit_then_client_limit(srv: Server) -> None:
+    victim, _ = new_user(srv, "victim")
+    with srv.client() as c:
+        statuses = [attempt(c, victim) for _ in range(11)]
+        assert statuses[:10] == [401] * 10 and statuses[10] == 429
+        r = c.post("/action/user_account/signin", json={"attributes": {"email": victim, "password": "secret123"}})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # even the right password waits
+        # another account from the same address is not locked by that
+        other, _ = new_user(srv, "other")
+        assert attempt(c, other) == 401
+        assert signin(c, other)  # and signs in fine
+        # spraying many accounts trips the per-address limit
+        spray = [attempt(c, f"nobody{i}@example.com") for i in range(60)]
+        assert 429 in spray and spray[0] == 401
+        assert attempt(c, other, "secret123") == 429
