@@ -23,3 +23,13 @@ def server(db_url: str) -> Iterator[Server]:
     srv = start_server(db_url)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def sqlite_server() -> Iterator[Server]:
+    """A server of this module's own on a fresh SQLite database (state no other module sees)."""
+    url, drop = fresh_database("sqlite")
+    srv = start_server(url)
+    yield srv
+    srv.stop()
+    drop()

@@ -102,28 +102,32 @@ def fresh_database(kind: str) -> tuple[str, Any]:
     if kind == "sqlite":
         d = tempfile.mkdtemp(prefix="portside-db-")
         return f"sqlite+aiosqlite:///{d}/portside.db", lambda: None
-    if kind == "postgresql":
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    servers = {  # admin URL, create, drop, URL the server uses
+        "postgresql": (
+            PG_ADMIN,
+            f'CREATE DATABASE "{name}"',
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
+        ),
+        "mysql": (
+            MYSQL_ADMIN,
+            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            f"DROP DATABASE IF EXISTS `{name}`",
+            f"mysql+asyncmy://root@127.0.0.1:3306/{name}",
+        ),
+    }
+    if kind in servers:
+        admin_url, create_sql, drop_sql, url = servers[kind]
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
-            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            c.execute(sa.text(create_sql))
 
-        def drop_pg() -> None:
+        def drop() -> None:
             with admin.connect() as c:
-                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                c.execute(sa.text(drop_sql))
             admin.dispose()
 
-        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", drop_pg
-    if kind == "mysql":
-        admin = sa.create_engine(MYSQL_ADMIN)
-        with admin.connect() as c:
-            c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-
-        def drop_my() -> None:
-            with admin.connect() as c:
-                c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-            admin.dispose()
-
-        return f"mysql+asyncmy://root@127.0.0.1:3306/{name}", drop_my
+        return url, drop
     raise ValueError(kind)
 
 

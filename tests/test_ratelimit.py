@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from support import Server, fresh_database, new_user, signin, start_server
+from support import Server, new_user, signin
 
 
 @pytest.fixture(scope="module")
-def srv() -> Iterator[Server]:
-    url, drop = fresh_database("sqlite")
-    s = start_server(url)
-    yield s
-    s.stop()
-    drop()
+def srv(sqlite_server: Server) -> Server:
+    return sqlite_server
 
 
 def attempt(c: object, email: str, password: str = "wrong-password") -> int:

@@ -4,11 +4,10 @@ and schema-declared actions whose outcomes run as the caller."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from support import Server, create, fresh_database, me, new_user, schema_upload, start_server
+from support import Server, create, me, new_user, schema_upload
 
 PROJECT = """
 Tables:
@@ -53,6 +52,10 @@ Actions:
         Method: GET_BY_ID
         SkipInResponse: true
         Attributes: {reference_id: "~created.reference_id"}
+      - Type: client.notify
+        Method: ACTIONRESPONSE
+        ContinueOnError: true
+        Attributes: {message: "~no_such_value"}
   - Name: escalate
     OnType: project
     InstanceOptional: true
@@ -60,6 +63,15 @@ Actions:
       - Type: audit_note
         Method: POST
         Attributes: {text: "users may not write here"}
+  - Name: broken
+    OnType: project
+    OutFields:
+      - Type: task_item
+        Method: POST
+        Attributes: {title: "must not survive"}
+      - Type: client.notify
+        Method: ACTIONRESPONSE
+        Attributes: {message: "~no_such_value"}
   - Name: scripted
     OnType: project
     OutFields:
@@ -70,12 +82,8 @@ Actions:
 
 
 @pytest.fixture(scope="module")
-def srv() -> Iterator[Server]:
-    url, drop = fresh_database("sqlite")
-    s = start_server(url)
-    yield s
-    s.stop()
-    drop()
+def srv(sqlite_server: Server) -> Server:
+    return sqlite_server
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +151,12 @@ def test_schema_actions_run_as_the_caller(srv: Server, tokens: tuple[str, str]) 
         assert body[0]["Attributes"]["points"] == 3  # InField DefaultValue applies
         assert body[0]["Attributes"]["project_id"] == project
         assert body[1]["Attributes"]["message"] == "created   Launch  in Apollo"
-        assert len(body) == 2  # condition false, GET_BY_ID skipped in the response
+        assert len(body) == 2  # condition false, GET_BY_ID skipped, the failing ContinueOnError outcome skipped
+        r = c.post("/action/project/broken", json={"attributes": {}})
+        assert r.status_code == 400 and "no_such_value" in r.json()[0]["Attributes"]["message"]
+        # the outcomes share one transaction: the task created before the failure was rolled back
+        q = '[{"column":"title","operator":"is","value":"must not survive"}]'
+        assert c.get("/api/task_item", params={"query": q}).json()["links"]["total"] == 0
         r = c.post(
             "/action/project/add_task", json={"attributes": {"project_id": project, "title": "t2", "loud": True}}
         )
