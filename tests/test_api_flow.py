@@ -574,3 +574,47 @@ def test_hostile_filter_values_never_500(world: World) -> None:
 
                     r = c.get("/api/note", params={"query": json.dumps(f)})
                     assert r.status_code in (200, 400), (column, op, v, r.status_code, r.text)
+
+
+def test_cors_from_live_config(world: World) -> None:
+    import json
+
+    app_origin = "https://app.example"
+    with world.c() as g:
+        r = g.get("/api/note", headers={"Origin": app_origin})
+        assert "access-control-allow-origin" not in r.headers  # nothing allowed by default
+    with world.c(world.admin) as c:
+        conf = {
+            "version": "1",
+            "allowed_origins": [app_origin],
+            "allowed_methods": [],
+            "allowed_headers": [],
+            "exposed_headers": ["Location"],
+            "allow_credentials": True,
+            "max_age": 60,
+        }
+        assert c.post("/_config/backend/cors.config", content=json.dumps(conf)).status_code == 200
+    with world.c() as g:
+        r = g.options(
+            "/api/note",
+            headers={
+                "Origin": app_origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert r.status_code == 204
+        assert r.headers["access-control-allow-origin"] == app_origin
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert r.headers["access-control-allow-credentials"] == "true"
+        r = g.get("/api/note", headers={"Origin": app_origin})
+        assert r.headers["access-control-allow-origin"] == app_origin
+        assert r.headers["access-control-expose-headers"] == "Location"
+        r = g.get("/api/note", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+        r = g.get("/api/no_such_table", headers={"Origin": app_origin})  # errors carry CORS headers too
+        assert r.status_code == 404 and r.headers["access-control-allow-origin"] == app_origin
+    with world.c(world.admin) as c:
+        assert c.delete("/_config/backend/cors.config").status_code == 204
+    with world.c() as g:
+        assert "access-control-allow-origin" not in g.get("/api/note", headers={"Origin": app_origin}).headers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -17,6 +18,7 @@ from portside.actions.services import Services
 from portside.errors import PortsideError
 from portside.http import action, api, config, openapi
 from portside.http.common import JSONAPI, json_response
+from portside.http.cors import CorsMiddleware
 
 logger = log.get("http")
 
@@ -51,6 +53,7 @@ def build_app(services: Services) -> Starlette:
     routes = [Route("/ping", ping), *api.routes, *action.routes, *config.routes, *openapi.routes]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config"))],
         exception_handlers={PortsideError: on_portside_error, HTTPException: on_http_error, Exception: on_error},
     )
     app.state.services = services
