@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside.auth.permissions import REFER, Actor, allowed
 from portside.core import fieldtypes, records, validation
 from portside.core.model import Model, TableModel
-from portside.errors import BadRequest, Forbidden, NotFound
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
 from portside.tools.ids import parse_uuid
 
 READ_ONLY = frozenset({"__type", "id", "reference_id", "created_at", "updated_at", "version"})
@@ -106,3 +107,14 @@ def permission_value(raw: Any) -> int:
     if not 0 <= value < (1 << 22):
         raise BadRequest("permission must be between 0 and 4194303", pointer=_pointer("permission"))
     return value
+
+
+def translate_db_error(exc: Exception) -> PortsideError:
+    if isinstance(exc, IntegrityError):
+        text = str(exc.orig).lower()
+        if "unique" in text or "duplicate" in text:
+            return Conflict("a row with the same unique value already exists")
+        if "null" in text:
+            return BadRequest("a required value is missing")
+        return Conflict("the write conflicts with existing data")
+    return BadRequest("the database rejected a value (too long or of the wrong type)")

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingErr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside import log
-from portside.actions.convert import permission_value, resolve_ref, to_values
+from portside.actions import links
+from portside.actions.convert import permission_value, resolve_ref, to_values, translate_db_error
 from portside.auth.permissions import (
     CREATE,
     DELETE,
@@ -36,7 +37,7 @@ from portside.core.db import Database, UnitOfWork
 from portside.core.events import Grants
 from portside.core.model import Model, RelSpec, TableModel
 from portside.core.records import RowData
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
+from portside.errors import BadRequest, Forbidden, NotFound
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -62,17 +63,6 @@ class Page:
     size: int
     included: list[tuple[str, RowData]] = field(default_factory=list)
     linked: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # rel -> row id -> refs
-
-
-def translate_db_error(exc: Exception) -> PortsideError:
-    if isinstance(exc, IntegrityError):
-        text = str(exc.orig).lower()
-        if "unique" in text or "duplicate" in text:
-            return Conflict("a row with the same unique value already exists")
-        if "null" in text:
-            return BadRequest("a required value is missing")
-        return Conflict("the write conflicts with existing data")
-    return BadRequest("the database rejected a value (too long or of the wrong type)")
 
 
 class Crud:
@@ -318,7 +308,7 @@ class Crud:
                 )
             else:
                 values["user_account_id"] = actor.user_id
-        links = await self._to_many(uow.conn, actor, tm, relationships)
+        to_link = await links.to_many(self, uow.conn, actor, tm, relationships)
         groups = [(g.name, g.permission or self._link_default(tm)) for g in tm.decl.default_groups]
         row = await records.insert(
             uow,
@@ -333,8 +323,8 @@ class Crud:
         if table == "user_account" and actor.is_guest:  # a user signing up owns their own row
             await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row.id).values(user_account_id=row.id))
             row = await records.refresh_event(uow, model, tm, row.id, actor.ref)
-        if links:
-            await self._link(uow, actor, tm, row.id, links, replace=False)
+        if to_link:
+            await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
             row = await records.fetch_one(uow.conn, model, tm, row_id=row.id) or row
         return row
 
@@ -373,10 +363,14 @@ class Crud:
                 )
         if table == "user_account" and "password" in values:
             values["auth_version"] = tm.sa.c.auth_version + 1  # every older token stops working
-        links = await self._to_many(uow.conn, actor, tm, relationships)
-        if links:
-            await self._link(uow, actor, tm, row.id, links, replace=False)
+        to_link = await links.to_many(self, uow.conn, actor, tm, relationships)
+        if to_link:
+            await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
         return await records.update(uow, model, tm, row.id, values, actor=actor.ref)
+
+    async def change_links(self, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:
+        """Relationship endpoint writes: mode add (POST), replace (PATCH) or remove (DELETE)."""
+        await links.change(self, actor, table, ref, name, body, mode)
 
     async def delete(self, actor: Actor, table: str, ref: str, *, uow: UnitOfWork | None = None) -> None:
         if uow is None:
@@ -391,123 +385,8 @@ class Crud:
         row = await self.row(uow.conn, actor, tm, ref, DELETE)
         await records.delete(uow, model, tm, row, actor=actor.ref)
 
-    # -- relationships --------------------------------------------------------------------------
-
-    async def _to_many(
-        self, conn: AsyncConnection, actor: Actor, tm: TableModel, relationships: Any
-    ) -> dict[str, list[int]]:
-        """Parse `relationships` for to-many (join table) relations into target ids (Refer checked)."""
-        if relationships is None:
-            return {}
-        if not isinstance(relationships, dict):
-            raise BadRequest("relationships must be an object", pointer="/data/relationships")
-        out: dict[str, list[int]] = {}
-        for name, body in relationships.items():
-            rel = tm.relations.get(name)
-            pointer = f"/data/relationships/{name}"
-            if rel is None:
-                raise BadRequest(f"unknown relationship {name!r}", pointer=pointer)
-            if not isinstance(body, dict) or "data" not in body:
-                raise BadRequest("relationship must be an object with data", pointer=pointer)
-            data = body["data"]
-            if rel.join_table is None:
-                continue  # to-one relations are written through the FK attribute
-            if not isinstance(data, list):
-                raise BadRequest("to-many relationship data must be a list", pointer=f"{pointer}/data")
-            ids = []
-            for i, item in enumerate(data[:1000]):
-                rid = await resolve_ref(conn, self.model, actor, rel.target, item, f"{pointer}/data/{i}")
-                if rid is not None:
-                    ids.append(rid)
-            out[name] = ids
-        return out
-
-    async def _link(
-        self, uow: UnitOfWork, actor: Actor, tm: TableModel, row_id: int, links: dict[str, list[int]], *, replace: bool
-    ) -> None:
-        model = self.model
-        for name, target_ids in links.items():
-            rel = tm.relations[name]
-            assert rel.join_table and rel.join_self and rel.join_target
-            jt = model.table(rel.join_table)
-            j = jt.sa
-            rows = await uow.conn.execute(sa.select(j.c.id, j.c[rel.join_target]).where(j.c[rel.join_self] == row_id))
-            existing: dict[int, int] = {int(target): int(link) for link, target in rows}
-            for tid in target_ids:
-                if tid not in existing:
-                    await records.insert(
-                        uow,
-                        model,
-                        jt,
-                        {rel.join_self: row_id, rel.join_target: tid},
-                        permission=self.catalog.default_permission(jt.decl),
-                        actor=actor.ref,
-                    )
-            if replace:
-                for old_tid, link_id in existing.items():
-                    if old_tid not in target_ids:
-                        link = await records.fetch_one(uow.conn, model, jt, row_id=link_id)
-                        if link is not None:
-                            await records.delete(uow, model, jt, link, actor=actor.ref)
-            if rel.target == "usergroup":  # the row's grants changed: tell subscribers
-                await records.refresh_event(uow, model, tm, row_id, actor.ref)
-
-    async def unlink(
-        self, uow: UnitOfWork, actor: Actor, tm: TableModel, row_id: int, name: str, target_ids: list[int]
-    ) -> None:
-        model = self.model
-        rel = tm.relations[name]
-        assert rel.join_table and rel.join_self and rel.join_target
-        jt = model.table(rel.join_table)
-        links = await records.fetch(
-            uow.conn, model, jt, sa.and_(jt.sa.c[rel.join_self] == row_id, jt.sa.c[rel.join_target].in_(target_ids))
-        )
-        for link in links:
-            await records.delete(uow, model, jt, link, actor=actor.ref)
-        if rel.target == "usergroup" and links:
-            await records.refresh_event(uow, model, tm, row_id, actor.ref)
-
-    async def change_links(self, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:
-        """Relationship endpoint writes: mode add (POST), replace (PATCH) or remove (DELETE)."""
-        model = self.model
-        tm = model.table(table)
-        rel = tm.relations.get(name)
-        if rel is None:
-            raise NotFound(f"no relationship {name!r} on {table}")
-        try:
-            async with self.db.transaction() as uow:
-                await self.gate(uow.conn, actor, tm, REFER)
-                row = await self.row(uow.conn, actor, tm, ref, UPDATE)
-                if rel.join_table is None:
-                    if mode == "remove" or not isinstance(body, dict):
-                        raise BadRequest("to-one relationships are replaced with PATCH", pointer="/data")
-                    fk = rel.fk_column or rel.name
-                    await self.update(actor, table, row.ref, {fk: (body.get("data") or {}).get("id")}, uow=uow)
-                    return
-                links = await self._to_many(uow.conn, actor, tm, {name: body})
-                ids = links.get(name, [])
-                if mode == "remove":
-                    await self.unlink(uow, actor, tm, row.id, name, ids)
-                else:
-                    await self._link(uow, actor, tm, row.id, {name: ids}, replace=mode == "replace")
-        except (IntegrityError, DBAPIError) as exc:
-            raise translate_db_error(exc) from None
-
 
 def _verb(right: int) -> str:
     return {PEEK: "see", READ: "read", CREATE: "create", UPDATE: "update", DELETE: "delete", REFER: "refer to"}.get(
         right, "use"
     )
-
-
-def related_where(model: Model, tm: TableModel, row: RowData, rel: RelSpec) -> Any:
-    """Condition on the target table selecting the rows related to `row` through `rel`."""
-    target = model.table(rel.target).sa
-    if rel.fk_column is not None:
-        ref = row.attrs.get(rel.fk_column)
-        return target.c.reference_id == ref if ref else sa.false()
-    if rel.reverse_fk is not None:
-        return target.c[rel.reverse_fk] == row.id
-    assert rel.join_table and rel.join_self and rel.join_target
-    j = model.table(rel.join_table).sa
-    return target.c.id.in_(sa.select(j.c[rel.join_target]).where(j.c[rel.join_self] == row.id))

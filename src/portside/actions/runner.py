@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from portside.actions import expressions
-from portside.actions.crud import translate_db_error
+from portside.actions.convert import translate_db_error
 from portside.actions.registry import ActionContext, Response, response
 from portside.actions.services import Services
 from portside.auth.permissions import EXECUTE, READ, Actor, allowed

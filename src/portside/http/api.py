@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portside.actions.crud import related_where
+from portside.actions.links import related_where
 from portside.errors import NotFound
 from portside.http import jsonapi
 from portside.http.common import JSONAPI, actor, json_response, read_json, services

@@ -1,0 +1,148 @@
+"""Relationships through join tables: parse to-many payloads, add, replace and remove links.
+
+Every link row is a row of its join table, written through `records` so it has its own change event; a
+change to a row's usergroup links also re-announces the row (its grants changed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from portside.actions.convert import resolve_ref, translate_db_error
+from portside.auth.permissions import REFER, UPDATE, Actor
+from portside.core import records
+from portside.core.db import UnitOfWork
+from portside.core.model import Model, RelSpec, TableModel
+from portside.core.records import RowData
+from portside.errors import BadRequest, NotFound
+
+if TYPE_CHECKING:
+    from portside.actions.crud import Crud
+
+
+async def to_many(
+    crud: Crud, conn: AsyncConnection, actor: Actor, tm: TableModel, relationships: Any
+) -> dict[str, list[int]]:
+    """Parse `relationships` for to-many (join table) relations into target ids (Refer checked)."""
+    if relationships is None:
+        return {}
+    if not isinstance(relationships, dict):
+        raise BadRequest("relationships must be an object", pointer="/data/relationships")
+    out: dict[str, list[int]] = {}
+    for name, body in relationships.items():
+        rel = tm.relations.get(name)
+        pointer = f"/data/relationships/{name}"
+        if rel is None:
+            raise BadRequest(f"unknown relationship {name!r}", pointer=pointer)
+        if not isinstance(body, dict) or "data" not in body:
+            raise BadRequest("relationship must be an object with data", pointer=pointer)
+        data = body["data"]
+        if rel.join_table is None:
+            continue  # to-one relations are written through the FK attribute
+        if not isinstance(data, list):
+            raise BadRequest("to-many relationship data must be a list", pointer=f"{pointer}/data")
+        ids = []
+        for i, item in enumerate(data[:1000]):
+            rid = await resolve_ref(conn, crud.model, actor, rel.target, item, f"{pointer}/data/{i}")
+            if rid is not None:
+                ids.append(rid)
+        out[name] = ids
+    return out
+
+
+async def link(
+    crud: Crud,
+    uow: UnitOfWork,
+    actor: Actor,
+    tm: TableModel,
+    row_id: int,
+    links: dict[str, list[int]],
+    *,
+    replace: bool,
+) -> None:
+    model = crud.model
+    for name, target_ids in links.items():
+        rel = tm.relations[name]
+        assert rel.join_table and rel.join_self and rel.join_target
+        jt = model.table(rel.join_table)
+        j = jt.sa
+        rows = await uow.conn.execute(sa.select(j.c.id, j.c[rel.join_target]).where(j.c[rel.join_self] == row_id))
+        existing: dict[int, int] = {int(target): int(link) for link, target in rows}
+        for tid in target_ids:
+            if tid not in existing:
+                await records.insert(
+                    uow,
+                    model,
+                    jt,
+                    {rel.join_self: row_id, rel.join_target: tid},
+                    permission=crud.catalog.default_permission(jt.decl),
+                    actor=actor.ref,
+                )
+        if replace:
+            for old_tid, link_id in existing.items():
+                if old_tid not in target_ids:
+                    link = await records.fetch_one(uow.conn, model, jt, row_id=link_id)
+                    if link is not None:
+                        await records.delete(uow, model, jt, link, actor=actor.ref)
+        if rel.target == "usergroup":  # the row's grants changed: tell subscribers
+            await records.refresh_event(uow, model, tm, row_id, actor.ref)
+
+
+async def unlink(
+    crud: Crud, uow: UnitOfWork, actor: Actor, tm: TableModel, row_id: int, name: str, target_ids: list[int]
+) -> None:
+    model = crud.model
+    rel = tm.relations[name]
+    assert rel.join_table and rel.join_self and rel.join_target
+    jt = model.table(rel.join_table)
+    links = await records.fetch(
+        uow.conn, model, jt, sa.and_(jt.sa.c[rel.join_self] == row_id, jt.sa.c[rel.join_target].in_(target_ids))
+    )
+    for link in links:
+        await records.delete(uow, model, jt, link, actor=actor.ref)
+    if rel.target == "usergroup" and links:
+        await records.refresh_event(uow, model, tm, row_id, actor.ref)
+
+
+async def change(crud: Crud, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:
+    """Relationship endpoint writes: mode add (POST), replace (PATCH) or remove (DELETE)."""
+    model = crud.model
+    tm = model.table(table)
+    rel = tm.relations.get(name)
+    if rel is None:
+        raise NotFound(f"no relationship {name!r} on {table}")
+    try:
+        async with crud.db.transaction() as uow:
+            await crud.gate(uow.conn, actor, tm, REFER)
+            row = await crud.row(uow.conn, actor, tm, ref, UPDATE)
+            if rel.join_table is None:
+                if mode == "remove" or not isinstance(body, dict):
+                    raise BadRequest("to-one relationships are replaced with PATCH", pointer="/data")
+                fk = rel.fk_column or rel.name
+                await crud.update(actor, table, row.ref, {fk: (body.get("data") or {}).get("id")}, uow=uow)
+                return
+            links = await to_many(crud, uow.conn, actor, tm, {name: body})
+            ids = links.get(name, [])
+            if mode == "remove":
+                await unlink(crud, uow, actor, tm, row.id, name, ids)
+            else:
+                await link(crud, uow, actor, tm, row.id, {name: ids}, replace=mode == "replace")
+    except (IntegrityError, DBAPIError) as exc:
+        raise translate_db_error(exc) from None
+
+
+def related_where(model: Model, tm: TableModel, row: RowData, rel: RelSpec) -> Any:
+    """Condition on the target table selecting the rows related to `row` through `rel`."""
+    target = model.table(rel.target).sa
+    if rel.fk_column is not None:
+        ref = row.attrs.get(rel.fk_column)
+        return target.c.reference_id == ref if ref else sa.false()
+    if rel.reverse_fk is not None:
+        return target.c[rel.reverse_fk] == row.id
+    assert rel.join_table and rel.join_self and rel.join_target
+    j = model.table(rel.join_table).sa
+    return target.c.id.in_(sa.select(j.c[rel.join_target]).where(j.c[rel.join_self] == row.id))
