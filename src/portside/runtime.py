@@ -28,6 +28,7 @@ from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
 from portside.http.app import build_app
 from portside.realtime.bus import make_bus
+from portside.realtime.hub import LiveHub
 from portside.settings import Settings
 from portside.tools.ids import uuid7_str
 
@@ -77,8 +78,10 @@ class Portside:
         await catalog.start()
         await config.load()
         await self._secrets(config)
-        svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus)
+        svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
         self.services = svc
+        assert svc.hub is not None
+        await svc.hub.start()
 
         async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response
             svc.invalidate(committed)
@@ -102,6 +105,9 @@ class Portside:
             access_log=False,
             server_header=False,
             ws="websockets-sansio",
+            ws_max_size=1024 * 1024,  # /live frames
+            ws_ping_interval=20,  # server pings find dead peers
+            ws_ping_timeout=20,
         )
         server = uvicorn.Server(config)
         self._server = server
@@ -129,6 +135,8 @@ class Portside:
                 await asyncio.wait_for(t, timeout=5)
         self._tasks.clear()
         if self.services is not None:
+            if self.services.hub is not None:
+                await self.services.hub.stop()
             await self.services.bus.stop()
             await self.services.db.dispose()
             self.services = None

@@ -26,7 +26,8 @@ from portside.core.declarations import (
 from portside.errors import SchemaError
 from portside.tools import jsonutil
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")  # tables, relation names
+COLUMN_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # a column may be one letter
 RELATION_KINDS = {"belongs_to", "has_one", "has_many", "has_many_and_belongs_to_many"}
 MAX_SCHEMA_BYTES = 2 * 1024 * 1024
 __all__ = [
@@ -120,10 +121,11 @@ class Keys:
         return v
 
 
-def _name(value: str, where: str) -> str:
+def _name(value: str, where: str, *, pattern: re.Pattern[str] = NAME_RE) -> str:
     name = snake(value)
-    if not NAME_RE.fullmatch(name):
-        raise SchemaError(f"{where}: invalid name {value!r} (letters, digits and _; 2-63 chars)")
+    if not pattern.fullmatch(name):
+        size = "2-63" if pattern is NAME_RE else "1-63"
+        raise SchemaError(f"{where}: invalid name {value!r} (letters, digits and _; {size} chars)")
     return name
 
 
@@ -135,7 +137,7 @@ def parse_column(raw: Any, where: str, *, keep_name: bool = False) -> Column:
         raise SchemaError(f"{where}: column needs ColumnName or Name")
     if keep_name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", cname):
         raise SchemaError(f"{where}: invalid field name {cname!r}")
-    column_name = cname if keep_name else _name(cname, where)
+    column_name = cname if keep_name else _name(cname, where, pattern=COLUMN_RE)
     fk = None
     if k.flag("IsForeignKey") and k.get("ForeignKeyData") is not None:
         f = Keys(k.get("ForeignKeyData"), f"{where}.ForeignKeyData")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from portside.actions.services import Services
@@ -17,7 +17,7 @@ JSONAPI = "application/vnd.api+json"
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 
-def services(request: Request) -> Services:
+def services(request: HTTPConnection) -> Services:
     svc: Services = request.app.state.services
     return svc
 
@@ -28,7 +28,7 @@ def json_response(
     return Response(jsonutil.dumps(data), status_code=status, media_type=media_type, headers=headers)
 
 
-def token_of(request: Request) -> str | None:
+def token_of(request: HTTPConnection) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
@@ -40,7 +40,7 @@ def token_of(request: Request) -> str | None:
     return request.cookies.get("token") or None
 
 
-async def actor(request: Request) -> Actor:
+async def actor(request: HTTPConnection) -> Actor:
     """The caller: absent token → guest; a token that is present but bad → 401."""
     cached = request.scope.get("portside.actor")
     if isinstance(cached, Actor):

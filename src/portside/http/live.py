@@ -1,0 +1,203 @@
+"""/live: the realtime WebSocket (Daptin's protocol, spec/realtime.md §A).
+
+This first slice serves table topics: `subscribe` (with §A.8 filters), `unsubscribe`, `ping`, and event
+frames filtered per row by the caller's rights. A missing or bad token is refused with HTTP 401 before
+the upgrade (`live.allow_guests` admits anonymous sessions that see what a guest may see). `data` is
+base64 of JSON by default, plain JSON with `?encoding=json`; every event frame carries its `offset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from typing import Any
+
+from starlette.responses import PlainTextResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from portside.auth.permissions import GUEST, PEEK, Actor
+from portside.errors import Forbidden, PortsideError
+from portside.http.common import actor as caller
+from portside.http.common import services, token_of
+from portside.realtime.hub import LiveHub, LiveSession
+from portside.tools import jsonutil
+
+QUEUE_SIZE = 1024
+MAX_TOPICS_PER_CALL = 100
+MAX_SUBSCRIPTIONS = 1000
+CLOSE_TOO_SLOW = 1013
+
+
+def encode(frame: dict[str, Any], as_json: bool) -> str:
+    """Serialise a frame; shared event frames memoise their text per encoding."""
+    memo_key = "\x00json" if as_json else "\x00b64"
+    memo = frame.get(memo_key)
+    if isinstance(memo, str):
+        return memo
+    out = {k: v for k, v in frame.items() if not k.startswith("\x00")}
+    if "data" in out and not as_json:
+        out["data"] = base64.b64encode(jsonutil.dumps(out["data"])).decode()
+    text = jsonutil.dumps_str(out)
+    if frame.get("type") == "event":
+        frame[memo_key] = text
+    return text
+
+
+def response(req_id: Any, method: str, ok: bool, *, error: str = "", data: Any = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "response"}
+    if isinstance(req_id, str) and req_id:
+        frame["id"] = req_id
+    if method:
+        frame["method"] = method
+    frame["ok"] = ok
+    if error:
+        frame["error"] = error
+    if data is not None:
+        frame["data"] = data
+    return frame
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, hub: LiveHub, who: Actor, as_json: bool):
+        self.ws = ws
+        self.hub = hub
+        self.as_json = as_json
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
+        self.session = LiveSession(who, self.offer)
+        self.too_slow = asyncio.Event()
+
+    def offer(self, frame: dict[str, Any]) -> bool:
+        try:
+            self.queue.put_nowait(frame)
+            return True
+        except asyncio.QueueFull:
+            self.too_slow.set()
+            return False
+
+    async def writer(self) -> None:
+        while True:
+            frame = await self.queue.get()
+            if frame is None:
+                return
+            await self.ws.send_text(encode(frame, self.as_json))
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            request = jsonutil.loads(raw, max_depth=16)
+        except jsonutil.JSONError:
+            self.offer(response(None, "", False, error="invalid JSON"))
+            return
+        if not isinstance(request, dict):
+            self.offer(response(None, "", False, error="request must be a JSON object"))
+            return
+        req_id = request.get("id")
+        raw_method = request.get("method")
+        method = raw_method if isinstance(raw_method, str) else ""
+        if req_id is not None and not isinstance(req_id, str):
+            self.offer(response(None, method, False, error="id must be a string"))
+            return
+        attrs = request.get("attributes")
+        attrs = attrs if isinstance(attrs, dict) else {}
+        if method == "ping":
+            self.offer({"type": "pong"})
+        elif method == "subscribe":
+            await self.subscribe(req_id, attrs)
+        elif method == "unsubscribe":
+            for topic in self.topics(req_id, method, attrs):
+                if self.hub.unsubscribe(self.session, topic):
+                    self.offer(response(req_id, method, True, data={"topic": topic}))
+                else:
+                    self.offer(response(req_id, method, False, error=f"not subscribed: {topic}"))
+        else:
+            self.offer(response(req_id, method, False, error="no such method"))
+
+    def topics(self, req_id: Any, method: str, attrs: dict[str, Any]) -> list[str]:
+        raw = attrs.get("topicName")
+        if not isinstance(raw, str) or not raw.strip():
+            self.offer(response(req_id, method, False, error="missing or invalid topicName"))
+            return []
+        names = [t.strip() for t in raw.split(",") if t.strip()]
+        if len(names) > MAX_TOPICS_PER_CALL:
+            self.offer(response(req_id, method, False, error=f"at most {MAX_TOPICS_PER_CALL} topics per request"))
+            return []
+        return names
+
+    async def subscribe(self, req_id: Any, attrs: dict[str, Any]) -> None:
+        svc = services(self.ws)
+        filters = attrs.get("filters")
+        filters = filters if isinstance(filters, dict) else {}
+        for topic in self.topics(req_id, "subscribe", attrs):
+            tm = svc.model.tables.get(topic)
+            if tm is None:
+                self.offer(response(req_id, "subscribe", False, error=f"topic not found: {topic}"))
+                continue
+            if len(self.session.subscriptions) >= MAX_SUBSCRIPTIONS:
+                self.offer(response(req_id, "subscribe", False, error="too many subscriptions"))
+                continue
+            try:
+                async with svc.db.read() as conn:
+                    await svc.crud.gate(conn, self.session.actor, tm, PEEK)
+            except Forbidden:
+                self.offer(response(req_id, "subscribe", False, error=f"permission denied: {topic}"))
+                continue
+            self.hub.subscribe(self.session, topic, dict(filters))
+            self.offer(response(req_id, "subscribe", True, data={"topic": topic}))
+
+
+async def live(ws: WebSocket) -> None:
+    svc = services(ws)
+    hub = svc.hub
+    try:
+        if token_of(ws) is None and not svc.config.get_bool("live.allow_guests", False):
+            raise PortsideError("a token is required")
+        who = await caller(ws) if token_of(ws) is not None else GUEST
+    except PortsideError as exc:
+        await ws.send_denial_response(PlainTextResponse(f"unauthorized: {exc.detail}", status_code=401))
+        return
+    if hub is None:
+        await ws.send_denial_response(PlainTextResponse("live is not running", status_code=503))
+        return
+    await ws.accept()
+    conn = Connection(ws, hub, who, ws.query_params.get("encoding") == "json")
+    conn.offer(
+        {
+            "type": "session",
+            "status": "open",
+            "data": {
+                "user": who.ref,
+                "groups": sorted(who.groups),
+                "sessionId": conn.session.id,
+                "offset": svc.bus.head,
+            },
+        }
+    )
+    writer = asyncio.create_task(conn.writer())
+    slow = asyncio.create_task(conn.too_slow.wait())
+    try:
+        while True:
+            receive = asyncio.create_task(ws.receive())
+            done, _ = await asyncio.wait({receive, writer, slow}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                if slow in done:
+                    await ws.close(CLOSE_TOO_SLOW, "too slow: send queue full")
+                return
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text") if message.get("text") is not None else message.get("bytes")
+            if raw is not None:
+                await conn.handle(raw)
+    except WebSocketDisconnect:
+        return
+    finally:
+        hub.drop(conn.session)
+        for task in (writer, slow):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+routes = [WebSocketRoute("/live", live)]

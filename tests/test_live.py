@@ -1,0 +1,187 @@
+"""/live over a real socket with the `websockets` client: auth before upgrade, session frame, table
+subscriptions filtered per row (create, update, delete), filters, encodings, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websockets
+
+from support import Server, create, me, new_user, schema_upload
+
+SCHEMA = """
+Tables:
+  - TableName: feedrow
+    AccessGroups: [{Name: users, Permission: 2080768}]
+    DefaultPermission: 16256
+    Columns:
+      - {Name: title, DataType: varchar(100), ColumnType: label}
+      - {Name: n, DataType: int(11), ColumnType: measurement, IsNullable: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def live(sqlite_server: Server) -> Iterator[tuple[Server, str, str, str]]:
+    _, admin = new_user(sqlite_server, "ladmin")
+    _, alice = new_user(sqlite_server, "alice")
+    _, bob = new_user(sqlite_server, "bob")
+    with sqlite_server.client(admin) as c:
+        assert c.post("/action/world/become_an_administrator").status_code == 200
+        assert schema_upload(c, SCHEMA).status_code == 200
+    yield sqlite_server, admin, alice, bob
+
+
+def ws_url(server: Server, token: str | None, **query: str) -> str:
+    params = {**({"token": token} if token else {}), **query}
+    qs = "&".join(f"{k}={v}" for k, v in params.items())
+    return server.url.replace("http://", "ws://") + "/live" + (f"?{qs}" if qs else "")
+
+
+async def recv(ws: Any, timeout: float = 5) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+def data_of(frame: dict[str, Any]) -> Any:
+    return json.loads(base64.b64decode(frame["data"]))
+
+
+async def quiet(ws: Any, seconds: float = 0.5) -> list[dict[str, Any]]:
+    got = []
+    try:
+        while True:
+            got.append(await recv(ws, seconds))
+    except TimeoutError:
+        return got
+
+
+def test_upgrade_needs_a_valid_token(live: tuple[Server, str, str, str]) -> None:
+    server, *_ = live
+
+    async def main() -> None:
+        for url in (ws_url(server, None), ws_url(server, "garbage")):
+            with pytest.raises(websockets.InvalidStatus) as err:
+                async with websockets.connect(url):
+                    pass
+            assert err.value.response.status_code == 401
+
+    asyncio.run(main())
+
+
+def test_rows_reach_only_readers(live: tuple[Server, str, str, str]) -> None:
+    server, admin, alice, bob = live
+
+    async def main() -> None:
+        async with (
+            websockets.connect(ws_url(server, alice)) as a,
+            websockets.connect(ws_url(server, bob)) as b,
+            websockets.connect(ws_url(server, admin, encoding="json")) as adm,
+        ):
+            session = await recv(a)
+            assert session["type"] == "session" and session["status"] == "open"
+            info = data_of(session)
+            with server.client(alice) as c:
+                assert info["user"] == me(c)["id"] and isinstance(info["sessionId"], str)
+            for ws in (a, b, adm):
+                if ws is not a:
+                    await recv(ws)
+                await ws.send(json.dumps({"id": "s1", "method": "subscribe", "attributes": {"topicName": "feedrow"}}))
+                r = await recv(ws)
+                assert r["type"] == "response" and r["id"] == "s1" and r["ok"] is True, r
+            with server.client(alice) as c:
+                ref = create(c, "feedrow", title="mine").json()["data"]["id"]
+                c.patch(
+                    f"/api/feedrow/{ref}",
+                    json={"data": {"type": "feedrow", "id": ref, "attributes": {"title": "mine2"}}},
+                )
+                c.delete(f"/api/feedrow/{ref}")
+            got_a = [f for f in await quiet(a) if f["type"] == "event"]
+            assert [f["event"] for f in got_a] == ["create", "update", "delete"]
+            assert data_of(got_a[0])["title"] == "mine" and data_of(got_a[1])["title"] == "mine2"
+            assert all(f["topic"] == "feedrow" and f["source"] == "database" for f in got_a)
+            offsets = [f["offset"] for f in got_a]
+            assert offsets == sorted(offsets)
+            got_admin = [f for f in await quiet(adm) if f["type"] == "event"]
+            assert [f["data"]["title"] for f in got_admin][:2] == ["mine", "mine2"]  # ?encoding=json: plain data
+            assert [f for f in await quiet(b) if f["type"] == "event"] == []  # bob may not read alice's rows
+
+    asyncio.run(main())
+
+
+def test_filters_and_requests(live: tuple[Server, str, str, str]) -> None:
+    server, _, alice, _ = live
+
+    async def main() -> None:
+        async with websockets.connect(ws_url(server, alice)) as a:
+            await recv(a)
+            await a.send(
+                json.dumps(
+                    {
+                        "method": "subscribe",
+                        "attributes": {"topicName": "feedrow", "filters": {"EventType": "create", "n": 2}},
+                    }
+                )
+            )
+            assert (await recv(a))["ok"] is True
+            await a.send(json.dumps({"id": "again", "method": "subscribe", "attributes": {"topicName": "feedrow"}}))
+            assert (await recv(a))["ok"] is True  # a duplicate subscribe still gets its one response
+            with server.client(alice) as c:
+                for n in (1, 2, 3):
+                    create(c, "feedrow", title=f"f{n}", n=n)
+            events = [f for f in await quiet(a) if f["type"] == "event"]
+            assert [data_of(f)["n"] for f in events] == [2]
+            await a.send(json.dumps({"id": "p", "method": "ping"}))
+            assert await recv(a) == {"type": "pong"}
+            for bad, error in [
+                ("{not json", "invalid JSON"),
+                (json.dumps({"id": 5, "method": "ping"}), "id must be a string"),
+                (json.dumps({"id": "x", "method": "explode"}), "no such method"),
+                (
+                    json.dumps({"id": "y", "method": "subscribe", "attributes": {"topicName": "nope"}}),
+                    "topic not found: nope",
+                ),
+                (
+                    json.dumps({"id": "z", "method": "unsubscribe", "attributes": {"topicName": "world"}}),
+                    "not subscribed: world",
+                ),
+            ]:
+                await a.send(bad)
+                r = await recv(a)
+                assert r["type"] == "response" and r["ok"] is False and r["error"] == error, (bad, r)
+            await a.send(b"\xff\xfe garbage bytes")
+            assert (await recv(a))["error"] == "invalid JSON"
+            await a.send(json.dumps({"id": "u", "method": "unsubscribe", "attributes": {"topicName": "feedrow"}}))
+            assert (await recv(a))["ok"] is True
+            with server.client(alice) as c:
+                create(c, "feedrow", title="after", n=2)
+            assert [f for f in await quiet(a) if f["type"] == "event"] == []
+            # the socket still serves after all that
+            await a.send(json.dumps({"method": "ping"}))
+            assert (await recv(a))["type"] == "pong"
+
+    asyncio.run(main())
+
+
+def test_oversized_frame_closes_only_that_socket(live: tuple[Server, str, str, str]) -> None:
+    server, _, alice, bob = live
+
+    async def main() -> None:
+        async with (
+            websockets.connect(ws_url(server, alice), max_size=None) as a,
+            websockets.connect(ws_url(server, bob)) as b,
+        ):
+            await recv(a)
+            await recv(b)
+            await a.send("x" * (2 * 1024 * 1024))
+            with pytest.raises(websockets.ConnectionClosed) as err:
+                await recv(a)
+            assert err.value.rcvd is not None and err.value.rcvd.code == 1009
+            await b.send(json.dumps({"method": "ping"}))
+            assert (await recv(b))["type"] == "pong"
+
+    asyncio.run(main())
