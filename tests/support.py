@@ -29,6 +29,7 @@ class Server:
     proc: subprocess.Popen[str]
     data_dir: Path
     log: list[str] = field(default_factory=list)
+    database_url: str = ""
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -78,7 +79,7 @@ def start_server(
         lines.append(line)
         m = LISTEN_RE.search(line)
         if m:
-            server = Server(m.group(1), proc, data_dir, lines)
+            server = Server(m.group(1), proc, data_dir, lines, database_url)
             _drain(server)
             return server
     proc.kill()

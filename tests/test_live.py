@@ -185,3 +185,67 @@ def test_oversized_frame_closes_only_that_socket(live: tuple[Server, str, str, s
             assert (await recv(b))["type"] == "pong"
 
     asyncio.run(main())
+
+
+def test_resume_with_since_across_a_killed_server(live: tuple[Server, str, str, str]) -> None:
+    import signal
+
+    from support import start_server
+
+    server, _, alice, bob = live
+
+    async def first() -> int:
+        async with websockets.connect(ws_url(server, alice)) as a:
+            await recv(a)
+            await a.send(json.dumps({"method": "subscribe", "attributes": {"topicName": "feedrow"}}))
+            await recv(a)
+            with server.client(alice) as c:
+                create(c, "feedrow", title="seen")
+            frames = [f for f in await quiet(a) if f["type"] == "event"]
+            assert [data_of(f)["title"] for f in frames] == ["seen"]
+            return int(frames[-1]["offset"])
+
+    last = asyncio.run(first())
+    server.proc.send_signal(signal.SIGKILL)  # kill -9: no shutdown of any kind
+    server.proc.wait(10)
+    restarted = start_server(server.database_url, server.data_dir, "--event-history", "50")
+    try:
+        with restarted.client(alice) as c:
+            for title in ("missed-1", "missed-2"):
+                assert create(c, "feedrow", title=title).status_code == 201
+        with restarted.client(bob) as c:
+            assert create(c, "feedrow", title="bobs").status_code == 201  # alice may not read it
+
+        async def resume() -> None:
+            async with websockets.connect(ws_url(restarted, alice)) as a:
+                await recv(a)
+                await a.send(
+                    json.dumps(
+                        {"id": "r", "method": "subscribe", "attributes": {"topicName": "feedrow", "since": last}}
+                    )
+                )
+                assert (await recv(a))["ok"] is True
+                with restarted.client(alice) as c:
+                    create(c, "feedrow", title="live-after")
+                frames = [f for f in await quiet(a) if f["type"] == "event"]
+                assert [data_of(f)["title"] for f in frames] == ["missed-1", "missed-2", "live-after"]
+                offsets = [f["offset"] for f in frames]
+                assert offsets == sorted(set(offsets)) and offsets[0] > last
+                await a.send(
+                    json.dumps(
+                        {"id": "bad", "method": "subscribe", "attributes": {"topicName": "feedrow", "since": -1}}
+                    )
+                )
+                assert (await recv(a))["ok"] is False
+                # the log keeps 50 events here: offset 0 is long gone, and the client is told so
+                await a.send(
+                    json.dumps({"id": "old", "method": "subscribe", "attributes": {"topicName": "feedrow", "since": 0}})
+                )
+                r = await recv(a)
+                assert r["ok"] is False and r["error"] == "offset expired"
+
+        asyncio.run(resume())
+    finally:
+        restarted.stop()
+        # the module's fixture owns `server`; point it at a live process again for any later test
+        server.proc = restarted.proc

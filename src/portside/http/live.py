@@ -13,15 +13,17 @@ import base64
 import contextlib
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from portside.auth.permissions import GUEST, PEEK, Actor
+from portside.auth.permissions import GUEST, PEEK, READ, Actor, allowed
+from portside.core import events as ev
 from portside.errors import Forbidden, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import services, token_of
-from portside.realtime.hub import LiveHub, LiveSession
+from portside.realtime.hub import LiveHub, LiveSession, event_frame
 from portside.tools import jsonutil
 
 QUEUE_SIZE = 1024
@@ -128,6 +130,16 @@ class Connection:
         svc = services(self.ws)
         filters = attrs.get("filters")
         filters = filters if isinstance(filters, dict) else {}
+        since = attrs.get("since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            self.offer(response(req_id, "subscribe", False, error="since must be a non-negative integer offset"))
+            return
+        if since is not None and not await self.offset_kept(since):
+            self.offer(response(req_id, "subscribe", False, error="offset expired"))
+            return
+        added: list[str] = []
+        if since is not None:
+            self.session.hold = self.session.hold or []  # park live frames until the replay is out
         for topic in self.topics(req_id, "subscribe", attrs):
             tm = svc.model.tables.get(topic)
             if tm is None:
@@ -142,8 +154,44 @@ class Connection:
             except Forbidden:
                 self.offer(response(req_id, "subscribe", False, error=f"permission denied: {topic}"))
                 continue
-            self.hub.subscribe(self.session, topic, dict(filters))
+            if self.hub.subscribe(self.session, topic, dict(filters)):
+                added.append(topic)
             self.offer(response(req_id, "subscribe", True, data={"topic": topic}))
+        if since is not None:
+            await self.replay(since, set(added))
+
+    async def offset_kept(self, since: int) -> bool:
+        """Whether every event after `since` is still in the log (or none was ever trimmed after it)."""
+        svc = services(self.ws)
+        async with svc.db.read() as conn:
+            oldest = await conn.scalar(sa.select(sa.func.min(ev.event_log.c.offset)))
+        return oldest is None or since >= int(oldest) - 1
+
+    async def replay(self, since: int, topics: set[str]) -> None:
+        """Permitted events after `since` for `topics` from the log, then the parked live frames, no dup."""
+        svc = services(self.ws)
+        session = self.session
+        last = since
+        try:
+            while topics:
+                async with svc.db.read() as conn:
+                    batch = await ev.read_since(conn, last, limit=500)
+                if not batch:
+                    break
+                for event in batch:
+                    last = event.offset
+                    if (
+                        event.table in topics
+                        and allowed(session.actor, READ, event.grants)
+                        and session.accepts(event.table, event)
+                    ):
+                        self.offer(event_frame(event))
+        finally:
+            parked, session.hold = session.hold or [], None
+            session.floor = max(session.floor, last)
+            for frame in parked:
+                if frame["offset"] > last:
+                    self.offer(frame)
 
 
 async def live(ws: WebSocket) -> None:

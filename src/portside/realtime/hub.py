@@ -38,6 +38,17 @@ def new_session_id() -> str:
     return f"{NODE}-{next(_session_ids)}"
 
 
+def event_frame(event: Event) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "topic": event.table,
+        "event": event.type,
+        "source": "database",
+        "offset": event.offset,
+        "data": event.data,
+    }
+
+
 def matches(filters: dict[str, Any], event_type: str, data: dict[str, Any]) -> bool:
     """§A.8 subscribe filters: `EventType` plus equality on top-level fields; never raises."""
     for key, want in filters.items():
@@ -64,6 +75,11 @@ class LiveSession:
     id: str = field(default_factory=new_session_id)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # topic -> filters
     overflowed: bool = False
+    hold: list[dict[str, Any]] | None = None  # live frames parked while a replay runs
+    floor: int = 0  # frames at or below this offset were replayed already
+
+    def accepts(self, topic: str, event: Event) -> bool:
+        return matches(self.subscriptions.get(topic, {}), event.type, event.data)
 
     @property
     def principal(self) -> Principal:
