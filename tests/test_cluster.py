@@ -148,3 +148,38 @@ def test_nodes_deliver_each_others_events(cluster: tuple[str, Server, Server], s
             assert eventually(
                 lambda c=c: c.get(f"/api/{table}", params={"page[size]": 50}).json()["links"]["per_page"] == 4
             )
+
+
+def test_live_subscriber_on_one_node_sees_writes_on_the_other(
+    cluster: tuple[str, Server, Server], setup: tuple[str, str, str]
+) -> None:
+    import json
+
+    import websockets
+
+    _, a, b = cluster
+    _, user, table = setup
+
+    async def main() -> list[str]:
+        url = b.url.replace("http://", "ws://") + f"/live?token={user}&encoding=json"
+        async with websockets.connect(url) as ws:
+            assert json.loads(await ws.recv())["type"] == "session"
+            await ws.send(json.dumps({"method": "subscribe", "attributes": {"topicName": table}}))
+            assert json.loads(await ws.recv())["ok"] is True
+
+            def write() -> None:
+                with a.client(user) as c:
+                    for i in range(3):
+                        assert create(c, table, title=f"live{i}").status_code == 201
+
+            await asyncio.to_thread(write)
+            titles: list[str] = []
+            while True:
+                try:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 3))
+                except TimeoutError:
+                    return titles
+                if frame["type"] == "event":
+                    titles.append(frame["data"]["title"])
+
+    assert asyncio.run(main()) == ["live0", "live1", "live2"]
