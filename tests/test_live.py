@@ -187,12 +187,105 @@ def test_oversized_frame_closes_only_that_socket(live: tuple[Server, str, str, s
     asyncio.run(main())
 
 
-def test_resume_with_since_across_a_killed_server(live: tuple[Server, str, str, str]) -> None:
+def test_user_topics_and_live_revocation(live: tuple[Server, str, str, str]) -> None:
+    server, admin, alice, bob = live
+
+    async def call(ws: Any, method: str, **attrs: Any) -> dict[str, Any]:
+        await ws.send(json.dumps({"id": method, "method": method, "attributes": attrs}))
+        while True:
+            frame = await recv(ws)
+            if frame["type"] == "response":
+                return frame
+
+    async def main() -> None:
+        async with (
+            websockets.connect(ws_url(server, alice, encoding="json")) as a,
+            websockets.connect(ws_url(server, bob, encoding="json")) as b,
+        ):
+            await recv(a)
+            await recv(b)
+            r = await call(a, "create-topicName", name="chat room")
+            assert r["ok"] is True and r["data"] == {"created": True, "topicName": "chat room"}
+            assert (await call(b, "create-topicName", name="chat room"))["error"] == "topic already exists"
+            assert (await call(a, "create-topicName", name="feedrow"))[
+                "error"
+            ] == "cannot create topic with reserved name"
+            assert (await call(a, "create-topicName", name="a,b"))["error"] == "invalid topic name"
+            # default 16256: owner only
+            assert (await call(b, "subscribe", topicName="chat room"))["error"] == "permission denied: chat room"
+            assert (await call(b, "subscribe", topicName="no room"))["error"] == "topic not found: no room"
+            r = await call(b, "set-topic-permission", topicName="chat room", permission=34)
+            assert r["error"] == "only owner or admin can change permissions"
+            r = await call(a, "set-topic-permission", topicName="chat room", permission=16256 | 1 | 2 | 32)
+            assert r["ok"] is True and r["data"]["permission"] == 16256 | 1 | 2 | 32
+            r = await call(b, "get-topic-permission", topicName="chat room")
+            assert r["data"]["type"] == "user" and r["data"]["permission"] == 16256 | 1 | 2 | 32
+            r = await call(b, "get-topic-permission", topicName="feedrow")
+            assert r["data"]["type"] == "system" and isinstance(r["data"]["permission"], int)
+            assert (await call(b, "subscribe", topicName="chat room"))["ok"] is True
+            assert (await call(a, "subscribe", topicName="chat room"))["ok"] is True
+            r = await call(b, "new-message", topicName="chat room", message={"text": "hi"})
+            assert r["ok"] is True  # a successful new-message gets its response too
+            bad = await call(b, "new-message", topicName="chat room", message="nope")
+            assert bad["error"] == "missing or invalid message"
+            got = [f for f in await quiet(a) if f["type"] == "event"]
+            with server.client(bob) as c:
+                bob_ref = me(c)["id"]
+            assert [(f["event"], f["data"], f["source"]) for f in got] == [("new-message", {"text": "hi"}, bob_ref)]
+            # the owner takes the read bit away: bob's subscription ends, with an event saying so
+            await call(a, "set-topic-permission", topicName="chat room", permission=16256)
+            ended = [f for f in await quiet(b) if f["type"] == "event"]
+            assert ended and ended[-1]["event"] == "unsubscribed" and ended[-1]["topic"] == "chat room"
+            assert ended[-1]["data"]["reason"] == "permission revoked"
+            await call(a, "new-message", topicName="chat room", message={"text": "private"})
+            assert [f for f in await quiet(b) if f["type"] == "event"] == []
+            # destroying a topic ends its subscriptions
+            assert (await call(b, "destroy-topicName", name="chat room"))["error"] == "permission denied"
+            assert (await call(a, "destroy-topicName", name="feedrow"))["error"] == "cannot delete system topic"
+            assert (await call(a, "destroy-topicName", name="chat room"))["ok"] is True
+            ended = [f for f in await quiet(a) if f["type"] == "event" and f["event"] == "unsubscribed"]
+            assert ended and ended[-1]["data"]["reason"] == "topic destroyed"
+            assert (await call(a, "destroy-topicName", name="chat room"))["error"] == "topic not found"
+            # the table gate changes while subscribed: the subscription ends at once
+            assert (await call(b, "subscribe", topicName="feedrow"))["ok"] is True
+            with server.client(admin) as c:
+                q = '[{"column":"table_name","operator":"is","value":"feedrow"}]'
+                row = c.get("/api/world", params={"query": q}).json()["data"][0]
+                r = c.request(
+                    "DELETE",
+                    f"/api/world/{row['id']}/relationships/usergroup_id",
+                    json={
+                        "data": [
+                            {"type": "usergroup", "id": g["id"]}
+                            for g in c.get(f"/api/world/{row['id']}/usergroup_id").json()["data"]
+                        ]
+                    },
+                )
+                assert r.status_code == 204
+                c.patch(
+                    f"/api/world/{row['id']}",
+                    json={"data": {"type": "world", "id": row["id"], "attributes": {"permission": 0}}},
+                )
+            ended = [f for f in await quiet(b, 1.0) if f["type"] == "event" and f["event"] == "unsubscribed"]
+            assert ended and ended[-1]["topic"] == "feedrow"
+            assert (await call(b, "subscribe", topicName="feedrow"))["error"] == "permission denied: feedrow"
+
+    asyncio.run(main())
+
+
+def test_resume_with_since_across_a_killed_server() -> None:
     import signal
 
-    from support import start_server
+    from support import fresh_database, start_server
 
-    server, _, alice, bob = live
+    url, drop = fresh_database("sqlite")
+    server = start_server(url)
+    _, admin = new_user(server, "kadmin")
+    _, alice = new_user(server, "kalice")
+    _, bob = new_user(server, "kbob")
+    with server.client(admin) as c:
+        assert c.post("/action/world/become_an_administrator").status_code == 200
+        assert schema_upload(c, SCHEMA).status_code == 200
 
     async def first() -> int:
         async with websockets.connect(ws_url(server, alice)) as a:
@@ -247,5 +340,4 @@ def test_resume_with_since_across_a_killed_server(live: tuple[Server, str, str, 
         asyncio.run(resume())
     finally:
         restarted.stop()
-        # the module's fixture owns `server`; point it at a live process again for any later test
-        server.proc = restarted.proc
+        drop()

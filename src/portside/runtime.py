@@ -26,6 +26,7 @@ from portside.core.events import Event
 from portside.core.migrate import migrate_base
 from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
+from portside.http import live
 from portside.http.app import build_app
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
@@ -81,6 +82,7 @@ class Portside:
         svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
         self.services = svc
         assert svc.hub is not None
+        live.attach(svc)
         await svc.hub.start()
 
         async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response

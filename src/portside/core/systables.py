@@ -179,6 +179,14 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                 col("url_pattern", "json", "text"),
             ],
         },
+        {
+            # /live user topics: durable, one name space with tables; the row's owner and permission are
+            # the topic's (create 16256: owner everything); `name` is unique, so two creates: one wins
+            "TableName": "live_topic",
+            "DefaultPermission": 16256,
+            "IsHidden": True,
+            "Columns": [col("name", "label", "varchar(200)", IsUnique=True, IsNullable=False)],
+        },
     ],
     "Relations": [
         {"Subject": "action", "Relation": "belongs_to", "Object": "world"},

@@ -18,11 +18,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from portside.auth.permissions import GUEST, PEEK, READ, Actor, allowed
+from portside.actions.services import Services
+from portside.auth.identity import actor_for_user
+from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor, allowed
 from portside.core import events as ev
+from portside.core import records
 from portside.errors import Forbidden, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import services, token_of
+from portside.realtime import topics
 from portside.realtime.hub import LiveHub, LiveSession, event_frame
 from portside.tools import jsonutil
 
@@ -30,6 +34,9 @@ QUEUE_SIZE = 1024
 MAX_TOPICS_PER_CALL = 100
 MAX_SUBSCRIPTIONS = 1000
 CLOSE_TOO_SLOW = 1013
+TOPIC_METHODS = frozenset(
+    {"create-topicName", "destroy-topicName", "set-topic-permission", "get-topic-permission", "new-message"}
+)
 
 
 def encode(frame: dict[str, Any], as_json: bool) -> str:
@@ -106,6 +113,8 @@ class Connection:
             self.offer({"type": "pong"})
         elif method == "subscribe":
             await self.subscribe(req_id, attrs)
+        elif method in TOPIC_METHODS:
+            await self.topic_method(req_id, method, attrs)
         elif method == "unsubscribe":
             for topic in self.topics(req_id, method, attrs):
                 if self.hub.unsubscribe(self.session, topic):
@@ -114,6 +123,66 @@ class Connection:
                     self.offer(response(req_id, method, False, error=f"not subscribed: {topic}"))
         else:
             self.offer(response(req_id, method, False, error="no such method"))
+
+    async def topic_method(self, req_id: Any, method: str, attrs: dict[str, Any]) -> None:
+        svc = services(self.ws)
+        who = self.session.actor
+        try:
+            if method == "create-topicName":
+                row = await topics.create(svc.db, svc.model, who, attrs.get("name"))
+                data: Any = {"created": True, "topicName": row.attrs["name"]}
+            elif method == "destroy-topicName":
+                name = await topics.destroy(svc.db, svc.model, who, attrs.get("name"))
+                data = {"destroyed": True, "topicName": name}
+            elif method == "set-topic-permission":
+                value = await topics.set_permission(
+                    svc.db, svc.model, who, attrs.get("topicName"), attrs.get("permission")
+                )
+                data = {"permission": value, "topicName": attrs.get("topicName")}
+            elif method == "get-topic-permission":
+                data = await self.topic_permission(attrs.get("topicName"))
+            else:
+                data = await self.new_message(attrs)
+        except topics.TopicError as exc:
+            self.offer(response(req_id, method, False, error=str(exc)))
+            return
+        self.offer(response(req_id, method, True, data=data))
+
+    async def topic_permission(self, name: Any) -> dict[str, Any]:
+        svc = services(self.ws)
+        if not isinstance(name, str) or not name:
+            raise topics.TopicError("missing or invalid topicName")
+        tm = svc.model.tables.get(name)
+        if tm is None:
+            row = await topics.user_topic(svc.db, svc.model, self.session.actor, name, PEEK, suffix=False)
+            return {"owner": row.grants.owner, "permission": row.grants.permission, "topicName": name, "type": "user"}
+        w = svc.model.table("world")
+        async with svc.db.read() as conn:
+            try:
+                await svc.crud.gate(conn, self.session.actor, tm, PEEK)
+            except Forbidden:
+                raise topics.TopicError("permission denied") from None
+            rows = await records.fetch(conn, svc.model, w, w.sa.c.table_name == name, groups=False)
+        return {"permission": rows[0].grants.permission if rows else 0, "topicName": name, "type": "system"}
+
+    async def new_message(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        svc = services(self.ws)
+        name, message = attrs.get("topicName"), attrs.get("message")
+        if not isinstance(name, str) or not name or "," in name:
+            raise topics.TopicError("missing or invalid topicName")
+        if not isinstance(message, dict):
+            raise topics.TopicError("missing or invalid message")
+        tm = svc.model.tables.get(name)
+        if tm is None:
+            await topics.user_topic(svc.db, svc.model, self.session.actor, name, EXECUTE, suffix=True)
+        else:
+            try:
+                async with svc.db.read() as conn:
+                    await svc.crud.gate(conn, self.session.actor, tm, CREATE)
+            except Forbidden:
+                raise topics.TopicError(f"permission denied: {name}") from None
+        event = await topics.publish(svc.db, self.session.actor, name, message)
+        return {"topic": name, "offset": event.offset}
 
     def topics(self, req_id: Any, method: str, attrs: dict[str, Any]) -> list[str]:
         raw = attrs.get("topicName")
@@ -141,18 +210,21 @@ class Connection:
         if since is not None:
             self.session.hold = self.session.hold or []  # park live frames until the replay is out
         for topic in self.topics(req_id, "subscribe", attrs):
-            tm = svc.model.tables.get(topic)
-            if tm is None:
-                self.offer(response(req_id, "subscribe", False, error=f"topic not found: {topic}"))
-                continue
             if len(self.session.subscriptions) >= MAX_SUBSCRIPTIONS:
                 self.offer(response(req_id, "subscribe", False, error="too many subscriptions"))
                 continue
+            tm = svc.model.tables.get(topic)
             try:
-                async with svc.db.read() as conn:
-                    await svc.crud.gate(conn, self.session.actor, tm, PEEK)
+                if tm is None:
+                    await topics.user_topic(svc.db, svc.model, self.session.actor, topic, READ, suffix=True)
+                else:
+                    async with svc.db.read() as conn:
+                        await svc.crud.gate(conn, self.session.actor, tm, PEEK)
             except Forbidden:
                 self.offer(response(req_id, "subscribe", False, error=f"permission denied: {topic}"))
+                continue
+            except topics.TopicError as exc:
+                self.offer(response(req_id, "subscribe", False, error=str(exc)))
                 continue
             if self.hub.subscribe(self.session, topic, dict(filters)):
                 added.append(topic)
@@ -209,6 +281,14 @@ async def live(ws: WebSocket) -> None:
         return
     await ws.accept()
     conn = Connection(ws, hub, who, ws.query_params.get("encoding") == "json")
+    closing: list[tuple[int, str]] = []
+
+    def close_later(code: int, reason: str) -> None:
+        closing.append((code, reason))
+        conn.too_slow.set()  # wakes the connection loop, which closes with the recorded code
+
+    conn.session.close = close_later
+    hub.sessions.add(conn.session)
     conn.offer(
         {
             "type": "session",
@@ -230,7 +310,8 @@ async def live(ws: WebSocket) -> None:
             if receive not in done:
                 receive.cancel()
                 if slow in done:
-                    await ws.close(CLOSE_TOO_SLOW, "too slow: send queue full")
+                    code, reason = closing[0] if closing else (CLOSE_TOO_SLOW, "too slow: send queue full")
+                    await ws.close(code, reason)
                 return
             message = receive.result()
             if message["type"] == "websocket.disconnect":
@@ -242,6 +323,7 @@ async def live(ws: WebSocket) -> None:
         return
     finally:
         hub.drop(conn.session)
+        hub.sessions.discard(conn.session)
         for task in (writer, slow):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -249,3 +331,29 @@ async def live(ws: WebSocket) -> None:
 
 
 routes = [WebSocketRoute("/live", live)]
+
+
+def attach(svc: Services) -> None:
+    """Give the hub what it needs to re-check long-lived sessions after rights change."""
+    hub = svc.hub
+    if hub is None:
+        return
+
+    async def refresh_actor(ref: str) -> Actor | None:
+        async with svc.db.read() as conn:
+            return await actor_for_user(conn, svc.model, ref=ref)
+
+    async def may_subscribe(who: Actor, topic: str) -> bool:
+        tm = svc.model.tables.get(topic)
+        try:
+            if tm is None:
+                await topics.user_topic(svc.db, svc.model, who, topic, READ, suffix=False)
+            else:
+                async with svc.db.read() as conn:
+                    await svc.crud.gate(conn, who, tm, PEEK)
+        except (Forbidden, topics.TopicError):
+            return False
+        return True
+
+    hub.refresh_actor = refresh_actor
+    hub.may_subscribe = may_subscribe

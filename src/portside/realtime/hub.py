@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from portside import log
-from portside.auth.permissions import READ, Actor, allowed
+from portside.auth.permissions import PEEK, READ, Actor, allowed
 from portside.core.events import Event
 from portside.realtime.bus import Bus
 
@@ -43,7 +43,7 @@ def event_frame(event: Event) -> dict[str, Any]:
         "type": "event",
         "topic": event.table,
         "event": event.type,
-        "source": "database",
+        "source": (event.actor or "") if event.type == "new-message" else "database",
         "offset": event.offset,
         "data": event.data,
     }
@@ -72,6 +72,7 @@ def matches(filters: dict[str, Any], event_type: str, data: dict[str, Any]) -> b
 class LiveSession:
     actor: Actor
     send: Callable[[dict[str, Any]], bool]  # enqueue a frame without waiting; False when the queue is full
+    close: Callable[[int, str], None] = lambda code, reason: None
     id: str = field(default_factory=new_session_id)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # topic -> filters
     overflowed: bool = False
@@ -86,11 +87,30 @@ class LiveSession:
         return principal(self.actor)
 
 
+RefreshActor = Callable[[str], Awaitable[Actor | None]]
+MaySubscribe = Callable[[Actor, str], Awaitable[bool]]
+TOPIC_TABLE = "live_topic"
+MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"
+CLOSE_POLICY = 1008
+
+
+def ended(topic: str, reason: str) -> dict[str, Any]:
+    """The event telling a client its subscription is over."""
+    return {"type": "event", "topic": topic, "event": "unsubscribed", "source": "server", "data": {"reason": reason}}
+
+
 class LiveHub:
-    def __init__(self, bus: Bus):
+    """Per-node fan-out. `refresh_actor` and `may_subscribe` (given by the edge) keep long-lived sessions in
+    step with changes to users, memberships, table gates and topic permissions, without reconnecting."""
+
+    def __init__(self, bus: Bus, refresh_actor: RefreshActor | None = None, may_subscribe: MaySubscribe | None = None):
         self.bus = bus
         self.topics: dict[str, set[LiveSession]] = {}
+        self.sessions: set[LiveSession] = set()
         self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.refresh_actor = refresh_actor
+        self.may_subscribe = may_subscribe
         self.delivered = 0
 
     async def start(self) -> None:
@@ -126,12 +146,56 @@ class LiveHub:
         for topic in list(session.subscriptions):
             self.unsubscribe(session, topic)
 
+    def end(self, session: LiveSession, topic: str, reason: str) -> None:
+        if self.unsubscribe(session, topic):
+            session.send(ended(topic, reason))
+
+    def react(self, event: Event) -> None:
+        """Rights changed: topic destroyed or re-permissioned, table gate changed, user or membership changed."""
+        if event.table == TOPIC_TABLE:
+            name = event.data.get("name")
+            for session in list(self.topics.get(str(name), ())):
+                if event.type == "delete":
+                    self.end(session, str(name), "topic destroyed")
+                elif not allowed(session.actor, READ, event.grants):
+                    self.end(session, str(name), "permission revoked")
+        elif event.table == "world" and event.type == "update":
+            table = str(event.data.get("table_name"))
+            for session in list(self.topics.get(table, ())):
+                if not allowed(session.actor, PEEK, event.grants):
+                    self.end(session, table, "permission revoked")
+        elif event.table in (MEMBERSHIP, "user_account"):
+            user = event.data.get("user_account_id") if event.table == MEMBERSHIP else event.ref
+            affected = [s for s in self.sessions if s.actor.ref is not None and s.actor.ref == user]
+            if affected and self.refresh_actor is not None:
+                task = asyncio.create_task(self._refresh(affected))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, sessions: list[LiveSession]) -> None:
+        assert self.refresh_actor is not None
+        ref = sessions[0].actor.ref
+        assert ref is not None
+        fresh = await self.refresh_actor(ref)
+        for session in sessions:
+            if fresh is None or fresh.auth_version != session.actor.auth_version:
+                self.drop(session)
+                session.close(CLOSE_POLICY, "credentials changed")
+                continue
+            session.actor = fresh
+            if self.may_subscribe is None:
+                continue
+            for topic in list(session.subscriptions):
+                if not await self.may_subscribe(fresh, topic):
+                    self.end(session, topic, "permission revoked")
+
     async def _run(self) -> None:
         while True:
             try:
                 async with self.bus.subscribe() as sub:
                     async for event in sub:
                         self.dispatch(event)
+                        self.react(event)
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. Lagged: resubscribe live; sessions resume with `since`
@@ -150,17 +214,13 @@ class LiveHub:
             ok = decided.get(key)
             if ok is None:
                 ok = decided[key] = allowed(session.actor, READ, event.grants)
-            if not ok or not matches(session.subscriptions.get(event.table, {}), event.type, event.data):
+            if not ok or event.offset <= session.floor or not session.accepts(event.table, event):
                 continue
             if frame is None:
-                frame = {
-                    "type": "event",
-                    "topic": event.table,
-                    "event": event.type,
-                    "source": "database",
-                    "offset": event.offset,
-                    "data": event.data,
-                }
+                frame = event_frame(event)
+            if session.hold is not None:  # a replay is running for this session: park, it flushes after
+                session.hold.append(frame)
+                continue
             if session.send(frame):
                 sent += 1
             else:

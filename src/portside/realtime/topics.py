@@ -1,0 +1,117 @@
+"""User topics for /live: durable rows of `live_topic` (owner + permission), and `new-message` publishing.
+
+Topic names share one name space with tables: a table name is reserved. A create is one insert against a
+unique name, so of two concurrent creates exactly one wins. Messages are written to the event log like
+row events (type `new-message`, source = publisher), so they cross nodes and can be resumed by offset.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+
+from portside.auth.permissions import DELETE, PEEK, READ, Actor, allowed
+from portside.core import records
+from portside.core.db import Database
+from portside.core.events import Event, EventDraft, Grants
+from portside.core.masks import OWNER_ALL
+from portside.core.model import Model
+from portside.core.records import RowData
+from portside.tools.ids import uuid7_str
+
+TABLE = "live_topic"
+MAX_NAME = 200
+DEFAULT_TOPIC_PERMISSION = OWNER_ALL  # 16256: the owner may do everything, as in Daptin
+# a message is delivered to every subscriber of its topic (they passed the topic check when subscribing)
+MESSAGE_GRANTS = Grants(None, PEEK | READ)
+
+
+class TopicError(Exception):
+    """A topic request that cannot be done; `str(exc)` is the protocol's error string."""
+
+
+def check_name(model: Model, name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise TopicError("missing or invalid topicName")
+    if "," in name or name != name.strip() or any(ord(ch) < 32 for ch in name):
+        raise TopicError("invalid topic name")
+    if name in model.tables:
+        raise TopicError("cannot create topic with reserved name")
+    return name
+
+
+async def find(db: Database, model: Model, name: str) -> RowData | None:
+    tm = model.table(TABLE)
+    async with db.read() as conn:
+        rows = await records.fetch(conn, model, tm, tm.sa.c.name == name)
+    return rows[0] if rows else None
+
+
+async def create(db: Database, model: Model, actor: Actor, name: object) -> RowData:
+    if actor.user_id is None:
+        raise TopicError("sign in to create topics")
+    name = check_name(model, name)
+    tm = model.table(TABLE)
+    try:
+        async with db.transaction() as uow:
+            return await records.insert(
+                uow,
+                model,
+                tm,
+                {"name": name, "user_account_id": actor.user_id},
+                permission=DEFAULT_TOPIC_PERMISSION,
+                actor=actor.ref,
+            )
+    except IntegrityError:
+        raise TopicError("topic already exists") from None
+
+
+async def destroy(db: Database, model: Model, actor: Actor, name: object) -> str:
+    if isinstance(name, str) and name in model.tables:
+        raise TopicError("cannot delete system topic")
+    if not isinstance(name, str) or not name:
+        raise TopicError("missing or invalid topicName")
+    row = await find(db, model, name)
+    if row is None:
+        raise TopicError("topic not found")
+    if not allowed(actor, DELETE, row.grants):
+        raise TopicError("permission denied")
+    async with db.transaction() as uow:
+        await records.delete(uow, model, model.table(TABLE), row, actor=actor.ref)
+    return name
+
+
+async def set_permission(db: Database, model: Model, actor: Actor, name: object, permission: object) -> int:
+    if not isinstance(name, str) or not name:
+        raise TopicError("missing or invalid topicName")
+    if permission is None:
+        raise TopicError("missing permission value")
+    if isinstance(permission, bool) or not isinstance(permission, int | float):
+        raise TopicError("invalid permission value")
+    value = int(permission)
+    if not 0 <= value < (1 << 22):
+        raise TopicError("invalid permission value")
+    if name in model.tables:
+        raise TopicError("cannot modify system topic permissions")
+    row = await find(db, model, name)
+    if row is None:
+        raise TopicError("topic not found")
+    if not (actor.is_admin or (actor.ref is not None and row.grants.owner == actor.ref)):
+        raise TopicError("only owner or admin can change permissions")
+    async with db.transaction() as uow:
+        await records.update(uow, model, model.table(TABLE), row.id, {"permission": value}, actor=actor.ref)
+    return value
+
+
+async def user_topic(db: Database, model: Model, actor: Actor, name: str, right: int, suffix: bool) -> RowData:
+    row = await find(db, model, name)
+    tail = f": {name}" if suffix else ""
+    if row is None:
+        raise TopicError(f"topic not found{tail}")
+    if not allowed(actor, right, row.grants):
+        raise TopicError(f"permission denied{tail}")
+    return row
+
+
+async def publish(db: Database, actor: Actor, topic: str, message: dict[str, object]) -> Event:
+    async with db.transaction() as uow:
+        return await uow.emit(EventDraft(topic, "new-message", uuid7_str(), dict(message), MESSAGE_GRANTS, actor.ref))
