@@ -341,3 +341,55 @@ def test_resume_with_since_across_a_killed_server() -> None:
     finally:
         restarted.stop()
         drop()
+
+
+def test_origin_caps_and_publish_action(live: tuple[Server, str, str, str]) -> None:
+    server, admin, alice, bob = live
+    base = server.url.replace("http://", "ws://") + "/live"
+
+    async def status_of(url: str, headers: dict[str, str]) -> int:
+        try:
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                await recv(ws)
+                return 101
+        except websockets.InvalidStatus as err:
+            return int(err.response.status_code)
+
+    async def main() -> None:
+        cookie = {"Cookie": f"token={alice}"}
+        assert await status_of(base, {**cookie, "Origin": "https://evil.example"}) == 403
+        assert await status_of(base, cookie) == 101  # no Origin: not a browser
+        assert await status_of(base + f"?token={alice}", {"Origin": "https://evil.example"}) == 101  # not a cookie
+        with server.client(admin) as c:
+            c.post("/_config/backend/live.allowed_origins", content="https://app.example")
+            c.post("/_config/backend/live.max_connections_per_user", content="2")
+        assert await status_of(base, {**cookie, "Origin": "https://app.example"}) == 101
+        async with websockets.connect(ws_url(server, bob)), websockets.connect(ws_url(server, bob)):
+            assert await status_of(ws_url(server, bob), {}) == 429
+            assert await status_of(ws_url(server, alice), {}) == 101  # the cap is per user
+        with server.client(admin) as c:
+            c.put("/_config/backend/live.max_connections_per_user", content="100")
+
+        # publish_to_topic: checked against the caller's own rights on the topic
+        async with websockets.connect(ws_url(server, alice, encoding="json")) as a:
+            await recv(a)
+            await a.send(json.dumps({"method": "create-topicName", "attributes": {"name": "news"}}))
+            await recv(a)
+            await a.send(json.dumps({"method": "subscribe", "attributes": {"topicName": "news"}}))
+            assert (await recv(a))["ok"] is True
+            body = {"attributes": {"topicName": "news", "message": {"headline": "hello"}}}
+            with server.client() as g:
+                assert g.post("/action/world/publish_to_topic", json=body).status_code in (401, 403)
+            with server.client(bob) as c:
+                assert c.post("/action/world/publish_to_topic", json=body).status_code == 403
+                missing = {"attributes": {"topicName": "nowhere", "message": {}}}
+                assert c.post("/action/world/publish_to_topic", json=missing).status_code == 404
+                bad = {"attributes": {"topicName": "news", "message": "not an object"}}
+                assert c.post("/action/world/publish_to_topic", json=bad).status_code in (400, 403)
+            with server.client(alice) as c:
+                r = c.post("/action/world/publish_to_topic", json=body)
+                assert r.status_code == 200, r.text
+            got = [f for f in await quiet(a) if f["type"] == "event"]
+            assert [(f["event"], f["data"]) for f in got] == [("new-message", {"headline": "hello"})]
+
+    asyncio.run(main())

@@ -21,7 +21,8 @@ from portside.auth.identity import MEMBERSHIP, actor_for_user, any_admin
 from portside.auth.permissions import Actor
 from portside.core import masks, records
 from portside.core.schema import SchemaDoc, parse_document, parse_text
-from portside.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from portside.realtime import topics
 from portside.tools import crypto, jsonutil
 
 SYSTEM = Actor(is_admin=True, name="system")
@@ -88,6 +89,19 @@ BUILTIN_ACTIONS: dict[str, Any] = {
             "OnType": "world",
             "InstanceOptional": True,
             "OutFields": [{"Type": "__become_admin", "Method": "EXECUTE", "Attributes": {}}],
+        },
+        {
+            "Name": "publish_to_topic",
+            "Label": "Publish to a topic",
+            "OnType": "world",
+            "InstanceOptional": True,
+            # any signed-in user may run it; the topic's own rights decide the rest
+            "Permission": masks.AUTH_EXECUTE | masks.PEEK,
+            "InFields": [
+                {"ColumnName": "topicName", "ColumnType": "label", "IsNullable": False},
+                {"ColumnName": "message", "ColumnType": "json", "IsNullable": False},
+            ],
+            "OutFields": [{"Type": "__publish_to_topic", "Method": "EXECUTE", "Attributes": {}}],
         },
         {
             "Name": "upload_system_schema",
@@ -275,3 +289,35 @@ async def upload_schema(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Resp
 
 
 __all__ = ["SYSTEM", "TooManyRequests", "builtin_doc"]
+
+
+@performers.register("__publish_to_topic")
+async def publish_to_topic(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    """Publish `message` to a table topic (needs Create on the table) or a user topic (needs Execute on it),
+    checked for the caller: no escalation."""
+    s, actor = ctx.services, ctx.actor
+    if actor.user_id is None:
+        raise Unauthorized("sign in to publish")
+    name, message = ctx.attributes.get("topicName"), ctx.attributes.get("message")
+    if isinstance(message, str):
+        try:
+            message = jsonutil.loads(message)
+        except jsonutil.JSONError:
+            message = None
+    if not isinstance(name, str) or not name or "," in name:
+        raise BadRequest("missing or invalid topicName", pointer="/attributes/topicName")
+    if not isinstance(message, dict):
+        raise BadRequest("message must be a JSON object", pointer="/attributes/message")
+    tm = s.model.tables.get(name)
+    if tm is None:
+        try:
+            await topics.user_topic(s.db, s.model, actor, name, masks.EXECUTE, suffix=False)
+        except topics.TopicError as exc:
+            raise (NotFound if "not found" in str(exc) else Forbidden)(f"{exc}: {name}") from None
+    else:
+        await s.crud.gate(ctx.uow.conn, actor, tm, masks.CREATE)
+    event = await topics.publish_in(ctx.uow, actor, name, message)
+    return [
+        notify("success", "Success", f"Published to {name}"),
+        response("action.response", {"topic": name, "offset": event.offset}),
+    ]

@@ -62,8 +62,8 @@ def _in_fields(act: ActionDef, attrs: dict[str, Any], secret: str) -> dict[str, 
             elif not col.is_nullable:
                 raise BadRequest(f"{name} is required", pointer=f"/attributes/{name}")
             continue
-        if col.family in {"file", "image", "video", "gzip"}:
-            continue  # asset arrays are handed to performers as sent
+        if col.family in {"file", "image", "video", "gzip", "json"}:
+            continue  # asset arrays and JSON values are handed to performers as sent
         if isinstance(attrs[name], dict | list):
             raise BadRequest(f"{name} must be a single value", pointer=f"/attributes/{name}")
     return attrs

@@ -266,6 +266,33 @@ class Connection:
                     self.offer(frame)
 
 
+def _origin_allowed(ws: WebSocket, allowed_origins: str) -> bool:
+    """A cookie-authenticated upgrade must come from an allowed Origin (cross-site WebSocket hijacking)."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser
+    host = ws.headers.get("host", "")
+    if origin.split("://", 1)[-1] == host:
+        return True  # same origin
+    return origin in {o.strip() for o in allowed_origins.split(",") if o.strip()}
+
+
+def refusal(svc: Services, ws: WebSocket, who: Actor) -> tuple[int, str] | None:
+    """Why this upgrade is refused (status, text), or None. Checked before accepting the socket."""
+    hub = svc.hub
+    if hub is None:
+        return 503, "live is not running"
+    from_cookie = ws.headers.get("authorization") is None and ws.query_params.get("token") is None
+    if from_cookie and "token" in ws.cookies and not _origin_allowed(ws, svc.config.get("live.allowed_origins") or ""):
+        return 403, "origin not allowed"
+    if len(hub.sessions) >= svc.config.get_int("live.max_connections", 10_000):
+        return 503, "too many live connections"
+    per_user = svc.config.get_int("live.max_connections_per_user", 100)
+    if who.ref is not None and sum(1 for s in hub.sessions if s.actor.ref == who.ref) >= per_user:
+        return 429, "too many live connections for this user"
+    return None
+
+
 async def live(ws: WebSocket) -> None:
     svc = services(ws)
     hub = svc.hub
@@ -276,8 +303,10 @@ async def live(ws: WebSocket) -> None:
     except PortsideError as exc:
         await ws.send_denial_response(PlainTextResponse(f"unauthorized: {exc.detail}", status_code=401))
         return
-    if hub is None:
-        await ws.send_denial_response(PlainTextResponse("live is not running", status_code=503))
+    refused = refusal(svc, ws, who)
+    if refused is not None or hub is None:
+        status, text = refused or (503, "live is not running")
+        await ws.send_denial_response(PlainTextResponse(text, status_code=status))
         return
     await ws.accept()
     conn = Connection(ws, hub, who, ws.query_params.get("encoding") == "json")

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portside.auth.permissions import DELETE, PEEK, READ, Actor, allowed
 from portside.core import records
-from portside.core.db import Database
+from portside.core.db import Database, UnitOfWork
 from portside.core.events import Event, EventDraft, Grants
 from portside.core.masks import OWNER_ALL
 from portside.core.model import Model
@@ -114,4 +114,9 @@ async def user_topic(db: Database, model: Model, actor: Actor, name: str, right:
 
 async def publish(db: Database, actor: Actor, topic: str, message: dict[str, object]) -> Event:
     async with db.transaction() as uow:
-        return await uow.emit(EventDraft(topic, "new-message", uuid7_str(), dict(message), MESSAGE_GRANTS, actor.ref))
+        return await publish_in(uow, actor, topic, message)
+
+
+async def publish_in(uow: UnitOfWork, actor: Actor, topic: str, message: dict[str, object]) -> Event:
+    """Append a `new-message` event inside the caller's transaction (delivered after its commit)."""
+    return await uow.emit(EventDraft(topic, "new-message", uuid7_str(), dict(message), MESSAGE_GRANTS, actor.ref))

@@ -1,0 +1,896 @@
+"""Realtime /live benchmark: permission-filtered table fan-out against the bare user-topic broadcast path.
+
+Run: `.venv/bin/python bench/live.py [--sockets 1000] [--users 100] [--rate 200] [--duration 20]`.
+Results are printed and written to bench/RESULTS.md, section `## live (bench/live.py)`; other sections of
+that file are kept.
+
+Method
+  1. Set-up. Portside starts on a fresh SQLite data dir. While no administrator exists an `admin` user and
+     `--users` bench users sign up (a few threads: bcrypt), then `admin` becomes administrator, uploads the
+     `fan` table (row DefaultPermission owner-all + group-read, label `title`, float `sent_at`), creates
+     `--groups` usergroups and puts each bench user into 0-2 of them (seeded). Through one socket `admin`
+     creates the user topic `bare` and makes it readable by all (16256|1|2|32).
+  2. Receivers. One separate Python process (`--client-procs` to split) runs the `--sockets` WebSocket
+     clients (`websockets`, asyncio, `?encoding=json`, client defaults incl. permessage-deflate offer),
+     `sockets/users` per bench user, each subscribed to `fan,bare`. Every event frame is recorded with
+     receive time - `sent_at` from the event data.
+  3. Filtered run. A writer (thread pool of httpx clients in this process, admin token) creates `fan` rows
+     at `--rate` rows/s for `--duration` s. Row i is owned by a random bench user and is private (40%),
+     created with a link to a random group in the same request (40%: a `create` event with the owner's
+     grants, then an `update` event carrying the group grant) or made guest-readable by a PATCH of
+     `permission` |2 right after creating it (20%: `create` to the owner, `update` to everybody).
+     Expected receivers per event are computed here from the memberships; received vs expected gives
+     missing, extra and duplicate deliveries.
+  4. Bare run. A publisher socket (admin, in this process) sends `new-message` to `bare` at the same rate;
+     every socket should receive every message.
+  5. Figures. Deliveries/s = event frames received during the send window (first second dropped as
+     warm-up) / window length. Latency = receive time - client-side send timestamp written into the row or
+     message (so it includes the HTTP request / WebSocket hop into Portside, not only commit -> receipt).
+     CPU from /proc/<pid>/stat over the same window. If the filtered run misses its rate or p99 goal, a
+     short bounded ramp (`--ramp`, 8 s steps) looks for the highest sustainable row rate.
+
+The bare run goes last: if it overflows send queues, Portside closes those sockets with 1013.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import platform
+import queue
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## live (bench/live.py)"
+LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
+PASSWORD = "bench-password-1"
+OWNER_ALL, GROUP_READ, GROUP_ALL, GUEST_READ = 16256, 32768, 2080768, 2
+ROW_PERMISSION = OWNER_ALL | GROUP_READ
+TOPIC_PERMISSION = OWNER_ALL | 1 | 2 | 32
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+HTTP_TIMEOUT = 30.0
+DRAIN_QUIET = 2.0  # a phase ends when no frame arrived for this long after the last send...
+DRAIN_MAX = 30.0  # ...or after this long
+WARMUP = 1.0  # seconds at the start of a send window not counted in deliveries/s
+CLK = os.sysconf("SC_CLK_TCK")
+SCHEMA = f"""Tables:
+  - TableName: fan
+    Permission: 561441
+    DefaultPermission: {ROW_PERMISSION}
+    AccessGroups: [{{Name: users, Permission: {GROUP_ALL}}}]
+    Columns:
+      - {{Name: title, DataType: varchar(100), ColumnType: label}}
+      - {{Name: sent_at, DataType: double, ColumnType: float}}
+"""
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str]
+    log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=400))
+    url: str = ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+
+    def wait_line(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line.startswith(prefix):
+                return line.strip()
+        raise RuntimeError(f"{self.name}: no {prefix!r} line in {timeout:.0f} s:\n{''.join(self.log)}")
+
+    def cpu_seconds(self) -> float:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK
+        return 0.0
+
+
+def spawn(name: str, args: Sequence[str], stdin: bool = False) -> Proc:
+    proc = subprocess.Popen(
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        text=True,
+    )
+    p = Proc(name, proc, queue.Queue())
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            p.log.append(line)
+            p.lines.put(line)
+
+    threading.Thread(target=pump, daemon=True, name=f"{name}-output").start()
+    return p
+
+
+def start_portside(data_dir: Path) -> Proc:
+    args = [str(BIN / "portside"), "serve", "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning"]
+    svc = spawn("portside", args)
+    line = svc.wait_line("portside: http listening", START_TIMEOUT)
+    m = LISTEN_RE.search(line)
+    assert m
+    svc.url = m.group(1)
+    return svc
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# -- HTTP set-up --------------------------------------------------------------------------------------
+
+
+def request(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def expect(status: int, wanted: tuple[int, ...], what: str, body: Any) -> None:
+    if status not in wanted:
+        raise RuntimeError(f"{what}: HTTP {status} (wanted {wanted}): {str(body)[:500]}")
+
+
+def sign_up_and_in(url: str, name: str) -> tuple[str, str]:
+    """(token, user ref)."""
+    email = f"{name}@bench.example"
+    attrs = {"name": name, "email": email, "password": PASSWORD, "passwordConfirm": PASSWORD}
+    status, body = request("POST", f"{url}/action/user_account/signup", {"attributes": attrs})
+    expect(status, (200,), f"signup {name}", body)
+    status, body = request(
+        "POST", f"{url}/action/user_account/signin", {"attributes": {"email": email, "password": PASSWORD}}
+    )
+    expect(status, (200,), f"signin {name}", body)
+    token = next(x["Attributes"]["value"] for x in body if x.get("ResponseType") == "client.store.set")
+    status, body = request("GET", f"{url}/api/user_account/mine", token=token)
+    expect(status, (200,), f"mine {name}", body)
+    return str(token), str(body["data"]["id"])
+
+
+@dataclass
+class World:
+    url: str
+    admin: str
+    tokens: list[str]  # per bench user
+    refs: list[str]
+    groups: list[str]  # group refs
+    member_of: list[list[int]]  # per user: group indexes
+    socket_user: list[int]  # per socket: user index
+
+
+def setup(url: str, opts: argparse.Namespace, rng: random.Random) -> World:
+    admin, _ = sign_up_and_in(url, "admin")
+    with ThreadPoolExecutor(4) as pool:
+        users = list(pool.map(lambda i: sign_up_and_in(url, f"u{i:03d}"), range(opts.users)))
+    status, body = request("POST", f"{url}/action/world/become_an_administrator", token=admin)
+    expect(status, (200,), "become_an_administrator", body)
+    import base64
+
+    data = base64.b64encode(SCHEMA.encode()).decode()
+    upload = {"schema_file": [{"name": "fan.yaml", "file": f"data:application/x-yaml;base64,{data}"}]}
+    status, body = request("POST", f"{url}/action/world/upload_system_schema", {"attributes": upload}, admin)
+    expect(status, (200,), "schema upload", body)
+    groups = []
+    for g in range(opts.groups):
+        status, body = request(
+            "POST", f"{url}/api/usergroup", {"data": {"type": "usergroup", "attributes": {"name": f"fan-g{g}"}}}, admin
+        )
+        expect(status, (200, 201), "create usergroup", body)
+        groups.append(str(body["data"]["id"]))
+    member_of = [rng.sample(range(opts.groups), rng.choice((0, 1, 1, 2))) for _ in range(opts.users)]
+    for i, gs in enumerate(member_of):
+        if gs:
+            link = {"data": [{"type": "usergroup", "id": groups[g]} for g in gs]}
+            status, body = request(
+                "POST", f"{url}/api/user_account/{users[i][1]}/relationships/usergroup_id", link, admin
+            )
+            expect(status, (200, 201, 204), "add member", body)
+    per_user = opts.sockets // opts.users
+    socket_user = [s // per_user for s in range(per_user * opts.users)]
+    asyncio.run(make_topic(url, admin))
+    return World(url, admin, [t for t, _ in users], [r for _, r in users], groups, member_of, socket_user)
+
+
+def ws_url(url: str, token: str) -> str:
+    return url.replace("http://", "ws://") + f"/live?token={token}&encoding=json"
+
+
+async def call(ws: Any, method: str, **attrs: Any) -> dict[str, Any]:
+    await ws.send(json.dumps({"id": method, "method": method, "attributes": attrs}))
+    while True:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if frame.get("type") == "response":
+            return frame
+
+
+async def make_topic(url: str, admin: str) -> None:
+    import websockets
+
+    async with websockets.connect(ws_url(url, admin)) as ws:
+        await asyncio.wait_for(ws.recv(), 10)
+        r = await call(ws, "create-topicName", name="bare")
+        if not r.get("ok"):
+            raise RuntimeError(f"create-topicName: {r}")
+        r = await call(ws, "set-topic-permission", topicName="bare", permission=TOPIC_PERMISSION)
+        if not r.get("ok"):
+            raise RuntimeError(f"set-topic-permission: {r}")
+
+
+# -- receiver process (`--clients-role CONFIG`) --------------------------------------------------------
+
+
+async def clients_main(config_path: str) -> None:
+    import websockets
+
+    cfg = json.loads(Path(config_path).read_text())
+    records: list[tuple[int, str, str, float, float | None]] = []  # socket, key, event, received, sent_at
+    closes: collections.Counter[str] = collections.Counter()
+    errors: collections.Counter[str] = collections.Counter()
+    others: collections.Counter[str] = collections.Counter()
+    conns: list[Any] = []
+    gate = asyncio.Semaphore(50)
+
+    async def reader(idx: int, ws: Any) -> None:
+        try:
+            async for raw in ws:
+                now = time.time()
+                f = json.loads(raw)
+                if f.get("type") != "event":
+                    others[str(f.get("type"))] += 1
+                    continue
+                d = f.get("data") or {}
+                sent = d.get("sent_at")
+                key = str(d.get("title") if f["topic"] != "bare" else f"bare:{d.get('seq')}")
+                records.append((idx, key, str(f.get("event")), now, sent if isinstance(sent, int | float) else None))
+        except websockets.ConnectionClosed:
+            pass
+        rcvd = ws.close_rcvd
+        closes[str(rcvd.code) if rcvd else "none"] += 1
+
+    async def one(idx: int, token: str) -> None:
+        async with gate:
+            try:
+                ws = await websockets.connect(ws_url(cfg["url"], token), max_size=None, ping_interval=None)
+                await asyncio.wait_for(ws.recv(), 30)  # session frame
+                r = await call(ws, "subscribe", topicName="fan,bare")
+                if not r.get("ok"):
+                    raise RuntimeError(str(r))
+            except Exception as exc:
+                errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                return
+        conns.append(ws)
+        asyncio.create_task(reader(idx, ws))
+
+    await asyncio.gather(*(one(i, t) for i, t in cfg["sockets"]))
+    print(f"READY {len(conns)} {json.dumps(dict(errors))}", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+        if not line or line == "QUIT":
+            break
+        if line.startswith("DUMP "):
+            out, records = records, []
+            Path(line[5:]).write_text(json.dumps({"records": out, "closes": dict(closes), "others": dict(others)}))
+            print("DUMPED", flush=True)
+    for ws in conns:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 2)
+
+
+class Clients:
+    """The receiver process(es): connect, then dump records per phase."""
+
+    def __init__(self, world: World, tokens: list[str], procs: int, work: Path):
+        self.work = work
+        self.procs: list[Proc] = []
+        sockets = [(s, tokens[u]) for s, u in enumerate(world.socket_user)]
+        for p in range(procs):
+            cfg = work / f"clients{p}.json"
+            cfg.write_text(json.dumps({"url": world.url, "sockets": sockets[p::procs]}))
+            self.procs.append(spawn(f"clients{p}", [sys.executable, __file__, "--clients-role", str(cfg)], stdin=True))
+        self.connected = 0
+        for pr in self.procs:
+            parts = pr.wait_line("READY", 180).split(" ", 2)
+            self.connected += int(parts[1])
+            if parts[2] != "{}":
+                print(f"{pr.name}: connect errors {parts[2]}")
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_seconds() for p in self.procs)
+
+    def dump(self, phase: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {"records": [], "closes": collections.Counter(), "others": collections.Counter()}
+        for i, p in enumerate(self.procs):
+            path = self.work / f"{phase}-{i}.json"
+            assert p.proc.stdin is not None
+            p.proc.stdin.write(f"DUMP {path}\n")
+            p.proc.stdin.flush()
+            p.wait_line("DUMPED", 120)
+            got = json.loads(path.read_text())
+            merged["records"] += got["records"]
+            merged["closes"].update(got["closes"])
+            merged["others"].update(got["others"])
+        return merged
+
+    def stop(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(OSError, ValueError):
+                assert p.proc.stdin is not None
+                p.proc.stdin.write("QUIT\n")
+                p.proc.stdin.flush()
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.proc.wait(10)
+            p.stop()
+
+
+# -- load ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    start: float = 0.0  # wall clock of the first send
+    end: float = 0.0  # wall clock after the last send
+    sent: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    cpu: dict[str, float] = field(default_factory=dict)  # cpu seconds during the measured window
+
+
+@dataclass
+class RowPlan:
+    owner: int
+    kind: str  # private, group, guest
+    group: int
+
+
+def plan_rows(n: int, world: World, rng: random.Random) -> list[RowPlan]:
+    out = []
+    for _ in range(n):
+        x = rng.random()
+        kind = "guest" if x < 0.2 else "group" if x < 0.6 else "private"
+        out.append(RowPlan(rng.randrange(len(world.refs)), kind, rng.randrange(len(world.groups))))
+    return out
+
+
+def expected(world: World, prefix: str, plans: list[RowPlan]) -> dict[tuple[str, str], set[int]]:
+    """(title, event) -> sockets that must receive it."""
+    sockets_of: dict[int, list[int]] = collections.defaultdict(list)
+    for s, u in enumerate(world.socket_user):
+        sockets_of[u].append(s)
+    everybody = set(range(len(world.socket_user)))
+    out: dict[tuple[str, str], set[int]] = {}
+    for i, p in enumerate(plans):
+        title = f"{prefix}{i}"
+        owner = set(sockets_of[p.owner])
+        out[(title, "create")] = owner
+        if p.kind == "guest":
+            out[(title, "update")] = everybody
+        elif p.kind == "group":
+            members = {s for u, gs in enumerate(world.member_of) if p.group in gs for s in sockets_of[u]}
+            out[(title, "update")] = owner | members
+    return out
+
+
+class Meter:
+    def __init__(self, portside: Proc, clients: Clients):
+        self.portside, self.clients = portside, clients
+        self.marks: dict[str, tuple[float, float, float, float]] = {}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = (time.time(), self.portside.cpu_seconds(), self.clients.cpu_seconds(), self_cpu())
+
+    def between(self, a: str, b: str) -> dict[str, float]:
+        x, y = self.marks[a], self.marks[b]
+        wall = y[0] - x[0]
+        return {
+            "t0": x[0],
+            "t1": y[0],
+            "wall": wall,
+            "portside": (y[1] - x[1]) / wall,
+            "clients": (y[2] - x[2]) / wall,
+            "driver": (y[3] - x[3]) / wall,
+        }
+
+
+def paced(rate: float, n: int, start: float, work: Any, window: Window, meter: Meter, workers: int) -> None:
+    """Run work(i) for i < n, call i scheduled at start + i/rate, from `workers` threads."""
+    counter = iter(range(n))
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            delay = start + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if i == int(WARMUP * rate):
+                meter.mark("w0")
+            try:
+                work(i)
+                window.sent += 1
+            except Exception as exc:
+                window.errors[type(exc).__name__ + ": " + str(exc)[:120]] += 1
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(n / rate + 120)
+    window.end = time.time()
+    meter.mark("w1")
+
+
+def run_filtered(
+    world: World, meter: Meter, clients: Clients, rate: float, duration: float, prefix: str, rng: random.Random
+) -> dict[str, Any]:
+    import httpx
+
+    n = max(1, int(rate * duration))
+    plans = plan_rows(n, world, rng)
+    window = Window()
+    local = threading.local()
+    headers = {"Authorization": f"Bearer {world.admin}"}
+
+    def client() -> httpx.Client:
+        c = getattr(local, "c", None)
+        if c is None:
+            c = local.c = httpx.Client(base_url=world.url, headers=headers, timeout=HTTP_TIMEOUT)
+        return c
+
+    def work(i: int) -> None:
+        p = plans[i]
+        attrs = {"title": f"{prefix}{i}", "sent_at": time.time(), "user_account_id": world.refs[p.owner]}
+        body: dict[str, Any] = {"data": {"type": "fan", "attributes": attrs}}
+        if p.kind == "group":
+            body["data"]["relationships"] = {
+                "usergroup_id": {"data": [{"type": "usergroup", "id": world.groups[p.group]}]}
+            }
+        c = client()
+        r = c.post("/api/fan", json=body)
+        if r.status_code != 201:
+            raise RuntimeError(f"create {r.status_code} {r.text[:100]}")
+        if p.kind == "guest":
+            ref = r.json()["data"]["id"]
+            patch = {"data": {"type": "fan", "id": ref, "attributes": {"permission": ROW_PERMISSION | GUEST_READ}}}
+            r = c.patch(f"/api/fan/{ref}", json=patch)
+            if r.status_code != 200:
+                raise RuntimeError(f"patch {r.status_code} {r.text[:100]}")
+
+    window.start = time.time() + 0.2
+    paced(rate, n, window.start, work, window, meter, workers=24)
+    window.cpu = meter.between("w0", "w1")
+    drain(clients)
+    got = clients.dump(prefix)
+    return summarise(window, got, expected(world, prefix, plans), n / duration, "rows")
+
+
+def run_bare(world: World, meter: Meter, clients: Clients, rate: float, duration: float) -> dict[str, Any]:
+    import websockets
+
+    n = max(1, int(rate * duration))
+    window = Window()
+    responses: collections.Counter[str] = collections.Counter()
+
+    async def publish() -> None:
+        async with websockets.connect(ws_url(world.url, world.admin), max_size=None, ping_interval=None) as ws:
+            await asyncio.wait_for(ws.recv(), 10)
+
+            async def read() -> None:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    async for raw in ws:
+                        f = json.loads(raw)
+                        responses["ok" if f.get("ok") else f"error: {f.get('error')}"] += 1
+
+            reader = asyncio.create_task(read())
+            window.start = time.time() + 0.2
+            for i in range(n):
+                delay = window.start + i / rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if i == int(WARMUP * rate):
+                    meter.mark("w0")
+                msg = {
+                    "method": "new-message",
+                    "attributes": {"topicName": "bare", "message": {"seq": i, "sent_at": time.time()}},
+                }
+                await ws.send(json.dumps(msg))
+                window.sent += 1
+            window.end = time.time()
+            meter.mark("w1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), 5)
+            reader.cancel()
+
+    asyncio.run(publish())
+    window.cpu = meter.between("w0", "w1")
+    if responses.get("ok", 0) != n:
+        window.errors.update({k: v for k, v in responses.items() if k != "ok"})
+    drain(clients)
+    got = clients.dump("bare")
+    everybody = set(range(len(world.socket_user)))
+    exp = {(f"bare:{i}", "new-message"): everybody for i in range(n)}
+    return summarise(window, got, exp, rate, "messages")
+
+
+def drain(clients: Clients) -> None:
+    """Wait until the Portside CPU goes quiet (frames still in flight), bounded."""
+    deadline = time.monotonic() + DRAIN_MAX
+    last = clients.cpu_seconds()
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = clients.cpu_seconds()
+        if now - last > 0.05:
+            quiet_since = time.monotonic()
+        last = now
+        if time.monotonic() - quiet_since >= DRAIN_QUIET:
+            return
+
+
+def pct(sorted_vals: list[float], q: float) -> float | None:
+    if not sorted_vals:
+        return None
+    return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
+
+
+def summarise(
+    window: Window, got: dict[str, Any], exp: dict[tuple[str, str], set[int]], target_rate: float, unit: str
+) -> dict[str, Any]:
+    seen: collections.Counter[tuple[int, str, str]] = collections.Counter()
+    lats: list[float] = []
+    w0, w1 = window.cpu["t0"], window.cpu["t1"]
+    in_window = 0
+    for s, key, ev, received, sent in got["records"]:
+        seen[(s, key, ev)] += 1
+        if sent is not None:
+            lats.append((received - sent) * 1000)
+        if w0 <= received <= w1:
+            in_window += 1
+    expected_total = sum(len(v) for v in exp.values())
+    missing = extra = 0
+    for (key, ev), socks in exp.items():
+        for s in socks:
+            if seen.get((s, key, ev), 0) == 0:
+                missing += 1
+    for (s, key, ev), _count in seen.items():
+        if s not in exp.get((key, ev), ()):
+            extra += 1
+    dups = sum(c - 1 for c in seen.values() if c > 1)
+    lats.sort()
+    wall = window.cpu.get("wall", 0.0)
+    return {
+        "unit": unit,
+        "target_rate": target_rate,
+        "sent_rate": window.sent / max(1e-9, window.end - window.start),
+        "window": wall,
+        "deliveries_s": in_window / max(1e-9, w1 - w0),
+        "received": len(got["records"]),
+        "expected": expected_total,
+        "missing": missing,
+        "extra": extra,
+        "duplicates": dups,
+        "p50": pct(lats, 0.50),
+        "p99": pct(lats, 0.99),
+        "max": lats[-1] if lats else None,
+        "cpu": window.cpu,
+        "errors": dict(window.errors),
+        "closes": dict(got["closes"]),
+        "others": dict(got["others"]),
+        "in_window": in_window,
+    }
+
+
+# -- profile, report, main ---------------------------------------------------------------------------
+
+
+def start_pyspy(pid: int, seconds: int, out: Path) -> subprocess.Popen[str] | None:
+    spy = BIN / "py-spy"
+    if not spy.exists():
+        return None
+    args = [str(spy), "record", "--gil", "--pid", str(pid), "--duration", str(seconds), "--format", "raw"]
+    return subprocess.Popen(
+        [*args, "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def top_functions(raw: Path, n: int = 10) -> list[tuple[float, str]]:
+    """Self time per function (leaf frame) from py-spy's collapsed stacks."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in raw.read_text().splitlines():
+            stack, _, num = line.rpartition(" ")
+            if not num.isdigit():
+                continue
+            leaf = stack.split(";")[-1]
+            leaf = re.sub(r":\d+\)$", ")", leaf)
+            counts[leaf] += int(num)
+            total += int(num)
+    return [(100 * c / total, f) for f, c in counts.most_common(n)] if total else []
+
+
+def fmt(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def correctness(r: dict[str, Any]) -> str:
+    ok = r["missing"] == 0 and r["extra"] == 0 and r["duplicates"] == 0
+    return (
+        f"{'OK' if ok else 'FAIL'}: {r['received']:,}/{r['expected']:,} received, "
+        f"{r['missing']:,} missing, {r['extra']:,} extra, {r['duplicates']:,} dup"
+    )
+
+
+def per_cpu(r: dict[str, Any]) -> float | None:
+    cpu = r["cpu"]["portside"]
+    return r["deliveries_s"] / cpu if cpu > 0 else None
+
+
+def table_lines(f: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    lines = [
+        "| run | deliveries/s | p50 ms | p99 ms | Portside CPU % | deliveries per CPU-second | correctness |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, r in (("filtered (table fan)", f), ("bare (user topic)", b)):
+        lines.append(
+            f"| {label} | {fmt(r['deliveries_s'])} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
+            f"{fmt(100 * r['cpu']['portside'])} | {fmt(per_cpu(r))} | {correctness(r)} |"
+        )
+    ratio_d = f["deliveries_s"] / b["deliveries_s"] if b["deliveries_s"] else None
+    pf, pb = per_cpu(f), per_cpu(b)
+    ratio_c = pf / pb if pf and pb else None
+    lines.append(
+        f"| ratio (filtered/bare) | {fmt(ratio_d, 2)} | | | | {fmt(ratio_c, 2)} "
+        f"(CPU per delivery: filtered/bare {fmt(1 / ratio_c if ratio_c else None, 2)}) | |"
+    )
+    return lines
+
+
+def detail_lines(label: str, r: dict[str, Any]) -> list[str]:
+    c = r["cpu"]
+    return [
+        f"- {label}: target {r['target_rate']:.0f} {r['unit']}/s, sent {r['sent_rate']:.1f}/s; window "
+        f"{c['wall']:.1f} s; latency max {fmt(r['max'])} ms; CPU receivers {100 * c['clients']:.0f}%, "
+        f"driver (writer/publisher) {100 * c['driver']:.0f}%; writer errors {r['errors'] or 'none'}; "
+        f"socket closes seen {r['closes'] or 'none'}; non-event frames {r['others'] or 'none'}"
+    ]
+
+
+def goal_lines(f: dict[str, Any], b: dict[str, Any], ramp: list[dict[str, Any]]) -> list[str]:
+    p99_ok = f["p99"] is not None and f["p99"] <= 100
+    d_ok = f["deliveries_s"] >= 20000
+    pf, pb = per_cpu(f), per_cpu(b)
+    cost = (pb / pf - 1) if pf and pb else None
+    out = [
+        f"Goals (issue 3): >= 20,000 filtered deliveries/s: {'met' if d_ok else 'NOT met'} "
+        f"({fmt(f['deliveries_s'])}); p99 <= 100 ms: {'met' if p99_ok else 'NOT met'} ({fmt(f['p99'])} ms); "
+        f"filtering costs <= 30% CPU per delivery against bare: "
+        f"{'met' if cost is not None and cost <= 0.30 else 'NOT met'} ({fmt(None if cost is None else 100 * cost)}%).",
+    ]
+    if ramp:
+        out += ["", "Ramp (filtered, short steps; sustainable = sent >= 95% of target, no missing, p99 <= 100 ms):", ""]
+        out += ["| rows/s | sent/s | deliveries/s | p50 ms | p99 ms | Portside CPU % | correctness |"]
+        out += ["|---:|---:|---:|---:|---:|---:|---|"]
+        for r in ramp:
+            out.append(
+                f"| {r['target_rate']:.0f} | {r['sent_rate']:.1f} | {fmt(r['deliveries_s'])} | {fmt(r['p50'])} | "
+                f"{fmt(r['p99'])} | {fmt(100 * r['cpu']['portside'])} | {correctness(r)} |"
+            )
+    return out
+
+
+def sustainable(r: dict[str, Any]) -> bool:
+    return (
+        r["sent_rate"] >= 0.95 * r["target_rate"]
+        and r["missing"] == 0
+        and r["p99"] is not None
+        and r["p99"] <= 100
+        and not r["errors"]
+    )
+
+
+def update_results(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
+    path.write_text(text.rstrip() + "\n")
+
+
+def safe_tool(args: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (done.stdout or done.stderr).strip() or "unknown"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--sockets", type=int, default=1000, help="WebSocket clients (default 1000)")
+    p.add_argument("--users", type=int, default=100, help="bench users owning the sockets (default 100)")
+    p.add_argument("--groups", type=int, default=5, help="usergroups (default 5)")
+    p.add_argument("--rate", type=float, default=200, help="rows/s and messages/s (default 200)")
+    p.add_argument("--duration", type=float, default=20, help="seconds per measured run (default 20)")
+    p.add_argument("--ramp", default="25,50,100,150", help="row rates tried (8 s each) when --rate is not sustained")
+    p.add_argument("--client-procs", type=int, default=1, help="receiver processes (default 1)")
+    p.add_argument("--profile", type=int, default=10, metavar="SECONDS", help="py-spy seconds in the filtered run")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--clients-role", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if not a.clients_role and (a.sockets % a.users or a.sockets // a.users > 100 or a.duration < 3 or a.rate <= 0):
+        p.error("--sockets must be a multiple of --users with at most 100 per user; --duration >= 3; --rate > 0")
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.clients_role:
+        asyncio.run(clients_main(opts.clients_role))
+        return 0
+    rng = random.Random(opts.seed)
+    info = {
+        "date": safe_tool(["date", "-u"]),
+        "machine": f"nproc {safe_tool(['nproc'])}, {cpu_model()}",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "portside commit": safe_tool(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "load average at start": safe_tool(["cat", "/proc/loadavg"]),
+    }
+    cmd = " ".join([".venv/bin/python", "bench/live.py", *(argv if argv is not None else sys.argv[1:])])
+    portside: Proc | None = None
+    clients: Clients | None = None
+    with tempfile.TemporaryDirectory(prefix="portside-bench-live-") as tmp:
+        work = Path(tmp)
+        try:
+            data = work / "data"
+            data.mkdir()
+            portside = start_portside(data)
+            t = time.monotonic()
+            world = setup(portside.url, opts, rng)
+            print(
+                f"set-up {time.monotonic() - t:.1f} s: {opts.users} users, groups {[len(g) for g in world.member_of]}"
+            )
+            clients = Clients(world, world.tokens, opts.client_procs, work)
+            print(f"{clients.connected} sockets connected and subscribed")
+            meter = Meter(portside, clients)
+            spy_out = work / "spy.txt"
+            spy = (
+                start_pyspy(portside.proc.pid, min(opts.profile, int(opts.duration) - 2), spy_out)
+                if opts.profile
+                else None
+            )
+            filtered = run_filtered(world, meter, clients, opts.rate, opts.duration, "f", rng)
+            spy_err = ""
+            if spy is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy_err = spy.communicate(timeout=30)[1] or ""
+            hot = top_functions(spy_out)
+            print(correctness(filtered), f"{filtered['deliveries_s']:.0f}/s p99 {fmt(filtered['p99'])} ms")
+            ramp: list[dict[str, Any]] = []
+            if not sustainable(filtered):
+                for k, r in enumerate(float(x) for x in opts.ramp.split(",") if x.strip()):
+                    if r >= opts.rate:
+                        break
+                    step = run_filtered(world, meter, clients, r, 8, f"r{k}-", rng)
+                    print(f"ramp {r:.0f}/s:", correctness(step), f"{step['deliveries_s']:.0f}/s p99 {fmt(step['p99'])}")
+                    ramp.append(step)
+                    if not sustainable(step):
+                        break
+            bare = run_bare(world, meter, clients, opts.rate, opts.duration)
+            print(correctness(bare), f"{bare['deliveries_s']:.0f}/s p99 {fmt(bare['p99'])} ms")
+        finally:
+            if clients is not None:
+                clients.stop()
+            if portside is not None:
+                portside.stop()
+        server_log = [ln.rstrip() for ln in portside.log if "listening" not in ln] if portside else []
+    best = max((r["target_rate"] for r in ramp if sustainable(r)), default=None)
+    out = [SECTION, ""]
+    out += [f"- {k}: {v}" for k, v in info.items()]
+    out += [f"- command: `{cmd}`", ""]
+    out += [
+        f"Setup: {len(world.socket_user)} sockets ({clients.connected if clients else 0} connected) of "
+        f"{opts.users} users ({len(world.socket_user) // opts.users} each), {opts.groups} groups, users in 0-2 "
+        f"groups; all subscribed to `fan,bare` with `?encoding=json`, in {opts.client_procs} receiver process(es).",
+        f"Filtered: {opts.rate:.0f} rows/s for {opts.duration:.0f} s written over HTTP as admin (40% private, 40% linked",
+        "to a group in the create request -> create + update event, 20% PATCHed to guest-read -> create + update",
+        f"event). Bare: {opts.rate:.0f} new-message/s on user topic `bare` from one publisher socket.",
+        "Latency = receive time in the receiver process - client-side send timestamp in the row/message (so it",
+        "includes the HTTP request or WebSocket hop into Portside; it approximates commit -> receipt from above).",
+        f"deliveries/s and CPU over the send window minus the first {WARMUP:.0f} s. Method: bench/live.py docstring.",
+        "",
+        *table_lines(filtered, bare),
+        "",
+        *detail_lines("filtered", filtered),
+        *detail_lines("bare", bare),
+        "",
+        *goal_lines(filtered, bare, ramp),
+    ]
+    if ramp:
+        out += ["", f"Highest sustainable filtered rate found: {fmt(best, 0) if best else 'none of the steps'} rows/s."]
+    out += ["", f"Portside log lines (warning and above): {len(server_log)}"]
+    out += [f"    {ln}" for ln in server_log[:15]]
+    section = "\n".join(out) + "\n"
+    print()
+    print(section)
+    if hot:
+        print("py-spy --gil top functions (self time) during the filtered run:")
+        for share, fn in hot:
+            print(f"  {share:5.1f}%  {fn}")
+    elif spy_err:
+        print(f"py-spy: {spy_err.strip()[:300]}")
+    update_results(opts.results, section)
+    print(f"\nwrote {opts.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
