@@ -272,10 +272,14 @@ async def make_topic(url: str, admin: str) -> None:
 # -- receiver process (`--clients-role CONFIG`) --------------------------------------------------------
 
 
-async def clients_main(config_path: str) -> None:
+def write_json(path: str, obj: Any) -> None:
+    Path(path).write_text(json.dumps(obj))
+
+
+async def clients_main(cfg: dict[str, Any]) -> None:
     import websockets
 
-    cfg = json.loads(Path(config_path).read_text())
+    tasks: set[asyncio.Task[None]] = set()
     records: list[tuple[int, str, str, float, float | None]] = []  # socket, key, event, received, sent_at
     closes: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
@@ -312,7 +316,9 @@ async def clients_main(config_path: str) -> None:
                 errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
                 return
         conns.append(ws)
-        asyncio.create_task(reader(idx, ws))
+        task = asyncio.create_task(reader(idx, ws))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     await asyncio.gather(*(one(i, t) for i, t in cfg["sockets"]))
     print(f"READY {len(conns)} {json.dumps(dict(errors))}", flush=True)
@@ -323,7 +329,7 @@ async def clients_main(config_path: str) -> None:
             break
         if line.startswith("DUMP "):
             out, records = records, []
-            Path(line[5:]).write_text(json.dumps({"records": out, "closes": dict(closes), "others": dict(others)}))
+            write_json(line[5:], {"records": out, "closes": dict(closes), "others": dict(others)})
             print("DUMPED", flush=True)
     for ws in conns:
         with contextlib.suppress(Exception):
@@ -793,7 +799,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     if opts.clients_role:
-        asyncio.run(clients_main(opts.clients_role))
+        asyncio.run(clients_main(json.loads(Path(opts.clients_role).read_text())))
         return 0
     rng = random.Random(opts.seed)
     info = {
@@ -860,8 +866,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Setup: {len(world.socket_user)} sockets ({clients.connected if clients else 0} connected) of "
         f"{opts.users} users ({len(world.socket_user) // opts.users} each), {opts.groups} groups, users in 0-2 "
         f"groups; all subscribed to `fan,bare` with `?encoding=json`, in {opts.client_procs} receiver process(es).",
-        f"Filtered: {opts.rate:.0f} rows/s for {opts.duration:.0f} s written over HTTP as admin (40% private, 40% linked",
-        "to a group in the create request -> create + update event, 20% PATCHed to guest-read -> create + update",
+        f"Filtered: {opts.rate:.0f} rows/s for {opts.duration:.0f} s written over HTTP as admin (40% private, 40%",
+        "linked to a group in the create request -> create + update event; 20% patched to guest-read -> create+update",
         f"event). Bare: {opts.rate:.0f} new-message/s on user topic `bare` from one publisher socket.",
         "Latency = receive time in the receiver process - client-side send timestamp in the row/message (so it",
         "includes the HTTP request or WebSocket hop into Portside; it approximates commit -> receipt from above).",

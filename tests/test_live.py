@@ -393,3 +393,33 @@ def test_origin_caps_and_publish_action(live: tuple[Server, str, str, str]) -> N
             assert [(f["event"], f["data"]) for f in got] == [("new-message", {"headline": "hello"})]
 
     asyncio.run(main())
+
+
+def test_flood_of_requests_does_not_hurt_others(live: tuple[Server, str, str, str]) -> None:
+    server, _, alice, bob = live
+
+    async def main() -> None:
+        async with websockets.connect(ws_url(server, alice)) as flood, websockets.connect(ws_url(server, bob)) as calm:
+            await recv(flood)
+            await recv(calm)
+            request = json.dumps({"method": "subscribe", "attributes": {"topicName": "feedrow"}})
+            closed = False
+            try:
+                for _ in range(10_000):  # never read: the server must not buffer without bound
+                    await flood.send(request)
+            except websockets.ConnectionClosed:
+                closed = True
+            await calm.send(json.dumps({"method": "ping"}))
+            assert (await recv(calm))["type"] == "pong"
+            if not closed:  # the flooding socket was either served or closed with 1013, never stuck
+                frames = 0
+                try:
+                    while frames < 10_000:
+                        await asyncio.wait_for(flood.recv(), 10)
+                        frames += 1
+                except websockets.ConnectionClosed as err:
+                    assert err.rcvd is not None and err.rcvd.code == 1013
+                else:
+                    assert frames == 10_000
+
+    asyncio.run(main())
