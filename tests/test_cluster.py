@@ -183,3 +183,56 @@ def test_live_subscriber_on_one_node_sees_writes_on_the_other(
                     titles.append(frame["data"]["title"])
 
     assert asyncio.run(main()) == ["live0", "live1", "live2"]
+
+
+def test_event_committed_by_a_node_that_died_before_publishing_still_arrives(
+    cluster: tuple[str, Server, Server], setup: tuple[str, str, str]
+) -> None:
+    import json
+
+    import websockets
+
+    from portside.core.events import EventDraft, Grants
+    from portside.tools.ids import uuid7_str
+    from support import me
+
+    url, _, b = cluster
+    _, user, table = setup
+    with b.client(user) as c:
+        user_ref = me(c)["id"]
+
+    async def orphan() -> None:
+        """Commit an event the way a node does, then 'die': nothing is ever published for it."""
+        db = Database(url)
+        try:
+            async with db.transaction() as uow:
+                await uow.emit(
+                    EventDraft(
+                        table,
+                        "create",
+                        uuid7_str(),
+                        {"__type": table, "title": "orphan"},
+                        Grants(user_ref, 16256),
+                        user_ref,
+                    )
+                )
+        finally:
+            await db.dispose()
+
+    async def main() -> list[str]:
+        ws_url = b.url.replace("http://", "ws://") + f"/live?token={user}&encoding=json"
+        async with websockets.connect(ws_url) as ws:
+            json.loads(await ws.recv())
+            await ws.send(json.dumps({"method": "subscribe", "attributes": {"topicName": table}}))
+            assert json.loads(await ws.recv())["ok"] is True
+            await orphan()
+            titles: list[str] = []
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 6))
+                    if frame["type"] == "event":
+                        titles.append(frame["data"]["title"])
+            except TimeoutError:
+                return titles
+
+    assert asyncio.run(main()) == ["orphan"]  # exactly once, from the other node's sweep of the log

@@ -8,18 +8,22 @@ Pub/sub is at-most-once, so the event log covers its gaps. If the subscription c
 stays silent past its pings), the reader reconnects with exponential backoff and, once subscribed again,
 has every subscription re-read the event log from just before the highest offset seen (`gap_rewind`
 offsets back, to catch writes that committed late); the per-row guard in `bus` removes what was already
-delivered. If publishing fails, this process's subscriptions catch up from the log the same way; other
-processes receive those events on their next reconnect or refill.
+delivered. If publishing fails, this process's subscriptions catch up from the log the same way; and every
+second each process sweeps the recent log for committed events it never received (a writer that died
+between its commit and its publish), so no committed event is lost for the other nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import uuid
+from collections import OrderedDict
 from typing import Any
 
+import sqlalchemy as sa
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -28,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from portside import log
+from portside.core import events as ev
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.realtime.bus import Bus
@@ -46,6 +51,9 @@ class RedisBus(Bus):
     ping_interval = 5.0  # seconds of silence before pinging; three silent intervals mean a dead link
     connect_timeout = 5.0
     gap_rewind = 1000  # after a reconnect, re-read this many offsets below the highest seen
+    sweep_interval = 1.0  # seconds between looks at the log for events whose publish never came
+    sweep_window = 1000  # offsets below the highest seen that a sweep looks at
+    sweep_grace = 1.0  # seconds an event may be in flight (committed, not yet published) before a sweep takes it
 
     def __init__(self, db: Database, url: str, channel: str = "portside:events") -> None:
         super().__init__(db)
@@ -58,6 +66,9 @@ class RedisBus(Bus):
         self._pub: Redis[bytes] | None = None
         self._sub: Redis[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._seen: OrderedDict[int, None] = OrderedDict()  # offsets delivered here, newest last
+        self._floor = 0  # events at or below this existed before the bus started
 
     @property
     def connected(self) -> bool:
@@ -108,13 +119,16 @@ class RedisBus(Bus):
             await self._close_clients()
             raise
         self._connected = True
+        self._floor = self._high
         self._task = asyncio.create_task(self._run(pubsub), name=f"bus-reader:{self.channel}")
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"bus-sweeper:{self.channel}")
 
     async def _close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        self._task = self._sweeper = None
         self._connected = False
         await self._close_clients()
 
@@ -124,6 +138,43 @@ class RedisBus(Bus):
                 with contextlib.suppress(*_NETWORK_ERRORS):
                     await client.aclose()  # type: ignore[attr-defined]
         self._pub = self._sub = None
+
+    def _deliver(self, events: list[Event]) -> None:
+        for event in events:
+            self._seen[event.offset] = None
+        while len(self._seen) > 4 * self.sweep_window:
+            self._seen.popitem(last=False)
+        super()._deliver(events)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event log sweep failed")
+
+    async def sweep(self) -> int:
+        """Deliver committed events whose publish never arrived (e.g. the writing node died right after its
+        commit). Reads only offsets, then the few missing events; the per-row guard drops late duplicates."""
+        low = max(self._floor, self._high - self.sweep_window)
+        cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=self.sweep_grace)
+        log = ev.event_log
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(log.c.offset).where(log.c.offset > low, log.c.created_at <= cutoff))
+            missing = [int(o) for (o,) in rows if int(o) not in self._seen]
+            if not missing:
+                return 0
+            found = await conn.execute(sa.select(log).where(log.c.offset.in_(missing[:500])).order_by(log.c.offset))
+            events = [Event.from_row(r) for r in found]
+        if events:
+            logger.warning(
+                "delivering %d events whose publish never arrived (from offset %d)", len(events), events[0].offset
+            )
+            self._deliver(events)
+        return len(events)
 
     async def _subscribe(self) -> PubSub:
         """A pub/sub connection whose subscription the server has confirmed."""
