@@ -71,6 +71,7 @@ STOP_TIMEOUT = 10.0
 HTTP_TIMEOUT = 30.0
 DRAIN_QUIET = 2.0  # a phase ends when no frame arrived for this long after the last send...
 DRAIN_MAX = 30.0  # ...or after this long
+IN_FLIGHT = 24  # writer threads / unanswered new-message requests at most
 WARMUP = 1.0  # seconds at the start of a send window not counted in deliveries/s
 CLK = os.sysconf("SC_CLK_TCK")
 SCHEMA = f"""Tables:
@@ -307,7 +308,12 @@ async def clients_main(cfg: dict[str, Any]) -> None:
     async def one(idx: int, token: str) -> None:
         async with gate:
             try:
-                ws = await websockets.connect(ws_url(cfg["url"], token), max_size=None, ping_interval=None)
+                ws = await websockets.connect(
+                    ws_url(cfg["url"], token),
+                    max_size=None,
+                    ping_interval=None,
+                    compression="deflate" if cfg["deflate"] else None,
+                )
                 await asyncio.wait_for(ws.recv(), 30)  # session frame
                 r = await call(ws, "subscribe", topicName="fan,bare")
                 if not r.get("ok"):
@@ -339,13 +345,13 @@ async def clients_main(cfg: dict[str, Any]) -> None:
 class Clients:
     """The receiver process(es): connect, then dump records per phase."""
 
-    def __init__(self, world: World, tokens: list[str], procs: int, work: Path):
+    def __init__(self, world: World, tokens: list[str], procs: int, work: Path, deflate: bool):
         self.work = work
         self.procs: list[Proc] = []
         sockets = [(s, tokens[u]) for s, u in enumerate(world.socket_user)]
         for p in range(procs):
             cfg = work / f"clients{p}.json"
-            cfg.write_text(json.dumps({"url": world.url, "sockets": sockets[p::procs]}))
+            cfg.write_text(json.dumps({"url": world.url, "sockets": sockets[p::procs], "deflate": deflate}))
             self.procs.append(spawn(f"clients{p}", [sys.executable, __file__, "--clients-role", str(cfg)], stdin=True))
         self.connected = 0
         for pr in self.procs:
@@ -411,17 +417,21 @@ def plan_rows(n: int, world: World, rng: random.Random) -> list[RowPlan]:
     return out
 
 
-def expected(world: World, prefix: str, plans: list[RowPlan]) -> dict[tuple[str, str], set[int]]:
-    """(title, event) -> sockets that must receive it."""
+def expected(world: World, prefix: str, plans: list[RowPlan], done: dict[int, str]) -> dict[tuple[str, str], set[int]]:
+    """(title, event) -> sockets that must receive it, for the rows whose requests succeeded."""
     sockets_of: dict[int, list[int]] = collections.defaultdict(list)
     for s, u in enumerate(world.socket_user):
         sockets_of[u].append(s)
     everybody = set(range(len(world.socket_user)))
     out: dict[tuple[str, str], set[int]] = {}
     for i, p in enumerate(plans):
+        if i not in done:
+            continue
         title = f"{prefix}{i}"
         owner = set(sockets_of[p.owner])
         out[(title, "create")] = owner
+        if done[i] != "update":
+            continue
         if p.kind == "guest":
             out[(title, "update")] = everybody
         elif p.kind == "group":
@@ -452,7 +462,9 @@ class Meter:
 
 
 def paced(rate: float, n: int, start: float, work: Any, window: Window, meter: Meter, workers: int) -> None:
-    """Run work(i) for i < n, call i scheduled at start + i/rate, from `workers` threads."""
+    """Run work(i) for i < n, call i scheduled at start + i/rate, from `workers` threads (a closed loop: when
+    Portside falls behind, at most `workers` requests are in flight). Nothing new starts after start + n/rate."""
+    deadline = start + n / rate
     counter = iter(range(n))
     lock = threading.Lock()
 
@@ -460,19 +472,20 @@ def paced(rate: float, n: int, start: float, work: Any, window: Window, meter: M
         while True:
             with lock:
                 i = next(counter, None)
-            if i is None:
+            if i is None or time.time() > deadline:
                 return
             delay = start + i / rate - time.time()
             if delay > 0:
                 time.sleep(delay)
-            if i == int(WARMUP * rate):
-                meter.mark("w0")
             try:
                 work(i)
                 window.sent += 1
             except Exception as exc:
                 window.errors[type(exc).__name__ + ": " + str(exc)[:120]] += 1
 
+    meter.marks.clear()
+    timer = threading.Timer(max(0.0, start + WARMUP - time.time()), meter.mark, ("w0",))
+    timer.start()
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(workers)]
     for t in threads:
         t.start()
@@ -490,6 +503,7 @@ def run_filtered(
     n = max(1, int(rate * duration))
     plans = plan_rows(n, world, rng)
     window = Window()
+    done: dict[int, str] = {}  # row -> "create" or "update" (the last event it got)
     local = threading.local()
     headers = {"Authorization": f"Bearer {world.admin}"}
 
@@ -511,19 +525,21 @@ def run_filtered(
         r = c.post("/api/fan", json=body)
         if r.status_code != 201:
             raise RuntimeError(f"create {r.status_code} {r.text[:100]}")
+        done[i] = "update" if p.kind == "group" else "create"
         if p.kind == "guest":
             ref = r.json()["data"]["id"]
             patch = {"data": {"type": "fan", "id": ref, "attributes": {"permission": ROW_PERMISSION | GUEST_READ}}}
             r = c.patch(f"/api/fan/{ref}", json=patch)
             if r.status_code != 200:
                 raise RuntimeError(f"patch {r.status_code} {r.text[:100]}")
+            done[i] = "update"
 
     window.start = time.time() + 0.2
-    paced(rate, n, window.start, work, window, meter, workers=24)
+    paced(rate, n, window.start, work, window, meter, workers=IN_FLIGHT)
     window.cpu = meter.between("w0", "w1")
     drain(clients)
     got = clients.dump(prefix)
-    return summarise(window, got, expected(world, prefix, plans), n / duration, "rows")
+    return summarise(window, got, expected(world, prefix, plans, done), n / duration, "rows")
 
 
 def run_bare(world: World, meter: Meter, clients: Clients, rate: float, duration: float) -> dict[str, Any]:
@@ -532,25 +548,41 @@ def run_bare(world: World, meter: Meter, clients: Clients, rate: float, duration
     n = max(1, int(rate * duration))
     window = Window()
     responses: collections.Counter[str] = collections.Counter()
+    answered = 0
+    progress = asyncio.Event()
+
+    async def wait_answers(backlog: int, until: float) -> None:
+        """Wait while more than `backlog` new-message requests are unanswered, until the wall clock `until`."""
+        while window.sent - answered > backlog and time.time() < until:
+            progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), max(0.001, until - time.time()))
 
     async def publish() -> None:
         async with websockets.connect(ws_url(world.url, world.admin), max_size=None, ping_interval=None) as ws:
             await asyncio.wait_for(ws.recv(), 10)
 
             async def read() -> None:
+                nonlocal answered
                 with contextlib.suppress(websockets.ConnectionClosed):
                     async for raw in ws:
                         f = json.loads(raw)
                         responses["ok" if f.get("ok") else f"error: {f.get('error')}"] += 1
+                        answered += 1
+                        progress.set()
 
             reader = asyncio.create_task(read())
             window.start = time.time() + 0.2
+            meter.marks.clear()
+            asyncio.get_running_loop().call_later(0.2 + WARMUP, meter.mark, "w0")
+            deadline = window.start + n / rate
             for i in range(n):
                 delay = window.start + i / rate - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if i == int(WARMUP * rate):
-                    meter.mark("w0")
+                await wait_answers(IN_FLIGHT - 1, deadline)  # closed loop, as the HTTP writer: Portside sets the pace
+                if time.time() > deadline:
+                    break
                 msg = {
                     "method": "new-message",
                     "attributes": {"topicName": "bare", "message": {"seq": i, "sent_at": time.time()}},
@@ -559,18 +591,18 @@ def run_bare(world: World, meter: Meter, clients: Clients, rate: float, duration
                 window.sent += 1
             window.end = time.time()
             meter.mark("w1")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reader), 5)
+            await wait_answers(0, time.time() + DRAIN_MAX)
             reader.cancel()
 
     asyncio.run(publish())
     window.cpu = meter.between("w0", "w1")
-    if responses.get("ok", 0) != n:
-        window.errors.update({k: v for k, v in responses.items() if k != "ok"})
+    window.errors.update({k: v for k, v in responses.items() if k != "ok"})
+    if answered < window.sent:
+        window.errors[f"{window.sent - answered} new-message requests unanswered"] += 1
     drain(clients)
     got = clients.dump("bare")
     everybody = set(range(len(world.socket_user)))
-    exp = {(f"bare:{i}", "new-message"): everybody for i in range(n)}
+    exp = {(f"bare:{i}", "new-message"): everybody for i in range(window.sent)}
     return summarise(window, got, exp, rate, "messages")
 
 
@@ -784,9 +816,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--groups", type=int, default=5, help="usergroups (default 5)")
     p.add_argument("--rate", type=float, default=200, help="rows/s and messages/s (default 200)")
     p.add_argument("--duration", type=float, default=20, help="seconds per measured run (default 20)")
-    p.add_argument("--ramp", default="25,50,100,150", help="row rates tried (8 s each) when --rate is not sustained")
+    p.add_argument("--ramp", default="10,25,50,100", help="row rates tried (8 s each) when --rate is not sustained")
     p.add_argument("--client-procs", type=int, default=1, help="receiver processes (default 1)")
     p.add_argument("--profile", type=int, default=10, metavar="SECONDS", help="py-spy seconds in the filtered run")
+    p.add_argument(
+        "--no-deflate", dest="deflate", action="store_false", help="receivers do not offer permessage-deflate"
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--clients-role", help=argparse.SUPPRESS)
@@ -824,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"set-up {time.monotonic() - t:.1f} s: {opts.users} users, groups {[len(g) for g in world.member_of]}"
             )
-            clients = Clients(world, world.tokens, opts.client_procs, work)
+            clients = Clients(world, world.tokens, opts.client_procs, work, opts.deflate)
             print(f"{clients.connected} sockets connected and subscribed")
             meter = Meter(portside, clients)
             spy_out = work / "spy.txt"
@@ -865,7 +900,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out += [
         f"Setup: {len(world.socket_user)} sockets ({clients.connected if clients else 0} connected) of "
         f"{opts.users} users ({len(world.socket_user) // opts.users} each), {opts.groups} groups, users in 0-2 "
-        f"groups; all subscribed to `fan,bare` with `?encoding=json`, in {opts.client_procs} receiver process(es).",
+        f"groups; all subscribed to `fan,bare` with `?encoding=json`, in {opts.client_procs} receiver process(es), "
+        f"permessage-deflate {'offered (websockets default)' if opts.deflate else 'off'}.",
         f"Filtered: {opts.rate:.0f} rows/s for {opts.duration:.0f} s written over HTTP as admin (40% private, 40%",
         "linked to a group in the create request -> create + update event; 20% patched to guest-read -> create+update",
         f"event). Bare: {opts.rate:.0f} new-message/s on user topic `bare` from one publisher socket.",

@@ -108,6 +108,7 @@ class Portside:
             server_header=False,
             ws="websockets-sansio",
             ws_max_size=1024 * 1024,  # /live frames
+            ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out
             ws_ping_interval=20,  # server pings find dead peers
             ws_ping_timeout=20,
         )

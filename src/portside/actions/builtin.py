@@ -128,8 +128,6 @@ async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     if await ctx.uow.conn.scalar(sa.select(u.c.id).where(u.c.email == values["email"])) is not None:
         raise Conflict("an account with this email already exists")
     row = await crud.create(SYSTEM, "user_account", values, uow=ctx.uow)
-    await ctx.uow.conn.execute(u.update().where(u.c.id == row.id).values(user_account_id=row.id))
-    await records.refresh_event(ctx.uow, ctx.services.model, ctx.services.model.table("user_account"), row.id, row.ref)
     return [response("user_account", {"reference_id": row.ref})]
 
 

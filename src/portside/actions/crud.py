@@ -319,14 +319,14 @@ class Crud:
             actor=actor.ref,
             ref=parse_uuid(ref) if ref else None,
             groups=groups,
+            emit=False,
         )
         if table == "user_account" and actor.is_guest:  # a user signing up owns their own row
             await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row.id).values(user_account_id=row.id))
-            row = await records.refresh_event(uow, model, tm, row.id, actor.ref)
         if to_link:
-            await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
-            row = await records.fetch_one(uow.conn, model, tm, row_id=row.id) or row
-        return row
+            await links.link(self, uow, actor, tm, row.id, to_link, replace=False, announce=False)
+        # one create event, carrying the row's final owner and group grants
+        return await records.emit_row(uow, model, tm, row.id, "create", actor.ref)
 
     def _link_default(self, tm: TableModel) -> int:
         if tm.group_join is None:

@@ -63,7 +63,10 @@ async def link(
     links: dict[str, list[int]],
     *,
     replace: bool,
+    announce: bool = True,
 ) -> None:
+    """Add (and with `replace`, remove) join rows; `announce` emits an update for the row when its group
+    grants changed (a new row's create event is emitted after its links instead)."""
     model = crud.model
     for name, target_ids in links.items():
         rel = tm.relations[name]
@@ -88,7 +91,7 @@ async def link(
                     link = await records.fetch_one(uow.conn, model, jt, row_id=link_id)
                     if link is not None:
                         await records.delete(uow, model, jt, link, actor=actor.ref)
-        if rel.target == "usergroup":  # the row's grants changed: tell subscribers
+        if rel.target == "usergroup" and announce:  # the row's grants changed: tell subscribers
             await records.refresh_event(uow, model, tm, row_id, actor.ref)
 
 

@@ -233,6 +233,7 @@ async def insert(
     actor: str | None,
     ref: str | None = None,
     groups: Sequence[tuple[str, int]] = (),
+    emit: bool = True,
 ) -> RowData:
     """Insert one row (values are DB values, FK columns as integer ids), link it to `groups` (name, mask)
     and emit its create event carrying the final grants."""
@@ -245,7 +246,16 @@ async def insert(
     row_id = int(pk[0])
     if groups:
         await link_groups(uow, model, tm, row_id, groups, actor=actor)
+    if not emit:  # the caller finishes the row (links, owner) and then calls emit_row(..., "create")
+        fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
+        assert fresh is not None
+        return fresh
     return await _emit(uow, model, tm, row_id, "create", actor)
+
+
+async def emit_row(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None) -> RowData:
+    """Emit the event for a row as it now stands (after an `insert(..., emit=False)`)."""
+    return await _emit(uow, model, tm, row_id, kind, actor)
 
 
 async def update(

@@ -105,7 +105,8 @@ class LiveHub:
 
     def __init__(self, bus: Bus, refresh_actor: RefreshActor | None = None, may_subscribe: MaySubscribe | None = None):
         self.bus = bus
-        self.topics: dict[str, set[LiveSession]] = {}
+        # topic -> principal -> sessions: rights are decided once per principal, filters only where set
+        self.topics: dict[str, dict[Principal, set[LiveSession]]] = {}
         self.sessions: set[LiveSession] = set()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -129,18 +130,32 @@ class LiveHub:
         if topic in session.subscriptions:
             return False
         session.subscriptions[topic] = filters
-        self.topics.setdefault(topic, set()).add(session)
+        self.topics.setdefault(topic, {}).setdefault(session.principal, set()).add(session)
         return True
 
     def unsubscribe(self, session: LiveSession, topic: str) -> bool:
         if session.subscriptions.pop(topic, None) is None:
             return False
-        members = self.topics.get(topic)
-        if members is not None:
-            members.discard(session)
-            if not members:
+        buckets = self.topics.get(topic)
+        if buckets is not None:
+            for key, members in list(buckets.items()):
+                members.discard(session)
+                if not members:
+                    del buckets[key]
+            if not buckets:
                 del self.topics[topic]
         return True
+
+    def members(self, topic: str) -> list[LiveSession]:
+        return [s for members in self.topics.get(topic, {}).values() for s in members]
+
+    def rekey(self, session: LiveSession, actor: Actor) -> None:
+        """The session's identity changed (groups, admin): move it to its new principal's buckets."""
+        subscriptions = dict(session.subscriptions)
+        self.drop(session)
+        session.actor = actor
+        for topic, filters in subscriptions.items():
+            self.subscribe(session, topic, filters)
 
     def drop(self, session: LiveSession) -> None:
         for topic in list(session.subscriptions):
@@ -154,14 +169,14 @@ class LiveHub:
         """Rights changed: topic destroyed or re-permissioned, table gate changed, user or membership changed."""
         if event.table == TOPIC_TABLE:
             name = event.data.get("name")
-            for session in list(self.topics.get(str(name), ())):
+            for session in self.members(str(name)):
                 if event.type == "delete":
                     self.end(session, str(name), "topic destroyed")
                 elif not allowed(session.actor, READ, event.grants):
                     self.end(session, str(name), "permission revoked")
         elif event.table == "world" and event.type == "update":
             table = str(event.data.get("table_name"))
-            for session in list(self.topics.get(table, ())):
+            for session in self.members(table):
                 if not allowed(session.actor, PEEK, event.grants):
                     self.end(session, table, "permission revoked")
         elif event.table in (MEMBERSHIP, "user_account"):
@@ -182,7 +197,7 @@ class LiveHub:
                 self.drop(session)
                 session.close(CLOSE_POLICY, "credentials changed")
                 continue
-            session.actor = fresh
+            self.rekey(session, fresh)
             if self.may_subscribe is None:
                 continue
             for topic in list(session.subscriptions):
@@ -203,28 +218,29 @@ class LiveHub:
                 await asyncio.sleep(0.5)
 
     def dispatch(self, event: Event) -> int:
-        members = self.topics.get(event.table)
-        if not members:
+        buckets = self.topics.get(event.table)
+        if not buckets:
             return 0
-        decided: dict[Principal, bool] = {}
         frame: dict[str, Any] | None = None
         sent = 0
-        for session in list(members):
-            key = session.principal
-            ok = decided.get(key)
-            if ok is None:
-                ok = decided[key] = allowed(session.actor, READ, event.grants)
-            if not ok or event.offset <= session.floor or not session.accepts(event.table, event):
+        for members in list(buckets.values()):
+            if not members:
                 continue
-            if frame is None:
-                frame = event_frame(event)
-            if session.hold is not None:  # a replay is running for this session: park, it flushes after
-                session.hold.append(frame)
-                continue
-            if session.send(frame):
-                sent += 1
-            else:
-                session.overflowed = True
-                self.drop(session)
+            if not allowed(next(iter(members)).actor, READ, event.grants):
+                continue  # one decision for every socket of this principal
+            for session in list(members):
+                filters = session.subscriptions.get(event.table)
+                if event.offset <= session.floor or (filters and not matches(filters, event.type, event.data)):
+                    continue
+                if frame is None:
+                    frame = event_frame(event)
+                if session.hold is not None:  # a replay is running for this session: park, it flushes after
+                    session.hold.append(frame)
+                    continue
+                if session.send(frame):
+                    sent += 1
+                else:
+                    session.overflowed = True
+                    self.drop(session)
         self.delivered += sent
         return sent
