@@ -260,9 +260,10 @@ class Connection:
                         self.offer(event_frame(event))
         finally:
             parked, session.hold = session.hold or [], None
-            session.floor = max(session.floor, last)
-            for frame in parked:
-                if frame["offset"] > last:
+            for topic in topics:
+                session.floors[topic] = max(session.floors.get(topic, 0), last)
+            for frame in parked:  # live frames that arrived meanwhile, minus what the replay already sent
+                if frame["topic"] not in topics or frame["offset"] > last:
                     self.offer(frame)
 
 

@@ -77,7 +77,7 @@ class LiveSession:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # topic -> filters
     overflowed: bool = False
     hold: list[dict[str, Any]] | None = None  # live frames parked while a replay runs
-    floor: int = 0  # frames at or below this offset were replayed already
+    floors: dict[str, int] = field(default_factory=dict)  # topic -> offsets up to here were replayed
 
     def accepts(self, topic: str, event: Event) -> bool:
         return matches(self.subscriptions.get(topic, {}), event.type, event.data)
@@ -230,7 +230,8 @@ class LiveHub:
                 continue  # one decision for every socket of this principal
             for session in list(members):
                 filters = session.subscriptions.get(event.table)
-                if event.offset <= session.floor or (filters and not matches(filters, event.type, event.data)):
+                replayed = session.floors.get(event.table, 0)
+                if event.offset <= replayed or (filters and not matches(filters, event.type, event.data)):
                     continue
                 if frame is None:
                     frame = event_frame(event)

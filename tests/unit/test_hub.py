@@ -1,0 +1,71 @@
+"""The live hub's fan-out decisions, without sockets: per-principal rights, filters, replay floors, holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portside.auth.permissions import Actor
+from portside.core.events import Event, Grants
+from portside.realtime.hub import LiveHub, LiveSession, matches
+
+OWNER_READ = 256
+
+
+def event(table: str, offset: int, owner: str | None = "u1", perm: int = OWNER_READ, **data: Any) -> Event:
+    return Event(offset, table, "create", f"ref-{offset}", dict(data), Grants(owner, perm), owner)
+
+
+def session(ref: str, sink: list[dict[str, Any]]) -> LiveSession:
+    def send(frame: dict[str, Any]) -> bool:
+        sink.append(frame)
+        return True
+
+    return LiveSession(Actor(user_id=1, ref=ref), send)
+
+
+def test_rights_filters_and_floors() -> None:
+    hub = LiveHub(bus=None)  # type: ignore[arg-type]  # dispatch needs no bus
+    got1: list[dict[str, Any]] = []
+    got2: list[dict[str, Any]] = []
+    s1, s2 = session("u1", got1), session("u2", got2)
+    for s in (s1, s2):
+        hub.subscribe(s, "a", {})
+        hub.subscribe(s, "b", {"n": 2})
+    assert hub.dispatch(event("a", 1)) == 1  # only the owner may read it
+    assert [f["offset"] for f in got1] == [1] and got2 == []
+    hub.dispatch(event("a", 2, owner=None, perm=2))  # guest read: both
+    assert [f["offset"] for f in got2] == [2]
+    hub.dispatch(event("b", 3, n=1))
+    hub.dispatch(event("b", 4, n=2.0))  # numbers compare as numbers
+    assert [f["offset"] for f in got1] == [1, 2, 4]
+    # a replay of topic b up to offset 10 must not stop live events of topic a below 10
+    s1.floors["b"] = 10
+    hub.dispatch(event("a", 5))
+    hub.dispatch(event("b", 6, n=2))
+    hub.dispatch(event("b", 11, n=2))
+    assert [f["offset"] for f in got1] == [1, 2, 4, 5, 11]
+    # while a replay runs, live frames are parked, not sent
+    s1.hold = []
+    hub.dispatch(event("a", 12))
+    assert [f["offset"] for f in s1.hold] == [12] and got1[-1]["offset"] == 11
+    hub.unsubscribe(s1, "a")
+    assert hub.dispatch(event("a", 13)) == 0
+
+
+def test_full_queue_drops_the_session() -> None:
+    hub = LiveHub(bus=None)  # type: ignore[arg-type]
+    slow = LiveSession(Actor(user_id=1, ref="u1"), lambda frame: False)
+    hub.subscribe(slow, "a", {})
+    assert hub.dispatch(event("a", 1)) == 0
+    assert slow.overflowed and slow.subscriptions == {} and hub.topics == {}
+
+
+def test_matches_never_raises() -> None:
+    odd: list[Any] = [None, True, 1, 1.0, "1", [1], {"a": 1}, float("nan")]
+    for want in odd:
+        for have in odd:
+            assert isinstance(matches({"k": want}, "create", {"k": have}), bool)
+    assert matches({"k": [1, {"a": 2}]}, "create", {"k": [1, {"a": 2}]})
+    assert not matches({"k": True}, "create", {"k": 1})
+    assert matches({"EventType": "update"}, "update", {}) and not matches({"EventType": "update"}, "create", {})
+    assert matches({"missing": None}, "create", {})
