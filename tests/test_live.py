@@ -423,3 +423,77 @@ def test_flood_of_requests_does_not_hurt_others(live: tuple[Server, str, str, st
                     assert frames == 10_000
 
     asyncio.run(main())
+
+
+# Daptin's error strings (spec/realtime.md §A.7), kept for compatible clients; the better behaviour of
+# G1 #6 (every request answered) is asserted alongside.
+DAPTIN_ERRORS = {
+    "no_method": "no such method",
+    "subscribe_unknown": "topic not found: {t}",
+    "subscribe_denied": "permission denied: {t}",
+    "create_reserved": "cannot create topic with reserved name",
+    "create_exists": "topic already exists",
+    "destroy_system": "cannot delete system topic",
+    "destroy_unknown": "topic not found",
+    "message_no_topic": "missing or invalid topicName",
+    "message_bad": "missing or invalid message",
+    "message_unknown": "topic does not exist: {t}",
+    "set_system": "cannot modify system topic permissions",
+    "set_missing": "missing permission value",
+    "set_invalid": "invalid permission value",
+    "set_not_owner": "only owner or admin can change permissions",
+}
+
+
+def test_daptin_error_strings_and_frames(live: tuple[Server, str, str, str]) -> None:
+    server, _, alice, bob = live
+
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {alice}"}
+        async with (
+            websockets.connect(server.url.replace("http://", "ws://") + "/live", additional_headers=headers) as a,
+            websockets.connect(ws_url(server, bob)) as b,
+        ):
+            assert (await recv(a))["type"] == "session"  # Bearer header works as well as ?token= and the cookie
+            await recv(b)
+
+            async def err(ws: Any, method: str, **attrs: Any) -> str:
+                await ws.send(json.dumps({"id": "e", "method": method, "attributes": attrs}))
+                frame = await recv(ws)
+                assert frame["type"] == "response" and frame["id"] == "e" and frame["ok"] is False, frame
+                return str(frame["error"])
+
+            e = DAPTIN_ERRORS
+            assert await err(a, "nope") == e["no_method"]
+            assert await err(a, "subscribe", topicName="zz-none") == e["subscribe_unknown"].format(t="zz-none")
+            assert await err(a, "create-topicName", name="world") == e["create_reserved"]
+            await a.send(json.dumps({"method": "create-topicName", "attributes": {"name": "room-x"}}))
+            assert (await recv(a))["ok"] is True
+            assert await err(a, "create-topicName", name="room-x") == e["create_exists"]
+            assert await err(b, "subscribe", topicName="room-x") == e["subscribe_denied"].format(t="room-x")
+            assert await err(a, "destroy-topicName", name="user_account") == e["destroy_system"]
+            assert await err(a, "destroy-topicName", name="zz-none") == e["destroy_unknown"]
+            assert await err(a, "new-message", message={}) == e["message_no_topic"]
+            assert await err(a, "new-message", topicName="room-x", message="s") == e["message_bad"]
+            assert await err(a, "new-message", topicName="zz-none", message={}) == e["message_unknown"].format(
+                t="zz-none"
+            )
+            assert await err(a, "set-topic-permission", topicName="world", permission=1) == e["set_system"]
+            assert await err(a, "set-topic-permission", topicName="room-x") == e["set_missing"]
+            assert await err(a, "set-topic-permission", topicName="room-x", permission="7") == e["set_invalid"]
+            assert await err(b, "set-topic-permission", topicName="room-x", permission=1) == e["set_not_owner"]
+            # one response per topic, in request order, same id; data is base64 of the JSON Daptin sends
+            await a.send(
+                json.dumps({"id": "s", "method": "subscribe", "attributes": {"topicName": "user_account,usergroup"}})
+            )
+            first, second = await recv(a), await recv(a)
+            assert (first["id"], second["id"]) == ("s", "s")
+            assert first["data"] == "eyJ0b3BpYyI6InVzZXJfYWNjb3VudCJ9"  # {"topic":"user_account"}
+            assert data_of(second) == {"topic": "usergroup"}
+            await a.send(json.dumps({"method": "ping", "id": "p1"}))
+            assert await recv(a) == {"type": "pong"}
+            await a.send(json.dumps({"method": "unsubscribe", "attributes": {"topicName": "usergroup"}}))
+            frame = await recv(a)
+            assert "id" not in frame and frame["ok"] is True  # no id in the request, none in the response
+
+    asyncio.run(main())

@@ -179,7 +179,12 @@ class Connection:
             raise topics.TopicError("missing or invalid message")
         tm = svc.model.tables.get(name)
         if tm is None:
-            await topics.user_topic(svc.db, svc.model, self.session.actor, name, EXECUTE, suffix=True)
+            try:
+                await topics.user_topic(svc.db, svc.model, self.session.actor, name, EXECUTE, suffix=True)
+            except topics.TopicError as exc:
+                if str(exc).startswith("topic not found"):  # Daptin's wording for new-message
+                    raise topics.TopicError(f"topic does not exist: {name}") from None
+                raise
         else:
             try:
                 async with svc.db.read() as conn:
