@@ -236,3 +236,40 @@ def test_event_committed_by_a_node_that_died_before_publishing_still_arrives(
                 return titles
 
     assert asyncio.run(main()) == ["orphan"]  # exactly once, from the other node's sweep of the log
+
+
+def test_user_topic_created_on_one_node_is_used_from_the_other(
+    cluster: tuple[str, Server, Server], setup: tuple[str, str, str]
+) -> None:
+    import json
+
+    import websockets
+
+    _, a, b = cluster
+    _, user, _ = setup
+    topic = f"room-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> list[dict[str, object]]:
+        url_a = a.url.replace("http://", "ws://") + f"/live?token={user}&encoding=json"
+        url_b = b.url.replace("http://", "ws://") + f"/live?token={user}&encoding=json"
+        async with websockets.connect(url_a) as on_a, websockets.connect(url_b) as on_b:
+            json.loads(await on_a.recv())
+            json.loads(await on_b.recv())
+            await on_a.send(json.dumps({"method": "create-topicName", "attributes": {"name": topic}}))
+            assert json.loads(await on_a.recv())["ok"] is True
+            await on_b.send(json.dumps({"method": "subscribe", "attributes": {"topicName": topic}}))
+            assert json.loads(await on_b.recv())["ok"] is True  # the topic row is visible on B at once
+            await on_a.send(
+                json.dumps({"method": "new-message", "attributes": {"topicName": topic, "message": {"n": 1}}})
+            )
+            assert json.loads(await on_a.recv())["ok"] is True
+            got = []
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(on_b.recv(), 3))
+                    if frame["type"] == "event":
+                        got.append(frame["data"])
+            except TimeoutError:
+                return got
+
+    assert asyncio.run(main()) == [{"n": 1}]
