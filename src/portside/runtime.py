@@ -19,11 +19,12 @@ from portside.actions.builtin import builtin_doc
 from portside.actions.crud import Crud
 from portside.actions.services import Services
 from portside.core import events
-from portside.core.catalog import MEMBERSHIP, Catalog
+from portside.core.catalog import Catalog
 from portside.core.config import CONFIG_TABLE, ConfigStore
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.core.migrate import migrate_base
+from portside.core.model import MEMBERSHIP
 from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
 from portside.http import live

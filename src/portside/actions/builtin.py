@@ -17,9 +17,11 @@ import sqlalchemy as sa
 
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth import tokens
-from portside.auth.identity import MEMBERSHIP, actor_for_user, any_admin
+from portside.auth.identity import actor_for_user
 from portside.auth.permissions import Actor
 from portside.core import masks, records
+from portside.core.catalog import admin_exists
+from portside.core.model import MEMBERSHIP
 from portside.core.schema import SchemaDoc, parse_document, parse_text
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from portside.realtime import topics
@@ -174,7 +176,7 @@ async def become_admin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respo
     s, uow, actor = ctx.services, ctx.uow, ctx.actor
     if actor.user_id is None:
         raise Unauthorized("sign in first")
-    if await any_admin(uow.conn, s.model):
+    if await admin_exists(uow.conn, s.model):
         raise Forbidden("an administrator already exists")
     model = s.model
     # one transaction: join the administrators group, lock the open defaults, then claim ownerless rows

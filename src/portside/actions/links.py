@@ -92,7 +92,7 @@ async def link(
                     if link is not None:
                         await records.delete(uow, model, jt, link, actor=actor.ref)
         if rel.target == "usergroup" and announce:  # the row's grants changed: tell subscribers
-            await records.refresh_event(uow, model, tm, row_id, actor.ref)
+            await records.emit_row(uow, model, tm, row_id, "update", actor.ref)
 
 
 async def unlink(
@@ -108,7 +108,7 @@ async def unlink(
     for link in links:
         await records.delete(uow, model, jt, link, actor=actor.ref)
     if rel.target == "usergroup" and links:
-        await records.refresh_event(uow, model, tm, row_id, actor.ref)
+        await records.emit_row(uow, model, tm, row_id, "update", actor.ref)
 
 
 async def change(crud: Crud, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:

@@ -17,10 +17,8 @@ from portside.auth import tokens
 from portside.auth.permissions import ADMIN_GROUP, Actor
 from portside.core.cache import EventCache
 from portside.core.db import Database
-from portside.core.model import Model
+from portside.core.model import MEMBERSHIP, Model
 from portside.errors import TooManyRequests, Unauthorized
-
-MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"
 
 
 async def actor_for_user(
@@ -92,13 +90,6 @@ async def actor_from_token(
     if not isinstance(version, int) or version != actor.auth_version:
         raise Unauthorized("token revoked: credentials changed since it was issued")
     return actor
-
-
-async def any_admin(conn: AsyncConnection, model: Model) -> bool:
-    m = model.table(MEMBERSHIP).sa
-    g = model.table("usergroup").sa
-    q = sa.select(m.c.id).select_from(m.join(g, g.c.id == m.c.usergroup_id)).where(g.c.name == ADMIN_GROUP)
-    return (await conn.scalar(q.limit(1))) is not None
 
 
 class RateLimiter:

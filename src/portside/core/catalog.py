@@ -20,13 +20,12 @@ from portside.core import masks, records
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.migrate import migrate
-from portside.core.model import Model, build
+from portside.core.model import MEMBERSHIP, Model, build
 from portside.core.schema import SchemaDoc, Table, discover, load_files, parse_action, parse_table
 from portside.errors import SchemaError
 from portside.tools import jsonutil
 
 logger = log.get("catalog")
-MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"
 BOOT_GROUPS = (masks.GUESTS_GROUP, masks.ADMIN_GROUP, masks.USERS_GROUP)
 
 
@@ -143,11 +142,8 @@ class Catalog:
             return model
 
     async def refresh_open_mode(self) -> None:
-        model = self.model
-        m, g = model.table(MEMBERSHIP).sa, model.table("usergroup").sa
-        q = sa.select(m.c.id).select_from(m.join(g, g.c.id == m.c.usergroup_id)).where(g.c.name == masks.ADMIN_GROUP)
         async with self.db.read() as conn:
-            self.open_mode = (await conn.scalar(q.limit(1))) is None
+            self.open_mode = not await admin_exists(conn, self.model)
 
     # -- persisted rows --------------------------------------------------------------------------
 
@@ -266,3 +262,10 @@ class Catalog:
                     {"action_schema": text, "label": act.label or name, "instance_optional": act.instance_optional},
                     actor=actor,
                 )
+
+
+async def admin_exists(conn: Any, model: Model) -> bool:
+    """Whether any user is a member of the `administrators` group (not guessed from a user count)."""
+    m, g = model.table(MEMBERSHIP).sa, model.table("usergroup").sa
+    q = sa.select(m.c.id).select_from(m.join(g, g.c.id == m.c.usergroup_id)).where(g.c.name == masks.ADMIN_GROUP)
+    return (await conn.scalar(q.limit(1))) is not None

@@ -20,6 +20,7 @@ from portside.core.schema import ActionDef, Column, ForeignKey, Relation, Schema
 from portside.errors import NotFound, SchemaError
 
 OWNER_COLUMN = "user_account_id"
+MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"  # users in groups
 STANDARD = ("id", "version", "created_at", "updated_at", "reference_id", "permission")
 NO_OWNER = frozenset({"usergroup"})
 _versions = itertools.count(1)

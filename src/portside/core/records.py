@@ -294,11 +294,6 @@ async def _emit(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind
     return fresh
 
 
-async def refresh_event(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, actor: str | None) -> RowData:
-    """Emit an update event for a row whose grants changed through a link row (group grant)."""
-    return await _emit(uow, model, tm, row_id, "update", actor)
-
-
 async def group_ids(conn: AsyncConnection, model: Model, names: Sequence[str]) -> dict[str, int]:
     if not names:
         return {}

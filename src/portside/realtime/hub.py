@@ -19,6 +19,7 @@ from typing import Any
 from portside import log
 from portside.auth.permissions import PEEK, READ, Actor, allowed
 from portside.core.events import Event
+from portside.core.model import MEMBERSHIP
 from portside.realtime.bus import Bus
 
 logger = log.get("live")
@@ -90,7 +91,6 @@ class LiveSession:
 RefreshActor = Callable[[str], Awaitable[Actor | None]]
 MaySubscribe = Callable[[Actor, str], Awaitable[bool]]
 TOPIC_TABLE = "live_topic"
-MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"
 CLOSE_POLICY = 1008
 
 
