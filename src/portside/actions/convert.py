@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside.auth.permissions import REFER, Actor, allowed
-from portside.core import fieldtypes, records, validation
+from portside.core import fieldtypes, masks, records, validation
 from portside.core.model import Model, TableModel
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
 from portside.tools.ids import parse_uuid
@@ -104,7 +104,7 @@ def permission_value(raw: Any) -> int:
         value = int(raw)
     except ValueError:
         raise BadRequest("permission must be an integer", pointer=_pointer("permission")) from None
-    if not 0 <= value < (1 << 22):
+    if not masks.is_mask(value):
         raise BadRequest("permission must be between 0 and 4194303", pointer=_pointer("permission"))
     return value
 

@@ -13,6 +13,12 @@ ACTION_SCHEMA_DEFAULT = AUTH_EXECUTE | (READ | EXECUTE) << OWNER_SHIFT | (READ |
 OWNER_ALL = 127 << OWNER_SHIFT
 GROUP_ALL = 127 << GROUP_SHIFT
 
+
+def is_mask(value: int) -> bool:
+    """A permission mask uses bits 0-21 only."""
+    return 0 <= value < (1 << 22)
+
+
 ADMIN_GROUP = "administrators"
 USERS_GROUP = "users"
 GUESTS_GROUP = "guests"

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from portside.core import masks
 from portside.core.declarations import (
     ActionDef,
     Column,
@@ -108,7 +109,7 @@ class Keys:
     def mask(self, key: str) -> int:
         """A permission mask: an integer in 0..2^22-1."""
         value = self.integer(key)
-        if not 0 <= value < (1 << 22):
+        if not masks.is_mask(value):
             raise SchemaError(f"{self.where}: {key} must be a permission mask between 0 and 4194303")
         return value
 

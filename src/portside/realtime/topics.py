@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 
 from portside.auth.permissions import DELETE, PEEK, READ, Actor, allowed
-from portside.core import records
+from portside.core import masks, records
 from portside.core.db import Database, UnitOfWork
 from portside.core.events import Event, EventDraft, Grants
 from portside.core.masks import OWNER_ALL
@@ -88,7 +88,7 @@ async def set_permission(db: Database, model: Model, actor: Actor, name: object,
     if isinstance(permission, bool) or not isinstance(permission, int | float):
         raise TopicError("invalid permission value")
     value = int(permission)
-    if not 0 <= value < (1 << 22):
+    if not masks.is_mask(value):
         raise TopicError("invalid permission value")
     if name in model.tables:
         raise TopicError("cannot modify system topic permissions")
