@@ -127,7 +127,7 @@ class RedisBus(Bus):
         for task in (self._task, self._sweeper):
             if task is not None:
                 task.cancel()
-                await asyncio.wait([task])
+                await asyncio.wait([task], timeout=5)  # never hang a shutdown on a stuck task
         self._task = self._sweeper = None
         self._connected = False
         await self._close_clients()
