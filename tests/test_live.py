@@ -497,3 +497,52 @@ def test_daptin_error_strings_and_frames(live: tuple[Server, str, str, str]) -> 
             assert "id" not in frame and frame["ok"] is True  # no id in the request, none in the response
 
     asyncio.run(main())
+
+
+def test_slow_reader_of_events_is_closed_with_1013_and_others_keep_receiving(
+    live: tuple[Server, str, str, str],
+) -> None:
+    """A subscriber that stops reading fills its socket; it is closed with 1013 while a reading subscriber
+    gets every event. Also: the direct frame path is in use (no fallback warning in the server log)."""
+    server, admin, alice, bob = live
+    blob = "x" * 60_000
+    count = 400  # 24 MB: more than loopback socket buffers plus the 1 MiB backlog allowance
+
+    async def main() -> None:
+        async with (
+            websockets.connect(ws_url(server, admin, encoding="json"), max_size=None) as pub,
+            websockets.connect(ws_url(server, alice, encoding="json"), max_size=None, max_queue=1) as stuck,
+            websockets.connect(ws_url(server, bob, encoding="json"), max_size=None) as reader,
+        ):
+            for ws in (pub, stuck, reader):
+                await recv(ws)
+            await pub.send(json.dumps({"method": "create-topicName", "attributes": {"name": "firehose"}}))
+            assert (await recv(pub))["ok"] is True
+            perm = {"topicName": "firehose", "permission": 16256 | 1 | 2 | 32}
+            await pub.send(json.dumps({"method": "set-topic-permission", "attributes": perm}))
+            assert (await recv(pub))["ok"] is True
+            for ws in (stuck, reader):
+                await ws.send(json.dumps({"method": "subscribe", "attributes": {"topicName": "firehose"}}))
+                assert (await recv(ws))["ok"] is True
+
+            async def read_all() -> list[int]:
+                seen: list[int] = []
+                while len(seen) < count:
+                    f = await recv(reader, 20)
+                    if f["type"] == "event":
+                        seen.append(f["data"]["seq"])
+                return seen
+
+            reading = asyncio.create_task(read_all())
+            for i in range(count):
+                msg = {"topicName": "firehose", "message": {"seq": i, "blob": blob}}
+                await pub.send(json.dumps({"method": "new-message", "attributes": msg}))
+                assert (await recv(pub, 20))["ok"] is True
+            assert await asyncio.wait_for(reading, 60) == list(range(count))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(stuck.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+    asyncio.run(main())
+    assert not [line for line in server.log if "direct frame path unavailable" in line]

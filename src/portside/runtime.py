@@ -29,6 +29,7 @@ from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
 from portside.http import live
 from portside.http.app import build_app
+from portside.http.wire import CaptureRawSend
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.settings import Settings
@@ -100,7 +101,7 @@ class Portside:
     async def _serve_http(self, svc: Services) -> None:
         s = self.settings
         config = uvicorn.Config(
-            build_app(svc),
+            CaptureRawSend(build_app(svc)),
             host=s.host,
             port=s.port,
             log_level="warning",

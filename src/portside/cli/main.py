@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from portside import log, settings
 from portside.errors import SchemaError, StartupError
@@ -21,6 +22,17 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server", description="Run the Portside server.")
     settings.add_arguments(serve)
     return p
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it comes with uvicorn[standard]): faster sockets and scheduling."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - e.g. Windows
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_forever(conf))
+            run(serve_forever(conf))
     except (StartupError, SchemaError) as exc:
         print(f"portside: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from portside import log
 from portside.actions.services import Services
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor, allowed
@@ -26,11 +27,15 @@ from portside.core import records
 from portside.errors import Forbidden, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import services, token_of
+from portside.http.wire import DirectWire, text_frame
 from portside.realtime import topics
 from portside.realtime.hub import LiveHub, LiveSession, event_frame
 from portside.tools import jsonutil
 
+logger = log.get("live")
 QUEUE_SIZE = 1024
+MAX_BACKLOG = 1 << 20  # bytes written to a socket but not yet taken by the kernel: beyond this, 1013
+CLOSE_GRACE = 10.0  # seconds a close frame may wait behind a full buffer before the socket is aborted
 MAX_TOPICS_PER_CALL = 100
 MAX_SUBSCRIPTIONS = 1000
 CLOSE_TOO_SLOW = 1013
@@ -52,6 +57,18 @@ def encode(frame: dict[str, Any], as_json: bool) -> str:
     if frame.get("type") == "event":
         frame[memo_key] = text
     return text
+
+
+def wire_bytes(frame: dict[str, Any], as_json: bool) -> bytes:
+    """The whole WebSocket frame; shared event frames memoise it per encoding (built once per event)."""
+    memo_key = "\x00json-wire" if as_json else "\x00b64-wire"
+    memo = frame.get(memo_key)
+    if isinstance(memo, bytes):
+        return memo
+    wire = text_frame(encode(frame, as_json).encode())
+    if frame.get("type") == "event":
+        frame[memo_key] = wire
+    return wire
 
 
 def response(req_id: Any, method: str, ok: bool, *, error: str = "", data: Any = None) -> dict[str, Any]:
@@ -76,8 +93,19 @@ class Connection:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
         self.session = LiveSession(who, self.offer)
         self.too_slow = asyncio.Event()
+        self.wire = DirectWire.of(ws.scope)
 
     def offer(self, frame: dict[str, Any]) -> bool:
+        """Send a frame without waiting: straight to the socket on the direct path, else via the queue."""
+        wire = self.wire
+        if wire is not None:
+            if not wire.open:
+                return True  # closing: the connection loop ends the session
+            if wire.backlog > MAX_BACKLOG:
+                self.too_slow.set()
+                return False
+            wire.write(wire_bytes(frame, self.as_json))
+            return True
         try:
             self.queue.put_nowait(frame)
             return True
@@ -341,7 +369,9 @@ async def live(ws: WebSocket) -> None:
             },
         }
     )
-    writer = asyncio.create_task(conn.writer())
+    if conn.wire is None:
+        logger.warning("live: direct frame path unavailable, using ASGI sends (slower fan-out)")
+    writer = asyncio.create_task(conn.writer() if conn.wire is None else asyncio.Event().wait())
     slow = asyncio.create_task(conn.too_slow.wait())
     try:
         while True:
@@ -351,7 +381,7 @@ async def live(ws: WebSocket) -> None:
                 receive.cancel()
                 if slow in done:
                     code, reason = closing[0] if closing else (CLOSE_TOO_SLOW, "too slow: send queue full")
-                    await ws.close(code, reason)
+                    await close(ws, conn.wire, code, reason)
                 return
             message = receive.result()
             if message["type"] == "websocket.disconnect":
@@ -368,6 +398,15 @@ async def live(ws: WebSocket) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+async def close(ws: WebSocket, wire: DirectWire | None, code: int, reason: str) -> None:
+    """Close with `code`; a peer that does not read lets the close frame wait at most CLOSE_GRACE seconds."""
+    try:
+        await asyncio.wait_for(ws.close(code, reason), CLOSE_GRACE)
+    except (TimeoutError, RuntimeError, OSError):
+        if wire is not None:
+            wire.abort()
 
 
 routes = [WebSocketRoute("/live", live)]
