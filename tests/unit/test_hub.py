@@ -69,3 +69,44 @@ def test_matches_never_raises() -> None:
     assert not matches({"k": True}, "create", {"k": 1})
     assert matches({"EventType": "update"}, "update", {}) and not matches({"EventType": "update"}, "create", {})
     assert matches({"missing": None}, "create", {})
+
+
+def test_indexed_fanout_reaches_exactly_the_allowed_sessions() -> None:
+    """The hub narrows each event to candidate principals (owner, groups, admins); the result must equal a
+    brute-force `allowed` check over every session, also after unsubscribes."""
+    import random
+
+    from portside.auth.permissions import READ, allowed
+
+    rng = random.Random(5)
+    hub = LiveHub(bus=None)  # type: ignore[arg-type]
+    inbox: dict[int, list[int]] = {}
+    sessions: list[LiveSession] = []
+    refs, groups = [f"u{i}" for i in range(8)], [f"g{i}" for i in range(4)]
+    for i in range(60):
+        ref = rng.choice([*refs, None])
+        who = Actor(
+            user_id=1 if ref else None,
+            ref=ref,
+            groups=frozenset(rng.sample(groups, rng.randint(0, 2))) if ref else frozenset(),
+            is_admin=ref is not None and rng.random() < 0.05,
+        )
+        box = inbox.setdefault(i, [])
+        s = LiveSession(who, lambda frame, box=box: box.append(frame["offset"]) is None)
+        sessions.append(s)
+        hub.subscribe(s, "t", {})
+    for s in sessions[::7]:
+        hub.unsubscribe(s, "t")
+    subscribed = [i for i, s in enumerate(sessions) if "t" in s.subscriptions]
+    for offset in range(1, 400):
+        grants = Grants(
+            owner=rng.choice([*refs, None]),
+            permission=rng.choice([0, 2, 256, 256 | 32768, 32768, 16256]),
+            groups=tuple((g, rng.choice([0, 32768, 2080768])) for g in rng.sample(groups, rng.randint(0, 2))),
+        )
+        ev = Event(offset, "t", "create", f"r{offset}", {}, grants, None)
+        want = {i for i in subscribed if allowed(sessions[i].actor, READ, grants)}
+        hub.dispatch(ev)
+        got = {i for i in subscribed if inbox[i] and inbox[i][-1] == offset}
+        assert got == want, (offset, grants)
+    assert all(not inbox[i] for i in range(len(sessions)) if i not in subscribed)

@@ -544,3 +544,33 @@ async def test_join_table_rows_are_guarded_by_their_own_permission(conn: AsyncCo
     assert {r.ref: r.grants for r in rows} == {"l1": Grants(None, READ), "l2": Grants(None, OWNER_ALL)}
     assert await sql_visible(conn, model, NOTE_GROUPS, ann, READ) == {1}
     assert await row_visible(conn, model, NOTE_GROUPS, ann, READ) == {1}
+
+
+def test_audience_contains_every_allowed_actor() -> None:
+    """`audience` may only narrow fan-out: whoever `allowed` admits is inside it, for every right."""
+    from portside.auth.permissions import RIGHTS, audience
+
+    rng = random.Random(11)
+    users, groups = ["u1", "u2", "u3", None], ["g1", "g2", "g3"]
+    checked = admitted = 0
+    for _ in range(3000):
+        grants = Grants(
+            owner=rng.choice(users),
+            permission=rng.getrandbits(22),
+            groups=tuple((g, rng.getrandbits(22)) for g in rng.sample(groups, rng.randint(0, 2))),
+        )
+        ref = rng.choice(users)
+        actor = Actor(
+            user_id=1 if ref else None,
+            ref=ref,
+            groups=frozenset(rng.sample(groups, rng.randint(0, 2))) if ref else frozenset(),
+            is_admin=ref is not None and rng.random() < 0.1,
+        )
+        for right in RIGHTS.values():
+            who = audience(right, grants)
+            inside = who.everyone or actor.is_admin or ref == who.owner or bool(actor.groups & set(who.groups))
+            checked += 1
+            if allowed(actor, right, grants):
+                admitted += 1
+                assert inside, (actor, right, grants, who)
+    assert admitted > checked // 10  # the sample exercises both outcomes

@@ -63,7 +63,9 @@ __all__ = [
     "UPDATE",
     "USERS_GROUP",
     "Actor",
+    "Audience",
     "allowed",
+    "audience",
     "visible_clause",
 ]
 
@@ -117,6 +119,26 @@ def allowed(actor: Actor, right: int, grants: Grants) -> bool:
             if group_ref in actor.groups and link_mask & group_right:
                 return True
     return False
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who can possibly hold a right on an object: everybody, or administrators plus the owner plus members
+    of some groups. A superset of `allowed` (every allowed actor is in it); fan-out uses it to skip the
+    principals that certainly fail, then asks `allowed` for the rest."""
+
+    everyone: bool
+    owner: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+def audience(right: int, grants: Grants) -> Audience:
+    mask = grants.permission
+    if mask & right or (right == EXECUTE and mask & AUTH_EXECUTE):
+        return Audience(everyone=True)
+    owner = grants.owner if mask & (right << OWNER_SHIFT) else None
+    group_right = right << GROUP_SHIFT
+    return Audience(False, owner, tuple(g for g, link in grants.groups if link & group_right))
 
 
 def _has(col: sa.ColumnElement[int], bits: int) -> sa.ColumnElement[bool]:

@@ -99,13 +99,10 @@ class Connection:
         """Send a frame without waiting: straight to the socket on the direct path, else via the queue."""
         wire = self.wire
         if wire is not None:
-            if not wire.open:
-                return True  # closing: the connection loop ends the session
-            if wire.backlog > MAX_BACKLOG:
-                self.too_slow.set()
-                return False
-            wire.write(wire_bytes(frame, self.as_json))
-            return True
+            if wire.send(wire_bytes(frame, self.as_json), MAX_BACKLOG):
+                return True
+            self.too_slow.set()
+            return False
         try:
             self.queue.put_nowait(frame)
             return True

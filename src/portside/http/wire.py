@@ -61,18 +61,16 @@ class DirectWire:
             return None
         return cls(proto, transport)
 
-    @property
-    def open(self) -> bool:
-        p = self._proto
-        return not (p.close_sent or p.disconnected or self.transport.is_closing())
-
-    @property
-    def backlog(self) -> int:
-        """Bytes written but not yet taken by the kernel."""
-        return self.transport.get_write_buffer_size()
-
-    def write(self, frame: bytes) -> None:
-        self.transport.write(frame)
+    def send(self, frame: bytes, limit: int) -> bool:
+        """Write `frame` unless the socket is closing (dropped: the connection loop ends the session);
+        False, writing nothing, when more than `limit` bytes already wait for the peer."""
+        p, t = self._proto, self.transport
+        if p.close_sent or p.disconnected or t.is_closing():
+            return True
+        if t.get_write_buffer_size() > limit:
+            return False
+        t.write(frame)
+        return True
 
     def abort(self) -> None:
         self.transport.abort()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portside import log
-from portside.auth.permissions import PEEK, READ, Actor, allowed
+from portside.auth.permissions import PEEK, READ, Actor, allowed, audience
 from portside.core.events import Event
 from portside.core.model import MEMBERSHIP
 from portside.realtime.bus import Bus
@@ -88,6 +88,75 @@ class LiveSession:
         return principal(self.actor)
 
 
+class Subscribers:
+    """The sessions of one topic, grouped by principal and indexed by what a grant can name (user ref, group
+    ref, administrator), so an event is decided only for the principals that could possibly read it."""
+
+    __slots__ = ("admins", "buckets", "by_group", "by_ref")
+
+    def __init__(self) -> None:
+        self.buckets: dict[Principal, set[LiveSession]] = {}
+        self.by_ref: dict[str, set[Principal]] = {}
+        self.by_group: dict[str, set[Principal]] = {}
+        self.admins: set[Principal] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.buckets)
+
+    def add(self, session: LiveSession) -> None:
+        key = session.principal
+        members = self.buckets.get(key)
+        if members is None:
+            members = self.buckets[key] = set()
+            ref, groups, admin = key
+            if admin:
+                self.admins.add(key)
+            if ref is not None:
+                self.by_ref.setdefault(ref, set()).add(key)
+            for g in groups:
+                self.by_group.setdefault(g, set()).add(key)
+        members.add(session)
+
+    def discard(self, session: LiveSession) -> None:
+        for key, members in list(self.buckets.items()):
+            if session not in members:
+                continue
+            members.discard(session)
+            if members:
+                continue
+            del self.buckets[key]
+            ref, groups, _ = key
+            self.admins.discard(key)
+            for index, names in ((self.by_ref, (ref,) if ref is not None else ()), (self.by_group, groups)):
+                for name in names:
+                    keys = index.get(name)
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del index[name]
+
+    def sessions(self) -> list[LiveSession]:
+        return [s for members in self.buckets.values() for s in members]
+
+    def readers(self, event: Event) -> list[set[LiveSession]]:
+        """The buckets whose principal may read the event: one `allowed` decision per candidate principal."""
+        who = audience(READ, event.grants)
+        if who.everyone:
+            keys: Any = self.buckets.keys()
+        else:
+            keys = set(self.admins)
+            if who.owner is not None:
+                keys.update(self.by_ref.get(who.owner, ()))
+            for g in who.groups:
+                keys.update(self.by_group.get(g, ()))
+        out = []
+        for key in keys:
+            members = self.buckets.get(key)
+            if members and allowed(next(iter(members)).actor, READ, event.grants):
+                out.append(members)
+        return out
+
+
 RefreshActor = Callable[[str], Awaitable[Actor | None]]
 MaySubscribe = Callable[[Actor, str], Awaitable[bool]]
 TOPIC_TABLE = "live_topic"
@@ -105,8 +174,8 @@ class LiveHub:
 
     def __init__(self, bus: Bus, refresh_actor: RefreshActor | None = None, may_subscribe: MaySubscribe | None = None):
         self.bus = bus
-        # topic -> principal -> sessions: rights are decided once per principal, filters only where set
-        self.topics: dict[str, dict[Principal, set[LiveSession]]] = {}
+        # topic -> its subscribers by principal: rights are decided once per principal, filters only where set
+        self.topics: dict[str, Subscribers] = {}
         self.sessions: set[LiveSession] = set()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -130,24 +199,25 @@ class LiveHub:
         if topic in session.subscriptions:
             return False
         session.subscriptions[topic] = filters
-        self.topics.setdefault(topic, {}).setdefault(session.principal, set()).add(session)
+        subscribers = self.topics.get(topic)
+        if subscribers is None:
+            subscribers = self.topics[topic] = Subscribers()
+        subscribers.add(session)
         return True
 
     def unsubscribe(self, session: LiveSession, topic: str) -> bool:
         if session.subscriptions.pop(topic, None) is None:
             return False
-        buckets = self.topics.get(topic)
-        if buckets is not None:
-            for key, members in list(buckets.items()):
-                members.discard(session)
-                if not members:
-                    del buckets[key]
-            if not buckets:
+        subscribers = self.topics.get(topic)
+        if subscribers is not None:
+            subscribers.discard(session)
+            if not subscribers:
                 del self.topics[topic]
         return True
 
     def members(self, topic: str) -> list[LiveSession]:
-        return [s for members in self.topics.get(topic, {}).values() for s in members]
+        subscribers = self.topics.get(topic)
+        return subscribers.sessions() if subscribers is not None else []
 
     def rekey(self, session: LiveSession, actor: Actor) -> None:
         """The session's identity changed (groups, admin): move it to its new principal's buckets."""
@@ -218,16 +288,12 @@ class LiveHub:
                 await asyncio.sleep(0.5)
 
     def dispatch(self, event: Event) -> int:
-        buckets = self.topics.get(event.table)
-        if not buckets:
+        subscribers = self.topics.get(event.table)
+        if not subscribers:
             return 0
         frame: dict[str, Any] | None = None
         sent = 0
-        for members in list(buckets.values()):
-            if not members:
-                continue
-            if not allowed(next(iter(members)).actor, READ, event.grants):
-                continue  # one decision for every socket of this principal
+        for members in subscribers.readers(event):  # one decision for every socket of a principal
             for session in list(members):
                 filters = session.subscriptions.get(event.table)
                 replayed = session.floors.get(event.table, 0)
