@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ class Portside:
         self._tasks.append(asyncio.create_task(self._watch_schema_files(), name="portside-schema-files"))
         self._tasks.append(asyncio.create_task(self._trim_events(), name="portside-trim"))
         await self._serve_http(svc)
+        # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
+        # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
+        gc.collect()
+        gc.freeze()
         self.started.set()
 
     async def _serve_http(self, svc: Services) -> None:
