@@ -368,12 +368,12 @@ async def live(ws: WebSocket) -> None:
     )
     if conn.wire is None:
         logger.warning("live: direct frame path unavailable, using ASGI sends (slower fan-out)")
-    writer = asyncio.create_task(conn.writer() if conn.wire is None else asyncio.Event().wait())
     slow = asyncio.create_task(conn.too_slow.wait())
+    background = {slow} if conn.wire is not None else {slow, asyncio.create_task(conn.writer())}
     try:
         while True:
             receive = asyncio.create_task(ws.receive())
-            done, _ = await asyncio.wait({receive, writer, slow}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receive, *background}, return_when=asyncio.FIRST_COMPLETED)
             if receive not in done:
                 receive.cancel()
                 if slow in done:
@@ -391,7 +391,7 @@ async def live(ws: WebSocket) -> None:
     finally:
         hub.drop(conn.session)
         hub.sessions.discard(conn.session)
-        for task in (writer, slow):
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
