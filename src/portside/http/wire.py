@@ -55,7 +55,7 @@ class DirectWire:
         transport = getattr(proto, "transport", None)
         conn = getattr(proto, "conn", None)
         known = all(hasattr(proto, a) for a in ("close_sent", "disconnected", "handshake_complete"))
-        if transport is None or conn is None or not known or getattr(conn, "extensions", None) != []:
+        if transport is None or not known or not hasattr(conn, "close_sent") or getattr(conn, "extensions", 0) != []:
             return None
         if not proto.handshake_complete:
             return None
@@ -65,7 +65,7 @@ class DirectWire:
         """Write `frame` unless the socket is closing (dropped: the connection loop ends the session);
         False, writing nothing, when more than `limit` bytes already wait for the peer."""
         p, t = self._proto, self.transport
-        if p.close_sent or p.disconnected or t.is_closing():
+        if p.close_sent or p.disconnected or p.conn.close_sent is not None or t.is_closing():
             return True
         if t.get_write_buffer_size() > limit:
             return False
