@@ -107,6 +107,16 @@ class Crud:
         if not allowed(actor, right, grants):
             raise Forbidden(f"not allowed on table {tm.name}")
 
+    async def check_gate(self, actor: Actor, tm: TableModel, right: int) -> None:
+        """`gate` with no connection in hand: a read connection is taken only when the gate is not cached."""
+        grants = None if actor.is_admin else self.gates.get(tm.name)
+        if actor.is_admin or grants is not None:
+            if grants is not None and not allowed(actor, right, grants):
+                raise Forbidden(f"not allowed on table {tm.name}")
+            return
+        async with self.db.read() as conn:
+            await self.gate(conn, actor, tm, right)
+
     async def row(
         self, conn: AsyncConnection, actor: Actor, tm: TableModel, ref: str, right: int, *, full: bool = True
     ) -> RowData:

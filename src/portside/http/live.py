@@ -212,8 +212,7 @@ class Connection:
                 raise
         else:
             try:
-                async with svc.db.read() as conn:
-                    await svc.crud.gate(conn, self.session.actor, tm, CREATE)
+                await svc.crud.check_gate(self.session.actor, tm, CREATE)
             except Forbidden:
                 raise topics.TopicError(f"permission denied: {name}") from None
         event = await topics.publish(svc.db, self.session.actor, name, message)
@@ -253,8 +252,7 @@ class Connection:
                 if tm is None:
                     await topics.user_topic(svc.db, svc.model, self.session.actor, topic, READ, suffix=True)
                 else:
-                    async with svc.db.read() as conn:
-                        await svc.crud.gate(conn, self.session.actor, tm, PEEK)
+                    await svc.crud.check_gate(self.session.actor, tm, PEEK)
             except Forbidden:
                 self.offer(response(req_id, "subscribe", False, error=f"permission denied: {topic}"))
                 continue
@@ -425,8 +423,7 @@ def attach(svc: Services) -> None:
             if tm is None:
                 await topics.user_topic(svc.db, svc.model, who, topic, READ, suffix=False)
             else:
-                async with svc.db.read() as conn:
-                    await svc.crud.gate(conn, who, tm, PEEK)
+                await svc.crud.check_gate(who, tm, PEEK)
         except (Forbidden, topics.TopicError):
             return False
         return True
