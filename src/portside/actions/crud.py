@@ -320,7 +320,7 @@ class Crud:
                 values["user_account_id"] = actor.user_id
         to_link = await links.to_many(self, uow.conn, actor, tm, relationships)
         groups = [(g.name, g.permission or self._link_default(tm)) for g in tm.decl.default_groups]
-        row = await records.insert(
+        row_id = await records.insert_row(
             uow,
             model,
             tm,
@@ -329,14 +329,13 @@ class Crud:
             actor=actor.ref,
             ref=parse_uuid(ref) if ref else None,
             groups=groups,
-            emit=False,
         )
         if table == "user_account" and actor.is_guest:  # a user signing up owns their own row
-            await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row.id).values(user_account_id=row.id))
+            await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row_id).values(user_account_id=row_id))
         if to_link:
-            await links.link(self, uow, actor, tm, row.id, to_link, replace=False, announce=False)
+            await links.link(self, uow, actor, tm, row_id, to_link, replace=False, announce=False)
         # one create event, carrying the row's final owner and group grants
-        return await records.emit_row(uow, model, tm, row.id, "create", actor.ref)
+        return await records.emit_row(uow, model, tm, row_id, "create", actor.ref)
 
     def _link_default(self, tm: TableModel) -> int:
         if tm.group_join is None:

@@ -233,10 +233,26 @@ async def insert(
     actor: str | None,
     ref: str | None = None,
     groups: Sequence[tuple[str, int]] = (),
-    emit: bool = True,
 ) -> RowData:
     """Insert one row (values are DB values, FK columns as integer ids), link it to `groups` (name, mask)
     and emit its create event carrying the final grants."""
+    row_id = await insert_row(uow, model, tm, values, permission=permission, actor=actor, ref=ref, groups=groups)
+    return await _emit(uow, model, tm, row_id, "create", actor)
+
+
+async def insert_row(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    values: dict[str, Any],
+    *,
+    permission: int,
+    actor: str | None,
+    ref: str | None = None,
+    groups: Sequence[tuple[str, int]] = (),
+) -> int:
+    """`insert` without its event: the caller finishes the row (owner, links) and then calls
+    `emit_row(..., "create")`, so the one create event carries the final grants. Returns the row id."""
     stamp = now()
     row = dict(values)
     row.update(reference_id=ref or uuid7_str(), created_at=stamp, updated_at=stamp, version=1, permission=permission)
@@ -245,16 +261,12 @@ async def insert(
     assert pk is not None
     row_id = int(pk[0])
     if groups:
-        await link_groups(uow, model, tm, row_id, groups, actor=actor)
-    if not emit:  # the caller finishes the row (links, owner) and then calls emit_row(..., "create")
-        fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
-        assert fresh is not None
-        return fresh
-    return await _emit(uow, model, tm, row_id, "create", actor)
+        await link_groups(uow, model, tm, row_id, groups, actor=actor, new_row=True)
+    return row_id
 
 
 async def emit_row(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None) -> RowData:
-    """Emit the event for a row as it now stands (after an `insert(..., emit=False)`)."""
+    """Emit the event for a row as it now stands (after `insert_row`)."""
     return await _emit(uow, model, tm, row_id, kind, actor)
 
 
@@ -303,9 +315,17 @@ async def group_ids(conn: AsyncConnection, model: Model, names: Sequence[str]) -
 
 
 async def link_groups(
-    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, grants: Sequence[tuple[str, int]], *, actor: str | None
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    grants: Sequence[tuple[str, int]],
+    *,
+    actor: str | None,
+    new_row: bool = False,
 ) -> int:
-    """Link a row to usergroups by name with the given link masks (missing groups are skipped)."""
+    """Link a row to usergroups by name with the given link masks (missing groups are skipped; a row
+    inserted in this transaction (`new_row`) has no links yet, so none is looked up)."""
     if tm.group_join is None or not grants:
         return 0
     jt = model.table(tm.group_join)
@@ -316,7 +336,11 @@ async def link_groups(
         if gid is None:
             continue
         j = jt.sa
-        exists = await uow.conn.scalar(sa.select(j.c.id).where(j.c[f"{tm.name}_id"] == row_id, j.c.usergroup_id == gid))
+        exists = None
+        if not new_row:
+            exists = await uow.conn.scalar(
+                sa.select(j.c.id).where(j.c[f"{tm.name}_id"] == row_id, j.c.usergroup_id == gid)
+            )
         if exists is None:
             await insert(uow, model, jt, {f"{tm.name}_id": row_id, "usergroup_id": gid}, permission=perm, actor=actor)
             linked += 1
