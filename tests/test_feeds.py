@@ -614,9 +614,9 @@ def test_round_trip_other_databases(kind: str) -> None:
         w = setup_world(srv, url)
         name = new_feed(w, page_size=1)
         post(w, w.owner, "older")
-        post(w, w.owner, "<newer> & \x02", content="x]]>y")
+        post(w, w.owner, "<newer> &\x02 x", content="x]]>y")
         post(w, w.owner, "private", public=False)
-        assert titles(w, name, fmt="rss") == ["<newer> & "]
+        assert titles(w, name, fmt="rss") == ["<newer> & x"]
         assert titles(w, name, w.owner, fmt="atom") == ["private"]
         with w.c() as c:
             doc = check_json(c.get(f"/feed/{name}.json", params={"page": "2"}))
