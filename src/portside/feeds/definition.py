@@ -175,6 +175,14 @@ def resolve(fd: FeedDef, tm: TableModel) -> ItemMap:
     )
 
 
+def needed_columns(fd: FeedDef, m: ItemMap, tm: TableModel) -> list[str]:
+    """The columns the items are built from (mapped ones and link-template placeholders), for `fields=`."""
+    names = {c.column_name for c in tm.api_columns()}
+    wanted = {m.title, m.content, m.published, m.updated, m.author, "reference_id"}
+    wanted |= set(_PLACEHOLDER.findall(fd.link_template))
+    return sorted(n for n in wanted if n is not None and n in names)
+
+
 def default_sort(m: ItemMap) -> str:
     return f"-{m.published}" if m.published else "-created_at"
 

@@ -113,6 +113,8 @@ class FeedService:
         params.setdefault("sort", definition.default_sort(m))
         params["page[size]"] = str(fd.page_size)
         params["page[number]"] = str(page)
+        if not fd.transformations:  # only the columns the items use (a stream's steps may need any)
+            params["fields"] = ",".join(definition.needed_columns(fd, m, tm))
         found = await self.svc.crud.find(actor, tm.name, params, {k: [v] for k, v in params.items()})
         items = []
         for row in found.rows:
