@@ -28,6 +28,8 @@ from portside.core.migrate import migrate_base
 from portside.core.model import MEMBERSHIP
 from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
+from portside.feeds.service import FeedService
+from portside.feeds.websub import WebSubHub
 from portside.http import live
 from portside.http.app import build_app
 from portside.http.wire import CaptureRawSend
@@ -46,6 +48,8 @@ class Portside:
         self.started = asyncio.Event()
         self.ports: dict[str, int] = {}
         self.services: Services | None = None
+        self.feeds: FeedService | None = None
+        self.websub: WebSubHub | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
         self._reload_dirty = False
@@ -87,9 +91,14 @@ class Portside:
         assert svc.hub is not None
         live.attach(svc)
         await svc.hub.start()
+        feeds = self.feeds = FeedService(svc)
+        websub = self.websub = WebSubHub(svc, feeds)
+        await websub.start()
 
         async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response
             svc.invalidate(committed)
+            feeds.on_events(committed)
+            websub.on_events(committed, local=True)
 
         db.after_commit.insert(0, invalidate)
         self._schema_stamp = self._stamp()
@@ -105,8 +114,10 @@ class Portside:
 
     async def _serve_http(self, svc: Services) -> None:
         s = self.settings
+        app = build_app(svc)
+        app.state.feeds, app.state.websub = self.feeds, self.websub
         config = uvicorn.Config(
-            CaptureRawSend(build_app(svc)),
+            CaptureRawSend(app),
             host=s.host,
             port=s.port,
             log_level="warning",
@@ -147,6 +158,9 @@ class Portside:
         if self.services is not None:
             if self.services.hub is not None:
                 await self.services.hub.stop()
+            if self.websub is not None:
+                await self.websub.stop()
+                self.websub = None
             await self.services.bus.stop()
             await self.services.db.dispose()
             self.services = None
@@ -166,6 +180,9 @@ class Portside:
 
     async def _on_event(self, svc: Services, event: Event) -> None:
         svc.invalidate([event])  # other nodes' writes
+        if self.feeds is not None and self.websub is not None:
+            self.feeds.on_events([event])
+            self.websub.on_events([event], local=False)
         if event.table == CONFIG_TABLE:
             await svc.config.load()
         elif event.table == MEMBERSHIP:
