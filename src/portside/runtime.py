@@ -27,10 +27,12 @@ from portside.core.migrate import migrate_base
 from portside.core.model import MEMBERSHIP
 from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
-from portside.http import live
+from portside.http import live, yjs
 from portside.http.app import build_app
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
+from portside.realtime.yjs_relay import RedisRelay
+from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
 from portside.tools.ids import uuid7_str
 
@@ -46,6 +48,7 @@ class Portside:
         self.services: Services | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
+        self._yjs_relay: RedisRelay | None = None
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
@@ -85,6 +88,7 @@ class Portside:
         assert svc.hub is not None
         live.attach(svc)
         await svc.hub.start()
+        await self._start_yjs(svc, cluster)
 
         async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response
             svc.invalidate(committed)
@@ -96,6 +100,17 @@ class Portside:
         self._tasks.append(asyncio.create_task(self._trim_events(), name="portside-trim"))
         await self._serve_http(svc)
         self.started.set()
+
+    async def _start_yjs(self, svc: Services, cluster: str) -> None:
+        svc.yjs = RoomManager(svc.db, svc.config)
+        yjs.attach(svc)
+        if self.settings.redis_url:
+            self._yjs_relay = RedisRelay(
+                self.settings.redis_url, f"portside:yjs:{cluster}", svc.yjs.on_remote, svc.yjs.resync
+            )
+            svc.yjs.publish = self._yjs_relay.publish
+            await self._yjs_relay.start()
+        await svc.yjs.start(svc.bus)
 
     async def _serve_http(self, svc: Services) -> None:
         s = self.settings
@@ -139,6 +154,11 @@ class Portside:
                 await asyncio.wait_for(t, timeout=5)
         self._tasks.clear()
         if self.services is not None:
+            if self.services.yjs is not None:
+                await self.services.yjs.stop()
+            if self._yjs_relay is not None:
+                await self._yjs_relay.stop()
+                self._yjs_relay = None
             if self.services.hub is not None:
                 await self.services.hub.stop()
             await self.services.bus.stop()

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from portside import log
 from portside.actions.services import Services
 from portside.errors import PortsideError
-from portside.http import action, api, config, live, openapi
+from portside.http import action, api, config, live, openapi, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
 
@@ -50,7 +50,15 @@ async def ping(_request: Request) -> Response:
 
 
 def build_app(services: Services) -> Starlette:
-    routes = [Route("/ping", ping), *api.routes, *action.routes, *config.routes, *openapi.routes, *live.routes]
+    routes = [
+        Route("/ping", ping),
+        *api.routes,
+        *action.routes,
+        *config.routes,
+        *openapi.routes,
+        *live.routes,
+        *yjs.routes,
+    ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config"))],
