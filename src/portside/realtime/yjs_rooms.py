@@ -672,4 +672,7 @@ class RoomManager:
                 peer.send(yp.permission_denied("permission revoked"))
                 peer.close(CLOSE_POLICY, "permission revoked")
             else:
+                upgraded = peer.readonly and mode == "rw"
                 peer.readonly = mode != "rw"
+                if upgraded:  # the client answers with whatever it has that the room lacks
+                    peer.send(yp.sync_step1(room.doc.get_state()))

@@ -1,0 +1,296 @@
+"""Collaborative editing over real sockets: the stock y-websocket client stack (Node, separate providers with
+BroadcastChannel disabled) and a pycrdt client, against standalone and row-bound rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websockets
+
+from support import Server, create, new_user, schema_upload
+from yclient import YClient, node_ready, run_node
+
+SCHEMA = """
+Tables:
+  - TableName: note
+    AccessGroups: [{Name: users, Permission: 2080768}]
+    DefaultPermission: 16256
+    Columns:
+      - {Name: title, DataType: varchar(100), ColumnType: label}
+      - {Name: body, DataType: text, ColumnType: file.txt, IsNullable: true}
+"""
+OWNER_ALL = 16256
+GUEST_READ = 1 | 2
+GUEST_UPDATE = 8
+
+
+@pytest.fixture(scope="session")
+def node() -> None:
+    node_ready()
+
+
+@pytest.fixture(scope="module")
+def env(sqlite_server: Server) -> Iterator[dict[str, Any]]:
+    _, admin = new_user(sqlite_server, "yadmin")
+    _, alice = new_user(sqlite_server, "yalice")
+    _, bob = new_user(sqlite_server, "ybob")
+    _, carol = new_user(sqlite_server, "ycarol")
+    with sqlite_server.client(admin) as c:
+        assert c.post("/action/world/become_an_administrator").status_code == 200
+        assert schema_upload(c, SCHEMA).status_code == 200
+    yield {"server": sqlite_server, "admin": admin, "alice": alice, "bob": bob, "carol": carol}
+
+
+def ws_base(server: Server) -> str:
+    return server.url.replace("http://", "ws://")
+
+
+def file_value(text: str) -> list[dict[str, str]]:
+    return [{"name": "body.txt", "type": "text/plain", "contents": base64.b64encode(text.encode()).decode()}]
+
+
+def column_text(server: Server, token: str, ref: str) -> str:
+    with server.client(token) as c:
+        r = c.get(f"/api/note/{ref}")
+        assert r.status_code == 200, r.text
+        raw = r.json()["data"]["attributes"]["body"]
+    entries = json.loads(raw) if isinstance(raw, str) else raw
+    return base64.b64decode(entries[0]["contents"]).decode()
+
+
+def new_note(server: Server, token: str, text: str, permission: int | None = None) -> str:
+    with server.client(token) as c:
+        r = create(c, "note", title="n", body=file_value(text))
+        assert r.status_code == 201, r.text
+        ref = str(r.json()["data"]["id"])
+        if permission is not None:
+            set_permission(server, token, ref, permission)
+    return ref
+
+
+def set_permission(server: Server, token: str, ref: str, permission: int) -> None:
+    with server.client(token) as c:
+        r = c.patch(f"/api/note/{ref}", json={"data": {"type": "note", "id": ref, "attributes": {"permission": permission}}})
+        assert r.status_code == 200, r.text
+
+
+async def status_of(url: str) -> int:
+    with pytest.raises(websockets.InvalidStatus) as err:
+        async with websockets.connect(url):
+            pass
+    return err.value.response.status_code
+
+
+def set_config(server: Server, admin: str, key: str, value: str) -> None:
+    with server.client(admin) as c:
+        r = c.put(f"/_config/backend/{key}", content=value)
+        assert r.status_code in (200, 201), r.text
+
+
+# -- standalone rooms ----------------------------------------------------------------------------
+
+
+def test_node_providers_converge_with_presence(env: dict[str, Any], node: None) -> None:
+    server = env["server"]
+    room = f"pad-{uuid.uuid4().hex[:8]}"
+    result = run_node(
+        "converge.mjs",
+        {"server": ws_base(server) + "/yjs", "room": room, "tokens": [env["alice"], env["bob"], env["carol"]]},
+    )
+    assert result["ok"] and result["exit"] == 0, result
+    assert result["stateVectorsEqual"]
+    assert all(f"[edit-{i}]" in result["text"] for i in range(3))
+
+
+def test_standalone_room_auth_and_names(env: dict[str, Any]) -> None:
+    server = env["server"]
+    base = ws_base(server) + "/yjs/"
+
+    async def main() -> None:
+        assert await status_of(base + "room") == 403
+        assert await status_of(base + "room?token=garbage") == 403
+        assert await status_of(base + "x" * 300 + f"?token={env['alice']}") == 400
+        client = await YClient.connect(base + f"ok-room?token={env['alice']}")
+        assert client.text == ""
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_pycrdt_clients_sync_presence_and_query(env: dict[str, Any]) -> None:
+    server = env["server"]
+    url = ws_base(server) + f"/yjs/py-{uuid.uuid4().hex[:8]}?token="
+
+    async def main() -> None:
+        a = await YClient.connect(url + env["alice"])
+        await a.edit(0, "hello")
+        await a.set_presence(1111, 1, {"user": "alice"})
+        b = await YClient.connect(url + env["bob"])
+        assert b.text == "hello"  # SyncStep2 from the server's own document
+        assert await b.wait_for(lambda: 1111 in b.awareness)  # known states are sent on join
+        await b.edit(5, " world")
+        assert await a.wait_for(lambda: a.text == "hello world")
+        await b.set_presence(2222, 1, {"user": "bob"})
+        assert await a.wait_for(lambda: 2222 in a.awareness)
+        await a.ws.send(bytes([3]))  # query awareness: answered with every known state
+        assert await a.wait_for(lambda: 1111 in a.awareness and 2222 in a.awareness)
+        await b.close()  # bob's presence is removed for everyone
+        assert await a.wait_for(lambda: 2222 not in a.awareness)
+        await a.close()
+
+    asyncio.run(main())
+
+
+def test_malformed_and_oversized_messages_close_with_clear_codes(env: dict[str, Any]) -> None:
+    server, admin = env["server"], env["admin"]
+    url = ws_base(server) + f"/yjs/lim-{uuid.uuid4().hex[:8]}?token={env['alice']}"
+
+    async def main() -> None:
+        a = await YClient.connect(url)
+        await a.ws.send(b"\x00\x02\x05ab")  # truncated update
+        assert await a.closed() == 1007
+        set_config(server, admin, "yjs.max_message_bytes", "2000")
+        await asyncio.sleep(1.5)
+        b = await YClient.connect(url)
+        await b.edit(0, "x" * 5000)
+        assert await b.closed() == 1009
+        assert "larger than 2000" in b.close_reason
+        set_config(server, admin, "yjs.max_message_bytes", "1048576")
+        set_config(server, admin, "yjs.max_document_bytes", "3000")
+        await asyncio.sleep(1.5)
+        c = await YClient.connect(url)
+        await c.edit(0, "y" * 1000)
+        await c.edit(0, "y" * 1000)
+        await c.edit(0, "y" * 1500)
+        assert await c.closed() == 1009
+        assert "document" in c.close_reason
+        set_config(server, admin, "yjs.max_document_bytes", str(16 * 1024 * 1024))
+
+    asyncio.run(main())
+
+
+# -- row-bound rooms -----------------------------------------------------------------------------
+
+
+def test_row_room_checks_before_upgrade(env: dict[str, Any]) -> None:
+    server, alice, bob = env["server"], env["alice"], env["bob"]
+    ref = new_note(server, alice, "secret")
+    base = ws_base(server)
+
+    async def main() -> None:
+        assert await status_of(f"{base}/live/note/{ref}/body/yjs") == 403  # no token
+        assert await status_of(f"{base}/live/nope/{ref}/body/yjs?token={alice}") == 404
+        assert await status_of(f"{base}/live/note/{ref}/nocol/yjs?token={alice}") == 404
+        assert await status_of(f"{base}/live/note/{ref}/title/yjs?token={alice}") == 404  # not file.*
+        assert await status_of(f"{base}/live/note/{uuid.uuid4()}/body/yjs?token={alice}") == 404
+        assert await status_of(f"{base}/live/note/not-a-uuid/body/yjs?token={alice}") == 400
+        assert await status_of(f"{base}/live/note/{ref}/body/yjs?token={bob}") == 404  # may not read
+        # the canonical name on /yjs is the same room and gets the same checks, in every UUID spelling
+        for spelling in (ref, ref.upper(), ref.replace("-", ""), "{" + ref + "}"):
+            assert await status_of(f"{base}/yjs/note.{spelling}.body?token={bob}") == 404
+        assert await status_of(f"{base}/yjs/nope.{ref}.body?token={bob}") == 404
+        assert await status_of(f"{base}/yjs/note.{ref}.title?token={alice}") == 404
+        owner = await YClient.connect(f"{base}/yjs/note.{ref.upper()}.body?token={alice}")
+        assert owner.text == "secret"
+        await owner.close()
+
+    asyncio.run(main())
+
+
+def test_seed_write_back_and_patch_while_open(env: dict[str, Any], node: None) -> None:
+    server, alice = env["server"], env["alice"]
+    ref = new_note(server, alice, "hello seed")
+    url = ws_base(server) + f"/live/note/{ref}/body/yjs?token={alice}"
+
+    async def main() -> None:
+        a = await YClient.connect(url)
+        assert a.text == "hello seed"
+        await a.edit(len(a.text), " world")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while column_text(server, alice, ref) != "hello seed world":
+            assert loop.time() - started < 4, "write-back did not happen within 2 s of the last edit"
+            await asyncio.sleep(0.2)
+        # a REST PATCH of the column while the room is open replaces the document's text
+        with server.client(alice) as c:
+            r = c.patch(
+                f"/api/note/{ref}", json={"data": {"type": "note", "id": ref, "attributes": {"body": file_value("patched")}}}
+            )
+            assert r.status_code == 200, r.text
+        assert await a.wait_for(lambda: a.text == "patched"), a.text
+        await asyncio.sleep(2.5)  # no later write-back undoes it
+        assert column_text(server, alice, ref) == "patched"
+        await a.close()
+
+    asyncio.run(main())
+    # the stock client on the /live path: provider URL = server + '/' + room
+    result = run_node(
+        "edit.mjs", {"server": ws_base(server) + f"/live/note/{ref}/body", "room": "yjs", "token": alice, "insert": "!"}
+    )
+    assert result["text"] == "patched!", result
+
+
+def test_read_only_and_rights_change_without_reconnect(env: dict[str, Any]) -> None:
+    server, alice, bob = env["server"], env["alice"], env["bob"]
+    ref = new_note(server, alice, "base", permission=OWNER_ALL | GUEST_READ)
+    url = ws_base(server) + f"/live/note/{ref}/body/yjs?token="
+
+    async def main() -> None:
+        owner = await YClient.connect(url + alice)
+        intruder = await YClient.connect(url + bob)
+        assert intruder.text == "base"  # history for a reader
+        await intruder.edit(0, "EVIL ")  # refused: not applied, not relayed, not stored
+        await intruder.set_presence(4242, 1, {"user": "bob"})  # awareness still works
+        assert await owner.wait_for(lambda: 4242 in owner.awareness)
+        await owner.edit(4, "!")
+        assert await intruder.wait_for(lambda: intruder.text.endswith("base!"))  # live updates reach readers
+        assert owner.text == "base!"
+        fresh = await YClient.connect(url + alice)
+        assert fresh.text == "base!"
+        await fresh.close()
+        await intruder.close()
+        reader = await YClient.connect(url + bob)
+        # upgrade to read-write without reconnecting
+        set_permission(server, alice, ref, OWNER_ALL | GUEST_READ | GUEST_UPDATE)
+        await asyncio.sleep(0.5)
+        await reader.edit(0, "bob:")
+        assert await owner.wait_for(lambda: "bob:" in owner.text), owner.text
+        # downgrade to read-only: the next edit is refused
+        set_permission(server, alice, ref, OWNER_ALL | GUEST_READ)
+        await asyncio.sleep(0.5)
+        await reader.edit(0, "nope:")
+        await asyncio.sleep(0.5)
+        assert "nope:" not in owner.text
+        # revoked: disconnected
+        set_permission(server, alice, ref, OWNER_ALL)
+        assert await reader.closed() == 1008
+        assert reader.close_reason == "permission revoked"
+        await owner.close()
+
+    asyncio.run(main())
+    assert "EVIL" not in column_text(server, alice, ref)
+
+
+def test_disabling_yjs_closes_rooms(env: dict[str, Any]) -> None:
+    server, admin, alice = env["server"], env["admin"], env["alice"]
+    url = ws_base(server) + f"/yjs/off-{uuid.uuid4().hex[:8]}?token={alice}"
+
+    async def main() -> None:
+        a = await YClient.connect(url)
+        set_config(server, admin, "yjs.enabled", "false")
+        try:
+            assert await a.closed(5) == 1001
+            assert await status_of(url) == 404
+        finally:
+            set_config(server, admin, "yjs.enabled", "true")
+        await asyncio.sleep(0.5)
+        b = await YClient.connect(url)
+        await b.close()
+
+    asyncio.run(main())
