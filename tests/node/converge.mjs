@@ -1,6 +1,6 @@
 // N WebsocketProviders (y-websocket@1.5.4, disableBc: true) edit one room concurrently and must converge,
 // see each other's presence, and see a leaver's presence removed. Usage: node converge.mjs '<json>'
-// json: {"server": "ws://host:port/yjs", "room": "name", "tokens": [t1, t2, ...], "timeout": ms}
+// json: {"server": "ws://host:port/yjs" or "servers": [...] (peer i uses servers[i % n]), "room", "tokens": [...]}
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -16,9 +16,10 @@ async function until (what, fn) {
   }
 }
 
+const servers = cfg.servers || [cfg.server]
 const peers = cfg.tokens.map((token, i) => {
   const doc = new Y.Doc()
-  const provider = new WebsocketProvider(cfg.server, cfg.room, doc, {
+  const provider = new WebsocketProvider(servers[i % servers.length], cfg.room, doc, {
     WebSocketPolyfill: WebSocket, disableBc: true, params: { token }, connect: true
   })
   provider.awareness.setLocalState({ user: 'peer' + i })
@@ -41,7 +42,7 @@ try {
   }))
   // a late joiner gets the whole document from the server
   const lateDoc = new Y.Doc()
-  const late = new WebsocketProvider(cfg.server, cfg.room, lateDoc, {
+  const late = new WebsocketProvider(servers[servers.length - 1], cfg.room, lateDoc, {
     WebSocketPolyfill: WebSocket, disableBc: true, params: { token: cfg.tokens[0] }
   })
   await until('late joiner synced', () => late.synced && lateDoc.getText('content').toString() === peers[0].text.toString())
