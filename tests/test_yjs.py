@@ -350,7 +350,7 @@ def test_kill_9_durability_and_compaction(db_url: str) -> None:
         async def after_restart() -> None:
             c = await YClient.connect(url)
             assert c.text == seen
-            for i in range(15):
+            for _ in range(15):
                 await c.edit(0, "z")
             await asyncio.sleep(1.0)
             d = await YClient.connect(url)
