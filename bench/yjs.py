@@ -11,11 +11,12 @@ Method
      node_modules/y-websocket/bin/server.js`, in-memory, no persistence) run at the same time on this
      machine; each measurement targets one of them while the other sits idle. Portside clients carry a
      signed-in user's token; the reference server takes any connection.
-  2. Load generator (one Node process, the same script for both servers): `--rooms` rooms x `--clients`
-     y-websocket WebsocketProviders (disableBc, no resync interval). After the initial sync, the first
+  2. Load generator (the same script for both servers, `--workers` Node processes that split the rooms and
+     start sending at one agreed wall-clock moment; a room lives in one process): `--rooms` rooms x
+     `--clients` y-websocket WebsocketProviders (disableBc, no resync interval). After the initial sync, the first
      client of each room inserts 10 KB of text once; every client then inserts a small tagged string
      (`~room.client.seq~`, about 10 bytes) at a random position, `--rate` times per second with a random
-     phase. Each receiving client finds the tags in the remote insert and records now - send time (one
+     phase. Each receiving client finds the tags in the remote insert and records now - send time (same
      process, one clock): that is the fan-out latency, sender -> server -> the 9 other clients. Warm-up
      `--warmup` s (not recorded), then `--duration` s recorded, then 1.5 s for late deliveries.
   3. Ramp: per-client rates `--ramp` (default 5,10,20,40/s); the sustained rate is the highest total
@@ -87,15 +88,47 @@ def start_reference() -> tuple[Proc, str]:
     raise RuntimeError("reference server did not start")
 
 
-def load(cfg: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    out = subprocess.run(
-        ["node", "yjs_load.mjs", json.dumps(cfg)], cwd=WORK, capture_output=True, text=True, timeout=timeout
-    )
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"load generator failed: {out.stdout}\n{out.stderr}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+def load(cfg: dict[str, Any], workers: int, timeout: float = 300) -> dict[str, Any]:
+    """Run the generator in `workers` processes (rooms split between them) and merge their results."""
+    rooms = cfg["rooms"]
+    start_at = int(time.time() * 1000) + 5000 + 12 * rooms * cfg["clients"] // max(1, workers)
+    procs = []
+    for w in range(workers):
+        lo, hi = rooms * w // workers, rooms * (w + 1) // workers
+        part = {**cfg, "roomStart": lo, "roomEnd": hi, "startAt": start_at, "raw": True}
+        procs.append(
+            subprocess.Popen(
+                ["node", "yjs_load.mjs", json.dumps(part)], cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
+    parts = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"load generator failed: {out.decode()[-2000:]}\n{err.decode()[-2000:]}")
+        parts.append(json.loads(lines[-1]))
+    lat = sorted(x for part in parts for x in part["latencies"])
+    window = max(part["window"] for part in parts)
+    sent = sum(part["sent"] for part in parts)
+    received = sum(part["received"] for part in parts)
+
+    def q(p: float) -> float | None:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
+
+    return {
+        "sent": sent,
+        "sentPerSec": sent / window,
+        "received": received,
+        "expected": sum(part["expected"] for part in parts),
+        "deliveriesPerSec": received / window,
+        "p50": q(0.5),
+        "p99": q(0.99),
+        "max": lat[-1] if lat else None,
+        "divergedClients": sum(part["divergedClients"] for part in parts),
+        "late": any(part["late"] for part in parts),
+        "window": window,
+    }
 
 
 def memory(target: dict[str, Any], pid: int, rooms: int, prefix: str) -> float:
@@ -116,7 +149,7 @@ def memory(target: dict[str, Any], pid: int, rooms: int, prefix: str) -> float:
     return (after - before) / rooms
 
 
-def step(target: dict[str, Any], opts: argparse.Namespace, rate: float, prefix: str) -> dict[str, Any]:
+def step(target: dict[str, Any], proc: Proc, opts: argparse.Namespace, rate: float, prefix: str) -> dict[str, Any]:
     cfg = {
         **target,
         "rooms": opts.rooms,
@@ -127,7 +160,10 @@ def step(target: dict[str, Any], opts: argparse.Namespace, rate: float, prefix: 
         "textKB": 10,
         "prefix": prefix,
     }
-    r = load(cfg)
+    before = proc.cpu_seconds()
+    t0 = time.monotonic()
+    r = load(cfg, opts.workers)
+    r["server_cpu"] = 100 * (proc.cpu_seconds() - before) / (time.monotonic() - t0)
     r["rate"] = rate
     r["target"] = rate * opts.rooms * opts.clients
     return r
@@ -167,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--ramp", default="5,10,20,40", help="per-client rates for the sustained-rate search")
     p.add_argument("--mem-rooms", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2, help="load generator processes (rooms split between them)")
     p.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")
     opts = p.parse_args(argv)
     prepare_node()
@@ -187,16 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "reference": ({"url": ref_url, "params": {}}, reference.proc.pid),
         }
+        servers = {"portside": portside, "reference": reference}
         for name, (target, pid) in targets.items():
+            server = servers[name]
             res: dict[str, Any] = {"rss_start_kb": rss_kb(pid)}
             memory(target, pid, 20, f"memwarm-{name}")  # first-use allocations (code paths, caches) not counted
             res["mem_per_room_kb"] = memory(target, pid, opts.mem_rooms, f"mem-{name}")
             print(f"{name}: RSS per loaded room {res['mem_per_room_kb']:.1f} KiB", flush=True)
-            res["main"] = step(target, opts, opts.rate, f"main-{name}")
+            res["main"] = step(target, server, opts, opts.rate, f"main-{name}")
             print(f"{name}: main {json.dumps(res['main'])}", flush=True)
             res["ramp"] = []
             for rate in [float(x) for x in opts.ramp.split(",") if x]:
-                r = step(target, opts, rate, f"ramp-{name}-{rate:g}")
+                r = step(target, server, opts, rate, f"ramp-{name}-{rate:g}")
                 print(f"{name}: ramp {json.dumps(r)}", flush=True)
                 res["ramp"].append(r)
                 if not sustained(r):
@@ -252,14 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Ramp steps:",
         "",
-        "| server | per-client rate | target updates/s | sent/s | p50 ms | p99 ms | delivered | diverged clients |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | per-client rate | target updates/s | sent/s | p50 ms | p99 ms | delivered | diverged clients "
+        "| server CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, res in (("Portside", P), ("reference", R)):
         for r in res["ramp"]:
             lines.append(
                 f"| {name} | {r['rate']:g} | {r['target']:,.0f} | {fmt(r['sentPerSec'])} | {fmt(r['p50'])} "
-                f"| {fmt(r['p99'])} | {r['received']:,}/{r['expected']:,} | {r['divergedClients']} |"
+                f"| {fmt(r['p99'])} | {r['received']:,}/{r['expected']:,} | {r['divergedClients']} "
+                f"| {fmt(r['server_cpu'], 0)} |"
             )
     print("\n".join(lines))
     if not opts.no_write:

@@ -3,6 +3,8 @@
 // the remote inserts and records now - send time (one process, one clock). Prints one JSON line.
 // Usage: node yjs_load.mjs '{"url": "...", "params": {...}, "rooms": 50, "clients": 10, "rate": 5,
 //                            "duration": 10, "warmup": 2, "textKB": 10, "prefix": "bench"}'
+// Several worker processes split the rooms (roomStart/roomEnd) and start sending at `startAt` (epoch ms);
+// a room lives in one process, so sender and receivers share a clock. `raw` adds every latency sample.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -19,23 +21,32 @@ let expected = 0
 const TAG = /~(\d+)\.(\d+)\.(\d+)~/g
 
 const clients = []
-for (let r = 0; r < cfg.rooms; r++) {
+const first = cfg.roomStart || 0
+const last = cfg.roomEnd === undefined ? cfg.rooms : cfg.roomEnd
+for (let r = first; r < last; r++) {
   for (let c = 0; c < cfg.clients; c++) {
     const doc = new Y.Doc()
     const provider = new WebsocketProvider(cfg.url, `${cfg.prefix}-${r}`, doc, {
       WebSocketPolyfill: WebSocket, disableBc: true, params: cfg.params || {}, resyncInterval: -1
     })
     const text = doc.getText('content')
-    text.observe((event, tr) => {
+    // only the structs this transaction added are scanned (a text observer's delta walks the whole text)
+    doc.on('afterTransaction', (tr) => {
       if (tr.local) return
       const now = performance.now()
-      for (const d of event.delta) {
-        if (typeof d.insert !== 'string') continue
-        for (const m of d.insert.matchAll(TAG)) {
-          const s = sentAt.get(m[0])
-          if (s !== undefined && s.rec) { latencies.push(now - s.t); received++ }
+      tr.afterState.forEach((clock, client) => {
+        const before = tr.beforeState.get(client) || 0
+        if (clock <= before) return
+        const structs = doc.store.clients.get(client)
+        for (let i = Y.findIndexSS(structs, before); i < structs.length; i++) {
+          const str = structs[i].content && structs[i].content.str
+          if (typeof str !== 'string') continue
+          for (const m of str.matchAll(TAG)) {
+            const s = sentAt.get(m[0])
+            if (s !== undefined && s.rec) { latencies.push(now - s.t); received++ }
+          }
         }
-      }
+      })
     })
     clients.push({ r, c, doc, provider, text })
   }
@@ -61,6 +72,9 @@ if (cfg.hold) { // memory phase: rooms loaded, then every client leaves; the ser
   await sleep(cfg.hold * 1000)
   process.exit(0)
 }
+// every worker process starts sending at the same wall-clock moment
+if (cfg.startAt) await sleep(Math.max(0, cfg.startAt - Date.now()))
+const late = cfg.startAt ? Date.now() - cfg.startAt > 500 : false
 let seq = 0
 const timers = []
 const interval = 1000 / cfg.rate
@@ -93,10 +107,11 @@ for (const x of clients) {
   if (!texts.has(x.r)) texts.set(x.r, t)
   else if (texts.get(x.r) !== t) diverged++
 }
-console.log(JSON.stringify({
+const line = JSON.stringify({
   sent, sentPerSec: sent / window, received, expected, deliveriesPerSec: received / window,
   p50: q(0.5), p99: q(0.99), max: latencies.length ? latencies[latencies.length - 1] : null,
-  divergedClients: diverged, window
-}))
+  divergedClients: diverged, window, late,
+  latencies: cfg.raw ? latencies.map((x) => Math.round(x * 100) / 100) : undefined
+}) + '\n'
 for (const x of clients) x.provider.destroy()
-process.exit(0)
+process.stdout.write(line, () => process.exit(0)) // a pipe is written asynchronously: exit after the flush

@@ -12,8 +12,11 @@ the caller may not read → 404; malformed reference id → 400. May update → 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+from typing import Any
 
+from pycrdt import merge_updates
 from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -28,6 +31,7 @@ from portside.core.yjs_store import MAX_ROOM_NAME
 from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import services, token_of
+from portside.realtime import yjs_protocol as yp
 from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, Binding, Peer, RoomManager
 from portside.tools.ids import parse_uuid
 
@@ -79,32 +83,77 @@ async def row_access(svc: Services, who: Actor, table: str, ref: str, column: st
 
 
 class Connection:
-    """One socket: a bounded send queue drained by a writer task; closes requested by other tasks."""
+    """One socket: a bounded send buffer drained by a writer task, which also performs requested closes.
+
+    Under load the writer merges runs of queued document updates into one update (Yjs updates merge), so a
+    slow or busy moment costs one frame per peer instead of one per edit.
+    """
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
-        self.closing: list[tuple[int, str]] = []
-        self.wake = asyncio.Event()
+        self.buffer: collections.deque[bytes] = collections.deque()
+        self.ready = asyncio.Event()
+        self.closing: tuple[int, str] | None = None
+        self.reader: asyncio.Task[Any] | None = None
 
     def offer(self, message: bytes) -> bool:
-        try:
-            self.queue.put_nowait(message)
-            return True
-        except asyncio.QueueFull:
+        if self.closing is not None:
+            return True  # going away: nothing more is sent
+        if len(self.buffer) >= QUEUE_SIZE:
             return False
+        self.buffer.append(message)
+        self.ready.set()
+        return True
 
     def close_later(self, code: int, reason: str) -> None:
-        self.closing.append((code, reason))
-        self.wake.set()
+        if self.closing is None:
+            self.closing = (code, reason[:120])
+            self.ready.set()
 
     async def writer(self) -> None:
         send = self.ws.send
         while True:
-            message = await self.queue.get()
-            await send({"type": "websocket.send", "bytes": message})
-            while not self.queue.empty():
-                await send({"type": "websocket.send", "bytes": self.queue.get_nowait()})
+            await self.ready.wait()
+            self.ready.clear()
+            while self.buffer:
+                batch = list(self.buffer)
+                self.buffer.clear()
+                for frame in coalesce(batch):
+                    await send({"type": "websocket.send", "bytes": frame})
+            if self.closing is not None:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(*self.closing)
+                await asyncio.sleep(3)  # the client answers the close; if it does not, stop reading anyway
+                if self.reader is not None:
+                    self.reader.cancel()
+                return
+
+
+def coalesce(batch: list[bytes]) -> list[bytes]:
+    """The frames to send for `batch`: consecutive update messages merged into one, order kept otherwise."""
+    if len(batch) == 1:
+        return batch
+    out: list[bytes] = []
+    run: list[bytes] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(yp.update_message(run[0]))
+        elif run:
+            out.append(yp.update_message(merge_updates(*run)))
+        run.clear()
+
+    for message in batch:
+        if len(message) > 2 and message[0] == yp.MSG_SYNC and message[1] == yp.SYNC_UPDATE:
+            r = yp.Reader(message)
+            r.varuint()
+            r.varuint()
+            run.append(r.bytes())
+        else:
+            flush()
+            out.append(message)
+    flush()
+    return out
 
 
 async def deny(ws: WebSocket, status: int, text: str) -> None:
@@ -156,19 +205,14 @@ async def run_session(
         await ws.close(CLOSE_ERROR, "could not open the document")
         return
     writer = asyncio.create_task(conn.writer())
-    wake = asyncio.create_task(conn.wake.wait())
+    conn.reader = asyncio.current_task()
     try:
         while True:
-            receive = asyncio.create_task(ws.receive())
-            done, _ = await asyncio.wait({receive, writer, wake}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                if wake in done:
-                    await close_after_flush(conn, writer)
-                return
-            message = receive.result()
+            message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if conn.closing is not None:
+                continue  # closing: input is no longer processed
             data = message.get("bytes")
             if data is None:
                 conn.close_later(CLOSE_UNSUPPORTED, "binary frames only")
@@ -178,28 +222,14 @@ async def run_session(
                 conn.close_later(CLOSE_TOO_BIG, f"message larger than {limit} bytes")
                 continue
             await manager.receive(room, peer, data)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, asyncio.CancelledError):
         return
     finally:
         manager.leave(room, peer)
-        for task in (writer, wake):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-
-async def close_after_flush(conn: Connection, writer: asyncio.Task[None]) -> None:
-    """Send what is queued (e.g. a permission-denied message), then close with the first recorded code."""
-    code, reason = conn.closing[0]
-    writer.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await writer
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(1.0):
-            while not conn.queue.empty():
-                await conn.ws.send({"type": "websocket.send", "bytes": conn.queue.get_nowait()})
-    with contextlib.suppress(Exception):
-        await conn.ws.close(code, reason[:120])
+        if not writer.done():
+            writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
 
 
 async def standalone(ws: WebSocket) -> None:
