@@ -41,10 +41,11 @@ def env(sqlite_server: Server) -> Iterator[dict[str, Any]]:
     _, alice = new_user(sqlite_server, "yalice")
     _, bob = new_user(sqlite_server, "ybob")
     _, carol = new_user(sqlite_server, "ycarol")
+    _, dave = new_user(sqlite_server, "ydave")
     with sqlite_server.client(admin) as c:
         assert c.post("/action/world/become_an_administrator").status_code == 200
         assert schema_upload(c, SCHEMA).status_code == 200
-    yield {"server": sqlite_server, "admin": admin, "alice": alice, "bob": bob, "carol": carol}
+    yield {"server": sqlite_server, "admin": admin, "alice": alice, "bob": bob, "carol": carol, "dave": dave}
 
 
 def ws_base(server: Server) -> str:
@@ -121,6 +122,16 @@ def test_standalone_room_auth_and_names(env: dict[str, Any]) -> None:
         client = await YClient.connect(base + f"ok-room?token={env['alice']}")
         assert client.text == ""
         await client.close()
+        # Bearer header and cookie work too; a cookie from a foreign Origin is refused (cross-site hijacking)
+        async with websockets.connect(base + "ok-room", additional_headers={"Authorization": f"Bearer {env['alice']}"}):
+            pass
+        cookie = {"Cookie": f"token={env['alice']}"}
+        async with websockets.connect(base + "ok-room", additional_headers=cookie):
+            pass
+        with pytest.raises(websockets.InvalidStatus) as err:
+            async with websockets.connect(base + "ok-room", additional_headers=cookie, origin="https://evil.example"):
+                pass
+        assert err.value.response.status_code == 403
 
     asyncio.run(main())
 
@@ -464,3 +475,28 @@ def test_write_back_during_continuous_editing(env: dict[str, Any]) -> None:
     # written during the editing (at most ~10 s after it began), and not on every edit
     assert any(len(t) > 5 for t in seen), seen
     assert len(seen) <= 3, seen
+
+
+def test_changed_password_closes_the_users_rooms(env: dict[str, Any]) -> None:
+    from support import me
+
+    sqlite_server, dave, erin = env["server"], env["dave"], env["carol"]
+    url = ws_base(sqlite_server) + f"/yjs/cred-{uuid.uuid4().hex[:8]}?token="
+
+    async def main() -> None:
+        d = await YClient.connect(url + dave)
+        e = await YClient.connect(url + erin)
+        with sqlite_server.client(dave) as c:
+            ref = me(c)["id"]
+            attrs = {"password": "another-secret-1"}
+            r = c.patch(
+                f"/api/user_account/{ref}", json={"data": {"type": "user_account", "id": ref, "attributes": attrs}}
+            )
+            assert r.status_code == 200, r.text
+        assert await d.closed() == 1008
+        assert d.close_reason == "credentials changed"
+        await e.edit(0, "still here")  # other users stay connected
+        assert e.close_code is None
+        await e.close()
+
+    asyncio.run(main())
