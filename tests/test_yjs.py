@@ -500,3 +500,31 @@ def test_changed_password_closes_the_users_rooms(env: dict[str, Any]) -> None:
         await e.close()
 
     asyncio.run(main())
+
+
+def test_membership_change_reaches_open_rooms(env: dict[str, Any]) -> None:
+    from support import me
+
+    server, admin, alice, bob = env["server"], env["admin"], env["alice"], env["bob"]
+    ref = new_note(server, alice, "team text")
+    with server.client(admin) as c:
+        r = create(c, "usergroup", name=f"yteam-{uuid.uuid4().hex[:6]}")
+        assert r.status_code == 201, r.text
+        team = r.json()["data"]["id"]
+        link = {"data": [{"type": "usergroup", "id": team}]}
+        assert c.post(f"/api/note/{ref}/relationships/usergroup_id", json=link).status_code == 204
+        with server.client(bob) as bc:
+            bob_ref = me(bc)["id"]
+        assert c.post(f"/api/user_account/{bob_ref}/relationships/usergroup_id", json=link).status_code == 204
+    url = ws_base(server) + f"/live/note/{ref}/body/yjs?token={bob}"
+
+    async def main() -> None:
+        member = await YClient.connect(url)  # readable through the group
+        assert member.text == "team text"
+        with server.client(admin) as c:
+            r = c.request("DELETE", f"/api/user_account/{bob_ref}/relationships/usergroup_id", json=link)
+            assert r.status_code == 204
+        assert await member.closed() == 1008
+        assert member.close_reason == "permission revoked"
+
+    asyncio.run(main())
