@@ -25,7 +25,7 @@ Method
      client each inserts 10 KB of text, then all clients leave; both servers keep the rooms in memory:
      Portside's idle unload is raised to 600 s for this). RSS per loaded room = (server RSS after - RSS
      before) / rooms, read from /proc/<pid>/status VmRSS.
-  5. Noise: before each step the script waits (at most 3 min) until the machine is >= 85% idle (other
+  5. Noise: before each step the script waits (at most 1 min) until the machine is >= 85% idle (other
      engineers' runs share it) and reports the idle share it started from.
   The two servers share the machine with the load generator (2 cores): absolute numbers are low; the
   ratios are what the goals compare.
@@ -164,7 +164,7 @@ def idle_share(seconds: float = 1.0) -> float:
     return (idle1 - idle0) / max(1, total1 - total0)
 
 
-def wait_quiet(limit: float = 180.0) -> float:
+def wait_quiet(limit: float = 60.0) -> float:
     """Wait (bounded) until other work leaves the machine at least 85% idle; returns the last idle share."""
     deadline = time.monotonic() + limit
     share = idle_share()
