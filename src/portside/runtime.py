@@ -30,11 +30,13 @@ from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
-from portside.http import live
+from portside.http import live, yjs
 from portside.http.app import build_app
 from portside.http.wire import CaptureRawSend
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
+from portside.realtime.yjs_relay import RedisRelay
+from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
 from portside.tools.ids import uuid7_str
 
@@ -52,6 +54,7 @@ class Portside:
         self.websub: WebSubHub | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
+        self._yjs_relay: RedisRelay | None = None
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
@@ -94,6 +97,7 @@ class Portside:
         feeds = self.feeds = FeedService(svc)
         websub = self.websub = WebSubHub(svc, feeds)
         await websub.start()
+        await self._start_yjs(svc, cluster)
 
         async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response
             svc.invalidate(committed)
@@ -111,6 +115,17 @@ class Portside:
         gc.collect()
         gc.freeze()
         self.started.set()
+
+    async def _start_yjs(self, svc: Services, cluster: str) -> None:
+        svc.yjs = RoomManager(svc.db, svc.config)
+        yjs.attach(svc)
+        if self.settings.redis_url:
+            self._yjs_relay = RedisRelay(
+                self.settings.redis_url, f"portside:yjs:{cluster}", svc.yjs.on_remote, svc.yjs.resync
+            )
+            svc.yjs.publish = self._yjs_relay.publish
+            await self._yjs_relay.start()
+        await svc.yjs.start(svc.bus)
 
     async def _serve_http(self, svc: Services) -> None:
         s = self.settings
@@ -156,6 +171,11 @@ class Portside:
                 await asyncio.wait_for(t, timeout=5)
         self._tasks.clear()
         if self.services is not None:
+            if self.services.yjs is not None:
+                await self.services.yjs.stop()
+            if self._yjs_relay is not None:
+                await self._yjs_relay.stop()
+                self._yjs_relay = None
             if self.services.hub is not None:
                 await self.services.hub.stop()
             if self.websub is not None:

@@ -16,6 +16,7 @@ from portside.core.events import Event
 from portside.core.model import Model
 from portside.realtime.bus import Bus
 from portside.realtime.hub import LiveHub
+from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
 
 
@@ -32,6 +33,7 @@ class Services:
     client_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=50, window_seconds=300))
     actors: EventCache[str, Actor] = field(default_factory=actor_cache)
     hub: LiveHub | None = None
+    yjs: RoomManager | None = None
 
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""

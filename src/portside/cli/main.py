@@ -6,8 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from portside import log, settings
 from portside.errors import SchemaError, StartupError
@@ -24,15 +23,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when it is installed (it comes with uvicorn[standard]): faster sockets and scheduling."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (it comes with uvicorn[standard]): socket writes and polling cost far less."""
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - e.g. Windows
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from portside.runtime import serve_forever
 
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            run(serve_forever(conf))
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve_forever(conf))
     except (StartupError, SchemaError) as exc:
         print(f"portside: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from portside.core.config import config_metadata
 from portside.core.db import Database
 from portside.core.events import event_metadata
 from portside.core.model import Model
+from portside.core.yjs_store import yjs_metadata
 
 logger = log.get("migrate")
 
@@ -45,7 +46,7 @@ async def migrate_base(db: Database) -> list[str]:
     """The tables every process needs before anything else: the event log and `_config`."""
     async with db.ddl_lock() as conn:
         done: list[str] = []
-        for md in (event_metadata, config_metadata):
+        for md in (event_metadata, config_metadata, yjs_metadata):
             done += await conn.run_sync(_migrate_sync, md)
     return done
 
@@ -54,7 +55,7 @@ async def migrate(db: Database, model: Model) -> list[str]:
     """Bring the database up to the model; safe to run concurrently from several processes."""
     async with db.ddl_lock() as conn:
         done: list[str] = []
-        for md in (event_metadata, config_metadata, model.metadata):
+        for md in (event_metadata, config_metadata, yjs_metadata, model.metadata):
             done += await conn.run_sync(_migrate_sync, md)
     for line in done:
         logger.info("%s", line)

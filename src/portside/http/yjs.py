@@ -1,0 +1,310 @@
+"""Collaborative editing endpoints (y-websocket protocol): standalone and row-bound Yjs rooms.
+
+- `/yjs/{room}`: a standalone room for any signed-in user. A name of the canonical form
+  `{table}.{uuid}.{column}` (the UUID in any accepted spelling) is never standalone: it is the row-bound
+  room and gets the row checks below (GHSA-wj7x-58c2-5793).
+- `/live/{table}/{reference_id}/{column}/yjs`: the row-bound room of a `file.*` column.
+
+Checks before the upgrade: no or bad token → 403; unknown table, column not `file.*`, missing row or a row
+the caller may not read → 404; malformed reference id → 400. May update → read-write, may read → read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+from pycrdt import merge_updates
+from starlette.responses import PlainTextResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from portside import log
+from portside.actions.services import Services
+from portside.auth.identity import actor_for_user
+from portside.auth.permissions import PEEK, READ, UPDATE, Actor, allowed
+from portside.core import filetext, records
+from portside.core.events import Event
+from portside.core.yjs_store import MAX_ROOM_NAME
+from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
+from portside.http.common import actor as caller
+from portside.http.common import services, token_of
+from portside.http.live import _origin_allowed as origin_allowed
+from portside.realtime import yjs_protocol as yp
+from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, Binding, Peer, RoomManager
+from portside.tools.ids import parse_uuid
+
+logger = log.get("yjs")
+QUEUE_SIZE = 4096
+CLOSE_UNSUPPORTED = 1003
+
+
+def canonical_parts(name: str) -> tuple[str, str, str] | None:
+    """(table, ref, column) when `name` could name a row-bound room, whatever the UUID's spelling."""
+    parts = name.split(".")
+    if len(parts) == 3 and parse_uuid(parts[1]) is not None:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def valid_room_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_ROOM_NAME and name.isprintable() and name.strip() == name
+
+
+def text_name(svc: Services, table: str, column: str) -> str:
+    return svc.config.get(f"yjs.text_name.{table}.{column}") or "content"
+
+
+async def row_access(svc: Services, who: Actor, table: str, ref: str, column: str) -> tuple[Binding, bool]:
+    """The room binding and whether the caller is read-only; NotFound/BadRequest as the endpoint answers."""
+    tm = svc.model.tables.get(table)
+    if tm is None:
+        raise NotFound(f"no table {table[:64]}")
+    col = tm.columns.get(column)
+    if col is None or not col.column_type.startswith("file."):
+        raise NotFound(f"no file column {column[:64]} in {table}")
+    canonical = parse_uuid(ref)
+    if canonical is None:
+        raise BadRequest("reference id must be a UUID")
+    async with svc.db.read() as conn:
+        try:
+            await svc.crud.gate(conn, who, tm, PEEK)
+            row = await svc.crud.row(conn, who, tm, canonical, READ)
+        except Forbidden:
+            raise NotFound(f"no {table} with id {canonical}") from None
+        writable = allowed(who, UPDATE, row.grants)
+        if writable:
+            try:
+                await svc.crud.gate(conn, who, tm, UPDATE)
+            except Forbidden:
+                writable = False
+    return Binding(tm.name, canonical, col.column_name, text_name(svc, tm.name, col.column_name)), not writable
+
+
+class Connection:
+    """One socket: a bounded send buffer drained by a writer task, which also performs requested closes.
+
+    Under load the writer merges runs of queued document updates into one update (Yjs updates merge), so a
+    slow or busy moment costs one frame per peer instead of one per edit.
+    """
+
+    def __init__(self, ws: WebSocket):
+        self.ws = ws
+        self.buffer: collections.deque[bytes] = collections.deque()
+        self.ready = asyncio.Event()
+        self.closing: tuple[int, str] | None = None
+        self.reader: asyncio.Task[Any] | None = None
+
+    def offer(self, message: bytes) -> bool:
+        if self.closing is not None:
+            return True  # going away: nothing more is sent
+        if len(self.buffer) >= QUEUE_SIZE:
+            return False
+        self.buffer.append(message)
+        self.ready.set()
+        return True
+
+    def close_later(self, code: int, reason: str) -> None:
+        if self.closing is None:
+            self.closing = (code, reason[:120])
+            self.ready.set()
+
+    async def writer(self) -> None:
+        send = self.ws.send
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            while self.buffer:
+                batch = list(self.buffer)
+                self.buffer.clear()
+                for frame in coalesce(batch):
+                    await send({"type": "websocket.send", "bytes": frame})
+            if self.closing is not None:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(*self.closing)
+                await asyncio.sleep(3)  # the client answers the close; if it does not, stop reading anyway
+                if self.reader is not None:
+                    self.reader.cancel()
+                return
+
+
+def coalesce(batch: list[bytes]) -> list[bytes]:
+    """The frames to send for `batch`: consecutive update messages merged into one, order kept otherwise."""
+    if len(batch) == 1:
+        return batch
+    out: list[bytes] = []
+    run: list[bytes] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(yp.update_message(run[0]))
+        elif run:
+            out.append(yp.update_message(merge_updates(*run)))
+        run.clear()
+
+    for message in batch:
+        if len(message) > 2 and message[0] == yp.MSG_SYNC and message[1] == yp.SYNC_UPDATE:
+            r = yp.Reader(message)
+            r.varuint()
+            r.varuint()
+            run.append(r.bytes())
+        else:
+            flush()
+            out.append(message)
+    flush()
+    return out
+
+
+async def deny(ws: WebSocket, status: int, text: str) -> None:
+    await ws.send_denial_response(PlainTextResponse(text, status_code=status))
+
+
+async def serve(ws: WebSocket, name: str | None, bound: tuple[str, str, str] | None) -> None:
+    svc = services(ws)
+    manager = svc.yjs
+    if manager is None or not manager.enabled:
+        await deny(ws, 404, "collaborative editing is disabled")
+        return
+    if token_of(ws) is None:
+        await deny(ws, 403, "a token is required")
+        return
+    try:
+        who = await caller(ws)
+    except PortsideError as exc:
+        await deny(ws, 403, f"forbidden: {exc.detail}")
+        return
+    if who.is_guest:
+        await deny(ws, 403, "a token is required")
+        return
+    from_cookie = ws.headers.get("authorization") is None and ws.query_params.get("token") is None
+    if from_cookie and not origin_allowed(ws, svc.config.get("live.allowed_origins") or ""):
+        await deny(ws, 403, "origin not allowed")  # cross-site WebSocket hijacking with the user's cookie
+        return
+    binding: Binding | None = None
+    readonly = False
+    if bound is not None:
+        try:
+            binding, readonly = await row_access(svc, who, *bound)
+        except PortsideError as exc:
+            await deny(ws, exc.status, exc.detail)
+            return
+        name = binding.room
+    elif name is None or not valid_room_name(name):
+        await deny(ws, 400, "invalid room name")
+        return
+    await ws.accept()
+    await run_session(ws, manager, name, binding, who, readonly)
+
+
+async def run_session(
+    ws: WebSocket, manager: RoomManager, name: str, binding: Binding | None, who: Actor, readonly: bool
+) -> None:
+    conn = Connection(ws)
+    peer = Peer(conn.offer, conn.close_later, who, readonly)
+    try:
+        room = await manager.join(name, peer, binding)
+    except Exception:
+        logger.exception("could not open yjs room %s", name)
+        await ws.close(CLOSE_ERROR, "could not open the document")
+        return
+    writer = asyncio.create_task(conn.writer())
+    conn.reader = asyncio.current_task()
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if conn.closing is not None:
+                continue  # closing: input is no longer processed
+            data = message.get("bytes")
+            if data is None:
+                conn.close_later(CLOSE_UNSUPPORTED, "binary frames only")
+                continue
+            limit = manager.limit("yjs.max_message_bytes")
+            if len(data) > limit:
+                conn.close_later(CLOSE_TOO_BIG, f"message larger than {limit} bytes")
+                continue
+            await manager.receive(room, peer, data)
+    except (WebSocketDisconnect, asyncio.CancelledError):
+        return
+    finally:
+        manager.leave(room, peer)
+        if not writer.done():
+            writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+
+
+async def standalone(ws: WebSocket) -> None:
+    raw = ws.path_params["room"]
+    parts = canonical_parts(raw)
+    await serve(ws, None if parts else raw, parts)
+
+
+async def row_bound(ws: WebSocket) -> None:
+    p = ws.path_params
+    await serve(ws, None, (p["table"], p["ref"], p["column"]))
+
+
+routes = [
+    WebSocketRoute("/yjs/{room}", standalone),
+    WebSocketRoute("/live/{table}/{ref}/{column}/yjs", row_bound),
+]
+
+
+def attach(svc: Services) -> None:
+    """Give the room manager the row operations it needs: seed, write-back, re-checks, PATCH watch."""
+    manager = svc.yjs
+    if manager is None:
+        return
+
+    async def seed(binding: Binding) -> str | None:
+        tm = svc.model.tables.get(binding.table)
+        if tm is None:
+            return None
+        async with svc.db.read() as conn:
+            row = await records.fetch_one(conn, svc.model, tm, ref=binding.ref, groups=False)
+        return filetext.text_of(row.attrs.get(binding.column)) if row is not None else None
+
+    async def write_back(binding: Binding, text: str, editor: Actor) -> None:
+        page = await svc.crud.get(editor, binding.table, binding.ref)
+        current = page.rows[0].attrs.get(binding.column)
+        value = filetext.with_text(current, text, f"{binding.column}.txt")
+        await svc.crud.update(editor, binding.table, binding.ref, {binding.column: value})
+
+    async def recheck(who: Actor, binding: Binding) -> str | None:
+        try:
+            _, readonly = await row_access(svc, who, binding.table, binding.ref, binding.column)
+        except PortsideError:
+            return None
+        return "ro" if readonly else "rw"
+
+    async def refresh_actor(ref: str) -> Actor | None:
+        async with svc.db.read() as conn:
+            return await actor_for_user(conn, svc.model, ref=ref)
+
+    async def on_commit(events: list[Event]) -> None:
+        """A committed write on this node changed a file column: open documents take the new text."""
+        for event in events:
+            if event.type != "update":
+                continue
+            tm = svc.model.tables.get(event.table)
+            if tm is None:
+                continue
+            for col in tm.columns.values():
+                if not col.column_type.startswith("file.") or col.column_name not in event.data:
+                    continue
+                text = filetext.text_of(event.data[col.column_name]) or ""
+                binding = Binding(tm.name, event.ref, col.column_name, text_name(svc, tm.name, col.column_name))
+                room = manager.rooms.get(binding.room)
+                if manager.is_own_write(binding.room, text) or (room is not None and room.column_text == text):
+                    continue
+                manager.spawn(manager.column_changed(binding, text), f"yjs-column-{binding.room}")
+
+    manager.seed = seed
+    manager.write_back = write_back
+    manager.recheck = recheck
+    manager.refresh_actor = refresh_actor
+    svc.db.after_commit.append(on_commit)
