@@ -72,13 +72,13 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from common import expect, request, update_results
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -98,7 +98,6 @@ SAMPLE_SIZE = 1000
 PAGE_SIZE = 20
 
 START_TIMEOUT = 60.0
-HTTP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 WRK_TIMEOUT = "10s"
 QUIET_CPU = 0.10  # CPU share of other processes under which the machine counts as quiet
@@ -271,28 +270,6 @@ def run_tool(args: Sequence[str], timeout: float = 60) -> str:
 
 
 # -- HTTP set-up calls --------------------------------------------------------------------------------
-
-
-def request(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
-def expect(status: int, wanted: int, what: str, body: Any) -> None:
-    if status != wanted:
-        raise RuntimeError(f"{what}: HTTP {status} (wanted {wanted}): {str(body)[:500]}")
 
 
 def sign_up_and_in(url: str, name: str) -> str:
@@ -989,16 +966,6 @@ def render_section(
     return "\n".join(out)
 
 
-def update_results(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
-    else:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    path.write_text(text.rstrip() + "\n")
-
-
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -1033,7 +1000,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(error_note(results))
     for label, summary in profiles.items():
         print(f"\npy-spy, {label}:\n{summary}")
-    update_results(opts.results, section)
+    update_results(opts.results, SECTION, section)
     print(f"\nwrote {opts.results}")
     return 0 if all(r is None or r.valid for row in results.values() for r in row.values()) else 1
 

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from live import BIN, RESULTS, request, sign_up_and_in, start_portside
+from common import RESULTS, request, update_results
+from live import BIN, sign_up_and_in, start_portside
 
 SECTION = "## idle (bench/idle.py)"
 BATCH = 250
@@ -83,14 +83,6 @@ def client_role(url: str, token: str, sockets: int, seconds: float) -> int:
 
 def commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-
-
-def write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    body = "\n".join(lines).rstrip() + "\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    RESULTS.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "RSS samples (s since connected: MiB): " + ", ".join(f"{t:.0f}: {kb / 1024:.1f}" for t, kb in samples),
         ]
         print("\n".join(lines))
-        write_section(lines)
+        update_results(RESULTS, SECTION, "\n".join(lines))
         return 0
     finally:
         if client is not None and client.poll() is None:

@@ -53,14 +53,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from common import expect, request, update_results
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -168,28 +168,6 @@ def self_cpu() -> float:
 
 
 # -- HTTP set-up --------------------------------------------------------------------------------------
-
-
-def request(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
-def expect(status: int, wanted: tuple[int, ...], what: str, body: Any) -> None:
-    if status not in wanted:
-        raise RuntimeError(f"{what}: HTTP {status} (wanted {wanted}): {str(body)[:500]}")
 
 
 def sign_up_and_in(url: str, name: str) -> tuple[str, str]:
@@ -827,16 +805,6 @@ def sustainable(r: dict[str, Any]) -> bool:
     )
 
 
-def update_results(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
-    else:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    path.write_text(text.rstrip() + "\n")
-
-
 def safe_tool(args: Sequence[str]) -> str:
     try:
         done = subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=False)
@@ -982,7 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {share:5.1f}%  {fn}")
     elif spy_err:
         print(f"py-spy: {spy_err.strip()[:300]}")
-    update_results(opts.results, section)
+    update_results(opts.results, SECTION, section)
     print(f"\nwrote {opts.results}")
     return 0
 
