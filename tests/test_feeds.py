@@ -292,7 +292,7 @@ def test_paging(world: World) -> None:
         p2 = parsed(c.get(f"/feed/{name}.atom", params={"page": "2"}))
         rels = {link.rel: link.href for link in p2.feed.links}
         assert [e.title for e in p2.entries] == ["p2", "p1"]
-        assert rels["next"] == f"{base}.atom?page=3" and rels["previous"] == f"{base}.atom"
+        assert rels["next"] == f"{base}.atom?page=3" and rels["previous"] == rels["prev"] == f"{base}.atom"
         assert rels["self"] == f"{base}.atom?page=2"
         p3 = parsed(c.get(f"/feed/{name}.rss", params={"page": "3"}))
         assert [e.title for e in p3.entries] == ["p0"]
@@ -319,6 +319,8 @@ def test_conditional_get_and_invalidation(world: World) -> None:
         etag, modified = r.headers["etag"], r.headers["last-modified"]
         assert etag.startswith('"') and not etag.startswith("W/")
         assert etag == '"' + hashlib.sha256(r.content).hexdigest()[:40] + '"'
+        head = c.head(f"/feed/{name}.rss")
+        assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == etag
         r2 = c.get(f"/feed/{name}.rss", headers={"If-None-Match": etag})
         assert r2.status_code == 304 and r2.content == b"" and r2.headers["etag"] == etag
         assert c.get(f"/feed/{name}.rss", headers={"If-Modified-Since": modified}).status_code == 304
@@ -564,6 +566,22 @@ def test_websub_signed_delivery(world: World, subscriber: Subscriber) -> None:
     while subscriptions(world, callback) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert subscriptions(world, callback) == []
+
+
+def test_websub_private_subscription_renders_as_subscriber(world: World, subscriber: Subscriber) -> None:
+    name = new_feed(world, filter=json.dumps([{"column": "writer", "operator": "is", "value": "mine"}]))
+    topic = f"{world.server.url}/feed/{name}.rss"
+    callback = f"{subscriber.url}/private-{name}"
+    assert subscribe(world, callback, topic, token=world.owner).status_code == 202
+    wait_subscribed(world, callback)
+    post(world, world.owner, "owner only", public=False, writer="mine")
+    (_, body), *_ = subscriber.wait_posts(f"/private-{name}", 1, timeout=3, containing="owner only")
+    assert feedparser.parse(body).bozo == 0
+    # a stranger's private write is not in the owner's view: nothing new is delivered
+    before = len(subscriber.posts)
+    post(world, world.stranger, "stranger only", public=False, writer="mine")
+    time.sleep(0.5)
+    assert not any(b"stranger only" in b for _, _, b in subscriber.posts[before:])
 
 
 def test_websub_refusals(world: World, subscriber: Subscriber) -> None:
