@@ -105,7 +105,8 @@ def render(fmt: str, ch: Channel) -> bytes:
 def _atom_links(ch: Channel, media: str, prefix: str) -> list[str]:
     out = [f'<{prefix}link rel="self" type="{media}" href="{attr(ch.self_url)}"/>']
     out.append(f'<{prefix}link rel="hub" href="{attr(ch.hub_url)}"/>')
-    for rel, url in (("first", ch.first_url), ("next", ch.next_url), ("previous", ch.prev_url)):
+    # RFC 5005 paging; "prev" is the HTML synonym of "previous" some consumers look for
+    for rel, url in (("first", ch.first_url), ("next", ch.next_url), ("previous", ch.prev_url), ("prev", ch.prev_url)):
         if url:
             out.append(f'<{prefix}link rel="{rel}" href="{attr(url)}"/>')
     return out

@@ -139,7 +139,7 @@ class FeedService:
             author_email=fd.author_email,
             first_url=url,
             next_url=f"{url}?page={page + 1}" if page < last else "",
-            prev_url=(url if page == 2 else f"{url}?page={min(page - 1, last)}") if page > 1 else "",
+            prev_url=(url if min(page - 1, last) == 1 else f"{url}?page={min(page - 1, last)}") if page > 1 else "",
             items=items,
         )
         body = render.render(fmt, ch)

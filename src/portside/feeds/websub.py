@@ -155,7 +155,7 @@ class WebSubHub:
         lease = DEFAULT_LEASE
         if one("hub.lease_seconds"):
             raw = one("hub.lease_seconds")
-            if not raw.isdigit() or len(raw) > 10:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
                 raise BadRequest("hub.lease_seconds must be a whole number of seconds")
             lease = min(max(int(raw), MIN_LEASE), MAX_LEASE)
         secret = one("hub.secret")

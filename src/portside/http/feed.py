@@ -34,7 +34,7 @@ def parse_page(raw: str | None) -> int:
     if raw is None:
         return 1
     text = raw.strip()
-    if not text.isdigit() or len(text) > 7 or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or len(text) > 7 or not 1 <= int(text) <= MAX_PAGE:
         raise BadRequest(f"page must be a whole number from 1 to {MAX_PAGE}", pointer="/page")
     return int(text)
 
@@ -43,7 +43,7 @@ def split_name(segment: str) -> tuple[str, str]:
     """`blog.rss` → ("blog", "rss"); an unknown or missing extension is a 404 (not Daptin's RSS fallback)."""
     name, dot, ext = segment.rpartition(".")
     fmt = ext.lower()
-    if not dot or not name or fmt not in FORMATS:
+    if not dot or not name or fmt not in FORMATS or len(name) > 100 or not name.isprintable():
         raise NotFound("no such feed; feed URLs end in .rss, .atom or .json")
     return name, fmt
 
