@@ -26,7 +26,7 @@ import httpx
 import jsonschema
 import pytest
 
-from support import Server, create, fresh_database, me, new_user, schema_upload, start_server
+from support import Server, create, fresh_database, me, new_user, schema_upload, signin, start_server
 
 OWNER_ALL, GROUP_READ, PUBLIC = 16256, 32768, 3  # PUBLIC: guest peek + read
 SCHEMA = json.loads((Path(__file__).parent / "data" / "jsonfeed-1.1.schema.json").read_text())
@@ -660,6 +660,39 @@ def test_websub_subscription_survives_restart(subscriber: Subscriber) -> None:
         assert doc["items"][0]["title"] == "after restart"
         # the topic URL names the old port; deliveries use the topic's base for links, as subscribed
         assert doc["feed_url"] == topic
+    finally:
+        srv.stop()
+        drop()
+
+
+def test_websub_subscription_ends_when_its_subscriber_changes_password(subscriber: Subscriber) -> None:
+    """A private subscription renders as the user who made it; their password change ends it (the token that
+    made it is revoked), so a leaked feed token stops leaking through the hub too."""
+    url, drop = fresh_database("sqlite")
+    srv = start_server(url)
+    try:
+        w = setup_world(srv, url)
+        name = new_feed(w, filter=json.dumps([{"column": "writer", "operator": "is", "value": "pw"}]))
+        callback = f"{subscriber.url}/pw-{name}"
+        assert subscribe(w, callback, f"{srv.url}/feed/{name}.rss", token=w.owner).status_code == 202
+        wait_subscribed(w, callback)
+        post(w, w.owner, "before the change", public=False, writer="pw")
+        subscriber.wait_posts(f"/pw-{name}", 1, timeout=3, containing="before the change")
+        with w.c(w.owner) as c:
+            mine = me(c)
+            change = {"type": "user_account", "id": mine["id"], "attributes": {"password": "another-pass1"}}
+            r = c.patch(f"/api/user_account/{mine['id']}", json={"data": change})
+            assert r.status_code == 200, r.text
+        with w.c() as c:
+            fresh = signin(c, mine["attributes"]["email"], "another-pass1")
+        before = len(subscriber.posts)
+        post(w, fresh, "after the change", public=False, writer="pw")
+        deadline = time.monotonic() + 5
+        while subscriptions(w, callback) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert subscriptions(w, callback) == []
+        time.sleep(0.3)
+        assert not any(b"after the change" in b for _, _, b in subscriber.posts[before:])
     finally:
         srv.stop()
         drop()

@@ -179,6 +179,7 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                 col("expires_at", "datetime", "timestamp", IsNullable=True),
                 col("state", "label", "varchar(20)"),
                 col("subscriber", "label", "varchar(36)", IsNullable=True),
+                col("subscriber_auth", "measurement", "int(11)", IsNullable=True),  # auth_version at subscribe
                 col("last_delivery_at", "datetime", "timestamp", IsNullable=True),
                 col("last_error", "label", "varchar(500)", IsNullable=True),
             ],

@@ -64,6 +64,7 @@ class Subscription:
     secret: str
     expires_at: dt.datetime | None
     subscriber: str | None
+    subscriber_auth: int | None = None  # the subscriber's auth_version when subscribing
 
     @property
     def base(self) -> str:
@@ -252,6 +253,7 @@ class WebSubHub:
                 "expires_at": _now() + dt.timedelta(seconds=lease),
                 "state": "active",
                 "subscriber": actor.ref,
+                "subscriber_auth": actor.auth_version if actor.ref is not None else None,
             }
             if rows:
                 row = await records.update(uow, model, tm, rows[0].id, values, actor=actor.ref)
@@ -287,6 +289,7 @@ class WebSubHub:
                 secret,
                 r.expires_at,
                 r.subscriber,
+                r.subscriber_auth,
             )
         self.subs = subs
 
@@ -350,13 +353,17 @@ class WebSubHub:
         task.add_done_callback(done)
 
     async def _subscriber(self, sub: Subscription) -> Actor | None:
+        """Whom deliveries render for; None once that user is gone or changed their password (a token given
+        to a feed reader must not outlive the credentials it came from, as with /live sockets)."""
         if sub.subscriber is None:
             return GUEST
-        cached = self.svc.actors.get(sub.subscriber)
-        if cached is not None:
-            return cached
-        async with self.svc.db.read() as conn:
-            return await actor_for_user(conn, self.svc.model, ref=sub.subscriber)
+        who = self.svc.actors.get(sub.subscriber)
+        if who is None:
+            async with self.svc.db.read() as conn:
+                who = await actor_for_user(conn, self.svc.model, ref=sub.subscriber)
+        if who is None or (sub.subscriber_auth is not None and who.auth_version != sub.subscriber_auth):
+            return None
+        return who
 
     async def _deliver(self, sub: Subscription) -> None:
         while True:
@@ -369,7 +376,7 @@ class WebSubHub:
         for attempt in range(len(BACKOFF) + 1):
             who = await self._subscriber(sub)
             if who is None:
-                await self._remove(sub, "subscriber no longer exists")
+                await self._remove(sub, "subscriber no longer exists or changed credentials")
                 return
             try:
                 r = await self.feeds.page(who, sub.feed_name, sub.fmt, 1, sub.base)
