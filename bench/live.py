@@ -11,9 +11,11 @@ Method
      `--groups` usergroups and puts each bench user into 0-2 of them (seeded). Through one socket `admin`
      creates the user topic `bare` and makes it readable by all (16256|1|2|32).
   2. Receivers. One separate Python process (`--client-procs` to split) runs the `--sockets` WebSocket
-     clients (`websockets`, asyncio, `?encoding=json`, client defaults incl. permessage-deflate offer),
-     `sockets/users` per bench user, each subscribed to `fan,bare`. Every event frame is recorded with
-     receive time - `sent_at` from the event data.
+     clients (`?encoding=json`), `sockets/users` per bench user, each subscribed to `fan,bare`. By default
+     they are bench/rawws.py: every chunk read from a socket is time-stamped on arrival and its frames kept
+     as bytes, decoded only when the driver asks for a dump after the window (a full client library costs
+     ~20 µs per message, so one event fanned out to hundreds of sockets queued in the receiver and was
+     counted as server latency). `--receiver websockets` uses the `websockets` client instead.
   3. Filtered run. A writer (thread pool of httpx clients in this process, admin token) creates `fan` rows
      at `--rate` rows/s for `--duration` s. Row i is owned by a random bench user and is private (40%),
      created with a link to a random group in the same request (40%: one `create` event carrying the
@@ -263,12 +265,96 @@ def write_json(path: str, obj: Any) -> None:
     Path(path).write_text(json.dumps(obj))
 
 
+Record = tuple[int, str, str, float, float | None, float | None]
+
+
+def record_of(idx: int, now: float, f: dict[str, Any]) -> Record:
+    """socket, key, event, received, sent_at (client clock), written (the row's updated_at, set by Portside)"""
+    d = f.get("data") or {}
+    sent = d.get("sent_at")
+    key = str(d.get("title") if f["topic"] != "bare" else f"bare:{d.get('seq')}")
+    stamp = d.get("updated_at")
+    written = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+    return (idx, key, str(f.get("event")), now, sent if isinstance(sent, int | float) else None, written)
+
+
+def quiet_collector() -> None:
+    """The receivers are the load generator: a cyclic-GC pause here would show up as Portside latency.
+    What they keep is flat (tuples, bytes), so the collector stays off while they measure."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
+async def serve_dumps(dump: Any) -> None:
+    """The driver's commands on stdin: `DUMP path` writes what was received since the last dump; QUIT."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+        if not line or line == "QUIT":
+            return
+        if line.startswith("DUMP "):
+            write_json(line[5:], dump())
+            print("DUMPED", flush=True)
+
+
+async def raw_clients_main(cfg: dict[str, Any]) -> None:
+    """Receivers on bench/rawws.py (default): time-stamped on arrival, decoded after the window."""
+    import rawws
+
+    errors: collections.Counter[str] = collections.Counter()
+    conns: list[tuple[int, rawws.Receiver]] = []
+    gate = asyncio.Semaphore(50)
+    subscribe = json.dumps({"id": "s", "method": "subscribe", "attributes": {"topicName": "fan,bare"}})
+
+    async def one(idx: int, token: str) -> None:
+        async with gate:
+            try:
+                r = await asyncio.wait_for(rawws.connect(ws_url(cfg["url"], token)), 30)
+                r.send_text(subscribe)
+                deadline = time.monotonic() + 30
+                while sum(b'"type":"response"' in p for _, p in r.frames) < 2:  # one response per topic
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("no subscribe responses")
+                    await asyncio.sleep(0.01)
+                bad = [p for _, p in r.frames if b'"type":"response"' in p and b'"ok":true' not in p]
+                if bad:
+                    raise RuntimeError(bad[0][:200].decode())
+                r.frames.clear()  # session frame and responses
+            except Exception as exc:
+                errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                return
+        conns.append((idx, r))
+
+    await asyncio.gather(*(one(i, t) for i, t in cfg["sockets"]))
+    quiet_collector()
+    print(f"READY {len(conns)} {json.dumps(dict(errors))}", flush=True)
+
+    def dump() -> dict[str, Any]:
+        records: list[Record] = []
+        others: collections.Counter[str] = collections.Counter()
+        for idx, r in conns:
+            frames, r.frames = r.frames, []
+            for now, payload in frames:
+                f = json.loads(payload)
+                if f.get("type") == "event":
+                    records.append(record_of(idx, now, f))
+                else:
+                    others[str(f.get("type"))] += 1
+        closes = collections.Counter(str(r.close_code) for _, r in conns if r.close_code is not None)
+        return {"records": records, "closes": dict(closes), "others": dict(others)}
+
+    await serve_dumps(dump)
+    for _, r in conns:
+        r.close()
+
+
 async def clients_main(cfg: dict[str, Any]) -> None:
+    """Receivers on the `websockets` client (`--receiver websockets`): a full client library, slower."""
     import websockets
 
     tasks: set[asyncio.Task[None]] = set()
-    # socket, key, event, received, sent_at (client clock), written (the row's updated_at, set by Portside)
-    records: list[tuple[int, str, str, float, float | None, float | None]] = []
+    records: list[Record] = []
     closes: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
     others: collections.Counter[str] = collections.Counter()
@@ -283,13 +369,7 @@ async def clients_main(cfg: dict[str, Any]) -> None:
                 if f.get("type") != "event":
                     others[str(f.get("type"))] += 1
                     continue
-                d = f.get("data") or {}
-                sent = d.get("sent_at")
-                key = str(d.get("title") if f["topic"] != "bare" else f"bare:{d.get('seq')}")
-                stamp = d.get("updated_at")
-                written = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
-                sent = sent if isinstance(sent, int | float) else None
-                records.append((idx, key, str(f.get("event")), now, sent, written))
+                records.append(record_of(idx, now, f))
         except websockets.ConnectionClosed:
             pass
         rcvd = ws.close_rcvd
@@ -317,21 +397,15 @@ async def clients_main(cfg: dict[str, Any]) -> None:
         task.add_done_callback(tasks.discard)
 
     await asyncio.gather(*(one(i, t) for i, t in cfg["sockets"]))
-    # The receivers are the load generator: a cyclic-GC pause here would show up as Portside latency.
-    # Their records are flat tuples (no cycles), so the collector stays off while they measure.
-    gc.collect()
-    gc.freeze()
-    gc.disable()
+    quiet_collector()
     print(f"READY {len(conns)} {json.dumps(dict(errors))}", flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
-        if not line or line == "QUIT":
-            break
-        if line.startswith("DUMP "):
-            out, records = records, []
-            write_json(line[5:], {"records": out, "closes": dict(closes), "others": dict(others)})
-            print("DUMPED", flush=True)
+
+    def dump() -> dict[str, Any]:
+        nonlocal records
+        out, records = records, []
+        return {"records": out, "closes": dict(closes), "others": dict(others)}
+
+    await serve_dumps(dump)
     for ws in conns:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(), 2)
@@ -340,13 +414,14 @@ async def clients_main(cfg: dict[str, Any]) -> None:
 class Clients:
     """The receiver process(es): connect, then dump records per phase."""
 
-    def __init__(self, world: World, tokens: list[str], procs: int, work: Path, deflate: bool):
+    def __init__(self, world: World, tokens: list[str], procs: int, work: Path, deflate: bool, receiver: str):
         self.work = work
         self.procs: list[Proc] = []
         sockets = [(s, tokens[u]) for s, u in enumerate(world.socket_user)]
         for p in range(procs):
             cfg = work / f"clients{p}.json"
-            cfg.write_text(json.dumps({"url": world.url, "sockets": sockets[p::procs], "deflate": deflate}))
+            spec = {"url": world.url, "sockets": sockets[p::procs], "deflate": deflate, "receiver": receiver}
+            cfg.write_text(json.dumps(spec))
             self.procs.append(spawn(f"clients{p}", [sys.executable, __file__, "--clients-role", str(cfg)], stdin=True))
         self.connected = 0
         for pr in self.procs:
@@ -836,6 +911,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument(
+        "--receiver",
+        choices=("raw", "websockets"),
+        default="raw",
+        help="receiver client: raw (bench/rawws.py, stamps on arrival; default) or the websockets library",
+    )
     p.add_argument("--clients-role", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if not a.clients_role and (a.sockets % a.users or a.sockets // a.users > 100 or a.duration < 3 or a.rate <= 0):
@@ -846,7 +927,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     if opts.clients_role:
-        asyncio.run(clients_main(json.loads(Path(opts.clients_role).read_text())))
+        cfg = json.loads(Path(opts.clients_role).read_text())
+        asyncio.run(raw_clients_main(cfg) if cfg["receiver"] == "raw" else clients_main(cfg))
         return 0
     rng = random.Random(opts.seed)
     info = {
@@ -871,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"set-up {time.monotonic() - t:.1f} s: {opts.users} users, groups {[len(g) for g in world.member_of]}"
             )
-            clients = Clients(world, world.tokens, opts.client_procs, work, opts.deflate)
+            clients = Clients(world, world.tokens, opts.client_procs, work, opts.deflate, opts.receiver)
             print(f"{clients.connected} sockets connected and subscribed")
             meter = Meter(portside, clients)
             spy_out = work / "spy.txt"
@@ -917,8 +999,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out += [
         f"Setup: {len(world.socket_user)} sockets ({clients.connected if clients else 0} connected) of "
         f"{opts.users} users ({len(world.socket_user) // opts.users} each), {opts.groups} groups, users in 0-2 "
-        f"groups; all subscribed to `fan,bare` with `?encoding=json`, in {opts.client_procs} receiver process(es), "
-        f"permessage-deflate {'offered (websockets default)' if opts.deflate else 'off'}.",
+        f"groups; all subscribed to `fan,bare` with `?encoding=json`, in {opts.client_procs} receiver process(es);",
+        (
+            "receivers: bench/rawws.py (each chunk time-stamped on arrival, frames decoded after the window)."
+            if opts.receiver == "raw"
+            else f"receivers: websockets client, permessage-deflate {'offered' if opts.deflate else 'off'}."
+        ),
         f"Filtered: {opts.rate:.0f} rows/s for {opts.duration:.0f} s written over HTTP as admin (40% private, 40%",
         "linked to a group in the create request -> one create event with the group grant; 20% patched",
         f"to guest-read -> create+update event). Bare: {bare['target_rate']:.1f} new-message/s on user topic",
