@@ -546,3 +546,36 @@ def test_slow_reader_of_events_is_closed_with_1013_and_others_keep_receiving(
 
     asyncio.run(main())
     assert not [line for line in server.log if "direct frame path unavailable" in line]
+
+
+def test_live_stats_count_fanout_for_admins_only(live: tuple[Server, str, str, str]) -> None:
+    server, admin, alice, _ = live
+    with server.client(alice) as c:
+        assert c.get("/live/stats").status_code == 403
+    with server.client() as c:
+        assert c.get("/live/stats").status_code in (401, 403)
+
+    def stats() -> dict[str, Any]:
+        with server.client(admin) as c:
+            r = c.get("/live/stats")
+            assert r.status_code == 200, r.text
+            data: dict[str, Any] = r.json()["data"]
+            return data
+
+    async def main() -> None:
+        async with websockets.connect(ws_url(server, admin, encoding="json")) as ws:
+            await recv(ws)
+            await ws.send(json.dumps({"method": "subscribe", "attributes": {"topicName": "feedrow"}}))
+            answer = await recv(ws)
+            assert answer["ok"] is True, answer
+            before = stats()
+            assert before["sessions"] >= 1 and before["subscriptions"] >= 1
+            with server.client(admin) as c:
+                assert create(c, "feedrow", title="counted").status_code == 201
+            assert (await recv(ws))["type"] == "event"
+            after = stats()
+            assert after["frames_delivered"] >= before["frames_delivered"] + 1
+            assert after["events_dispatched"] >= before["events_dispatched"] + 1
+            assert after["dispatch_cpu_seconds"] > before["dispatch_cpu_seconds"]
+
+    asyncio.run(main())

@@ -14,8 +14,9 @@ import contextlib
 from typing import Any
 
 import sqlalchemy as sa
-from starlette.responses import PlainTextResponse
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from portside import log
@@ -26,7 +27,7 @@ from portside.core import events as ev
 from portside.core import records
 from portside.errors import Forbidden, PortsideError
 from portside.http.common import actor as caller
-from portside.http.common import services, token_of
+from portside.http.common import json_response, services, token_of
 from portside.http.wire import DirectWire, text_frame
 from portside.realtime import topics
 from portside.realtime.hub import LiveHub, LiveSession, event_frame
@@ -404,7 +405,19 @@ async def close(ws: WebSocket, wire: DirectWire | None, code: int, reason: str) 
             wire.abort()
 
 
-routes = [WebSocketRoute("/live", live)]
+async def live_stats(request: Request) -> Response:
+    """Administrators: this node's /live counters (sessions, subscriptions, events and frames, the CPU the
+    fan-out took). Counters grow from process start; compare two readings."""
+    who = await caller(request)
+    if not who.is_admin:
+        raise Forbidden("administrators only")
+    hub = services(request).hub
+    if hub is None:
+        raise PortsideError("live is not running")
+    return json_response({"data": hub.stats()})
+
+
+routes = [WebSocketRoute("/live", live), Route("/live/stats", live_stats)]
 
 
 def attach(svc: Services) -> None:

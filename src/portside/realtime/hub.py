@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,9 @@ class LiveHub:
         self._background: set[asyncio.Task[None]] = set()
         self.refresh_actor = refresh_actor
         self.may_subscribe = may_subscribe
-        self.delivered = 0
+        self.delivered = 0  # event frames handed to sockets
+        self.dispatched = 0  # events dispatched to at least one subscriber
+        self.dispatch_cpu = 0.0  # this thread's CPU seconds spent in dispatch (decisions + socket writes)
 
     async def start(self) -> None:
         if self._task is None:
@@ -291,6 +294,24 @@ class LiveHub:
         subscribers = self.topics.get(event.table)
         if not subscribers:
             return 0
+        started = time.thread_time()
+        try:
+            return self._dispatch(event, subscribers)
+        finally:
+            self.dispatch_cpu += time.thread_time() - started
+            self.dispatched += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.sessions),
+            "topics": len(self.topics),
+            "subscriptions": sum(len(s.subscriptions) for s in self.sessions),
+            "events_dispatched": self.dispatched,
+            "frames_delivered": self.delivered,
+            "dispatch_cpu_seconds": round(self.dispatch_cpu, 6),
+        }
+
+    def _dispatch(self, event: Event, subscribers: Subscribers) -> int:
         frame: dict[str, Any] | None = None
         sent = 0
         for members in subscribers.readers(event):  # one decision for every socket of a principal
