@@ -50,15 +50,8 @@ async def ping(_request: Request) -> Response:
 
 
 def build_app(services: Services) -> Starlette:
-    routes = [
-        Route("/ping", ping),
-        *api.routes,
-        *action.routes,
-        *config.routes,
-        *openapi.routes,
-        *live.routes,
-        *yjs.routes,
-    ]
+    routes = [Route("/ping", ping), *api.routes, *action.routes, *config.routes, *openapi.routes, *live.routes]
+    routes += yjs.routes  # collaborative editing (issue 4)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config"))],
