@@ -228,7 +228,7 @@ def test_seed_write_back_and_patch_while_open(env: dict[str, Any], node: None) -
         loop = asyncio.get_running_loop()
         started = loop.time()
         while column_text(server, alice, ref) != "hello seed world":
-            assert loop.time() - started < 4, "write-back did not happen within 2 s of the last edit"
+            assert loop.time() - started < 3, "write-back did not happen within 2 s of the last edit"
             await asyncio.sleep(0.2)
         # a REST PATCH of the column while the room is open replaces the document's text
         with server.client(alice) as c:

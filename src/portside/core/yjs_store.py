@@ -65,15 +65,20 @@ async def append(conn: AsyncConnection, items: Sequence[tuple[str, bytes]], kind
 
 
 async def compact(db: Database, room: str, merge: Callable[[list[bytes]], bytes]) -> tuple[int, int]:
-    """Replace the room's rows by one snapshot (`merge` of their data). Returns (rows replaced, snapshot bytes)."""
+    """Replace the room's rows by one snapshot (`merge` of their data). Returns (rows replaced, snapshot bytes).
+
+    The rows are read and merged outside the write transaction, which then only inserts the snapshot and
+    deletes exactly the rows that went into it (rows added meanwhile stay), so writers wait very little.
+    """
     t = yjs_document
+    async with db.read() as conn:
+        rows = await load(conn, room)
+    if len(rows) < 2:
+        return 0, sum(len(r.data) for r in rows)
+    snapshot = merge([r.data for r in rows])
+    ids = [r.id for r in rows]
     async with db.transaction() as uow:
-        rows = await load(uow.conn, room)
-        if len(rows) < 2:
-            return 0, sum(len(r.data) for r in rows)
-        snapshot = merge([r.data for r in rows])
         await append(uow.conn, [(room, snapshot)], kind="snapshot")
-        ids = [r.id for r in rows]
         for i in range(0, len(ids), 500):
             await uow.conn.execute(t.delete().where(t.c.id.in_(ids[i : i + 500])))
     return len(rows), len(snapshot)

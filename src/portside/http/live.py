@@ -301,7 +301,7 @@ class Connection:
                     self.offer(frame)
 
 
-def _origin_allowed(ws: WebSocket, allowed_origins: str) -> bool:
+def origin_allowed(ws: WebSocket, allowed_origins: str) -> bool:
     """A cookie-authenticated upgrade must come from an allowed Origin (cross-site WebSocket hijacking)."""
     origin = ws.headers.get("origin")
     if origin is None:
@@ -318,7 +318,7 @@ def refusal(svc: Services, ws: WebSocket, who: Actor) -> tuple[int, str] | None:
     if hub is None:
         return 503, "live is not running"
     from_cookie = ws.headers.get("authorization") is None and ws.query_params.get("token") is None
-    if from_cookie and "token" in ws.cookies and not _origin_allowed(ws, svc.config.get("live.allowed_origins") or ""):
+    if from_cookie and "token" in ws.cookies and not origin_allowed(ws, svc.config.get("live.allowed_origins") or ""):
         return 403, "origin not allowed"
     if len(hub.sessions) >= svc.config.get_int("live.max_connections", 10_000):
         return 503, "too many live connections"

@@ -31,7 +31,7 @@ from portside.core.yjs_store import MAX_ROOM_NAME
 from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import services, token_of
-from portside.http.live import _origin_allowed as origin_allowed
+from portside.http.live import origin_allowed
 from portside.realtime import yjs_protocol as yp
 from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, Binding, Peer, RoomManager
 from portside.tools.ids import parse_uuid
@@ -131,30 +131,38 @@ class Connection:
 
 
 def coalesce(batch: list[bytes]) -> list[bytes]:
-    """The frames to send for `batch`: consecutive update messages merged into one, order kept otherwise."""
+    """The frames to send for `batch`: all document updates merged into one update, all awareness entries
+    into one awareness message (the latest entry per client), other messages unchanged and in order.
+
+    Document updates commute and awareness is independent of the document, so moving them is safe; it
+    turns a burst (e.g. every client renewing its presence at once) into two frames per peer.
+    """
     if len(batch) == 1:
         return batch
-    out: list[bytes] = []
-    run: list[bytes] = []
-
-    def flush() -> None:
-        if len(run) == 1:
-            out.append(yp.update_message(run[0]))
-        elif run:
-            out.append(yp.update_message(merge_updates(*run)))
-        run.clear()
-
+    others: list[bytes] = []
+    updates: list[bytes] = []
+    presence: dict[int, yp.AwarenessEntry] = {}
     for message in batch:
-        if len(message) > 2 and message[0] == yp.MSG_SYNC and message[1] == yp.SYNC_UPDATE:
-            r = yp.Reader(message)
-            r.varuint()
-            r.varuint()
-            run.append(r.bytes())
-        else:
-            flush()
-            out.append(message)
-    flush()
-    return out
+        try:
+            if len(message) > 2 and message[0] == yp.MSG_SYNC and message[1] == yp.SYNC_UPDATE:
+                r = yp.Reader(message)
+                r.varuint()
+                r.varuint()
+                updates.append(r.bytes())
+                continue
+            if message and message[0] == yp.MSG_AWARENESS:
+                (m,) = yp.decode(message)
+                for e in yp.decode_awareness(m.payload):
+                    presence[e.client_id] = e
+                continue
+        except (yp.ProtocolError, ValueError):
+            pass
+        others.append(message)
+    if updates:
+        others.append(yp.update_message(updates[0] if len(updates) == 1 else merge_updates(*updates)))
+    if presence:
+        others.append(yp.encode_awareness(list(presence.values())))
+    return others
 
 
 async def deny(ws: WebSocket, status: int, text: str) -> None:

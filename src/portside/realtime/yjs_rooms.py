@@ -375,6 +375,8 @@ class RoomManager:
         early, room.early = room.early or [], None
         for message in early:
             self._remote(room, message)
+        if self.publish is not None:  # other nodes' peers announce themselves again (presence crosses nodes)
+            self.publish(room.name, yp.query_awareness())
         if room.stored_rows > self.limit("yjs.compact_after"):
             self._schedule_compaction(room)
 
@@ -496,6 +498,15 @@ class RoomManager:
                     continue
                 self._apply_awareness(room, entries, None)
                 room.broadcast(yp.encode_awareness(entries))
+            elif m.kind == yp.MSG_QUERY_AWARENESS and self.publish is not None:
+                mine = [
+                    yp.AwarenessEntry(cid, *room.awareness[cid])
+                    for peer in room.peers
+                    for cid in peer.awareness_ids
+                    if cid in room.awareness
+                ]
+                if mine:
+                    self.publish(room.name, yp.encode_awareness(mine))
 
     # -- compaction -------------------------------------------------------------------------------
 
