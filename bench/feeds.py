@@ -32,7 +32,6 @@ import contextlib
 import http.client
 import json
 import random
-import re
 import sqlite3
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import api  # bench/api.py: shared data set and wrk machinery
+from common import update_results
 
 SECTION = "## feeds (bench/feeds.py)"
 FEED = "bench"
@@ -220,16 +220,6 @@ def render_section(opts: api.Options, info: dict[str, str], results: dict[str, a
     return "\n".join(out)
 
 
-def update_results(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
-    else:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    path.write_text(text.rstrip() + "\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     api.preflight(opts)
@@ -244,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(api.table_lines(results)))
     print("\n".join(notes(results)))
     print(api.error_note(results))
-    update_results(opts.results, section)
+    update_results(opts.results, SECTION, section)
     print(f"\nwrote {opts.results}")
     return 0 if all(r is None or r.valid for row in results.values() for r in row.values()) else 1
 
