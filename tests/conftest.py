@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support import Server, fresh_database, start_server
+from support import REDIS, Server, fresh_database, start_server
 
 DATABASES = ["sqlite", "postgresql", "mysql"]
 
@@ -32,4 +32,16 @@ def sqlite_server() -> Iterator[Server]:
     srv = start_server(url)
     yield srv
     srv.stop()
+    drop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, Server, Server]]:
+    """Two nodes on one PostgreSQL database, joined by Redis."""
+    url, drop = fresh_database("postgresql")
+    a = start_server(url, None, "--redis-url", REDIS)
+    b = start_server(url, None, "--redis-url", REDIS)
+    yield url, a, b
+    a.stop()
+    b.stop()
     drop()

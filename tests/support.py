@@ -21,6 +21,7 @@ LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 PASSWORD = "secret123"
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 @dataclass
@@ -43,6 +44,22 @@ class Server:
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@dataclass
+class World:
+    """A server with an administrator, three users (owner, member of `team`, stranger) and a usergroup."""
+
+    server: Server
+    db_url: str
+    admin: str
+    owner: str
+    member: str
+    stranger: str
+    team: str  # usergroup ref
+
+    def c(self, token: str | None = None) -> httpx.Client:
+        return self.server.client(token)
 
 
 def start_server(

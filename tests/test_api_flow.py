@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from support import Server, create, me, new_user, schema_upload, signin, signup
+from support import Server, World, create, me, new_user, schema_upload, signin, signup
 
 OWNER_ALL, GROUP_READ = 16256, 32768
 NOTE_SCHEMA = f"""
@@ -54,20 +53,6 @@ Tables:
       - ColumnName: title
         Tags: trim
 """
-
-
-@dataclass
-class World:
-    server: Server
-    db_url: str
-    admin: str
-    owner: str
-    member: str
-    stranger: str
-    team: str  # usergroup ref
-
-    def c(self, token: str | None = None) -> Any:
-        return self.server.client(token)
 
 
 @pytest.fixture(scope="module")

@@ -6,27 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from portside.core.db import Database
 from portside.realtime.bus import make_bus
-from support import Server, create, fresh_database, new_user, schema_upload, start_server, sync_url
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[str, Server, Server]]:
-    url, drop = fresh_database("postgresql")
-    a = start_server(url, None, "--redis-url", REDIS)
-    b = start_server(url, None, "--redis-url", REDIS)
-    yield url, a, b
-    a.stop()
-    b.stop()
-    drop()
+from support import REDIS, Server, create, new_user, schema_upload, sync_url
 
 
 def cluster_id(url: str) -> str:

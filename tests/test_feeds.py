@@ -26,7 +26,7 @@ import httpx
 import jsonschema
 import pytest
 
-from support import Server, create, fresh_database, me, new_user, schema_upload, signin, start_server
+from support import Server, World, create, fresh_database, me, new_user, schema_upload, signin, start_server
 
 OWNER_ALL, GROUP_READ, PUBLIC = 16256, 32768, 3  # PUBLIC: guest peek + read
 SCHEMA = json.loads((Path(__file__).parent / "data" / "jsonfeed-1.1.schema.json").read_text())
@@ -56,20 +56,6 @@ Tables:
         ColumnType: datetime
         IsNullable: true
 """
-
-
-@dataclass
-class World:
-    server: Server
-    db_url: str
-    admin: str
-    owner: str
-    member: str
-    stranger: str
-    team: str
-
-    def c(self, token: str | None = None) -> httpx.Client:
-        return self.server.client(token)
 
 
 def setup_world(server: Server, db_url: str) -> World:

@@ -377,22 +377,6 @@ def test_kill_9_durability_and_compaction(db_url: str) -> None:
         server.stop()
 
 
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[str, Server, Server]]:
-    from support import fresh_database, start_server
-
-    url, drop = fresh_database("postgresql")
-    a = start_server(url, None, "--redis-url", REDIS)
-    b = start_server(url, None, "--redis-url", REDIS)
-    yield url, a, b
-    a.stop()
-    b.stop()
-    drop()
-
-
 def test_cross_node_convergence_without_double_storage(cluster: tuple[str, Server, Server], node: None) -> None:
     url, a, b = cluster
     _, alice = new_user(a, "xalice")
