@@ -96,26 +96,32 @@ class Crud:
             return
         grants = self.gates.get(tm.name)
         if grants is None:
-            generation = self.gates.generation
-            model = self.model
-            w = model.table("world")
-            rows = await records.fetch(conn, model, w, w.sa.c.table_name == tm.name)
-            if not rows:
-                raise Forbidden(f"not allowed on table {tm.name}")
-            grants = rows[0].grants
-            self.gates.put(tm.name, grants, generation)
-        if not allowed(actor, right, grants):
-            raise Forbidden(f"not allowed on table {tm.name}")
+            grants = await self._load_gate(conn, tm)
+        self._pass_gate(actor, tm, right, grants)
 
     async def check_gate(self, actor: Actor, tm: TableModel, right: int) -> None:
         """`gate` with no connection in hand: a read connection is taken only when the gate is not cached."""
-        grants = None if actor.is_admin else self.gates.get(tm.name)
-        if actor.is_admin or grants is not None:
-            if grants is not None and not allowed(actor, right, grants):
-                raise Forbidden(f"not allowed on table {tm.name}")
+        if actor.is_admin:
             return
-        async with self.db.read() as conn:
-            await self.gate(conn, actor, tm, right)
+        grants = self.gates.get(tm.name)
+        if grants is None:
+            async with self.db.read() as conn:
+                grants = await self._load_gate(conn, tm)
+        self._pass_gate(actor, tm, right, grants)
+
+    async def _load_gate(self, conn: AsyncConnection, tm: TableModel) -> Grants:
+        generation = self.gates.generation
+        w = self.model.table("world")
+        rows = await records.fetch(conn, self.model, w, w.sa.c.table_name == tm.name)
+        if not rows:
+            raise Forbidden(f"not allowed on table {tm.name}")
+        self.gates.put(tm.name, rows[0].grants, generation)
+        return rows[0].grants
+
+    @staticmethod
+    def _pass_gate(actor: Actor, tm: TableModel, right: int, grants: Grants) -> None:
+        if not allowed(actor, right, grants):
+            raise Forbidden(f"not allowed on table {tm.name}")
 
     async def row(
         self, conn: AsyncConnection, actor: Actor, tm: TableModel, ref: str, right: int, *, full: bool = True

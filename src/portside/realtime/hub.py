@@ -119,22 +119,25 @@ class Subscribers:
         members.add(session)
 
     def discard(self, session: LiveSession) -> None:
-        for key, members in list(self.buckets.items()):
-            if session not in members:
-                continue
-            members.discard(session)
-            if members:
-                continue
-            del self.buckets[key]
-            ref, groups, _ = key
-            self.admins.discard(key)
-            for index, names in ((self.by_ref, (ref,) if ref is not None else ()), (self.by_group, groups)):
-                for name in names:
-                    keys = index.get(name)
-                    if keys is not None:
-                        keys.discard(key)
-                        if not keys:
-                            del index[name]
+        """Remove a session under the principal it was added with (`LiveHub.rekey` drops a session before
+        changing its actor, so that is its current principal)."""
+        key = session.principal
+        members = self.buckets.get(key)
+        if members is None:
+            return
+        members.discard(session)
+        if members:
+            return
+        del self.buckets[key]
+        ref, groups, _ = key
+        self.admins.discard(key)
+        for index, names in ((self.by_ref, (ref,) if ref is not None else ()), (self.by_group, groups)):
+            for name in names:
+                keys = index.get(name)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[name]
 
     def sessions(self) -> list[LiveSession]:
         return [s for members in self.buckets.values() for s in members]
