@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -184,6 +185,60 @@ def test_malformed_and_oversized_messages_close_with_clear_codes(env: dict[str, 
         assert await c.closed() == 1009
         assert "document" in c.close_reason
         set_config(server, admin, "yjs.max_document_bytes", str(16 * 1024 * 1024))
+
+    asyncio.run(main())
+
+
+def test_a_peer_that_stops_reading_gets_merged_updates_and_others_keep_going(env: dict[str, Any]) -> None:
+    """A peer whose socket is full no longer gets a frame per edit: its updates queue and are merged into
+    one when it reads again; the room's other peers are not held up meanwhile."""
+    url = ws_base(env["server"]) + f"/yjs/slow-{uuid.uuid4().hex[:8]}?token={env['alice']}"
+    edits, size = 1500, 8000  # 12 MB: more than the kernel buffers plus the server's 1 MiB backlog
+
+    async def main() -> None:
+        writer = await YClient.connect(url)
+        slow = await YClient.connect(url, ping_interval=None)  # it will not read pongs for a while
+        watcher = await YClient.connect(url)
+        sock = slow.ws.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.ws.transport.pause_reading()
+        for i in range(edits):
+            await writer.edit(0, str(i % 10) * size)
+        assert await watcher.wait_for(lambda: len(watcher.text) == edits * size, 60)
+        assert slow.update_frames < edits
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # a small window would drain very slowly
+        slow.ws.transport.resume_reading()
+        assert await slow.wait_for(lambda: slow.text == writer.text, 60), (slow.close_code, len(slow.text))
+        assert slow.update_frames < 0.8 * edits, slow.update_frames  # the backlog came merged, not edit by edit
+        assert watcher.update_frames > edits / 2  # a reading peer gets (nearly) one frame per edit
+        for c in (writer, slow, watcher):
+            await c.close()
+
+    asyncio.run(main())
+
+
+def test_a_peer_that_never_reads_is_dropped_once_its_queue_is_full(env: dict[str, Any]) -> None:
+    url = ws_base(env["server"]) + f"/yjs/stuck-{uuid.uuid4().hex[:8]}?token={env['alice']}"
+
+    async def main() -> None:
+        writer = await YClient.connect(url)
+        stuck = await YClient.connect(url, ping_interval=None)
+        watcher = await YClient.connect(url)
+        sock = stuck.ws.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.ws.transport.pause_reading()
+        for i in range(700):  # fill the kernel buffers and the server's backlog
+            await writer.edit(0, str(i % 10) * 8000)
+        for _ in range(4200):  # then more queued messages than a peer may have (4096)
+            await writer.edit(0, "s")
+        assert await watcher.wait_for(lambda: watcher.text == writer.text, 60)
+        await asyncio.sleep(4)  # the close frame cannot reach a peer that does not read: it is dropped
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        stuck.ws.transport.resume_reading()
+        assert await stuck.closed(30) == 1006  # what was sent arrives, then the connection ends without a close
+        assert len(stuck.text) < len(writer.text)  # the rest was never sent
+        await writer.edit(0, "after")  # the room goes on
+        assert await watcher.wait_for(lambda: watcher.text.startswith("after"))
 
     asyncio.run(main())
 

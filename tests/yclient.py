@@ -31,11 +31,12 @@ class YClient:
         self.close_code: int | None = None
         self.close_reason = ""
         self.changed = asyncio.Event()
+        self.update_frames = 0  # document updates received after the initial sync
         self.task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, url: str, name: str = "content", sync: bool = True) -> YClient:
-        ws = await websockets.connect(url, max_size=None)
+    async def connect(cls, url: str, name: str = "content", sync: bool = True, **options: Any) -> YClient:
+        ws = await websockets.connect(url, max_size=None, **options)
         client = cls(ws, name)
         client.task = asyncio.create_task(client._reader())
         await ws.send(yp.sync_step1(client.doc.get_state()))
@@ -56,6 +57,7 @@ class YClient:
                         await self.ws.send(yp.sync_step2(self.doc.get_update(m.payload)))
                         self.server_step1.set()
                     elif m.kind == yp.MSG_SYNC:
+                        self.update_frames += m.sub == yp.SYNC_UPDATE
                         self.doc.apply_update(m.payload)
                         if m.sub == yp.SYNC_STEP2:
                             self.synced.set()

@@ -1,4 +1,4 @@
-"""The pre-built server frames of the /live direct path parse as exactly the text a client expects."""
+"""The pre-built server frames of the direct path (/live, Yjs) parse as exactly the text a client expects."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from portside.http.wire import text_frame
+from portside.http.wire import binary_frame, text_frame
 
 
 def parse(data: bytes, count: int) -> list[Frame]:
@@ -34,4 +34,14 @@ def test_text_frame_is_read_by_a_websocket_client(size: int) -> None:
     assert [(f.opcode, f.fin, bytes(f.data)) for f in frames] == [
         (Opcode.TEXT, True, text),
         (Opcode.TEXT, True, b'{"type":"pong"}'),
+    ]
+
+
+@pytest.mark.parametrize("size", [0, 2, 125, 126, 65535, 65536])
+def test_binary_frame_is_read_by_a_websocket_client(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    frames = parse(binary_frame(payload) + text_frame(b"x"), 2)
+    assert [(f.opcode, f.fin, bytes(f.data)) for f in frames] == [
+        (Opcode.BINARY, True, payload),
+        (Opcode.TEXT, True, b"x"),
     ]

@@ -68,6 +68,23 @@ class Database:
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self.after_commit: list[AfterCommit] = []
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The database file, when this is a file-backed SQLite database."""
+        if self.dialect != "sqlite":
+            return None
+        name = sa.engine.make_url(self.url).database
+        return None if not name or name == ":memory:" or name.startswith("file:") else name
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """This process's turn to write outside `transaction` (SQLite: no other in-process write is open)."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         await self.reader.dispose()

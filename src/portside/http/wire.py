@@ -1,4 +1,4 @@
-"""A direct frame path for /live fan-out: one pre-built WebSocket frame written to many transports.
+"""A direct frame path for /live and Yjs fan-out: one pre-built WebSocket frame written to many transports.
 
 Without per-message compression (Portside turns permessage-deflate off), a server-to-client text frame is
 the same bytes for every socket: RFC 6455 header (FIN + opcode, unmasked length) followed by the payload.
@@ -20,16 +20,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 RAW_SEND = "portside.raw_send"
 OP_TEXT = 0x1
+OP_BINARY = 0x2
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked, unfragmented server frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
 def text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented server text frame (RFC 6455 §5.2)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | OP_TEXT, n)) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x80 | OP_TEXT, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | OP_TEXT, 127, n) + payload
+    return _frame(OP_TEXT, payload)
+
+
+def binary_frame(payload: bytes) -> bytes:
+    return _frame(OP_BINARY, payload)
 
 
 class _Transport(Protocol):

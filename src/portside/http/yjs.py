@@ -32,13 +32,16 @@ from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import services, token_of
 from portside.http.live import origin_allowed
+from portside.http.wire import DirectWire, binary_frame
 from portside.realtime import yjs_protocol as yp
 from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, Binding, Peer, RoomManager
 from portside.tools.ids import parse_uuid
 
 logger = log.get("yjs")
 QUEUE_SIZE = 4096
+MAX_BACKLOG = 1 << 20  # bytes written to a socket but not yet taken by the kernel: beyond this, messages queue
 CLOSE_UNSUPPORTED = 1003
+CLOSE_GRACE = 3.0  # seconds a closing peer has to answer the close frame
 
 
 def canonical_parts(name: str) -> tuple[str, str, str] | None:
@@ -84,20 +87,35 @@ async def row_access(svc: Services, who: Actor, table: str, ref: str, column: st
 
 
 class Connection:
-    """One socket: a bounded send buffer drained by a writer task, which also performs requested closes.
-
-    Under load the writer merges runs of queued document updates into one update (Yjs updates merge), so a
-    slow or busy moment costs one frame per peer instead of one per edit.
+    """One socket's output. Messages go straight to the socket as pre-built frames (`DirectWire`) while the
+    peer keeps up; once more than MAX_BACKLOG bytes wait for it, they queue instead, in order, and a writer
+    task sends them through ASGI (which waits for the socket to drain), merging runs of queued document
+    updates into one update, so a slow peer costs one frame per drain instead of one per edit. More than
+    QUEUE_SIZE queued messages close the peer (1013). Without the direct path every message queues.
     """
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
+        self.wire = DirectWire.of(ws.scope)
         self.buffer: collections.deque[bytes] = collections.deque()
+        self.draining = False  # the writer is sending a batch: new messages queue behind it
         self.ready = asyncio.Event()
         self.closing: tuple[int, str] | None = None
         self.reader: asyncio.Task[Any] | None = None
 
     def offer(self, message: bytes) -> bool:
+        if self.wire is not None and not self.buffer and not self.draining and self.closing is None:
+            return self.offer_framed(message, binary_frame(message))
+        return self.enqueue(message)
+
+    def offer_framed(self, message: bytes, frame: bytes) -> bool:
+        wire = self.wire
+        direct = wire is not None and not self.buffer and not self.draining and self.closing is None
+        if direct and wire is not None and wire.send(frame, MAX_BACKLOG):
+            return True
+        return self.enqueue(message)
+
+    def enqueue(self, message: bytes) -> bool:
         if self.closing is not None:
             return True  # going away: nothing more is sent
         if len(self.buffer) >= QUEUE_SIZE:
@@ -110,6 +128,14 @@ class Connection:
         if self.closing is None:
             self.closing = (code, reason[:120])
             self.ready.set()
+            # a peer that stops reading never lets the writer reach the close frame: drop it after a grace
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self.give_up)
+
+    def give_up(self) -> None:
+        if self.reader is not None and not self.reader.done():
+            if self.wire is not None:
+                self.wire.abort()
+            self.reader.cancel()
 
     async def writer(self) -> None:
         send = self.ws.send
@@ -119,15 +145,16 @@ class Connection:
             while self.buffer:
                 batch = list(self.buffer)
                 self.buffer.clear()
-                for frame in coalesce(batch):
-                    await send({"type": "websocket.send", "bytes": frame})
+                self.draining = True
+                try:
+                    for frame in coalesce(batch):
+                        await send({"type": "websocket.send", "bytes": frame})
+                finally:
+                    self.draining = False
             if self.closing is not None:
                 with contextlib.suppress(Exception):
                     await self.ws.close(*self.closing)
-                await asyncio.sleep(3)  # the client answers the close; if it does not, stop reading anyway
-                if self.reader is not None:
-                    self.reader.cancel()
-                return
+                return  # the client answers the close, ending the session; if it does not, `give_up` does
 
 
 def coalesce(batch: list[bytes]) -> list[bytes]:
@@ -211,6 +238,10 @@ async def run_session(
 ) -> None:
     conn = Connection(ws)
     peer = Peer(conn.offer, conn.close_later, who, readonly)
+    if conn.wire is not None:
+        peer.frame, peer.send_framed = binary_frame, conn.offer_framed
+    else:
+        logger.warning("yjs: direct frame path unavailable, using ASGI sends (slower fan-out)")
     try:
         room = await manager.join(name, peer, binding)
     except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,11 +67,20 @@ class Binding:
 
 @dataclass(eq=False)
 class Peer:
-    send: Callable[[bytes], bool]  # enqueue without waiting; False when the peer's queue is full
+    """One client of a room, as the transport presents it.
+
+    `send` takes a message without waiting (False when the peer cannot take more). A transport that can
+    write one pre-encoded frame to many peers also gives `frame` (message -> frame, the same function
+    object for all such peers) and `send_framed` (message, its frame): a broadcast then encodes once.
+    """
+
+    send: Callable[[bytes], bool]
     close: Callable[[int, str], None]
     actor: Actor
     readonly: bool = False
     awareness_ids: set[int] = field(default_factory=set)
+    frame: Callable[[bytes], bytes] | None = None
+    send_framed: Callable[[bytes, bytes], bool] | None = None
 
 
 class Room:
@@ -95,6 +105,9 @@ class Room:
         self.last_edit = 0.0
         self.writeback: asyncio.Task[None] | None = None
         self.compacting = False
+        # compaction comes after `yjs.compact_after` stored rows give or take a quarter, so rooms loaded
+        # together and edited at the same pace do not all compact at the same moment
+        self.compact_factor = random.uniform(0.75, 1.25)
         self._captured: list[bytes] = []
         self._sub = self.doc.observe(self._on_change)
 
@@ -141,8 +154,19 @@ class Room:
         return captured[0] if len(captured) == 1 else merge_updates(*captured)
 
     def broadcast(self, message: bytes, exclude: Peer | None = None) -> None:
-        for peer in list(self.peers):
-            if peer is not exclude and not peer.send(message):
+        framer: Callable[[bytes], bytes] | None = None
+        frame = b""
+        for peer in tuple(self.peers):
+            if peer is exclude:
+                continue
+            f, send_framed = peer.frame, peer.send_framed
+            if f is None or send_framed is None:
+                ok = peer.send(message)
+            else:
+                if f is not framer:
+                    framer, frame = f, f(message)
+                ok = send_framed(message, frame)
+            if not ok:
                 peer.close(CLOSE_TOO_SLOW, "too slow: send queue full")
 
     def awareness_message(self) -> bytes:
@@ -169,9 +193,11 @@ class UpdateWriter:
 
     def __init__(self, db: Database, batch: int = 1000):
         self.db = db
+        self.appender = yjs_store.Appender(db)
         self.batch = batch
         self.queue: asyncio.Queue[tuple[str, bytes, asyncio.Future[None]]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
         self.commits = 0
 
     def start(self) -> None:
@@ -184,6 +210,10 @@ class UpdateWriter:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
             self.task = None
+        if self._checkpoint is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._checkpoint
+        self.appender.close()
 
     async def store(self, room: str, data: bytes) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -196,8 +226,7 @@ class UpdateWriter:
             while not self.queue.empty() and len(items) < self.batch:
                 items.append(self.queue.get_nowait())
             try:
-                async with self.db.transaction() as uow:
-                    await yjs_store.append(uow.conn, [(room, data) for room, data, _ in items])
+                await self.appender.append([(room, data) for room, data, _ in items])
                 self.commits += 1
             except Exception as exc:
                 logger.exception("storing %d yjs updates failed", len(items))
@@ -208,6 +237,15 @@ class UpdateWriter:
             for _, _, fut in items:
                 if not fut.done():
                     fut.set_result(None)
+            if self.appender.checkpoint_due and (self._checkpoint is None or self._checkpoint.done()):
+                self._checkpoint = asyncio.create_task(self._run_checkpoint(), name="portside-yjs-checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        """In the background: the writer goes on appending while the log is copied."""
+        try:
+            await self.appender.checkpoint()
+        except Exception:
+            logger.exception("checkpoint of the write-ahead log failed")
 
 
 Seed = Callable[[Binding], Awaitable[str | None]]
@@ -308,7 +346,7 @@ class RoomManager:
         room.closed = True
         await self._flush(room)
         if room.stored_rows >= 10:
-            await yjs_store.compact(self.db, name, merge)
+            await self._compact(room)
 
     # -- joining ----------------------------------------------------------------------------------
 
@@ -367,8 +405,8 @@ class RoomManager:
             room.column_text = text
             if text:
                 update = seed_update(text, room.binding.text_name)
+                room.doc.apply_update(update)  # in the document before it is stored (compaction relies on it)
                 await self.writer.store(room.name, update)
-                room.doc.apply_update(update)
                 room.size, room.stored_rows = len(update), 1
         elif room.binding is not None and self.seed is not None:
             room.column_text = await self.seed(room.binding)
@@ -377,7 +415,7 @@ class RoomManager:
             self._remote(room, message)
         if self.publish is not None:  # other nodes' peers announce themselves again (presence crosses nodes)
             self.publish(room.name, yp.query_awareness())
-        if room.stored_rows > self.limit("yjs.compact_after"):
+        if self._compaction_due(room):
             self._schedule_compaction(room)
 
     # -- messages from peers ----------------------------------------------------------------------
@@ -433,7 +471,7 @@ class RoomManager:
             self.publish(room.name, message)
         if room.binding is not None:
             self._dirty(room, peer.actor)
-        if room.stored_rows > self.limit("yjs.compact_after"):
+        if self._compaction_due(room):
             self._schedule_compaction(room)
         return True
 
@@ -510,6 +548,9 @@ class RoomManager:
 
     # -- compaction -------------------------------------------------------------------------------
 
+    def _compaction_due(self, room: Room) -> bool:
+        return room.stored_rows > max(1.0, room.compact_factor * self.limit("yjs.compact_after"))
+
     def _schedule_compaction(self, room: Room) -> None:
         if room.compacting:
             return
@@ -517,14 +558,23 @@ class RoomManager:
 
         async def run() -> None:
             try:
-                replaced, size = await yjs_store.compact(self.db, room.name, merge)
-                if replaced:
-                    room.stored_rows = max(1, room.stored_rows - replaced + 1)
-                    room.size = size
+                await self._compact(room)
             finally:
                 room.compacting = False
 
         self.spawn(run(), f"yjs-compact-{room.name}")
+
+    async def _compact(self, room: Room) -> None:
+        """Fold the room's stored rows into one snapshot. On one node the document already holds every stored
+        update, so the snapshot is its own state; in a cluster other nodes' rows may not have arrived yet, so
+        the rows themselves are read and merged."""
+        if self.publish is None:
+            replaced, size = await self.writer.appender.replace(room.name, room.doc.get_update)
+        else:
+            replaced, size = await yjs_store.compact(self.db, room.name, merge)
+        if replaced:
+            room.stored_rows = max(1, room.stored_rows - replaced + 1)
+            room.size = size
 
     # -- row-bound rooms --------------------------------------------------------------------------
 
