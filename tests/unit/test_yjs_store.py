@@ -26,6 +26,7 @@ def test_appends_are_stored_and_the_log_is_checkpointed(tmp_path: Path) -> None:
     async def main() -> None:
         db = await open_db(path)
         appender = yjs_store.Appender(db)
+        appender.CHECKPOINT_EVERY = 0.0  # due after every commit (the server: after a second with commits)
         largest_wal = 0
         for i in range(3000):
             await appender.append([(f"room-{i % 7}", bytes([i % 256]) * 300), ("other", b"\x01\x02")])

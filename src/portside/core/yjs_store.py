@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,13 +79,14 @@ class Appender:
     process, the batch goes through the async engine instead. Other databases always use the async engine.
     """
 
-    CHECKPOINT_PAGES = 1000
+    CHECKPOINT_EVERY = 1.0  # seconds; Python's sqlite3 cannot report the log's size, so the clock decides
 
     def __init__(self, db: Database):
         self.db = db
         self._sync: sqlite3.Connection | None = None
         self._fast = db.sqlite_file is not None
-        self._since_checkpoint = 0
+        self._commits = 0
+        self._last_checkpoint = time.monotonic()
 
     def _connection(self) -> sqlite3.Connection:
         if self._sync is None:
@@ -125,7 +127,7 @@ class Appender:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._since_checkpoint += 4 + sum(len(data) for _, data in items) // 4096  # pages, roughly
+        self._commits += 1
 
     async def replace(self, room: str, snapshot: Callable[[], bytes]) -> tuple[int, int]:
         """Replace every stored row of `room` by `snapshot()`, called inside the transaction after the rows
@@ -171,22 +173,31 @@ class Appender:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._since_checkpoint += 4 + len(data) // 4096
+        self._commits += 1
         return int(count), len(data)
 
     @property
     def checkpoint_due(self) -> bool:
-        return self._since_checkpoint >= self.CHECKPOINT_PAGES
+        return self._commits > 0 and time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY
 
     async def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file, in the engine's thread. The bulk is copied while
-        writers go on; the few pages they added meanwhile are copied in this process's write turn, so the log
-        is complete in the database and the next commit starts it over instead of growing it forever."""
-        self._since_checkpoint = 0
+        writers go on (a passive checkpoint never blocks them); if they added pages meanwhile, those few are
+        copied in this process's write turn. Once the whole log is in the database the next commit starts
+        the log over instead of growing it."""
+        self._commits, self._last_checkpoint = 0, time.monotonic()
         async with self.db.engine.connect() as conn:
-            await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            if await self._checkpoint_pass(conn):
+                return
             async with self.db.write_turn():
-                await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                await self._checkpoint_pass(conn)
+
+    @staticmethod
+    async def _checkpoint_pass(conn: AsyncConnection) -> bool:
+        """One passive checkpoint; True when it copied the whole log."""
+        result: Sequence[int] = tuple((await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")).one())
+        busy, log, copied = result
+        return not busy and log == copied
 
     def close(self) -> None:
         if self._sync is not None:

@@ -34,7 +34,7 @@ from portside.http.common import services, token_of
 from portside.http.live import origin_allowed
 from portside.http.wire import DirectWire, binary_frame
 from portside.realtime import yjs_protocol as yp
-from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, Binding, Peer, RoomManager
+from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, CLOSE_TOO_SLOW, Binding, Peer, RoomManager
 from portside.tools.ids import parse_uuid
 
 logger = log.get("yjs")
@@ -87,16 +87,20 @@ async def row_access(svc: Services, who: Actor, table: str, ref: str, column: st
 
 
 class Connection:
-    """One socket's output. Messages go straight to the socket as pre-built frames (`DirectWire`) while the
-    peer keeps up; once more than MAX_BACKLOG bytes wait for it, they queue instead, in order, and a writer
-    task sends them through ASGI (which waits for the socket to drain), merging runs of queued document
-    updates into one update, so a slow peer costs one frame per drain instead of one per edit. More than
-    QUEUE_SIZE queued messages close the peer (1013). Without the direct path every message queues.
+    """One socket's output. While the peer keeps up, messages go straight to the socket as pre-built frames
+    (`DirectWire`); the frames offered to one socket during one turn of the event loop are written together,
+    in one system call (a burst of relayed edits costs each peer one write, not one per edit). Once more
+    than MAX_BACKLOG bytes wait for the peer, messages queue instead, in order, and a writer task sends them
+    through ASGI (which waits for the socket to drain), merging runs of queued document updates into one
+    update, so a slow peer costs one frame per drain instead of one per edit. More than QUEUE_SIZE queued
+    messages close the peer (1013). Without the direct path every message queues.
     """
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
         self.wire = DirectWire.of(ws.scope)
+        self.out: list[bytes] = []  # frames offered this turn of the loop, written by `flush`
+        self.out_messages: list[bytes] = []  # the same, unframed, in case they have to queue after all
         self.buffer: collections.deque[bytes] = collections.deque()
         self.draining = False  # the writer is sending a batch: new messages queue behind it
         self.ready = asyncio.Event()
@@ -109,11 +113,27 @@ class Connection:
         return self.enqueue(message)
 
     def offer_framed(self, message: bytes, frame: bytes) -> bool:
+        if self.wire is None or self.buffer or self.draining or self.closing is not None:
+            return self.enqueue(message)
+        if not self.out:
+            _flusher.add(self)
+        self.out.append(frame)
+        self.out_messages.append(message)
+        return True
+
+    def flush(self) -> None:
+        frames, messages = self.out, self.out_messages
+        self.out, self.out_messages = [], []
         wire = self.wire
-        direct = wire is not None and not self.buffer and not self.draining and self.closing is None
-        if direct and wire is not None and wire.send(frame, MAX_BACKLOG):
-            return True
-        return self.enqueue(message)
+        if not frames or wire is None or self.closing is not None:
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        if not self.buffer and not self.draining and wire.send(data, MAX_BACKLOG):
+            return
+        for message in messages:
+            if not self.enqueue(message):
+                self.close_later(CLOSE_TOO_SLOW, "too slow: send queue full")
+                return
 
     def enqueue(self, message: bytes) -> bool:
         if self.closing is not None:
@@ -155,6 +175,29 @@ class Connection:
                 with contextlib.suppress(Exception):
                     await self.ws.close(*self.closing)
                 return  # the client answers the close, ending the session; if it does not, `give_up` does
+
+
+class Flusher:
+    """Writes every connection's frames of this loop turn once the turn's callbacks have run."""
+
+    def __init__(self) -> None:
+        self.dirty: list[Connection] = []
+
+    def add(self, conn: Connection) -> None:
+        if not self.dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception:  # one broken socket must not keep the others' frames back
+                logger.exception("yjs: writing to a peer failed")
+
+
+_flusher = Flusher()
 
 
 def coalesce(batch: list[bytes]) -> list[bytes]:
