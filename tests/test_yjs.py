@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import websockets
 
+from portside.realtime import yjs_protocol as yp
 from support import Server, create, new_user, schema_upload
 from yclient import YClient, node_ready, run_node
 
@@ -157,6 +158,32 @@ def test_pycrdt_clients_sync_presence_and_query(env: dict[str, Any]) -> None:
         await b.close()  # bob's presence is removed for everyone
         assert await a.wait_for(lambda: 2222 not in a.awareness)
         await a.close()
+
+    asyncio.run(main())
+
+
+def test_presence_echoes_are_not_relayed_and_stale_entries_change_nothing(env: dict[str, Any]) -> None:
+    """Stock clients send back every presence change they receive; the server relays only entries that are
+    news to the room (a newer clock, or the removal of a known state), as y-protocols applies them."""
+    url = ws_base(env["server"]) + f"/yjs/echo-{uuid.uuid4().hex[:8]}?token={env['alice']}"
+
+    async def main() -> None:
+        a, b, c = [await YClient.connect(url) for _ in range(3)]
+        await a.set_presence(501, 3, {"user": "a"})
+        assert await c.wait_for(lambda: 501 in c.awareness)
+        before = c.awareness_frames
+        await b.set_presence(501, 3, {"user": "a"})  # the echo a stock client would send
+        await b.set_presence(501, 2, {"user": "stale"})  # an older clock
+        await b.ws.send(yp.encode_awareness([yp.AwarenessEntry(501, 1, "null")]))  # an older removal
+        await asyncio.sleep(0.5)
+        assert c.awareness_frames == before and c.awareness[501] == (3, '{"user": "a"}')
+        await a.set_presence(501, 4, {"user": "a2"})
+        assert await c.wait_for(lambda: c.awareness.get(501, (0, ""))[0] == 4)
+        assert c.awareness_frames == before + 1
+        late = await YClient.connect(url)  # a newcomer gets the current states on join
+        assert await late.wait_for(lambda: late.awareness.get(501) == (4, '{"user": "a2"}'))
+        for x in (a, b, c, late):
+            await x.close()
 
     asyncio.run(main())
 

@@ -32,6 +32,7 @@ class YClient:
         self.close_reason = ""
         self.changed = asyncio.Event()
         self.update_frames = 0  # document updates received after the initial sync
+        self.awareness_frames = 0
         self.task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -62,6 +63,7 @@ class YClient:
                         if m.sub == yp.SYNC_STEP2:
                             self.synced.set()
                     elif m.kind == yp.MSG_AWARENESS:
+                        self.awareness_frames += 1
                         for e in yp.decode_awareness(m.payload):
                             if e.state == "null":
                                 self.awareness.pop(e.client_id, None)

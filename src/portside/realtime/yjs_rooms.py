@@ -481,27 +481,45 @@ class RoomManager:
         except yp.ProtocolError as exc:
             peer.close(CLOSE_BAD_DATA, f"malformed awareness update: {exc}"[:120])
             return False
-        self._apply_awareness(room, entries, peer)
-        message = yp.encode_awareness(entries)
-        room.broadcast(message, exclude=peer)
-        if self.publish is not None:
-            self.publish(room.name, message)
+        changed = self._apply_awareness(room, entries, peer)
+        if changed:
+            message = yp.encode_awareness(changed)
+            room.broadcast(message, exclude=peer)
+            if self.publish is not None:
+                self.publish(room.name, message)
         return True
 
-    def _apply_awareness(self, room: Room, entries: list[yp.AwarenessEntry], peer: Peer | None) -> None:
+    def _apply_awareness(
+        self, room: Room, entries: list[yp.AwarenessEntry], peer: Peer | None
+    ) -> list[yp.AwarenessEntry]:
+        """Apply entries as y-protocols does (a state replaces an older clock; `null` at the same or a newer
+        clock removes it); the entries that changed the room's state, the only ones worth relaying.
+
+        Stock y-websocket clients re-send every presence change they receive, so each renewal comes back
+        from every other client of the room with the clock the room already has: relaying those would
+        multiply presence traffic by the room's size.
+        """
+        changed = []
         for e in entries:
+            current = room.awareness.get(e.client_id)
             if e.state == "null":
-                room.awareness.pop(e.client_id, None)
+                if current is not None and current[0] <= e.clock:
+                    del room.awareness[e.client_id]
+                    changed.append(e)
                 if peer is not None:
                     peer.awareness_ids.discard(e.client_id)
                 continue
-            if e.client_id not in room.awareness and len(room.awareness) >= MAX_AWARENESS_ENTRIES:
-                continue
-            current = room.awareness.get(e.client_id)
-            if current is None or current[0] <= e.clock:
+            if current is None:
+                if len(room.awareness) >= MAX_AWARENESS_ENTRIES:
+                    continue
                 room.awareness[e.client_id] = (e.clock, e.state)
+                changed.append(e)
+            elif current[0] < e.clock:
+                room.awareness[e.client_id] = (e.clock, e.state)
+                changed.append(e)
             if peer is not None:
                 peer.awareness_ids.add(e.client_id)
+        return changed
 
     # -- other nodes ------------------------------------------------------------------------------
 
@@ -534,8 +552,9 @@ class RoomManager:
                     entries = yp.decode_awareness(m.payload)
                 except yp.ProtocolError:
                     continue
-                self._apply_awareness(room, entries, None)
-                room.broadcast(yp.encode_awareness(entries))
+                changed = self._apply_awareness(room, entries, None)
+                if changed:
+                    room.broadcast(yp.encode_awareness(changed))
             elif m.kind == yp.MSG_QUERY_AWARENESS and self.publish is not None:
                 mine = [
                     yp.AwarenessEntry(cid, *room.awareness[cid])
