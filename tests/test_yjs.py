@@ -332,6 +332,31 @@ def test_seed_write_back_and_patch_while_open(env: dict[str, Any], node: None) -
     assert result["text"] == "patched!", result
 
 
+def test_deleting_the_row_closes_its_room_and_drops_the_document(env: dict[str, Any]) -> None:
+    server, alice = env["server"], env["alice"]
+    ref = new_note(server, alice, "short-lived")
+    room = f"note.{ref}.body"
+
+    async def main() -> None:
+        a = await YClient.connect(ws_base(server) + f"/live/note/{ref}/body/yjs?token={alice}")
+        await a.edit(0, ">")
+        assert stored_rows(server.database_url, room)
+        with server.client(alice) as c:
+            assert c.delete(f"/api/note/{ref}").status_code in (200, 204)
+        assert await a.closed() == 1001
+        assert "deleted" in a.close_reason
+        for _ in range(50):
+            if not stored_rows(server.database_url, room):
+                break
+            await asyncio.sleep(0.1)
+        assert stored_rows(server.database_url, room) == []
+        with pytest.raises(websockets.InvalidStatus) as refused:  # the row is gone: no room to join
+            await YClient.connect(ws_base(server) + f"/yjs/{room}?token={alice}")
+        assert refused.value.response.status_code == 404
+
+    asyncio.run(main())
+
+
 def test_read_only_and_rights_change_without_reconnect(env: dict[str, Any]) -> None:
     server, alice, bob = env["server"], env["alice"], env["bob"]
     ref = new_note(server, alice, "base", permission=OWNER_ALL | GUEST_READ)

@@ -67,6 +67,12 @@ async def append(conn: AsyncConnection, items: Sequence[tuple[str, bytes]], kind
     )
 
 
+async def delete(db: Database, room: str) -> None:
+    """Forget a room's document (its row is gone)."""
+    async with db.transaction() as uow:
+        await uow.conn.execute(yjs_document.delete().where(yjs_document.c.room == room))
+
+
 class Appender:
     """Appends update rows in batches, one transaction per batch.
 

@@ -368,15 +368,22 @@ def attach(svc: Services) -> None:
             return await actor_for_user(conn, svc.model, ref=ref)
 
     async def on_commit(events: list[Event]) -> None:
-        """A committed write on this node changed a file column: open documents take the new text."""
+        """A committed write on this node changed a file column: open documents take the new text; a deleted
+        row's documents are closed and dropped."""
         for event in events:
-            if event.type != "update":
+            if event.type not in ("update", "delete"):
                 continue
             tm = svc.model.tables.get(event.table)
             if tm is None:
                 continue
             for col in tm.columns.values():
-                if not col.column_type.startswith("file.") or col.column_name not in event.data:
+                if not col.column_type.startswith("file."):
+                    continue
+                if event.type == "delete":
+                    gone = Binding(tm.name, event.ref, col.column_name)
+                    manager.spawn(manager.row_deleted(gone), f"yjs-deleted-{gone.room}")
+                    continue
+                if col.column_name not in event.data:
                     continue
                 text = filetext.text_of(event.data[col.column_name]) or ""
                 binding = Binding(tm.name, event.ref, col.column_name, text_name(svc, tm.name, col.column_name))

@@ -662,6 +662,20 @@ class RoomManager:
         if self.publish is not None:
             self.publish(name, message)
 
+    async def row_deleted(self, binding: Binding) -> None:
+        """The row behind a room is gone: its clients are closed and its stored document is dropped."""
+        name = binding.room
+        room = self.rooms.pop(name, None)
+        if room is not None:
+            room.closed = True
+            room.dirty_since = None  # nothing left to write back into
+            if room.writeback is not None:
+                room.writeback.cancel()
+            for peer in list(room.peers):
+                peer.send(yp.permission_denied("the row was deleted"))
+                peer.close(CLOSE_GOING_AWAY, "the row was deleted")
+        await yjs_store.delete(self.db, name)
+
     def is_own_write(self, name: str, text: str) -> bool:
         room = self.rooms.get(name)
         return room is not None and text in room.own_texts
