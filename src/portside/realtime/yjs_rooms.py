@@ -187,24 +187,17 @@ def merge(updates: list[bytes]) -> bytes:
     return doc.get_update()
 
 
-Stored = Callable[[BaseException | None], None]  # told once the update is committed (None) or failed
-
-
 class UpdateWriter:
-    """Group commit: updates from every room queued meanwhile go into one transaction; each submitter is
-    told once its row is committed. A session does not wait for its own commits (it goes on reading while
-    they happen; the relay happens in the callback), unless more than MAX_PENDING updates are waiting."""
-
-    MAX_PENDING = 10_000
+    """Group commit: updates from every room queued meanwhile go into one transaction; each waiter returns
+    once its row is committed."""
 
     def __init__(self, db: Database, batch: int = 1000):
         self.db = db
         self.appender = yjs_store.Appender(db)
         self.batch = batch
-        self.queue: asyncio.Queue[tuple[str, bytes, Stored]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, bytes, asyncio.Future[None]]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self._checkpoint: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()
         self.commits = 0
 
     def start(self) -> None:
@@ -217,60 +210,35 @@ class UpdateWriter:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
             self.task = None
-        if not self.queue.empty():  # what was accepted is stored before the process goes
-            await self._commit([self.queue.get_nowait() for _ in range(self.queue.qsize())])
         if self._checkpoint is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._checkpoint
         self.appender.close()
 
-    def submit(self, room: str, data: bytes, done: Stored) -> None:
-        self.queue.put_nowait((room, data, done))
-
     async def store(self, room: str, data: bytes) -> None:
-        """Store one update and wait for its commit."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def done(exc: BaseException | None) -> None:
-            if fut.done():
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(None)
-
-        self.submit(room, data, done)
+        self.queue.put_nowait((room, data, fut))
         await fut
-
-    async def throttle(self) -> None:
-        """Wait while more than MAX_PENDING updates wait for their commit (a database slower than the input)."""
-        while self.queue.qsize() > self.MAX_PENDING:
-            self._drained.clear()
-            await self._drained.wait()
 
     async def _run(self) -> None:
         while True:
             items = [await self.queue.get()]
             while not self.queue.empty() and len(items) < self.batch:
                 items.append(self.queue.get_nowait())
-            await self._commit(items)
-            self._drained.set()
+            try:
+                await self.appender.append([(room, data) for room, data, _ in items])
+                self.commits += 1
+            except Exception as exc:
+                logger.exception("storing %d yjs updates failed", len(items))
+                for _, _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, _, fut in items:
+                if not fut.done():
+                    fut.set_result(None)
             if self.appender.checkpoint_due and (self._checkpoint is None or self._checkpoint.done()):
                 self._checkpoint = asyncio.create_task(self._run_checkpoint(), name="portside-yjs-checkpoint")
-
-    async def _commit(self, items: list[tuple[str, bytes, Stored]]) -> None:
-        outcome: BaseException | None = None
-        try:
-            await self.appender.append([(room, data) for room, data, _ in items])
-            self.commits += 1
-        except Exception as exc:
-            logger.exception("storing %d yjs updates failed", len(items))
-            outcome = exc
-        for _, _, done in items:
-            try:
-                done(outcome)
-            except Exception:  # one failing relay must not keep the others from theirs
-                logger.exception("relaying a stored yjs update failed")
 
     async def _run_checkpoint(self) -> None:
         """In the background: the writer goes on appending while the log is copied."""
@@ -477,7 +445,6 @@ class RoomManager:
                 peer.send(room.awareness_message())
 
     async def apply(self, room: Room, peer: Peer, update: bytes) -> bool:
-        """Apply a peer's update; it is stored, then relayed (in the writer's callback, not awaited here)."""
         if update == EMPTY_UPDATE:
             return True
         limit = self.limit("yjs.max_document_bytes")
@@ -491,26 +458,21 @@ class RoomManager:
             return False
         if delta is None:
             return True
+        try:
+            await self.writer.store(room.name, delta)
+        except Exception:
+            peer.close(CLOSE_ERROR, "could not store the update")
+            return False
         room.size += len(delta)
-
-        def stored(failure: BaseException | None) -> None:
-            if failure is not None:
-                peer.close(CLOSE_ERROR, "could not store the update")
-                return
-            room.stored_rows += 1
-            message = yp.update_message(delta)
-            room.broadcast(message, exclude=peer)
-            if self.publish is not None:
-                self.publish(room.name, message)
-            if room.closed:  # unloaded or its row deleted meanwhile
-                return
-            if room.binding is not None:
-                self._dirty(room, peer.actor)
-            if self._compaction_due(room):
-                self._schedule_compaction(room)
-
-        self.writer.submit(room.name, delta, stored)
-        await self.writer.throttle()
+        room.stored_rows += 1
+        message = yp.update_message(delta)
+        room.broadcast(message, exclude=peer)
+        if self.publish is not None:
+            self.publish(room.name, message)
+        if room.binding is not None:
+            self._dirty(room, peer.actor)
+        if self._compaction_due(room):
+            self._schedule_compaction(room)
         return True
 
     def awareness(self, room: Room, peer: Peer, payload: bytes) -> bool:
