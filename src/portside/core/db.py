@@ -38,7 +38,8 @@ class UnitOfWork:
         self.after.append(fn)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
+    """The settings every SQLite connection of Portside's gets."""
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -62,8 +63,8 @@ class Database:
         self.reader: AsyncEngine = create_async_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
         self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
         if self.dialect == "sqlite":
-            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            sa.event.listen(self.reader.sync_engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
+            sa.event.listen(self.reader.sync_engine, "connect", sqlite_pragmas)
         # SQLite has one writer; serialising writes in-process avoids lock thrash and busy errors.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self.after_commit: list[AfterCommit] = []

@@ -10,17 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portside.core.db import Database
+from portside.core.db import Database, sqlite_pragmas
 
 MAX_ROOM_NAME = 255
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite
+_SQLITE_INSERT = "INSERT INTO _yjs_document (room, kind, data, created_at) VALUES (?, ?, ?, ?)"
+T = TypeVar("T")
 
 yjs_metadata = sa.MetaData()
 yjs_document = sa.Table(
@@ -98,42 +101,48 @@ class Appender:
         if self._sync is None:
             path = self.db.sqlite_file
             assert path is not None
-            conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            sqlite_pragmas(conn)
+            conn.execute("PRAGMA busy_timeout=0")  # never wait on the loop: a lock held elsewhere -> the engine
             conn.execute("PRAGMA wal_autocheckpoint=0")
             self._sync = conn
         return self._sync
 
-    async def append(self, items: Sequence[tuple[str, bytes]]) -> None:
-        if not items:
-            return
+    async def _write(
+        self, fast: Callable[[sqlite3.Connection], T], slow: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        """One write transaction in this process's write turn: `fast` on the loop-side SQLite connection, or
+        `slow` through the async engine (other databases, or a lock held by another process)."""
         async with self.db.write_turn():
             if self._fast:
+                conn = self._connection()
                 try:
-                    self._append_sync(items)
-                    return
+                    conn.execute("BEGIN IMMEDIATE")
+                    result = fast(conn)
+                    conn.execute("COMMIT")
+                    self._commits += 1
+                    return result
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
-            async with self.db.engine.begin() as conn:
-                await append(conn, items)
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+            async with self.db.engine.begin() as aconn:
+                return await slow(aconn)
 
-    def _append_sync(self, items: Sequence[tuple[str, bytes]]) -> None:
-        conn = self._connection()
-        now = _now().strftime(SQLITE_DATETIME)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT INTO _yjs_document (room, kind, data, created_at) VALUES (?, 'update', ?, ?)",
-                [(room, data, now) for room, data in items],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._commits += 1
+    async def append(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if not items:
+            return
+
+        def fast(conn: sqlite3.Connection) -> None:
+            now = _now().strftime(SQLITE_DATETIME)
+            conn.executemany(_SQLITE_INSERT, [(room, "update", data, now) for room, data in items])
+
+        async def slow(conn: AsyncConnection) -> None:
+            await append(conn, items)
+
+        await self._write(fast, slow)
 
     async def replace(self, room: str, snapshot: Callable[[], bytes]) -> tuple[int, int]:
         """Replace every stored row of `room` by `snapshot()`, called inside the transaction after the rows
@@ -141,46 +150,28 @@ class Appender:
         update applied before it is stored), so no row is read back. Returns (rows replaced, snapshot bytes).
         """
         t = yjs_document
-        async with self.db.write_turn():
-            if self._fast:
-                try:
-                    return self._replace_sync(room, snapshot)
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-            async with self.db.engine.begin() as conn:
-                top, count = (
-                    await conn.execute(sa.select(sa.func.max(t.c.id), sa.func.count()).where(t.c.room == room))
-                ).one()
-                data = snapshot()
-                if count < 2:
-                    return 0, len(data)
-                await append(conn, [(room, data)], kind="snapshot")
-                await conn.execute(t.delete().where(t.c.room == room, t.c.id <= top))
-                return int(count), len(data)
 
-    def _replace_sync(self, room: str, snapshot: Callable[[], bytes]) -> tuple[int, int]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        def fast(conn: sqlite3.Connection) -> tuple[int, int]:
             top, count = conn.execute("SELECT max(id), count(*) FROM _yjs_document WHERE room = ?", (room,)).fetchone()
             data = snapshot()
             if count < 2:
-                conn.execute("ROLLBACK")
                 return 0, len(data)
-            now = _now().strftime(SQLITE_DATETIME)
-            conn.execute(
-                "INSERT INTO _yjs_document (room, kind, data, created_at) VALUES (?, 'snapshot', ?, ?)",
-                (room, data, now),
-            )
+            conn.execute(_SQLITE_INSERT, (room, "snapshot", data, _now().strftime(SQLITE_DATETIME)))
             conn.execute("DELETE FROM _yjs_document WHERE room = ? AND id <= ?", (room, top))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._commits += 1
-        return int(count), len(data)
+            return int(count), len(data)
+
+        async def slow(conn: AsyncConnection) -> tuple[int, int]:
+            top, count = (
+                await conn.execute(sa.select(sa.func.max(t.c.id), sa.func.count()).where(t.c.room == room))
+            ).one()
+            data = snapshot()
+            if count < 2:
+                return 0, len(data)
+            await append(conn, [(room, data)], kind="snapshot")
+            await conn.execute(t.delete().where(t.c.room == room, t.c.id <= top))
+            return int(count), len(data)
+
+        return await self._write(fast, slow)
 
     @property
     def checkpoint_due(self) -> bool:

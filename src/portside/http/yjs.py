@@ -107,13 +107,16 @@ class Connection:
         self.closing: tuple[int, str] | None = None
         self.reader: asyncio.Task[Any] | None = None
 
+    @property
+    def direct(self) -> bool:
+        """Messages may go straight to the socket: the direct path exists and nothing queued is ahead."""
+        return self.wire is not None and not self.buffer and not self.draining and self.closing is None
+
     def offer(self, message: bytes) -> bool:
-        if self.wire is not None and not self.buffer and not self.draining and self.closing is None:
-            return self.offer_framed(message, binary_frame(message))
-        return self.enqueue(message)
+        return self.offer_framed(message, binary_frame(message)) if self.direct else self.enqueue(message)
 
     def offer_framed(self, message: bytes, frame: bytes) -> bool:
-        if self.wire is None or self.buffer or self.draining or self.closing is not None:
+        if not self.direct:
             return self.enqueue(message)
         if not self.out:
             _flusher.add(self)
@@ -124,11 +127,10 @@ class Connection:
     def flush(self) -> None:
         frames, messages = self.out, self.out_messages
         self.out, self.out_messages = [], []
-        wire = self.wire
-        if not frames or wire is None or self.closing is not None:
+        if not frames or self.closing is not None:
             return
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        if not self.buffer and not self.draining and wire.send(data, MAX_BACKLOG):
+        if self.direct and self.wire is not None and self.wire.send(data, MAX_BACKLOG):
             return
         for message in messages:
             if not self.enqueue(message):
