@@ -221,13 +221,15 @@ def test_a_peer_that_stops_reading_gets_merged_updates_and_others_keep_going(env
     one when it reads again; the room's other peers are not held up meanwhile."""
     url = ws_base(env["server"]) + f"/yjs/slow-{uuid.uuid4().hex[:8]}?token={env['alice']}"
     edits, size = 1500, 8000  # 12 MB: more than the kernel buffers plus the server's 1 MiB backlog
+    # a receive buffer below the loopback MSS (64 KiB) can leave TCP waiting on zero-window probes, whose
+    # back-off stalls the transfer for many seconds once the peer reads again: keep it above that
 
     async def main() -> None:
         writer = await YClient.connect(url)
         slow = await YClient.connect(url, ping_interval=None)  # it will not read pongs for a while
         watcher = await YClient.connect(url)
         sock = slow.ws.transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 << 10)
         slow.ws.transport.pause_reading()
         for i in range(edits):
             await writer.edit(0, str(i % 10) * size)
@@ -252,12 +254,17 @@ def test_a_peer_that_never_reads_is_dropped_once_its_queue_is_full(env: dict[str
         stuck = await YClient.connect(url, ping_interval=None)
         watcher = await YClient.connect(url)
         sock = stuck.ws.transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 << 10)  # above the loopback MSS, see above
         stuck.ws.transport.pause_reading()
-        for i in range(700):  # fill the kernel buffers and the server's backlog
+        for i in range(1000):  # fill the kernel buffers and the server's backlog (8 MB)
             await writer.edit(0, str(i % 10) * 8000)
-        for _ in range(4200):  # then more queued messages than a peer may have (4096)
+            if i % 100 == 99:  # the watcher shares this process: let it keep up (it must not be the slow one)
+                assert await watcher.wait_for(lambda: watcher.text == writer.text, 60)
+        # then more queued messages than a peer may have (4096), however many the writer took meanwhile
+        for i in range(8200):
             await writer.edit(0, "s")
+            if i % 500 == 499:
+                assert await watcher.wait_for(lambda: watcher.text == writer.text, 60)
         assert await watcher.wait_for(lambda: watcher.text == writer.text, 60)
         await asyncio.sleep(4)  # the close frame cannot reach a peer that does not read: it is dropped
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)

@@ -9,14 +9,25 @@ The transport is reached through the uvicorn WebSocket protocol object, whose bo
 passes to the application; `CaptureRawSend` records it in the scope before Starlette wraps it. When that
 object is not the one we know (another server, a future uvicorn, a negotiated extension), `DirectWire.of`
 answers None and the connection falls back to plain ASGI sends: slower, never wrong.
+
+The receiving side has a direct path too: `WebSocketProtocol` (uvicorn's sans-I/O protocol, which Portside
+runs) hands each complete binary message to a `sink` the application installs, synchronously, from the
+transport's read callback, instead of queueing it for an ASGI `receive` (a queue, a task wake-up, and a
+pause/resume of the socket per message). Text messages, close and disconnect still go through ASGI.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from portside import log
+
+logger = log.get("http")
 
 RAW_SEND = "portside.raw_send"
 OP_TEXT = 0x1
@@ -46,17 +57,20 @@ class _Transport(Protocol):
     def is_closing(self) -> bool: ...
     def get_write_buffer_size(self) -> int: ...
     def abort(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
 
 class DirectWire:
     """Writes whole frames straight to one connection's transport (the server's own pings, pongs and close
     frames are whole frames too, so they interleave safely at frame boundaries)."""
 
-    __slots__ = ("_proto", "transport")
+    __slots__ = ("_held", "_proto", "transport")
 
     def __init__(self, proto: Any, transport: _Transport):
         self._proto = proto
         self.transport = transport
+        self._held = False
 
     @classmethod
     def of(cls, scope: Scope) -> DirectWire | None:
@@ -83,6 +97,44 @@ class DirectWire:
 
     def abort(self) -> None:
         self.transport.abort()
+
+    def set_sink(self, sink: Callable[[bytes], None] | None) -> bool:
+        """Deliver binary messages to `sink` as they are read (None: back to ASGI); False if the server's
+        protocol cannot (the caller keeps reading through ASGI)."""
+        if not isinstance(self._proto, WebSocketProtocol):
+            return False
+        self._proto.sink = sink
+        return True
+
+    def hold(self) -> None:
+        """Stop reading from the peer (its input waits in the kernel, which in turn slows the peer)."""
+        if not self._held and not self.transport.is_closing():
+            self._held = True
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus an optional synchronous sink for binary messages."""
+
+    sink: Callable[[bytes], None] | None = None
+
+    def send_receive_event_to_app(self) -> None:
+        sink = self.sink
+        if sink is None or self.curr_msg_data_type != "bytes" or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        frames, self.frames = self.frames, []
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            sink(data if type(data) is bytes else bytes(data))
+        except Exception:  # one bad message must not take the connection's reader down
+            logger.exception("websocket message handler failed")
 
 
 class CaptureRawSend:

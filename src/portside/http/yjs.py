@@ -202,6 +202,11 @@ class Flusher:
 _flusher = Flusher()
 
 
+def flush_now() -> None:
+    """Write out the frames relayed so far (the Yjs writer calls this after each batch it relays)."""
+    _flusher.flush()
+
+
 def coalesce(batch: list[bytes]) -> list[bytes]:
     """The frames to send for `batch`: all document updates merged into one update, all awareness entries
     into one awareness message (the latest entry per client), other messages unchanged and in order.
@@ -295,25 +300,42 @@ async def run_session(
         return
     writer = asyncio.create_task(conn.writer())
     conn.reader = asyncio.current_task()
+
+    def handle(data: bytes) -> None:
+        if conn.closing is not None:
+            return  # closing: input is no longer processed
+        limit = manager.limit("yjs.max_message_bytes")
+        if len(data) > limit:
+            conn.close_later(CLOSE_TOO_BIG, f"message larger than {limit} bytes")
+            return
+        manager.receive(room, peer, data)
+
+    def sink(data: bytes) -> None:
+        handle(data)
+        if manager.writer.backlogged and wire is not None:
+            wire.hold()
+            manager.writer.when_drained(wire.release)
+
+    wire = conn.wire
+    direct_input = wire is not None and wire.set_sink(sink)
     try:
         while True:
-            message = await ws.receive()
+            message = await ws.receive()  # with the direct input path: only text, close and disconnect
             if message["type"] == "websocket.disconnect":
                 return
-            if conn.closing is not None:
-                continue  # closing: input is no longer processed
             data = message.get("bytes")
             if data is None:
-                conn.close_later(CLOSE_UNSUPPORTED, "binary frames only")
+                if conn.closing is None:
+                    conn.close_later(CLOSE_UNSUPPORTED, "binary frames only")
                 continue
-            limit = manager.limit("yjs.max_message_bytes")
-            if len(data) > limit:
-                conn.close_later(CLOSE_TOO_BIG, f"message larger than {limit} bytes")
-                continue
-            await manager.receive(room, peer, data)
+            handle(data)
+            if manager.writer.backlogged:
+                await manager.writer.drained()
     except (WebSocketDisconnect, asyncio.CancelledError):
         return
     finally:
+        if direct_input and wire is not None:
+            wire.set_sink(None)
         manager.leave(room, peer)
         if not writer.done():
             writer.cancel()
@@ -395,6 +417,7 @@ def attach(svc: Services) -> None:
                 manager.spawn(manager.column_changed(binding, text), f"yjs-column-{binding.room}")
 
     manager.seed = seed
+    manager.writer.after_batch.append(flush_now)
     manager.write_back = write_back
     manager.recheck = recheck
     manager.refresh_actor = refresh_actor

@@ -187,15 +187,28 @@ def merge(updates: list[bytes]) -> bytes:
     return doc.get_update()
 
 
+Stored = Callable[[BaseException | None], None]  # told once the update is committed (None) or failed
+
+
 class UpdateWriter:
-    """Group commit: updates from every room queued meanwhile go into one transaction; each waiter returns
-    once its row is committed."""
+    """Group commit: updates submitted from every room meanwhile go into one transaction; each submitter is
+    told once its row is committed (its relay happens then). Submitting never waits: a reader hands an update
+    over and goes on reading, so the updates read in one turn of the event loop are committed together in the
+    next. When more than MAX_PENDING updates wait (a database slower than the input), `backlogged` is true and
+    readers should pause until `when_drained` calls them back. `after_batch` hooks run after each batch's
+    callbacks (the edge writes out the frames the batch relayed).
+    """
+
+    MAX_PENDING = 10_000
 
     def __init__(self, db: Database, batch: int = 1000):
         self.db = db
         self.appender = yjs_store.Appender(db)
         self.batch = batch
-        self.queue: asyncio.Queue[tuple[str, bytes, asyncio.Future[None]]] = asyncio.Queue()
+        self.pending: list[tuple[str, bytes, Stored]] = []
+        self.after_batch: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._resumers: list[Callable[[], None]] = []
         self.task: asyncio.Task[None] | None = None
         self._checkpoint: asyncio.Task[None] | None = None
         self.commits = 0
@@ -210,35 +223,85 @@ class UpdateWriter:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
             self.task = None
+        while self.pending:  # what was accepted is stored before the process goes
+            await self._commit(self._take())
         if self._checkpoint is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._checkpoint
         self.appender.close()
 
-    async def store(self, room: str, data: bytes) -> None:
+    def submit(self, room: str, data: bytes, done: Stored) -> None:
+        self.pending.append((room, data, done))
+        self._wake.set()
+
+    @property
+    def backlogged(self) -> bool:
+        return len(self.pending) > self.MAX_PENDING
+
+    def when_drained(self, resume: Callable[[], None]) -> None:
+        """Call `resume` once the backlog is down to half of MAX_PENDING (now, if it already is)."""
+        if len(self.pending) <= self.MAX_PENDING // 2:
+            resume()
+        else:
+            self._resumers.append(resume)
+
+    async def drained(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((room, data, fut))
+
+        def resume() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self.when_drained(resume)
         await fut
+
+    async def store(self, room: str, data: bytes) -> None:
+        """Store one update and wait for its commit."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(exc: BaseException | None) -> None:
+            if not fut.done():
+                fut.set_result(None) if exc is None else fut.set_exception(exc)
+
+        self.submit(room, data, done)
+        await fut
+
+    def _take(self) -> list[tuple[str, bytes, Stored]]:
+        items = self.pending[: self.batch]
+        del self.pending[: self.batch]
+        return items
 
     async def _run(self) -> None:
         while True:
-            items = [await self.queue.get()]
-            while not self.queue.empty() and len(items) < self.batch:
-                items.append(self.queue.get_nowait())
-            try:
-                await self.appender.append([(room, data) for room, data, _ in items])
-                self.commits += 1
-            except Exception as exc:
-                logger.exception("storing %d yjs updates failed", len(items))
-                for _, _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for _, _, fut in items:
-                if not fut.done():
-                    fut.set_result(None)
+            if not self.pending:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._commit(self._take())
+            for hook in self.after_batch:
+                try:
+                    hook()
+                except Exception:
+                    logger.exception("yjs after-batch hook failed")
+            if self._resumers and len(self.pending) <= self.MAX_PENDING // 2:
+                resumers, self._resumers = self._resumers, []
+                for resume in resumers:
+                    resume()
             if self.appender.checkpoint_due and (self._checkpoint is None or self._checkpoint.done()):
                 self._checkpoint = asyncio.create_task(self._run_checkpoint(), name="portside-yjs-checkpoint")
+
+    async def _commit(self, items: list[tuple[str, bytes, Stored]]) -> None:
+        outcome: BaseException | None = None
+        try:
+            await self.appender.append([(room, data) for room, data, _ in items])
+            self.commits += 1
+        except Exception as exc:
+            logger.exception("storing %d yjs updates failed", len(items))
+            outcome = exc
+        for _, _, done in items:
+            try:
+                done(outcome)
+            except Exception:  # one failing relay must not keep the others from theirs
+                logger.exception("relaying a stored yjs update failed")
 
     async def _run_checkpoint(self) -> None:
         """In the background: the writer goes on appending while the log is copied."""
@@ -420,8 +483,9 @@ class RoomManager:
 
     # -- messages from peers ----------------------------------------------------------------------
 
-    async def receive(self, room: Room, peer: Peer, frame: bytes) -> None:
-        """Handle one frame from a peer; closes the peer on malformed or oversized input."""
+    def receive(self, room: Room, peer: Peer, frame: bytes) -> None:
+        """Handle one frame from a peer, without waiting: document updates are applied and handed to the
+        writer, which relays each once it is committed. Closes the peer on malformed or oversized input."""
         try:
             messages = yp.decode(frame)
         except yp.ProtocolError as exc:
@@ -436,7 +500,7 @@ class RoomManager:
                         peer.close(CLOSE_BAD_DATA, "malformed state vector")
                         return
                     peer.send(yp.sync_step2(diff))
-                elif not peer.readonly and not await self.apply(room, peer, m.payload):
+                elif not peer.readonly and not self.apply(room, peer, m.payload):
                     return
             elif m.kind == yp.MSG_AWARENESS:
                 if not self.awareness(room, peer, m.payload):
@@ -444,7 +508,8 @@ class RoomManager:
             elif m.kind == yp.MSG_QUERY_AWARENESS:
                 peer.send(room.awareness_message())
 
-    async def apply(self, room: Room, peer: Peer, update: bytes) -> bool:
+    def apply(self, room: Room, peer: Peer, update: bytes) -> bool:
+        """Apply a peer's update to the document and submit it; it is relayed once committed."""
         if update == EMPTY_UPDATE:
             return True
         limit = self.limit("yjs.max_document_bytes")
@@ -458,21 +523,25 @@ class RoomManager:
             return False
         if delta is None:
             return True
-        try:
-            await self.writer.store(room.name, delta)
-        except Exception:
-            peer.close(CLOSE_ERROR, "could not store the update")
-            return False
         room.size += len(delta)
-        room.stored_rows += 1
-        message = yp.update_message(delta)
-        room.broadcast(message, exclude=peer)
-        if self.publish is not None:
-            self.publish(room.name, message)
-        if room.binding is not None:
-            self._dirty(room, peer.actor)
-        if self._compaction_due(room):
-            self._schedule_compaction(room)
+
+        def stored(failure: BaseException | None) -> None:
+            if failure is not None:
+                peer.close(CLOSE_ERROR, "could not store the update")
+                return
+            room.stored_rows += 1
+            message = yp.update_message(delta)
+            room.broadcast(message, exclude=peer)
+            if self.publish is not None:
+                self.publish(room.name, message)
+            if room.closed:  # unloaded, or its row deleted, meanwhile
+                return
+            if room.binding is not None:
+                self._dirty(room, peer.actor)
+            if self._compaction_due(room):
+                self._schedule_compaction(room)
+
+        self.writer.submit(room.name, delta, stored)
         return True
 
     def awareness(self, room: Room, peer: Peer, payload: bytes) -> bool:
