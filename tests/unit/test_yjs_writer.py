@@ -76,3 +76,19 @@ def test_a_backlog_pauses_readers_until_it_drains_and_stop_stores_what_is_queued
         await db.dispose()
 
     asyncio.run(main())
+
+
+def test_a_dropped_rooms_waiting_updates_are_not_stored(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = await open_db(tmp_path / "y.db")
+        writer = UpdateWriter(db)  # not started: the updates are still waiting
+        writer.submit("gone", b"a", lambda exc: None)
+        writer.submit("kept", b"b", lambda exc: None)
+        assert writer.holds("gone") and writer.holds("kept") and not writer.holds("other")
+        writer.discard("gone")
+        assert not writer.holds("gone") and writer.holds("kept")
+        await writer.stop()
+        assert await stored(db, "gone") == [] and await stored(db, "kept") == [b"b"]
+        await db.dispose()
+
+    asyncio.run(main())

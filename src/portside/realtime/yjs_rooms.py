@@ -234,6 +234,14 @@ class UpdateWriter:
         self.pending.append((room, data, done))
         self._wake.set()
 
+    def holds(self, room: str) -> bool:
+        """Whether updates of `room` still wait for their commit."""
+        return any(item[0] == room for item in self.pending)
+
+    def discard(self, room: str) -> None:
+        """Forget the waiting updates of a room whose document is being dropped."""
+        self.pending = [item for item in self.pending if item[0] != room]
+
     @property
     def backlogged(self) -> bool:
         return len(self.pending) > self.MAX_PENDING
@@ -403,7 +411,7 @@ class RoomManager:
 
     async def unload(self, name: str) -> None:
         room = self.rooms.get(name)
-        if room is None or room.peers:
+        if room is None or room.peers or self.writer.holds(name):  # a reload would miss uncommitted updates
             return
         del self.rooms[name]
         room.closed = True
@@ -743,6 +751,7 @@ class RoomManager:
             for peer in list(room.peers):
                 peer.send(yp.permission_denied("the row was deleted"))
                 peer.close(CLOSE_GOING_AWAY, "the row was deleted")
+        self.writer.discard(name)  # not stored after the document is dropped
         await yjs_store.delete(self.db, name)
 
     def is_own_write(self, name: str, text: str) -> bool:
