@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 import websockets
 
 from portside.realtime import yjs_protocol as yp
-from support import Server, create, new_user, schema_upload
+from support import REDIS, Server, create, new_user, schema_upload
 from yclient import YClient, node_ready, run_node
 
 SCHEMA = """
@@ -517,6 +518,44 @@ def test_cross_node_convergence_without_double_storage(cluster: tuple[str, Serve
     rows = stored_rows(url, room)
     datas = [d for _, d in rows]
     assert rows and len(datas) == len(set(datas)), "an update was stored twice"
+
+
+def test_a_node_that_lost_its_relay_subscription_catches_up_from_the_database(
+    cluster: tuple[str, Server, Server],
+) -> None:
+    """Pub/sub is at-most-once: updates relayed while a node resubscribes are lost to it. After resubscribing,
+    the node re-reads its rooms' stored updates, so its clients converge anyway."""
+    _, a, b = cluster
+    _, alice = new_user(a, "ralice")
+    room = f"resync-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(REDIS)
+
+    def cut_relay_subscriptions() -> int:
+        ids = [c["id"] for c in admin.client_list() if c.get("name") == "portside-yjs-relay"]
+        for cid in ids:
+            admin.client_kill_filter(_id=cid)
+        return len(ids)
+
+    async def main() -> None:
+        x = await YClient.connect(ws_base(a) + f"/yjs/{room}?token={alice}")
+        y = await YClient.connect(ws_base(b) + f"/yjs/{room}?token={alice}")
+        await x.edit(0, "start ")
+        assert await y.wait_for(lambda: y.text == x.text)
+        for i in range(300):  # edits keep coming while both nodes resubscribe (~0.1 s without relay)
+            await x.edit(len(x.text), f"{i} ")
+            if i == 50:
+                assert await asyncio.to_thread(cut_relay_subscriptions) == 2
+            await asyncio.sleep(0.003)
+        assert await y.wait_for(lambda: y.text == x.text, 20), (len(y.text), len(x.text))
+        await y.edit(0, "B>")  # and the relay works again, both ways
+        assert await x.wait_for(lambda: x.text.startswith("B>"))
+        await x.close()
+        await y.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        admin.close()
 
 
 def test_idle_rooms_unload_and_text_name_per_column(env: dict[str, Any]) -> None:

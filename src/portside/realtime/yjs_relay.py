@@ -21,6 +21,7 @@ from portside.realtime import yjs_protocol as yp
 
 logger = log.get("yjs.relay")
 NODE_ID_BYTES = 8
+CLIENT_NAME = "portside-yjs-relay"  # how the subscription shows in Redis `CLIENT LIST`
 
 
 class RedisRelay:
@@ -90,7 +91,7 @@ class RedisRelay:
         delay = 0.1
         first = True
         while True:
-            client: Redis[bytes] = Redis.from_url(self.url)
+            client: Redis[bytes] = Redis.from_url(self.url, client_name=CLIENT_NAME)
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
