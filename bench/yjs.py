@@ -19,12 +19,15 @@ Method
      phase. Each receiving client finds the tags in the remote insert and records now - send time (same
      process, one clock): that is the fan-out latency, sender -> server -> the 9 other clients. Warm-up
      `--warmup` s (not recorded), then `--duration` s recorded, then 1.5 s for late deliveries.
-  3. Turns: the main run (`--rate`) is repeated `--repeat` times (default 3) per server, the servers taking
+  3. Turns: the main run (`--rate`) is repeated `--repeat` times (default 5) per server, the servers taking
      turns (Portside, reference, Portside, ...), and the medians are reported: the load generator needs
      most of the 2 cores, so one run's p99 swings by 2-3x with whatever else the machine does.
-     Ramp: per-client rates `--ramp` (default 1,2,3,4,5,7,10/s), again taking turns; a step passes when one
-     of up to `--tries` attempts (default 2) delivers everything with p99 <= 100 ms, and a server's ramp
-     ends at its first failed step. The sustained rate is the highest total updates/s sent of a passed step.
+     Ramp: per-client rates `--ramp` (default 1,2,3,4,5,6,7,8,10/s), again taking turns; a step passes when
+     one of up to `--tries` attempts (default 2) sends at least 95% of its target, delivers everything and
+     has p99 <= 100 ms, and a server's ramp ends at its first failed step. The sustained rate is the target
+     (offered) updates/s of the highest passed step: what the generator actually sent in a step varies by a
+     few percent with its timers, for either server, so comparing sent rates of the same step measures
+     the generator; the sent rates are listed in the steps table.
   4. Memory (first, after an unrecorded warm-up round of 20 rooms): `--mem-rooms` rooms are loaded (one
      client each inserts 10 KB of text, then all clients leave; both servers keep the rooms in memory:
      Portside's idle unload is raised to 600 s for this). RSS per loaded room = (server RSS after - RSS
@@ -232,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=5.0, help="edits per second per client (main run)")
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--ramp", default="1,2,3,4,5,7,10", help="per-client rates for the sustained-rate search")
+    p.add_argument("--ramp", default="1,2,3,4,5,6,7,8,10", help="per-client rates for the sustained-rate search")
     p.add_argument("--mem-rooms", type=int, default=200)
     p.add_argument("--workers", type=int, default=2, help="load generator processes (rooms split between them)")
-    p.add_argument("--repeat", type=int, default=3, help="main runs per server, taking turns; medians reported")
+    p.add_argument("--repeat", type=int, default=5, help="main runs per server, taking turns; medians reported")
     p.add_argument("--tries", type=int, default=2, help="attempts per ramp step; a step passes if one does")
     p.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")
     opts = p.parse_args(argv)
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, pid) in targets.items():
             res = results[name]
             ok = [r for r in res["ramp"] if sustained(r)]
-            res["sustained"] = max((r["sentPerSec"] for r in ok), default=0.0)
+            res["sustained"] = max((r["target"] for r in ok), default=0.0)
             res["cpu_s"] = servers[name].cpu_seconds()
             res["rss_end_kb"] = rss_kb(pid)
         rows: list[str] = []
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Main run: {opts.rooms} rooms x {opts.clients} clients, {opts.rate:g} edits/s per client, "
         f"{opts.duration:g} s recorded, {opts.repeat} runs per server taking turns (medians of the runs' p50, "
-        f"p99 and rates; delivered = all runs). Sustained = highest total updates/s of the ramp "
+        f"p99 and rates; delivered = all runs). Sustained = highest target updates/s of the ramp "
         f"({opts.ramp} per client, servers taking turns, up to {opts.tries} attempts per step) with every "
         "delivery arrived and p99 <= 100 ms.",
         "",
