@@ -95,6 +95,11 @@ class DirectWire:
         t.write(frame)
         return True
 
+    @property
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        return self.transport.get_write_buffer_size()
+
     def abort(self) -> None:
         self.transport.abort()
 

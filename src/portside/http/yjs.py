@@ -129,10 +129,19 @@ class Connection:
         self.out, self.out_messages = [], []
         if not frames or self.closing is not None:
             return
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        if self.direct and self.wire is not None and self.wire.send(data, MAX_BACKLOG):
-            return
-        for message in messages:
+        sent = 0
+        if self.direct and self.wire is not None:
+            # only as many frames as fit under the backlog limit (one relayed batch can hold a thousand
+            # updates); the first always goes while the socket is below the limit
+            room, size = MAX_BACKLOG - self.wire.backlog, 0
+            while sent < len(frames) and room > 0 and (sent == 0 or size + len(frames[sent]) <= room):
+                size += len(frames[sent])
+                sent += 1
+            if sent:
+                data = frames[0] if sent == 1 else b"".join(frames[:sent])
+                if not self.wire.send(data, MAX_BACKLOG):
+                    sent = 0
+        for message in messages[sent:]:
             if not self.enqueue(message):
                 self.close_later(CLOSE_TOO_SLOW, "too slow: send queue full")
                 return
