@@ -82,11 +82,13 @@ def test_a_dropped_rooms_waiting_updates_are_not_stored(tmp_path: Path) -> None:
     async def main() -> None:
         db = await open_db(tmp_path / "y.db")
         writer = UpdateWriter(db)  # not started: the updates are still waiting
-        writer.submit("gone", b"a", lambda exc: None)
+        told: list[BaseException | None] = []
+        writer.submit("gone", b"a", told.append)
         writer.submit("kept", b"b", lambda exc: None)
         assert writer.holds("gone") and writer.holds("kept") and not writer.holds("other")
         writer.discard("gone")
         assert not writer.holds("gone") and writer.holds("kept")
+        assert len(told) == 1 and isinstance(told[0], RuntimeError)  # its submitter is not left waiting
         await writer.stop()
         assert await stored(db, "gone") == [] and await stored(db, "kept") == [b"b"]
         await db.dispose()

@@ -202,7 +202,6 @@ class UpdateWriter:
     MAX_PENDING = 10_000
 
     def __init__(self, db: Database, batch: int = 1000):
-        self.db = db
         self.appender = yjs_store.Appender(db)
         self.batch = batch
         self.pending: list[tuple[str, bytes, Stored]] = []
@@ -239,8 +238,18 @@ class UpdateWriter:
         return any(item[0] == room for item in self.pending)
 
     def discard(self, room: str) -> None:
-        """Forget the waiting updates of a room whose document is being dropped."""
+        """Forget the waiting updates of a room whose document is being dropped; their submitters are told
+        they were not stored (a `store` waiter must not wait forever)."""
+        dropped = [item for item in self.pending if item[0] == room]
+        if not dropped:
+            return
         self.pending = [item for item in self.pending if item[0] != room]
+        gone = RuntimeError(f"the document of {room} was dropped")
+        for _, _, done in dropped:
+            try:
+                done(gone)
+            except Exception:
+                logger.exception("telling a dropped yjs update's submitter failed")
 
     @property
     def backlogged(self) -> bool:
@@ -537,11 +546,7 @@ class RoomManager:
             if failure is not None:
                 peer.close(CLOSE_ERROR, "could not store the update")
                 return
-            room.stored_rows += 1
-            message = yp.update_message(delta)
-            room.broadcast(message, exclude=peer)
-            if self.publish is not None:
-                self.publish(room.name, message)
+            self._relay_stored(room, delta, exclude=peer)
             if room.closed:  # unloaded, or its row deleted, meanwhile
                 return
             if room.binding is not None:
@@ -551,6 +556,14 @@ class RoomManager:
 
         self.writer.submit(room.name, delta, stored)
         return True
+
+    def _relay_stored(self, room: Room, update: bytes, exclude: Peer | None = None) -> None:
+        """A committed update goes to the room's peers and, in a cluster, to the other nodes."""
+        room.stored_rows += 1
+        message = yp.update_message(update)
+        room.broadcast(message, exclude=exclude)
+        if self.publish is not None:
+            self.publish(room.name, message)
 
     def awareness(self, room: Room, peer: Peer, payload: bytes) -> bool:
         try:
@@ -733,11 +746,7 @@ class RoomManager:
             return
         await self.writer.store(name, update)
         room.size += len(update)
-        room.stored_rows += 1
-        message = yp.update_message(update)
-        room.broadcast(message)
-        if self.publish is not None:
-            self.publish(name, message)
+        self._relay_stored(room, update)
 
     async def row_deleted(self, binding: Binding) -> None:
         """The row behind a room is gone: its clients are closed and its stored document is dropped."""
