@@ -195,6 +195,35 @@ def create(c: httpx.Client, table: str, **attrs: Any) -> httpx.Response:
     return c.post(f"/api/{table}", json={"data": {"type": table, "attributes": attrs}})
 
 
+def setup_world(server: Server, db_url: str, schema: str | None = None, *config: tuple[str, str]) -> World:
+    """Four users (the first becomes administrator), a `team` usergroup with the member in it, an optional
+    schema upload and config keys set by the administrator."""
+    _, admin = new_user(server, "admin")
+    _, owner = new_user(server, "owner")
+    _, member = new_user(server, "member")
+    _, stranger = new_user(server, "stranger")
+    with server.client(admin) as c:
+        r = c.post("/action/world/become_an_administrator")
+        assert r.status_code == 200, r.text
+        if schema is not None:
+            r = schema_upload(c, schema)
+            assert r.status_code == 200, r.text
+        r = create(c, "usergroup", name="team")
+        assert r.status_code == 201, r.text
+        team = r.json()["data"]["id"]
+        with server.client(member) as mc:
+            member_ref = me(mc)["id"]
+        r = c.post(
+            f"/api/user_account/{member_ref}/relationships/usergroup_id",
+            json={"data": [{"type": "usergroup", "id": team}]},
+        )
+        assert r.status_code == 204, r.text
+        for key, value in config:
+            r = c.post(f"/_config/backend/{key}", content=value)
+            assert r.status_code == 200, r.text
+    return World(server, db_url, admin, owner, member, stranger, team)
+
+
 def me(c: httpx.Client) -> dict[str, Any]:
     r = c.get("/api/user_account/mine")
     assert r.status_code == 200, r.text

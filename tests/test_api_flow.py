@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from support import Server, World, create, me, new_user, schema_upload, signin, signup
+from support import Server, World, create, me, schema_upload, setup_world, signin, signup
 
 OWNER_ALL, GROUP_READ = 16256, 32768
 NOTE_SCHEMA = f"""
@@ -58,26 +58,7 @@ Tables:
 @pytest.fixture(scope="module")
 def world(server: Server, db_url: str) -> Iterator[World]:
     # in the open state (no administrator yet) anyone may sign up
-    _, admin = new_user(server, "admin")
-    _, owner = new_user(server, "owner")
-    _, member = new_user(server, "member")
-    _, stranger = new_user(server, "stranger")
-    with server.client(admin) as c:
-        r = c.post("/action/world/become_an_administrator")
-        assert r.status_code == 200, r.text
-        r = schema_upload(c, NOTE_SCHEMA)
-        assert r.status_code == 200, r.text
-        r = create(c, "usergroup", name="team")
-        assert r.status_code == 201, r.text
-        team = r.json()["data"]["id"]
-        with server.client(member) as mc:
-            member_ref = me(mc)["id"]
-        r = c.post(
-            f"/api/user_account/{member_ref}/relationships/usergroup_id",
-            json={"data": [{"type": "usergroup", "id": team}]},
-        )
-        assert r.status_code == 204, r.text
-    yield World(server, db_url, admin, owner, member, stranger, team)
+    yield setup_world(server, db_url, NOTE_SCHEMA)
 
 
 def test_become_admin_only_once(world: World) -> None:

@@ -26,7 +26,16 @@ import httpx
 import jsonschema
 import pytest
 
-from support import Server, World, create, fresh_database, me, new_user, schema_upload, signin, start_server
+from support import (
+    Server,
+    World,
+    create,
+    fresh_database,
+    me,
+    setup_world,
+    signin,
+    start_server,
+)
 
 OWNER_ALL, GROUP_READ, PUBLIC = 16256, 32768, 3  # PUBLIC: guest peek + read
 SCHEMA = json.loads((Path(__file__).parent / "data" / "jsonfeed-1.1.schema.json").read_text())
@@ -58,26 +67,8 @@ Tables:
 """
 
 
-def setup_world(server: Server, db_url: str) -> World:
-    _, admin = new_user(server, "admin")
-    _, owner = new_user(server, "owner")
-    _, member = new_user(server, "member")
-    _, stranger = new_user(server, "stranger")
-    with server.client(admin) as c:
-        assert c.post("/action/world/become_an_administrator").status_code == 200
-        r = schema_upload(c, POST_SCHEMA)
-        assert r.status_code == 200, r.text
-        team = create(c, "usergroup", name="team").json()["data"]["id"]
-        with server.client(member) as mc:
-            member_ref = me(mc)["id"]
-        r = c.post(
-            f"/api/user_account/{member_ref}/relationships/usergroup_id",
-            json={"data": [{"type": "usergroup", "id": team}]},
-        )
-        assert r.status_code == 204, r.text
-        r = c.post("/_config/backend/websub.allowed_callbacks", content="127.0.0.0/8")
-        assert r.status_code == 200, r.text
-    return World(server, db_url, admin, owner, member, stranger, team)
+def feeds_world(server: Server, db_url: str) -> World:
+    return setup_world(server, db_url, POST_SCHEMA, ("websub.allowed_callbacks", "127.0.0.0/8"))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +76,7 @@ def world() -> Iterator[World]:
     url, drop = fresh_database("sqlite")
     srv = start_server(url)
     try:
-        yield setup_world(srv, url)
+        yield feeds_world(srv, url)
     finally:
         srv.stop()
         drop()
@@ -629,7 +620,7 @@ def test_websub_subscription_survives_restart(subscriber: Subscriber) -> None:
     url, drop = fresh_database("sqlite")
     srv = start_server(url)
     try:
-        w = setup_world(srv, url)
+        w = feeds_world(srv, url)
         name = new_feed(w)
         topic = f"{srv.url}/feed/{name}.json"
         callback = f"{subscriber.url}/restart-{name}"
@@ -657,7 +648,7 @@ def test_websub_subscription_ends_when_its_subscriber_changes_password(subscribe
     url, drop = fresh_database("sqlite")
     srv = start_server(url)
     try:
-        w = setup_world(srv, url)
+        w = feeds_world(srv, url)
         name = new_feed(w, filter=json.dumps([{"column": "writer", "operator": "is", "value": "pw"}]))
         callback = f"{subscriber.url}/pw-{name}"
         assert subscribe(w, callback, f"{srv.url}/feed/{name}.rss", token=w.owner).status_code == 202
@@ -692,7 +683,7 @@ def test_round_trip_other_databases(kind: str) -> None:
     url, drop = fresh_database(kind)
     srv = start_server(url)
     try:
-        w = setup_world(srv, url)
+        w = feeds_world(srv, url)
         name = new_feed(w, page_size=1)
         post(w, w.owner, "older")
         post(w, w.owner, "<newer> &\x02 x", content="x]]>y")
