@@ -58,6 +58,8 @@ def file_problem(i: int, item: Any) -> str | None:
 def _yjs_ok(data: bytes | None) -> bool:
     if data is None:
         return False
+    if not data:
+        return True  # an empty document
     try:
         Doc().apply_update(data)
     except Exception:  # pycrdt raises its own error types for undecodable updates

@@ -7,8 +7,9 @@ Rules (the database is made to compare exactly as this code does: binary collati
   and format characters (categories Cc, Cf, Cs, Co, Cn, Zl, Zp: NUL, zero-width spaces, bidi controls, ...)
   and leading/trailing white space are refused, so two names that look the same always are the same.
 - NFKC-equivalent names (full-width `news` and `news`) are different names, never aliases. Where a look-alike could
-  pass for a name that means more (a row-bound Yjs room `table.ref.column`), it is refused: `skeleton`
-  folds compatibility forms (NFKC), case, dot and hyphen look-alikes and invisible characters.
+  pass for a name that means more (a row-bound Yjs room `table.ref.column`, the `administrators` group, a
+  table's topic), it is refused: `skeleton` folds compatibility forms (NFKC), case, dot and hyphen look-alikes
+  and invisible characters.
 - Email addresses (login names): NFC, trimmed, and the whole address lower-cased (`Ann@X.org` and
   `ann@x.org` are one account; a second sign-up is a 409). An address that NFKC would change (full-width
   letters, ligatures, ...) is refused: it could only be a look-alike of another address.
@@ -81,6 +82,12 @@ def reads_as_row_room(name: str) -> bool:
         if _HEX32.fullmatch(digits.removeprefix("urn:uuid:")):
             return True
     return False
+
+
+def lookalike_of(name: str, reserved: tuple[str, ...]) -> str | None:
+    """The reserved name `name` imitates without being it (e.g. `Administrators` for `administrators`)."""
+    mine = skeleton(name)
+    return next((r for r in reserved if name != r and skeleton(r) == mine), None)
 
 
 def email(raw: str) -> str:
