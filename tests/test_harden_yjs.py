@@ -64,7 +64,7 @@ def lookalikes(ref: str) -> list[str]:
     names = [f"todo{d}{ref}{d}body" for d in dots]
     names += [
         f"todo\uff0e{ref}.body",
-        f"ｔｏｄｏ.{ref}.ｂｏｄｙ",  # full-width letters, ASCII dots: the row-bound route (404)
+        f"\uff54\uff4f\uff44\uff4f.{ref}.\uff42\uff4f\uff44\uff59",  # full-width letters, ASCII dots: 404
         f"todo.{ref.replace('-', chr(0x2010))}.body",  # hyphen look-alikes in the id
         f"todo.{ref.upper()}\uff0ebody",
         f"todo. {ref}.body",
@@ -78,7 +78,7 @@ def lookalikes(ref: str) -> list[str]:
 
 
 def test_lookalike_of_row_room_is_refused_and_cannot_read_or_inject(world: World) -> None:
-    """The issue's attack: a stranger who gets 404 on the row opens `/yjs/todo．{ref}．body` (and other
+    """The issue's attack: a stranger who gets 404 on the row opens `/yjs/todo<U+FF0E>{ref}<U+FF0E>body` (and other
     look-alikes) to read the owner's document and inject edits. Every one is refused (400); canonical
     spellings with another case are the row-bound room and get its 404."""
     ref = new_todo(world, text_file("secret plan"))
