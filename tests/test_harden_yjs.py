@@ -73,6 +73,8 @@ def lookalikes(ref: str) -> list[str]:
         f"todo\uff0e{{{ref}}}\uff0ebody",
         f"todo\uff0e{ref.replace('-', '')}\uff0ebody",
         f"todo\u200b.{ref}.body",  # zero-width space: an invisible character, refused on its own
+        f"todo\uff0e{ref.replace('a', chr(0x430)).replace('e', chr(0x435))}\uff0ebody",  # Cyrillic a, e
+        f"todo\u2024{ref.replace('0', 'o').replace('1', 'l')}\u2024body",  # letters for digits
     ]
     return names
 

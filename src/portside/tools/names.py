@@ -26,6 +26,13 @@ DOT_LIKES = frozenset(
 )
 # characters that read as "-" and that NFKC leaves alone
 HYPHEN_LIKES = frozenset("\u00ad\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2796\ufe58\u02d7\u1400\u30fc")
+# Cyrillic and Greek letters (after case folding) that look like Latin ones
+CONFUSABLES = str.maketrans(
+    "\u0430\u0441\u0501\u0435\u043e\u0440\u0445\u0443\u0455\u0456\u0458\u04bb\u03b1\u03bf\u03c1\u03bd\u03b9\u0251\u03f2",
+    "acdeopxysijhaopviac",
+)
+# letters that read as digits, in what should be a UUID
+DIGIT_LIKES = str.maketrans("oil", "011")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -57,9 +64,10 @@ def identifier(raw: str, what: str = "name", max_length: int = 255) -> str:
 
 
 def skeleton(name: str) -> str:
-    """What a name reads as: NFKC, case-folded, dot and hyphen look-alikes as `.` and `-`, white space and
-    invisible characters dropped. Two names with one skeleton are look-alikes."""
-    folded = unicodedata.normalize("NFKC", name).casefold()
+    """What a name reads as: NFKC, case-folded, Cyrillic/Greek look-alikes of Latin letters and dot and hyphen
+    look-alikes as `a`, `.`, `-`, ..., white space and invisible characters dropped. Two names with one
+    skeleton are look-alikes."""
+    folded = unicodedata.normalize("NFKC", name).casefold().translate(CONFUSABLES)
     out = []
     for ch in unicodedata.normalize("NFKC", folded):
         if ch in DOT_LIKES:
@@ -78,7 +86,7 @@ def reads_as_row_room(name: str) -> bool:
     skeleton has at least three dot-separated parts and an inner one is a UUID (in any spelling)."""
     parts = [p for p in skeleton(name).split(".") if p]
     for inner in parts[1:-1]:
-        digits = "".join(ch for ch in inner if ch not in "-{}")
+        digits = "".join(ch for ch in inner if ch not in "-{}").translate(DIGIT_LIKES)
         if _HEX32.fullmatch(digits.removeprefix("urn:uuid:")):
             return True
     return False
