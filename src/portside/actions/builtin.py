@@ -25,7 +25,7 @@ from portside.core.model import MEMBERSHIP
 from portside.core.schema import SchemaDoc, parse_document, parse_text
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from portside.realtime import topics
-from portside.tools import crypto, jsonutil
+from portside.tools import crypto, jsonutil, names
 
 SYSTEM = Actor(is_admin=True, name="system")
 MAX_SCHEMA_UPLOAD = 2 * 1024 * 1024
@@ -125,7 +125,8 @@ def builtin_doc() -> SchemaDoc:
 async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     a = ctx.attributes
     crud = ctx.services.crud
-    values = {"name": a.get("name"), "email": a.get("email"), "password": a.get("password"), "confirmed": False}
+    email = names.email(str(a.get("email") or ""))
+    values = {"name": a.get("name"), "email": email, "password": a.get("password"), "confirmed": False}
     u = ctx.services.model.table("user_account").sa
     if await ctx.uow.conn.scalar(sa.select(u.c.id).where(u.c.email == values["email"])) is not None:
         raise Conflict("an account with this email already exists")
@@ -136,7 +137,7 @@ async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
 @performers.register("jwt.token")
 async def signin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     s = ctx.services
-    email = str(ctx.attributes.get("email") or "")
+    email = names.email(str(ctx.attributes.get("email") or ""))  # the account's login form
     password = ctx.attributes.get("password")
     # failed sign-ins are limited per account (guessing one password) and, more loosely, per client
     # address (spraying many accounts), so one noisy neighbour behind a NAT does not lock everyone out

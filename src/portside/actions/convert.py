@@ -12,6 +12,7 @@ from portside.auth.permissions import REFER, Actor, allowed
 from portside.core import fieldtypes, masks, records, validation
 from portside.core.model import Model, TableModel
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
+from portside.tools import names
 from portside.tools.ids import parse_uuid
 
 READ_ONLY = frozenset({"__type", "id", "reference_id", "created_at", "updated_at", "version"})
@@ -41,6 +42,17 @@ async def resolve_ref(
     return row.id
 
 
+def group_name(raw: str) -> str:
+    """A usergroup name: NFC and exact (`tools.names`); a look-alike of `administrators` is refused."""
+    try:
+        name = names.identifier(raw, "usergroup name")
+    except names.BadName as exc:
+        raise BadRequest(str(exc), pointer=_pointer("name")) from None
+    if names.lookalike_of(name, (masks.ADMIN_GROUP,)) is not None:
+        raise BadRequest(f"usergroup name imitates {masks.ADMIN_GROUP!r}", pointer=_pointer("name"))
+    return name
+
+
 async def to_values(
     conn: AsyncConnection, model: Model, tm: TableModel, actor: Actor, attrs: Any, *, partial: bool, secret: str
 ) -> dict[str, Any]:
@@ -55,6 +67,8 @@ async def to_values(
         validation.validate(tm.decl.validations, attrs, partial=partial)
     except fieldtypes.FieldError as exc:
         raise BadRequest(str(exc), pointer=_pointer(exc.column)) from None
+    if tm.name == "usergroup" and isinstance(attrs.get("name"), str):
+        attrs["name"] = group_name(attrs["name"])
     values: dict[str, Any] = {}
     heavy: list[tuple[str, Any]] = []
     for name, raw in attrs.items():

@@ -6,6 +6,10 @@ import base64
 import binascii
 from typing import Any
 
+from pycrdt import Doc
+
+from portside.core import filetext
+
 
 def _base64_ok(data: str) -> bool:
     if data.startswith("data:"):
@@ -46,4 +50,18 @@ def file_problem(i: int, item: Any) -> str | None:
         data = item.get(key)
         if data is not None and (not isinstance(data, str) or not _base64_ok(data)):
             return f"file {i} {key} is not valid base64"
+        if isinstance(data, str) and filetext.is_yjs(item) and not _yjs_ok(filetext.decode(data)):
+            return f"file {i} {key} is not a Yjs update (type {filetext.YJS_TYPE})"
     return None
+
+
+def _yjs_ok(data: bytes | None) -> bool:
+    if data is None:
+        return False
+    if not data:
+        return True  # an empty document
+    try:
+        Doc().apply_update(data)
+    except Exception:  # pycrdt raises its own error types for undecodable updates
+        return False
+    return True

@@ -44,7 +44,7 @@ from portside.core.coerce import (
     bad,
 )
 from portside.core.schema import Column
-from portside.tools import crypto, jsonutil
+from portside.tools import crypto, jsonutil, names
 
 BCRYPT_ROUNDS = crypto.DEFAULT_ROUNDS  # tests lower this to keep bcrypt fast
 MAX_STRING_INDEXABLE = 768  # utf8mb4 varchar above this can't be indexed on MySQL/MariaDB: use TEXT
@@ -214,7 +214,13 @@ _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 
 
 def is_email(v: Any) -> bool:
-    return isinstance(v, str) and len(v) <= 254 and _EMAIL_RE.fullmatch(v) is not None
+    """A plausible address, without control characters or compatibility look-alikes (`tools.names`)."""
+    return (
+        isinstance(v, str)
+        and len(v) <= 254
+        and _EMAIL_RE.fullmatch(v) is not None
+        and names.email_problem(names.email(v)) is None
+    )
 
 
 def _email(col: Column, v: Any, secret: str) -> Any:

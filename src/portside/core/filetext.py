@@ -1,7 +1,8 @@
-"""The text inside a file column (a JSON list of `{name, file|contents, type, path}` with base64 data).
+"""The content inside a file column (a JSON list of `{name, file|contents, type, path}` with base64 data).
 
-Used by collaborative editing: a row-bound document is seeded from the first file's content decoded as
-UTF-8, and written back by replacing that file's content (the other entries are kept).
+Used by collaborative editing: a row-bound document is seeded from the first file and written back by
+replacing that file's content (the other entries are kept). A first file of type `x-crdt/yjs` holds a Yjs
+update (the document state itself, `bytes` here); any other first file is text, decoded as UTF-8 (`str`).
 """
 
 from __future__ import annotations
@@ -40,28 +41,50 @@ def _decode(data: str) -> bytes | None:
     return None
 
 
-def text_of(value: Any) -> str | None:
-    """The first file's content as text (None when the column holds no file)."""
+YJS_TYPE = "x-crdt/yjs"
+
+
+def is_yjs(item: Any) -> bool:
+    """Whether a file entry holds a Yjs update (its `type`, ignoring case and parameters)."""
+    kind = item.get("type") if isinstance(item, dict) else None
+    return isinstance(kind, str) and kind.split(";")[0].strip().lower() == YJS_TYPE
+
+
+def decode(data: str) -> bytes | None:
+    """A file entry's `contents`/`file` data as bytes (base64 or a data: URL), None when malformed."""
+    return _decode(data)
+
+
+def content_of(value: Any) -> str | bytes | None:
+    """The first file's content: its Yjs update (bytes) for an `x-crdt/yjs` entry, else its text; None
+    when the column holds no file."""
     for item in _entries(value):
         if not isinstance(item, dict):
             continue
+        yjs = is_yjs(item)
         for key in ("contents", "file"):
             data = item.get(key)
             if isinstance(data, str):
                 raw = _decode(data)
                 if raw is not None:
-                    return raw.decode("utf-8", "replace")
-        return ""
+                    return raw if yjs else raw.decode("utf-8", "replace")
+        return b"" if yjs else ""
     return None
 
 
-def with_text(value: Any, text: str, default_name: str) -> list[dict[str, Any]]:
-    """The column value with the first file's content replaced by `text` (a new text file if empty)."""
+def with_content(value: Any, content: str | bytes, default_name: str) -> list[dict[str, Any]]:
+    """The column value with the first file's content replaced: text, or (bytes) a Yjs update stored as an
+    `x-crdt/yjs` entry. A new file when the column is empty."""
     entries = [e for e in _entries(value) if isinstance(e, dict)]
-    encoded = base64.b64encode(text.encode()).decode()
+    yjs = isinstance(content, bytes)
+    encoded = base64.b64encode(content if isinstance(content, bytes) else content.encode()).decode()
     if not entries:
+        if yjs:
+            return [{"name": default_name.rsplit(".", 1)[0] + ".yjs", "type": YJS_TYPE, "contents": encoded}]
         return [{"name": default_name, "type": "text/plain", "contents": encoded}]
     first = dict(entries[0])
+    if yjs:
+        first["type"] = YJS_TYPE
     key = "file" if "file" in first and "contents" not in first else "contents"
     first.pop("file" if key == "contents" else "contents", None)
     first[key] = encoded

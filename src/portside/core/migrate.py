@@ -1,4 +1,12 @@
-"""Additive, live migration: create missing tables, columns and indexes. Never drops or alters."""
+"""Additive, live migration: create missing tables, columns and indexes. Never drops data.
+
+The one alteration: on MySQL/MariaDB every table Portside creates uses a binary NO PAD collation, so the
+database compares names exactly as the code does (`tools/names.py`): `utf8mb4_unicode_ci` would let
+`Ann` = `ann` = `änn` = `ann ` (PAD SPACE) and `todo<U+FF0E>x<U+FF0E>body` = `todo.x.body`. New tables are created with
+it; an existing table with any other collation (one created before, or by an operator) is converted at
+start. SQLite compares BINARY and PostgreSQL's database collations are deterministic; a column an operator
+gave a nondeterministic ICU collation on PostgreSQL is not something Portside creates or repairs.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,38 @@ from portside.core.db import Database
 from portside.core.events import event_metadata
 from portside.core.model import Model
 from portside.core.yjs_store import yjs_metadata
+from portside.errors import SchemaError
 
 logger = log.get("migrate")
+
+
+BINARY_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB >= 10.2, MySQL >= 8.0 (both NO PAD)
+
+
+def binary_collation(conn: Connection) -> str:
+    """The exact (binary, NO PAD) utf8mb4 collation this MySQL/MariaDB server offers."""
+    have = set(
+        conn.execute(
+            sa.text(
+                "SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN :names"
+            ).bindparams(sa.bindparam("names", expanding=True)),
+            {"names": list(BINARY_COLLATIONS)},
+        ).scalars()
+    )
+    for name in BINARY_COLLATIONS:
+        if name in have:
+            return name
+    raise SchemaError("Portside needs MariaDB 10.2+ or MySQL 8.0+ (a binary NO PAD utf8mb4 collation)")
+
+
+def _inexact_tables(conn: Connection, collation: str) -> set[str]:
+    """Tables of this database whose default or any text column's collation is not `collation`."""
+    q = sa.text(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_COLLATION <> :c UNION SELECT TABLE_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND COLLATION_NAME IS NOT NULL AND COLLATION_NAME <> :c"
+    )
+    return {str(name) for name in conn.execute(q, {"c": collation}).scalars()}
 
 
 def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
@@ -20,11 +58,20 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
     existing = set(insp.get_table_names())
     done: list[str] = []
     prep = conn.dialect.identifier_preparer
+    collation = binary_collation(conn) if conn.dialect.name == "mysql" else None
+    inexact = _inexact_tables(conn, collation) if collation is not None else set()
     for table in metadata.sorted_tables:
         if table.name not in existing:
+            if collation is not None:
+                table.dialect_kwargs.update(mysql_charset="utf8mb4", mysql_collate=collation)
             table.create(conn)
             done.append(f"create table {table.name}")
             continue
+        if table.name in inexact and collation is not None:
+            conn.execute(
+                sa.text(f"ALTER TABLE {prep.format_table(table)} CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}")
+            )
+            done.append(f"convert table {table.name} to {collation}")
         have_cols = {c["name"] for c in insp.get_columns(table.name)}
         for col in table.columns:
             if col.name in have_cols:

@@ -23,6 +23,7 @@ from typing import Any
 
 from portside.core.fieldtypes import FieldError, is_email, is_http_url
 from portside.core.schema import TagRule, snake
+from portside.tools import names
 
 # ---------------------------------------------------------------- conformations
 
@@ -43,7 +44,7 @@ CONFORMERS: dict[str, Callable[[str], str]] = {
     "lowercase": str.lower,
     "upper": str.upper,
     "uppercase": str.upper,
-    "email": lambda s: s.strip().lower(),
+    "email": names.email,
     "name": lambda s: _cap_words(_collapse(s), rest_lower=False),
     "title": lambda s: _cap_words(s, rest_lower=True),
     "ucfirst": lambda s: s[:1].upper() + s[1:],
@@ -141,7 +142,8 @@ def _check(tag: str, param: str, value: Any, attrs: dict[str, Any]) -> str | Non
         unit = size[1][:-1] if size[1] and p == 1 else size[1]
         return f"{words} {_fmt(p)}{unit}"
     if tag == "email":
-        return None if is_email(value) else "must be a valid email address"
+        problem = names.email_problem(names.email(value)) if isinstance(value, str) else None
+        return None if is_email(value) else "must be a valid email address" + (f" ({problem})" if problem else "")
     if tag == "url":
         return None if is_http_url(value) else "must be a valid URL"
     if tag in _PATTERNS:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portside.core import records
 from portside.core.model import Model, TableModel
 from portside.feeds.render import FORMATS, Item, clean
-from portside.tools import jsonutil
+from portside.tools import jsonutil, names
 
 TITLE_DEFAULTS = ("title", "name", "label")
 CONTENT_DEFAULTS = ("content", "description", "body")
@@ -84,7 +84,11 @@ def _param_value(value: Any) -> str | None:
 
 
 async def load(conn: AsyncConnection, model: Model, name: str) -> FeedDef | None:
-    """The feed named `name` as stored now, or None."""
+    """The feed named `name` (NFC, exact: `tools.names`) as stored now, or None."""
+    try:
+        name = names.identifier(name, "feed name")
+    except names.BadName:
+        return None
     ft = model.table("feed")
     rows = await records.fetch(conn, model, ft, ft.sa.c.feed_name == name, limit=1, groups=False)
     if not rows:

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from portside.core.config import MAX_VALUE_BYTES, unquote
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.http.common import actor, json_response, read_body, services
+from portside.tools import names
 
 HIDDEN = frozenset({"jwt.secret", "encryption.secret"})
 
@@ -28,9 +29,11 @@ async def list_config(request: Request) -> Response:
 async def config_key(request: Request) -> Response:
     await _admin(request)
     svc = services(request)
-    end, key = request.path_params["end"], request.path_params["key"]
-    if len(key) > 100 or len(end) > 100:
-        raise BadRequest("config key too long")
+    try:  # NFC, exact (`tools.names`): no look-alike ever aliases another key
+        end = names.identifier(request.path_params["end"], "config section", 100)
+        key = names.identifier(request.path_params["key"], "config key", 100)
+    except names.BadName as exc:
+        raise BadRequest(str(exc)) from None
     if request.method == "GET":
         value = svc.config.get(key, None, end)
         if value is None:

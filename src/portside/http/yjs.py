@@ -1,8 +1,10 @@
 """Collaborative editing endpoints (y-websocket protocol): standalone and row-bound Yjs rooms.
 
-- `/yjs/{room}`: a standalone room for any signed-in user. A name of the canonical form
-  `{table}.{uuid}.{column}` (the UUID in any accepted spelling) is never standalone: it is the row-bound
-  room and gets the row checks below (GHSA-wj7x-58c2-5793).
+- `/yjs/{room}`: a standalone room for any signed-in user. The name is normalised by `tools.names` (NFC,
+  exact; control characters and edge spaces refused). A name of the canonical form `{table}.{uuid}.{column}`
+  (the UUID in any accepted spelling) is never standalone: it is the row-bound room and gets the row checks
+  below (GHSA-wj7x-58c2-5793); a name that only reads as one (look-alike dots, full-width letters, case,
+  spaces: `todo<U+FF0E>{uuid}<U+FF0E>body`) is refused with 400.
 - `/live/{table}/{reference_id}/{column}/yjs`: the row-bound room of a `file.*` column.
 
 Checks before the upgrade: no or bad token → 403; unknown table, column not `file.*`, missing row or a row
@@ -34,7 +36,16 @@ from portside.http.common import services, token_of
 from portside.http.live import origin_allowed
 from portside.http.wire import DirectWire, binary_frame
 from portside.realtime import yjs_protocol as yp
-from portside.realtime.yjs_rooms import CLOSE_ERROR, CLOSE_TOO_BIG, CLOSE_TOO_SLOW, Binding, Peer, RoomManager
+from portside.realtime.yjs_rooms import (
+    CLOSE_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_SLOW,
+    Binding,
+    Content,
+    Peer,
+    RoomManager,
+)
+from portside.tools import names
 from portside.tools.ids import parse_uuid
 
 logger = log.get("yjs")
@@ -52,8 +63,18 @@ def canonical_parts(name: str) -> tuple[str, str, str] | None:
     return None
 
 
-def valid_room_name(name: str) -> bool:
-    return 0 < len(name) <= MAX_ROOM_NAME and name.isprintable() and name.strip() == name
+def standalone_name(raw: str) -> tuple[str | None, tuple[str, str, str] | None, str]:
+    """(standalone room name, row-bound parts, refusal): how a `/yjs/{room}` name is served."""
+    try:
+        name = names.identifier(raw, "room name", MAX_ROOM_NAME)
+    except names.BadName as exc:
+        return None, None, str(exc)
+    parts = canonical_parts(name)
+    if parts is not None:
+        return None, parts, ""
+    if names.reads_as_row_room(name):
+        return None, None, "room name reads as a row-bound room (table.id.column): use that exact name"
+    return name, None, ""
 
 
 def text_name(svc: Services, table: str, column: str) -> str:
@@ -255,7 +276,9 @@ async def deny(ws: WebSocket, status: int, text: str) -> None:
     await ws.send_denial_response(PlainTextResponse(text, status_code=status))
 
 
-async def serve(ws: WebSocket, name: str | None, bound: tuple[str, str, str] | None) -> None:
+async def serve(
+    ws: WebSocket, name: str | None, bound: tuple[str, str, str] | None, refusal: str = "invalid room name"
+) -> None:
     svc = services(ws)
     manager = svc.yjs
     if manager is None or not manager.enabled:
@@ -285,8 +308,8 @@ async def serve(ws: WebSocket, name: str | None, bound: tuple[str, str, str] | N
             await deny(ws, exc.status, exc.detail)
             return
         name = binding.room
-    elif name is None or not valid_room_name(name):
-        await deny(ws, 400, "invalid room name")
+    elif name is None:
+        await deny(ws, 400, refusal)
         return
     await ws.accept()
     await run_session(ws, manager, name, binding, who, readonly)
@@ -353,9 +376,8 @@ async def run_session(
 
 
 async def standalone(ws: WebSocket) -> None:
-    raw = ws.path_params["room"]
-    parts = canonical_parts(raw)
-    await serve(ws, None if parts else raw, parts)
+    name, parts, refusal = standalone_name(ws.path_params["room"])
+    await serve(ws, name, parts, refusal or "invalid room name")
 
 
 async def row_bound(ws: WebSocket) -> None:
@@ -375,18 +397,18 @@ def attach(svc: Services) -> None:
     if manager is None:
         return
 
-    async def seed(binding: Binding) -> str | None:
+    async def seed(binding: Binding) -> Content | None:
         tm = svc.model.tables.get(binding.table)
         if tm is None:
             return None
         async with svc.db.read() as conn:
             row = await records.fetch_one(conn, svc.model, tm, ref=binding.ref, groups=False)
-        return filetext.text_of(row.attrs.get(binding.column)) if row is not None else None
+        return filetext.content_of(row.attrs.get(binding.column)) if row is not None else None
 
-    async def write_back(binding: Binding, text: str, editor: Actor) -> None:
+    async def write_back(binding: Binding, content: Content, editor: Actor) -> None:
         page = await svc.crud.get(editor, binding.table, binding.ref)
         current = page.rows[0].attrs.get(binding.column)
-        value = filetext.with_text(current, text, f"{binding.column}.txt")
+        value = filetext.with_content(current, content, f"{binding.column}.txt")
         await svc.crud.update(editor, binding.table, binding.ref, {binding.column: value})
 
     async def recheck(who: Actor, binding: Binding) -> str | None:
@@ -418,7 +440,8 @@ def attach(svc: Services) -> None:
                     continue
                 if col.column_name not in event.data:
                     continue
-                text = filetext.text_of(event.data[col.column_name]) or ""
+                content = filetext.content_of(event.data[col.column_name])
+                text: Content = "" if content is None else content
                 binding = Binding(tm.name, event.ref, col.column_name, text_name(svc, tm.name, col.column_name))
                 room = manager.rooms.get(binding.room)
                 if manager.is_own_write(binding.room, text) or (room is not None and room.column_text == text):

@@ -16,6 +16,7 @@ from portside.core.events import Event, EventDraft, Grants
 from portside.core.masks import OWNER_ALL
 from portside.core.model import Model
 from portside.core.records import RowData
+from portside.tools import names
 from portside.tools.ids import uuid7_str
 
 TABLE = "live_topic"
@@ -30,16 +31,25 @@ class TopicError(Exception):
 
 
 def check_name(model: Model, name: object) -> str:
+    """The topic name to create (NFC, exact; `tools.names`); a table's name or a look-alike of one is reserved."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME:
         raise TopicError("missing or invalid topicName")
-    if "," in name or name != name.strip() or any(ord(ch) < 32 for ch in name):
+    try:
+        name = names.identifier(name, "topic name", MAX_NAME)
+    except names.BadName:
+        raise TopicError("invalid topic name") from None
+    if "," in name:
         raise TopicError("invalid topic name")
-    if name in model.tables:
+    if name in model.tables or names.skeleton(name) in {names.skeleton(t) for t in model.tables}:
         raise TopicError("cannot create topic with reserved name")
     return name
 
 
 async def find(db: Database, model: Model, name: str) -> RowData | None:
+    try:
+        name = names.identifier(name, "topic name", MAX_NAME)
+    except names.BadName:
+        return None
     tm = model.table(TABLE)
     async with db.read() as conn:
         rows = await records.fetch(conn, model, tm, tm.sa.c.name == name)

@@ -50,6 +50,8 @@ DEFAULTS = {
     "yjs.compact_after": 500,
 }
 
+Content = str | bytes  # a bound column's content: text, or a Yjs update (an `x-crdt/yjs` file)
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -98,8 +100,9 @@ class Room:
         self.early: list[bytes] | None = []  # remote messages that arrive while loading
         self.closed = False
         # row-bound rooms
-        self.column_text: str | None = None  # the column's text as last seen or written
-        self.own_texts: list[str] = []  # texts this node is writing back right now
+        # the column's content as last seen or written: text, or a Yjs update (an `x-crdt/yjs` file)
+        self.column_text: Content | None = None
+        self.own_texts: list[Content] = []  # contents this node is writing back right now
         self.editor: Actor | None = None
         self.dirty_since: float | None = None
         self.last_edit = 0.0
@@ -125,6 +128,13 @@ class Room:
 
             delta = merge_updates(*captured)
         return None if delta is None or delta == EMPTY_UPDATE else delta
+
+    def content(self) -> Content | None:
+        """What a write-back stores: the whole document as one Yjs update when the column holds Yjs state
+        (an `x-crdt/yjs` file), else the bound text."""
+        if isinstance(self.column_text, bytes):
+            return self.doc.get_update()
+        return self.text()
 
     def text(self) -> str | None:
         if self.binding is None:
@@ -172,6 +182,21 @@ class Room:
     def awareness_message(self) -> bytes:
         entries = [yp.AwarenessEntry(cid, clock, state) for cid, (clock, state) in self.awareness.items()]
         return yp.encode_awareness(entries)
+
+
+def seed_of(content: Content | None, name: str) -> bytes | None:
+    """The update that seeds a row-bound document from its column: a stored Yjs update as it is (when it is
+    one: a malformed one seeds nothing), text into the `Text` named `name`."""
+    if isinstance(content, bytes):
+        if not content or content == EMPTY_UPDATE:
+            return None
+        try:
+            Doc().apply_update(content)
+        except Exception:  # pycrdt raises its own error types for undecodable updates
+            logger.warning("yjs: the column's x-crdt/yjs file is not a Yjs update; starting empty")
+            return None
+        return content
+    return seed_update(content, name) if content else None
 
 
 def seed_update(text: str, name: str) -> bytes:
@@ -328,8 +353,8 @@ class UpdateWriter:
             logger.exception("checkpoint of the write-ahead log failed")
 
 
-Seed = Callable[[Binding], Awaitable[str | None]]
-WriteBack = Callable[[Binding, str, Actor], Awaitable[None]]
+Seed = Callable[[Binding], Awaitable[Content | None]]
+WriteBack = Callable[[Binding, Content, Actor], Awaitable[None]]
 Publish = Callable[[str, bytes], None]
 Recheck = Callable[[Actor, Binding], Awaitable[str | None]]  # "rw", "ro" or None (no access)
 RefreshActor = Callable[[str], Awaitable[Actor | None]]
@@ -481,10 +506,10 @@ class RoomManager:
         room.size = sum(len(r.data) for r in rows)
         room.stored_rows = len(rows)
         if not rows and room.binding is not None and self.seed is not None:
-            text = await self.seed(room.binding)
-            room.column_text = text
-            if text:
-                update = seed_update(text, room.binding.text_name)
+            content = await self.seed(room.binding)
+            room.column_text = content
+            update = seed_of(content, room.binding.text_name)
+            if update is not None:
                 room.doc.apply_update(update)  # in the document before it is stored (compaction relies on it)
                 await self.writer.store(room.name, update)
                 room.size, room.stored_rows = len(update), 1
@@ -707,7 +732,7 @@ class RoomManager:
 
     async def _write(self, room: Room) -> None:
         room.dirty_since = None
-        text = room.text()
+        text = room.content()
         editor = room.editor
         if text is None or editor is None or room.binding is None or self.write_back is None:
             return
@@ -731,8 +756,9 @@ class RoomManager:
                     await task
             await self._write(room)
 
-    async def column_changed(self, binding: Binding, text: str) -> None:
-        """The row's column was written (not by our own write-back): the document takes the new text."""
+    async def column_changed(self, binding: Binding, text: Content) -> None:
+        """The row's column was written (not by our own write-back): the document takes the new text, or
+        merges the new Yjs state (an `x-crdt/yjs` file)."""
         name = binding.room
         room = self.rooms.get(name)
         if room is None:
@@ -741,7 +767,11 @@ class RoomManager:
                     return  # no document yet: it will be seeded from the column when opened
         room = await self.open(name, binding)
         room.column_text = text
-        update = room.replace_text(text)
+        if isinstance(text, bytes):
+            seed = seed_of(text, binding.text_name)
+            update = room.integrate(seed) if seed is not None else None
+        else:
+            update = room.replace_text(text)
         if update is None:
             return
         await self.writer.store(name, update)
@@ -763,7 +793,7 @@ class RoomManager:
         self.writer.discard(name)  # not stored after the document is dropped
         await yjs_store.delete(self.db, name)
 
-    def is_own_write(self, name: str, text: str) -> bool:
+    def is_own_write(self, name: str, text: Content) -> bool:
         room = self.rooms.get(name)
         return room is not None and text in room.own_texts
 
