@@ -139,6 +139,7 @@ class Portside:
             lifespan="off",
             access_log=False,
             server_header=False,
+            proxy_headers=False,  # forwarded headers are believed only from --trusted-proxies (http/peer.py)
             ws=WebSocketProtocol,  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
             ws_max_size=1024 * 1024,  # /live frames
             ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out
