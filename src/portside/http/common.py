@@ -97,10 +97,10 @@ def origin_refusal(conn: HTTPConnection) -> str | None:
 
 async def actor(request: HTTPConnection, *, url_token: bool = True) -> Actor:
     """The caller: absent token → guest; a token that is present but bad → 401."""
+    found = credential(request, url_token=url_token)
     cached = request.scope.get("portside.actor")
     if isinstance(cached, Actor):
         return cached
-    found = credential(request, url_token=url_token)
     if found is None:
         result = GUEST
     else:
