@@ -7,9 +7,13 @@ second server trusts 127.0.0.1 as a reverse proxy so X-Forwarded-For can name th
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +21,7 @@ import jwt
 import pytest
 import websockets
 
-from support import PASSWORD, Server, World, me, new_user, setup_world, start_server, stored_config
+from support import PASSWORD, Server, World, me, new_user, setup_world, signup, start_server, stored_config
 
 SIGNIN = "/action/user_account/signin"
 SIGNOUT = "/action/user_account/signout"
@@ -265,6 +269,81 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(world: World, proxi
         assert statuses[:10] == [401] * 10 and statuses[10] == 429
     with client_from(proxied, "127.0.0.1") as proxy:  # so 198.51.100.8 was not blamed for those
         assert token_from(attempt(proxy, other, PASSWORD, **{"X-Forwarded-For": "198.51.100.8"}))
+
+
+# -- item 11: secrets at rest and in /_config ---------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_data_dir_and_database_files_are_private(db_url: str) -> None:
+    root = Path(tempfile.mkdtemp(prefix="portside-perm-"))
+    data = root / "nested" / "data"
+    sqlite = db_url.startswith("sqlite")
+    srv = start_server("" if sqlite else db_url, data)  # SQLite: the default database file in the data dir
+    try:
+        with srv.client() as c:
+            assert signup(c, f"perm-{uuid.uuid4().hex[:6]}@example.com").status_code == 200
+        assert mode(data) == 0o700
+        if sqlite:
+            files = [data / "portside.db", data / "portside.db-wal", data / "portside.db-shm"]
+            assert all(f.exists() for f in files)
+            assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+        assert not any("accessible by group/others" in line for line in srv.log), srv.log
+    finally:
+        srv.stop()
+    data.chmod(0o755)  # looser than it should be: a warning line at the next start
+    if sqlite:
+        (data / "portside.db").chmod(0o644)
+    srv = start_server("" if sqlite else db_url, data)
+    try:
+        srv.stop()
+        warnings = [line for line in srv.log if "accessible by group/others" in line]
+        assert any(f"{data} is" in line and "0755" in line for line in warnings), srv.log
+        if sqlite:
+            assert any(f"{data / 'portside.db'} is" in line and "0644" in line for line in warnings), srv.log
+    finally:
+        srv.stop()
+
+
+def test_config_secrets_are_write_only(world: World) -> None:
+    real = stored_config(world.db_url, "jwt.secret")
+    with world.c(world.admin) as c:
+        written = [("mail.smtp.password", "hunter2-pw"), ("s3.SECRET_KEY", "abc123"), ("hook.api_token", "t0k")]
+        for key, value in written:
+            assert c.put(f"/_config/backend/{key}", content=value).status_code == 200
+            assert stored_config(world.db_url, key) == value  # still writable by administrators
+        listing = c.get("/_config").json()
+        for key in ("jwt.secret", "encryption.secret", "mail.smtp.password", "s3.SECRET_KEY", "hook.api_token"):
+            assert listing[key] == "********", key
+            r = c.get(f"/_config/backend/{key}")
+            assert r.status_code == 200 and r.text == "********", key
+        body = c.get("/_config").text
+        assert real not in body and "hunter2-pw" not in body and "abc123" not in body
+        assert listing["jwt.token.life.hours"] == "72"  # ordinary keys are shown
+        # writing the marker back (a read-modify-write client) or an empty value is refused, nothing changes
+        for bad in ("********", '"********"', "", "  "):
+            r = c.put("/_config/backend/mail.smtp.password", content=bad)
+            assert r.status_code == 400 and r.json()["errors"][0]["status"] == "400"
+        assert stored_config(world.db_url, "mail.smtp.password") == "hunter2-pw"
+        assert stored_config(world.db_url, "jwt.secret") == real
+
+
+def test_config_refuses_a_token_in_the_url(world: World) -> None:
+    with world.c() as c:
+        for path in ("/_config", "/_config/backend/jwt.token.life.hours"):
+            r = c.get(path, params={"token": world.admin})
+            assert r.status_code == 401 and r.json()["errors"][0]["status"] == "401"
+            assert "URL" in r.json()["errors"][0]["detail"]
+            r = c.get(path, params={"token": ""}, headers={"Authorization": f"Bearer {world.admin}"})
+            assert r.status_code == 401
+            assert c.get(path, headers={"Authorization": f"Bearer {world.admin}"}).status_code == 200
+        r = c.put("/_config/backend/feed.cache", params={"token": world.admin}, content="true")
+        assert r.status_code == 401
+        c.cookies.set("token", world.admin)
+        assert c.get("/_config").status_code == 200
 
 
 # runs last: it leaves 127.0.0.1 throttled on this module's server
