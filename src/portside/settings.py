@@ -95,8 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "trusted-proxies",
         (),
-        "comma-separated addresses or CIDR networks of reverse proxies whose X-Forwarded-For and "
-        "X-Forwarded-Proto are believed; empty = the peer address is the client",
+        "comma-separated addresses or CIDR networks of reverse proxies (e.g. 127.0.0.1,10.0.0.0/8); only from "
+        "these peers are X-Forwarded-For (the client is the right-most address that is not a trusted proxy) "
+        "and X-Forwarded-Proto believed; unset = the TCP peer is the client",
         _networks,
     ),
 )
