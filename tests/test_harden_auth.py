@@ -28,7 +28,7 @@ SIGNOUT = "/action/user_account/signout"
 
 
 Accounts = dict[str, tuple[str, str]]
-ACCOUNTS = ("stale", "cookie", "tls", "victim", "spray", "backoff", "proxied", "proxied2")
+ACCOUNTS = ("stale", "cookie", "tls", "victim", "spray", "backoff", "proxied", "proxied2", "proxied6")
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +269,19 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(world: World, proxi
         assert statuses[:10] == [401] * 10 and statuses[10] == 429
     with client_from(proxied, "127.0.0.1") as proxy:  # so 198.51.100.8 was not blamed for those
         assert token_from(attempt(proxy, other, PASSWORD, **{"X-Forwarded-For": "198.51.100.8"}))
+
+
+def test_ipv6_clients_count_per_64_and_mapped_ipv4_is_ipv4(world: World, proxied: Server, accounts: Accounts) -> None:
+    victim, _ = accounts["proxied6"]
+    with client_from(proxied, "127.0.0.1") as proxy:
+        for i in range(10):  # ten addresses of one /64 are one client
+            assert attempt(proxy, victim, **{"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"}).status_code == 401
+        r = attempt(proxy, victim, PASSWORD, **{"X-Forwarded-For": "2001:db8:1:2:ffff::9"})
+        assert r.status_code == 429
+        assert token_from(attempt(proxy, victim, PASSWORD, **{"X-Forwarded-For": "2001:db8:1:3::1"}))  # next /64
+        for _ in range(10):  # an IPv4-mapped IPv6 address is that IPv4 address
+            assert attempt(proxy, victim, **{"X-Forwarded-For": "::ffff:198.51.100.60"}).status_code in (401, 429)
+        assert attempt(proxy, victim, PASSWORD, **{"X-Forwarded-For": "198.51.100.60"}).status_code == 429
 
 
 # -- item 11: secrets at rest and in /_config ---------------------------------------------------------
