@@ -33,7 +33,7 @@ def private_file(path: Path) -> bool:
     database, and makes its -wal/-shm files with the database file's mode); True when it was created."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
+    except (FileExistsError, FileNotFoundError):  # exists, or no such directory (SQLite will say so)
         return False
     os.close(fd)
     os.chmod(path, FILE_MODE)
