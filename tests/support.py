@@ -242,6 +242,17 @@ def sync_url(async_url: str) -> str:
     return async_url
 
 
+def stored_config(async_url: str, key: str) -> str:
+    """A config value as stored in the database (secrets are not readable through the API)."""
+    engine = sa.create_engine(sync_url(async_url))
+    try:
+        with engine.connect() as c:
+            value = c.execute(sa.text("SELECT value FROM _config WHERE name = :k"), {"k": key}).scalar_one()
+    finally:
+        engine.dispose()
+    return str(value)
+
+
 def read_events(async_url: str, after: int = 0) -> list[dict[str, Any]]:
     """The event log as stored, read over a separate connection."""
     import json

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from support import Server, World, create, me, schema_upload, setup_world, signin, signup
+from support import Server, World, create, me, schema_upload, setup_world, signin, signup, stored_config
 
 OWNER_ALL, GROUP_READ = 16256, 32768
 NOTE_SCHEMA = f"""
@@ -288,7 +288,8 @@ def test_expired_and_revoked_tokens(world: World) -> None:
     import jwt
 
     with world.c(world.admin) as c:
-        secret = c.get("/_config/backend/jwt.secret").text
+        assert c.get("/_config/backend/jwt.secret").text == "********"  # write-only through the API
+        secret = stored_config(world.db_url, "jwt.secret")
         issuer = c.get("/_config/backend/jwt.token.issuer").text
     claims = jwt.decode(world.owner, options={"verify_signature": False})
     claims.update(exp=int(time.time()) - 10, iat=int(time.time()) - 100, nbf=int(time.time()) - 100)
@@ -429,7 +430,7 @@ Tables:
 """
     with world.c(world.admin) as c:
         assert schema_upload(c, schema).status_code == 200
-        secret = c.get("/_config/backend/encryption.secret").text
+        secret = stored_config(world.db_url, "encryption.secret")
     png = base64.b64encode(b"\x89PNG fake").decode()
     with world.c(world.owner) as c:
         r = create(

@@ -1,4 +1,5 @@
-"""Failed sign-ins are limited per account and, more loosely, per client address (429, Retry-After)."""
+"""Failed sign-ins are limited per (account, client address) and, more loosely, per client address (429,
+Retry-After). That other addresses are not locked out is in test_harden_auth.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_account_limit_then_client_limit(srv: Server) -> None:
         statuses = [attempt(c, victim) for _ in range(11)]
         assert statuses[:10] == [401] * 10 and statuses[10] == 429
         r = c.post("/action/user_account/signin", json={"attributes": {"email": victim, "password": "secret123"}})
-        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # even the right password waits
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # the right password waits (this address)
         # another account from the same address is not locked by that
         other, _ = new_user(srv, "other")
         assert attempt(c, other) == 401

@@ -38,6 +38,7 @@ from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.tools import private_files
 from portside.tools.ids import uuid7_str
 
 logger = log.get("runtime")
@@ -72,14 +73,28 @@ class Portside:
         await config.setdefault("jwt.token.life.hours", "72")
         await config.setdefault("encryption.secret", uuid7_str().replace("-", ""))
 
+    @staticmethod
+    def _warn_loose(data: Path, db: Database) -> None:
+        """One warning line per data directory or database file that others may read."""
+        paths = [data]
+        if db.sqlite_file is not None:
+            paths += private_files.sqlite_files(Path(db.sqlite_file))
+        for path in paths:
+            problem = private_files.loose(path)
+            if problem is not None:
+                logger.warning("%s", problem)
+
     async def start(self) -> None:
         s = self.settings
         data = Path(s.data_dir)
-        await asyncio.to_thread(data.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_files.private_dir, data)
         db = Database(s.db_url)
+        if db.sqlite_file is not None:
+            await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
         catalog = Catalog(db, config, [system_doc(), builtin_doc()], data, s.schema)
         await migrate_base(db)
+        await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()
         # one bus channel per database, so clusters sharing a Redis never see each other's events
         cluster = await config.setdefault("cluster.id", uuid7_str())
@@ -139,6 +154,7 @@ class Portside:
             lifespan="off",
             access_log=False,
             server_header=False,
+            proxy_headers=False,  # forwarded headers are believed only from --trusted-proxies (http/peer.py)
             ws=WebSocketProtocol,  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
             ws_max_size=1024 * 1024,  # /live frames
             ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out

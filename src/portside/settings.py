@@ -8,6 +8,7 @@ SETTINGS, so adding a setting is one entry here.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,21 @@ def _positive(value: str) -> int:
     return n
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(value: str) -> tuple[Network, ...]:
+    """A comma-separated list of addresses or CIDR networks (`10.0.0.0/8, ::1`)."""
+    out: list[Network] = []
+    for part in value.replace(" ", ",").split(","):
+        if part:
+            try:
+                out.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+    return tuple(out)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "interface the HTTP listener binds to"),
     Setting("port", 6336, "HTTP port; 0 picks a free port (the real one is printed)", _port),
@@ -76,6 +92,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("jwt-secret", "", "HS256 secret for tokens; default: generated once and stored in the database"),
     Setting("log-level", "INFO", "debug, info, warning or error", _level),
     Setting("event-history", 100_000, "change events kept in the event log for replay", _positive),
+    Setting(
+        "trusted-proxies",
+        (),
+        "comma-separated addresses or CIDR networks of reverse proxies (e.g. 127.0.0.1,10.0.0.0/8); only from "
+        "these peers are X-Forwarded-For (the client is the right-most address that is not a trusted proxy) "
+        "and X-Forwarded-Proto believed; unset = the TCP peer is the client",
+        _networks,
+    ),
 )
 
 
@@ -90,6 +114,7 @@ class Settings:
     jwt_secret: str = ""
     log_level: str = "INFO"
     event_history: int = 100_000
+    trusted_proxies: tuple[Network, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

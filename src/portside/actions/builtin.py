@@ -28,6 +28,9 @@ from portside.realtime import topics
 from portside.tools import crypto, jsonutil, names
 
 SYSTEM = Actor(is_admin=True, name="system")
+# actions that run as a guest whatever credential the request carries: a stale or revoked HttpOnly cookie
+# (which the page cannot clear) must not stop anyone signing in again or signing out
+CREDENTIAL_FREE = frozenset({("user_account", "signin"), ("user_account", "signout")})
 MAX_SCHEMA_UPLOAD = 2 * 1024 * 1024
 
 BUILTIN_ACTIONS: dict[str, Any] = {
@@ -86,6 +89,15 @@ BUILTIN_ACTIONS: dict[str, Any] = {
             "OutFields": [{"Type": "jwt.token", "Method": "EXECUTE", "Attributes": {}}],
         },
         {
+            "Name": "signout",
+            "Label": "Sign out",
+            "OnType": "user_account",
+            "InstanceOptional": True,
+            # guests may run it: it must work with a stale, revoked or garbage cookie (see CREDENTIAL_FREE)
+            "Permission": masks.DEFAULT_PERMISSION,
+            "OutFields": [{"Type": "__signout", "Method": "EXECUTE", "Attributes": {}}],
+        },
+        {
             "Name": "become_an_administrator",
             "Label": "Become administrator",
             "OnType": "world",
@@ -139,19 +151,17 @@ async def signin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     s = ctx.services
     email = names.email(str(ctx.attributes.get("email") or ""))  # the account's login form
     password = ctx.attributes.get("password")
-    # failed sign-ins are limited per account (guessing one password) and, more loosely, per client
-    # address (spraying many accounts), so one noisy neighbour behind a NAT does not lock everyone out
-    s.account_limiter.check(email)
-    s.client_limiter.check(ctx.client)
+    # wrong passwords are limited per (account, address) and per address, with a per-account backoff that
+    # never holds back an address without recent failures (auth/throttle.py): nobody can lock anyone out
+    attempt = s.logins.begin(email, ctx.client)
     u = s.model.table("user_account").sa
     row = (await ctx.uow.conn.execute(sa.select(u.c.reference_id, u.c.password).where(u.c.email == email))).first()
     hashed = row.password if row is not None else None
     ok = isinstance(password, str) and isinstance(hashed, str) and hashed != ""
     ok = ok and await asyncio.to_thread(crypto.check_password, str(password), str(hashed))
     if not ok or row is None:
-        s.account_limiter.fail(email)
-        s.client_limiter.fail(ctx.client)
         raise Unauthorized("Invalid username or password")
+    attempt.succeeded()
     actor = await actor_for_user(ctx.uow.conn, s.model, ref=row.reference_id)
     assert actor is not None and actor.ref is not None
     token = tokens.issue(
@@ -169,6 +179,17 @@ async def signin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
         response("client.cookie.set", {"key": "token", "value": f"{token}; SameSite=Strict"}),
         notify("success", "Success", "Logged in"),
         response("client.redirect", {"location": "/", "window": "self", "delay": 2000}),
+    ]
+
+
+@performers.register("__signout")
+async def signout(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    """Clear the `token` cookie (the page cannot: it is HttpOnly). Tokens themselves stay valid until they
+    expire; changing the password revokes them all."""
+    ctx.cookies.append(("token", None))
+    return [
+        response("client.store.set", {"key": "token", "value": ""}),
+        notify("success", "Success", "Signed out"),
     ]
 
 
@@ -289,7 +310,7 @@ async def upload_schema(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Resp
     return []
 
 
-__all__ = ["SYSTEM", "TooManyRequests", "builtin_doc"]
+__all__ = ["CREDENTIAL_FREE", "SYSTEM", "TooManyRequests", "builtin_doc"]
 
 
 @performers.register("__publish_to_topic")

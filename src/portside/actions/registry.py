@@ -37,7 +37,7 @@ class ActionContext:
     attributes: dict[str, Any]
     subject: RowData | None = None
     client: str = ""
-    cookies: list[tuple[str, str]] = field(default_factory=list)
+    cookies: list[tuple[str, str | None]] = field(default_factory=list)  # None: clear the cookie
     status: int = 200
     post: list[Callable[[], Awaitable[list[Response]]]] = field(default_factory=list)  # run after commit
 

@@ -30,7 +30,7 @@ FORCED_RESPONSE = {"client.notify", "client.redirect", "client.store.set", "clie
 class ActionResult:
     responses: list[Response]
     status: int = 200
-    cookies: list[tuple[str, str]] = field(default_factory=list)
+    cookies: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 async def _gate(services: Services, ctx: ActionContext, act: ActionDef) -> None:

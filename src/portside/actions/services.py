@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from portside.actions.crud import Crud
 from portside.actions.registry import Registry, performers
-from portside.auth.identity import RateLimiter, actor_cache
+from portside.auth.identity import actor_cache
 from portside.auth.permissions import Actor
+from portside.auth.throttle import LoginThrottle
 from portside.core.cache import EventCache
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
@@ -29,8 +30,7 @@ class Services:
     crud: Crud
     bus: Bus
     performers: Registry = field(default_factory=lambda: performers)
-    account_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window_seconds=300))
-    client_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=50, window_seconds=300))
+    logins: LoginThrottle = field(default_factory=LoginThrottle)
     actors: EventCache[str, Actor] = field(default_factory=actor_cache)
     hub: LiveHub | None = None
     yjs: RoomManager | None = None

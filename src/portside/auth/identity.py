@@ -7,9 +7,6 @@ for a user that does not exist is rejected rather than creating one.
 
 from __future__ import annotations
 
-import time
-from collections import deque
-
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,7 +15,7 @@ from portside.auth.permissions import ADMIN_GROUP, Actor
 from portside.core.cache import EventCache
 from portside.core.db import Database
 from portside.core.model import MEMBERSHIP, Model
-from portside.errors import TooManyRequests, Unauthorized
+from portside.errors import Unauthorized
 
 
 async def actor_for_user(
@@ -90,39 +87,3 @@ async def actor_from_token(
     if not isinstance(version, int) or version != actor.auth_version:
         raise Unauthorized("token revoked: credentials changed since it was issued")
     return actor
-
-
-class RateLimiter:
-    """Sliding-window counter of failures per key (account, client address); in-process."""
-
-    def __init__(self, limit: int, window_seconds: float, max_keys: int = 100_000):
-        self.limit = limit
-        self.window = window_seconds
-        self.max_keys = max_keys
-        self._hits: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._hits.get(key)
-        if q is None:
-            if len(self._hits) >= self.max_keys:
-                self._hits.pop(next(iter(self._hits)))
-            q = self._hits[key] = deque()
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        return q
-
-    def check(self, *keys: str) -> None:
-        now = time.monotonic()
-        for key in keys:
-            q = self._recent(key, now)
-            if len(q) >= self.limit:
-                retry = int(q[0] + self.window - now) + 1
-                raise TooManyRequests("too many failed attempts; try again later", retry_after=retry)
-
-    def fail(self, *keys: str) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._recent(key, now).append(now)
-
-    def reset(self, key: str) -> None:
-        self._hits.pop(key, None)

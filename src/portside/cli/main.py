@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"portside: {exc}", file=sys.stderr)
         return 2
     log.configure(conf.log_level)
+    os.umask(0o077)  # whatever the server writes (database, -wal/-shm, stored files) is its user's alone
     from portside.runtime import serve_forever
 
     try:

@@ -36,6 +36,18 @@ config_table = sa.Table(
 CONFIG_TABLE = "_config"
 MAX_VALUE_BYTES = 1024 * 1024
 
+# Secret keys are write-only through the API: reads show SECRET_MARKER instead of the value. A key is
+# secret when it is listed here or its last dotted part names a secret (`smtp.password`, `s3.secret_key`,
+# `github.client_secret`, `webhook.token`, `mail.dkim.private_key`).
+SECRET_KEYS = frozenset({"jwt.secret", "encryption.secret"})
+SECRET_WORDS = ("secret", "password", "passwd", "token", "private_key", "privatekey", "api_key", "apikey")
+SECRET_MARKER = "********"
+
+
+def is_secret(key: str) -> bool:
+    last = key.strip().lower().rsplit(".", 1)[-1]
+    return key.strip().lower() in SECRET_KEYS or any(w in last for w in SECRET_WORDS)
+
 
 class ConfigStore:
     def __init__(self, db: Database):

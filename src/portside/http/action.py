@@ -9,10 +9,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portside.actions.builtin import CREDENTIAL_FREE
 from portside.actions.registry import notify
 from portside.actions.runner import run_action
+from portside.auth.permissions import GUEST
 from portside.errors import BadRequest, PortsideError
-from portside.http.common import actor, client_address, json_response, read_body, services
+from portside.http.common import actor, json_response, read_body, services
+from portside.http.peer import client_address, is_tls
 from portside.tools import jsonutil
 
 
@@ -47,7 +50,7 @@ async def action(request: Request) -> Response:
     svc = services(request)
     on_type, name = request.path_params["type"], request.path_params["name"]
     try:
-        who = await actor(request)
+        who = GUEST if (on_type, name) in CREDENTIAL_FREE else await actor(request)
         attrs = await _attributes(request)
         result = await run_action(svc, who, on_type, name, attrs, client=client_address(request))
     except PortsideError as exc:
@@ -56,8 +59,12 @@ async def action(request: Request) -> Response:
         body = [notify("error", title, exc.detail)]
         return json_response(body, exc.status, headers=headers)
     response = json_response(result.responses, result.status)
-    for key, value in result.cookies:
-        response.set_cookie(key, value, httponly=True, samesite="strict", path="/")
+    secure = is_tls(request)
+    for key, value in result.cookies:  # None: clear it, with the attributes it was set with
+        if value is None:
+            response.delete_cookie(key, path="/", secure=secure, httponly=True, samesite="strict")
+        else:
+            response.set_cookie(key, value, path="/", secure=secure, httponly=True, samesite="strict")
     return response
 
 
@@ -65,7 +72,7 @@ async def guest_actions(request: Request) -> Response:
     svc = services(request)
     out: dict[str, Any] = {}
     for (on_type, name), act in svc.model.actions.items():
-        if on_type == "user_account" and name in ("signup", "signin"):
+        if on_type == "user_account" and name in ("signup", "signin", "signout"):
             out[f"user:{name}"] = act.to_json()
     return json_response(out)
 

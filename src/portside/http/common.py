@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -28,30 +30,83 @@ def json_response(
     return Response(jsonutil.dumps(data), status_code=status, media_type=media_type, headers=headers)
 
 
-def token_of(request: HTTPConnection) -> str | None:
-    auth = request.headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer":
-            return value.strip() or None
-    token = request.query_params.get("token")
-    if token:
-        return token
-    return request.cookies.get("token") or None
+Source = Literal["header", "query", "cookie"]
 
 
-async def actor(request: HTTPConnection) -> Actor:
+@dataclass(frozen=True)
+class Credential:
+    """The token a request authenticates with and where it came from (decided once, in credential())."""
+
+    token: str
+    source: Source
+
+
+def _present(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def credential(conn: HTTPConnection, *, url_token: bool = True) -> Credential | None:
+    """The caller's token: `Authorization: Bearer`, then `?token=`, then the `token` cookie.
+
+    An empty or blank value is absent at every step, so it can never make a cookie look like something
+    else. `url_token=False` (routes that must not take a token in the URL) refuses any `?token=` with 401.
+    """
+    if not url_token and "token" in conn.query_params:
+        raise Unauthorized("a token in the URL is not accepted here; send it as Authorization: Bearer or cookie")
+    scheme, _, value = (conn.headers.get("authorization") or "").strip().partition(" ")
+    token = _present(value) if scheme.lower() == "bearer" else None
+    if token is not None:
+        return Credential(token, "header")
+    token = _present(conn.query_params.get("token"))
+    if token is not None:
+        return Credential(token, "query")
+    token = _present(conn.cookies.get("token"))
+    return Credential(token, "cookie") if token is not None else None
+
+
+def token_of(conn: HTTPConnection) -> str | None:
+    found = credential(conn)
+    return found.token if found is not None else None
+
+
+def same_origin(conn: HTTPConnection, origin: str) -> bool:
+    parts = urlsplit(origin)
+    host = (conn.headers.get("host") or "").strip().lower()
+    return bool(parts.scheme and parts.netloc) and parts.netloc.lower() == host
+
+
+def origin_refusal(conn: HTTPConnection) -> str | None:
+    """Why a cookie-authenticated upgrade is refused (cross-site WebSocket hijacking), or None.
+
+    Checked whenever the `token` cookie is what authenticates: the Origin must be this server's own or
+    listed in config `live.allowed_origins` (comma-separated). A client that sends no Origin is not a
+    browser and is not refused here.
+    """
+    found = credential(conn)
+    if found is None or found.source != "cookie":
+        return None
+    origin = conn.headers.get("origin")
+    if origin is None or same_origin(conn, origin):
+        return None
+    allowed = services(conn).config.get("live.allowed_origins") or ""
+    if origin.strip() in {o.strip() for o in allowed.split(",") if o.strip()}:
+        return None
+    return "origin not allowed"
+
+
+async def actor(request: HTTPConnection, *, url_token: bool = True) -> Actor:
     """The caller: absent token → guest; a token that is present but bad → 401."""
+    found = credential(request, url_token=url_token)
     cached = request.scope.get("portside.actor")
     if isinstance(cached, Actor):
         return cached
-    token = token_of(request)
-    if token is None:
+    if found is None:
         result = GUEST
     else:
         svc = services(request)
         result = await actor_from_token(
-            svc.db, svc.actors, svc.model, token, secret=svc.jwt_secret, issuer=svc.jwt_issuer
+            svc.db, svc.actors, svc.model, found.token, secret=svc.jwt_secret, issuer=svc.jwt_issuer
         )
     request.scope["portside.actor"] = result
     return result
@@ -87,10 +142,6 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
         return jsonutil.loads(body)
     except jsonutil.JSONError as exc:
         raise BadRequest(str(exc)) from None
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 __all__ = ["Unauthorized"]

@@ -1,4 +1,9 @@
-"""/_config: live configuration for administrators (plain-text values)."""
+"""/_config: live configuration for administrators (plain-text values).
+
+Secret keys (core.config.is_secret) are write-only: reads show SECRET_MARKER. The token must come from
+the Authorization header or the cookie: a `?token=` in the URL (which ends up in logs and histories) is
+refused with 401.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from portside.core.config import MAX_VALUE_BYTES, unquote
+from portside.core.config import MAX_VALUE_BYTES, SECRET_MARKER, is_secret, unquote
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.http.common import actor, json_response, read_body, services
 from portside.tools import names
 
-HIDDEN = frozenset({"jwt.secret", "encryption.secret"})
-
 
 async def _admin(request: Request) -> None:
-    who = await actor(request)
+    who = await actor(request, url_token=False)
     if not who.is_admin:
         raise Forbidden("configuration is for administrators")
 
@@ -23,7 +26,7 @@ async def _admin(request: Request) -> None:
 async def list_config(request: Request) -> Response:
     await _admin(request)
     svc = services(request)
-    return json_response({k: ("********" if k in HIDDEN else v) for k, v in svc.config.items().items()})
+    return json_response({k: (SECRET_MARKER if is_secret(k) else v) for k, v in svc.config.items().items()})
 
 
 async def config_key(request: Request) -> Response:
@@ -38,7 +41,7 @@ async def config_key(request: Request) -> Response:
         value = svc.config.get(key, None, end)
         if value is None:
             raise NotFound(f"no config key {end}/{key}")
-        return PlainTextResponse(value)
+        return PlainTextResponse(SECRET_MARKER if is_secret(key) else value)
     who = await actor(request)
     if request.method == "DELETE":
         if not await svc.config.delete(key, end, actor=who.ref):
@@ -51,7 +54,10 @@ async def config_key(request: Request) -> Response:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("config values are UTF-8 text") from None
-    await svc.config.set(key, unquote(text), end, actor=who.ref)
+    value = unquote(text)
+    if is_secret(key) and value.strip() in ("", SECRET_MARKER):
+        raise BadRequest(f"{key} is a secret: send the new value (not empty, not the {SECRET_MARKER} marker)")
+    await svc.config.set(key, value, end, actor=who.ref)
     return PlainTextResponse("", status_code=200)
 
 

@@ -27,7 +27,7 @@ from portside.core import events as ev
 from portside.core import records
 from portside.errors import Forbidden, PortsideError
 from portside.http.common import actor as caller
-from portside.http.common import json_response, services, token_of
+from portside.http.common import json_response, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, text_frame
 from portside.realtime import topics
 from portside.realtime.hub import LiveHub, LiveSession, event_frame
@@ -301,25 +301,14 @@ class Connection:
                     self.offer(frame)
 
 
-def origin_allowed(ws: WebSocket, allowed_origins: str) -> bool:
-    """A cookie-authenticated upgrade must come from an allowed Origin (cross-site WebSocket hijacking)."""
-    origin = ws.headers.get("origin")
-    if origin is None:
-        return True  # not a browser
-    host = ws.headers.get("host", "")
-    if origin.split("://", 1)[-1] == host:
-        return True  # same origin
-    return origin in {o.strip() for o in allowed_origins.split(",") if o.strip()}
-
-
 def refusal(svc: Services, ws: WebSocket, who: Actor) -> tuple[int, str] | None:
     """Why this upgrade is refused (status, text), or None. Checked before accepting the socket."""
     hub = svc.hub
     if hub is None:
         return 503, "live is not running"
-    from_cookie = ws.headers.get("authorization") is None and ws.query_params.get("token") is None
-    if from_cookie and "token" in ws.cookies and not origin_allowed(ws, svc.config.get("live.allowed_origins") or ""):
-        return 403, "origin not allowed"
+    refused = origin_refusal(ws)
+    if refused is not None:
+        return 403, refused
     if len(hub.sessions) >= svc.config.get_int("live.max_connections", 10_000):
         return 503, "too many live connections"
     per_user = svc.config.get_int("live.max_connections_per_user", 100)

@@ -32,8 +32,7 @@ from portside.core.events import Event
 from portside.core.yjs_store import MAX_ROOM_NAME
 from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
 from portside.http.common import actor as caller
-from portside.http.common import services, token_of
-from portside.http.live import origin_allowed
+from portside.http.common import origin_refusal, services, token_of
 from portside.http.wire import DirectWire, binary_frame
 from portside.realtime import yjs_protocol as yp
 from portside.realtime.yjs_rooms import (
@@ -295,9 +294,9 @@ async def serve(
     if who.is_guest:
         await deny(ws, 403, "a token is required")
         return
-    from_cookie = ws.headers.get("authorization") is None and ws.query_params.get("token") is None
-    if from_cookie and not origin_allowed(ws, svc.config.get("live.allowed_origins") or ""):
-        await deny(ws, 403, "origin not allowed")  # cross-site WebSocket hijacking with the user's cookie
+    refused = origin_refusal(ws)  # cross-site WebSocket hijacking with the user's cookie
+    if refused is not None:
+        await deny(ws, 403, refused)
         return
     binding: Binding | None = None
     readonly = False
