@@ -42,7 +42,7 @@ def as_int(col: Column, v: Any, bounds: tuple[int, int] = INT64, *, exact: bool 
     elif isinstance(v, int):
         n = v
     elif isinstance(v, float):
-        if not math.isfinite(v) or (exact and not v.is_integer()):
+        if not math.isfinite(v) or (exact and not (v.is_integer() and abs(v) < 2**53)):  # exact: no rounding
             raise bad(col, "expected an integer" if exact else "expected a finite number")
         n = int(v)
     elif isinstance(v, str) and _INT_RE.fullmatch(v.strip()):

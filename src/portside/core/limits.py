@@ -18,7 +18,7 @@ INT64_MAX = 2**63 - 1
 MAX_PAGE_NUMBER = INT32_MAX  # (page[number] - 1) * page[size] stays far inside a 64-bit OFFSET
 MAX_PAGE_SIZE_PARAM = INT32_MAX  # larger values are a 400; within it, sizes above api.max_page_size are capped
 MAX_QUERY_CHARS = 65_536  # length of the `query=` JSON text
-MAX_QUERY_DEPTH = 3  # array of filter objects whose value may be a list of scalars
+MAX_QUERY_DEPTH = 4  # array > filter object > value list > scalar
 MAX_FILTERS = 50  # filter objects in one `query=`
 MAX_IN_VALUES = 1000  # values of one in/any-of/none-of list (also the refs of one `{fk}=` filter)
 MAX_VALUES = 1000  # bound values of all filters of one request together
