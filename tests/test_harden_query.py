@@ -157,21 +157,30 @@ ODD: list[Any] = [
 
 
 def test_hostile_values_are_400_never_500(world: World) -> None:
+    crashed: list[Any] = []  # every 500, first: the sweep goes on to show the whole class
+    wrong: list[Any] = []
     with world.c(world.owner) as c:
         for column, values in INVALID.items():
             for op in COMPARE:
                 for v in values:
                     value = [v] if op in ("in", "none of") else v
                     r = q(c, [{"column": column, "operator": op, "value": value}])
-                    assert r.status_code == 400, (column, op, v, r.status_code, r.text)
-                    assert r.json()["errors"][0]["source"]["pointer"].startswith("/query")
+                    if r.status_code >= 500:
+                        crashed.append((column, op, v))
+                    elif r.status_code != 400 or not r.json()["errors"][0]["source"]["pointer"].startswith("/query"):
+                        wrong.append((column, op, v, r.status_code))
         operators = [*COMPARE, "contains", "like", "not like", "ilike", "begins with", "is true", "fuzzy"]
         columns = ["label", "body", "n", "big", "ratio", "flag", "seen_at", "reference_id", "permission", "created_at"]
         for column in columns:
             for op in operators:
                 for v in ODD + INVALID.get(column, BAD_NUMBERS[:6]):
                     r = q(c, [{"column": column, "operator": op, "value": v}])
-                    assert r.status_code in (200, 400), (column, op, v, r.status_code, r.text)
+                    if r.status_code >= 500:
+                        crashed.append((column, op, v))
+                    elif r.status_code not in (200, 400):
+                        wrong.append((column, op, v, r.status_code))
+    assert crashed == [], crashed[:40]
+    assert wrong == [], wrong[:40]
 
 
 def test_query_shapes_are_bounded(world: World) -> None:
