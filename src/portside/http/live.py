@@ -13,7 +13,6 @@ import base64
 import contextlib
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -22,15 +21,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from portside import log
 from portside.actions.services import Services
 from portside.auth.identity import actor_for_user
-from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor, allowed
-from portside.core import events as ev
+from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
 from portside.core import limits, records
 from portside.errors import BadRequest, Forbidden, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import json_response, services, token_of
 from portside.http.wire import DirectWire, text_frame
-from portside.realtime import topics
-from portside.realtime.hub import LiveHub, LiveSession, event_frame
+from portside.realtime import replay, topics
+from portside.realtime.hub import LiveHub, LiveSession
 from portside.tools import jsonutil
 
 logger = log.get("live")
@@ -243,7 +241,7 @@ class Connection:
             except BadRequest:
                 self.offer(response(req_id, "subscribe", False, error="since must be a non-negative integer offset"))
                 return
-            if not await self.offset_kept(since):
+            if not await replay.offset_kept(svc.db, since):
                 self.offer(response(req_id, "subscribe", False, error="offset expired"))
                 return
         fresh: set[str] = set()
@@ -277,55 +275,7 @@ class Connection:
                 known[topic] = session.covered[topic]
             self.offer(response(req_id, "subscribe", True, data={"topic": topic}))
         if since is not None:
-            await self.replay(since, fresh, known)
-
-    async def offset_kept(self, since: int) -> bool:
-        """Whether every event after `since` is still in the log (or none was ever trimmed after it)."""
-        svc = services(self.ws)
-        async with svc.db.read() as conn:
-            oldest = await conn.scalar(sa.select(sa.func.min(ev.event_log.c.offset)))
-        return oldest is None or since >= int(oldest) - 1
-
-    async def replay(self, since: int, fresh: set[str], known: dict[str, int]) -> None:
-        """Permitted events after `since` from the log: every one for the `fresh` topics, and for the `known`
-        ones (topic -> coverage C) those up to C that were not sent live; then the parked live frames, no dup."""
-        svc = services(self.ws)
-        session = self.session
-        last = since
-        stop = None if fresh else max(known.values(), default=since)
-        try:
-            done = not (fresh or known)
-            while not done:
-                async with svc.db.read() as conn:
-                    batch = await ev.read_since(conn, last, limit=500)
-                done = not batch
-                for event in batch:
-                    if stop is not None and event.offset > stop:
-                        done = True
-                        break
-                    last = event.offset
-                    t = event.table
-                    wanted = t in fresh or (
-                        t in known and event.offset <= known[t] and event.offset not in session.late.get(t, ())
-                    )
-                    if wanted and allowed(session.actor, READ, event.grants) and session.accepts(t, event):
-                        self.offer(event_frame(event))
-        finally:
-            parked, session.hold = session.hold or [], None
-            for topic in fresh:
-                session.floors[topic] = max(session.floors.get(topic, 0), last)
-                session.covered[topic] = since
-            for topic in known:
-                session.covered[topic] = since
-                session.late[topic] = {o for o in session.late.get(topic, ()) if o <= since}
-            for frame in parked:  # live frames that arrived meanwhile, minus what the replay already sent
-                topic, offset = frame["topic"], frame["offset"]
-                if topic in fresh and offset <= last:
-                    continue
-                if topic in known and since < offset <= min(known[topic], last):
-                    continue
-                if self.offer(frame):
-                    session.sent(topic, offset)
+            await replay.replay(svc.db, session, since, fresh, known)
 
 
 def origin_allowed(ws: WebSocket, allowed_origins: str) -> bool:
