@@ -21,7 +21,7 @@ MAX_QUERY_CHARS = 65_536  # length of the `query=` JSON text
 MAX_QUERY_DEPTH = 4  # array > filter object > value list > scalar
 MAX_FILTERS = 50  # filter objects in one `query=`
 MAX_IN_VALUES = 1000  # values of one in/any-of/none-of list (also the refs of one `{fk}=` filter)
-MAX_VALUES = 1000  # bound values of all filters of one request together
+MAX_VALUES = 2000  # bound values of all filters of one request together (far below SQLite and PostgreSQL limits)
 MAX_TERMS = 256  # comparisons of all filters together (fuzzy: columns times words); keeps SQL expressions shallow
 MAX_FUZZY_COLUMNS = 20  # columns of one fuzzy filter
 MAX_FUZZY_WORDS = 10  # words of one fuzzy value
