@@ -11,18 +11,27 @@ class PortsideError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
 
-    def __init__(self, detail: str | None = None, *, pointer: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        pointer: str | None = None,
+        code: str | None = None,
+        parameter: str | None = None,
+    ):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.pointer = pointer
         self.code = code
+        self.parameter = parameter  # the URI query parameter at fault (JSON:API source.parameter)
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"status": str(self.status), "title": self.title, "detail": self.detail}
         if self.code:
             obj["code"] = self.code
-        if self.pointer:
-            obj["source"] = {"pointer": self.pointer}
+        source = {k: v for k, v in (("pointer", self.pointer), ("parameter", self.parameter)) if v}
+        if source:
+            obj["source"] = source
         return obj
 
 

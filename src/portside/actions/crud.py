@@ -53,6 +53,7 @@ class ListPlan:
     rows: sa.Select[Any]
     plan: records.Plan
     count: sa.Select[Any]
+    anchors: tuple[tuple[str, sa.Select[Any]], ...] = ()  # keyset cursors: (parameter, "is it visible?")
 
 
 @dataclass
@@ -203,13 +204,21 @@ class Crud:
         rows, plan = records.select_rows(
             model, tm, cond, order_by=lq.order_by, limit=lq.size, offset=(lq.page - 1) * lq.size, fields=lq.fields
         )
-        return ListPlan(lq, rows, plan, records.count_select(tm, cond))
+        # a cursor must name a row the caller may list: an invisible row answers like an unknown one
+        anchors = tuple(
+            (key, sa.select(tm.sa.c.id).where(tm.sa.c.reference_id == ref, *([vis] if vis is not None else [])))
+            for key, ref in lq.cursors
+        )
+        return ListPlan(lq, rows, plan, records.count_select(tm, cond), anchors)
 
     async def _find(self, actor: Actor, tm: TableModel, planned: ListPlan, count_key: tuple[Any, ...] | None) -> Page:
         model = self.model
         lq = planned.query
         async with self.db.read() as conn:
             await self.gate(conn, actor, tm, PEEK)
+            for key, anchor in planned.anchors:
+                if await conn.scalar(anchor.limit(1)) is None:
+                    raise BadRequest(f"{key} does not name a row of this list", parameter=key)
             total = self.counts.get(count_key) if count_key is not None else None
             if total is None:
                 deps = (tm.name, tm.group_join) if tm.group_join else (tm.name,)

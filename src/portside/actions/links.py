@@ -18,39 +18,71 @@ from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import Model, RelSpec, TableModel
 from portside.core.records import RowData
-from portside.errors import BadRequest, NotFound
+from portside.errors import BadRequest, Conflict, NotFound
 
 if TYPE_CHECKING:
     from portside.actions.crud import Crud
 
 
+MAX_LINKS = 1000  # resource identifiers in one to-many relationship body
+
+
+def identifier(rel: RelSpec, item: Any, pointer: str) -> Any:
+    """A resource identifier of `rel`'s target (an object with `type` and `id`, or a bare id): its id.
+    A `type` naming another table is a 409 (JSON:API), a malformed identifier a 400."""
+    if isinstance(item, dict):
+        kind = item.get("type")
+        if kind is not None and not isinstance(kind, str):
+            raise BadRequest("type must be a string", pointer=f"{pointer}/type")
+        if kind is not None and kind != rel.target:
+            detail = f"type {kind[:64]!r} is not {rel.target!r}, the target of {rel.name}"
+            raise Conflict(detail, pointer=f"{pointer}/type")
+        return item.get("id")
+    if item is None or isinstance(item, str):
+        return item
+    raise BadRequest(f"expected a {rel.target} resource identifier", pointer=pointer)
+
+
 async def to_many(
-    crud: Crud, conn: AsyncConnection, actor: Actor, tm: TableModel, relationships: Any
+    crud: Crud,
+    conn: AsyncConnection,
+    actor: Actor,
+    tm: TableModel,
+    relationships: Any,
+    base: str = "/data/relationships",
 ) -> dict[str, list[int]]:
-    """Parse `relationships` for to-many (join table) relations into target ids (Refer checked)."""
+    """Parse `relationships` for to-many (join table) relations into target ids (Refer checked), each target
+    once however often (or in whichever spelling) it is listed. To-one entries are only checked here (they
+    are written through the FK attribute)."""
     if relationships is None:
         return {}
     if not isinstance(relationships, dict):
-        raise BadRequest("relationships must be an object", pointer="/data/relationships")
+        raise BadRequest("relationships must be an object", pointer=base)
     out: dict[str, list[int]] = {}
     for name, body in relationships.items():
         rel = tm.relations.get(name)
-        pointer = f"/data/relationships/{name}"
+        pointer = f"{base}/{name}" if base == "/data/relationships" else base
         if rel is None:
-            raise BadRequest(f"unknown relationship {name!r}", pointer=pointer)
+            raise BadRequest(f"unknown relationship {str(name)[:64]!r}", pointer=pointer)
         if not isinstance(body, dict) or "data" not in body:
             raise BadRequest("relationship must be an object with data", pointer=pointer)
         data = body["data"]
         if rel.join_table is None:
-            continue  # to-one relations are written through the FK attribute
+            if isinstance(data, list):
+                raise BadRequest("to-one relationship data must be an object or null", pointer=f"{pointer}/data")
+            identifier(rel, data, f"{pointer}/data")
+            continue
         if not isinstance(data, list):
             raise BadRequest("to-many relationship data must be a list", pointer=f"{pointer}/data")
-        ids = []
-        for i, item in enumerate(data[:1000]):
-            rid = await resolve_ref(conn, crud.model, actor, rel.target, item, f"{pointer}/data/{i}")
+        if len(data) > MAX_LINKS:
+            raise BadRequest(f"at most {MAX_LINKS} resource identifiers", pointer=f"{pointer}/data")
+        ids: dict[int, None] = {}
+        for i, item in enumerate(data):
+            at = f"{pointer}/data/{i}"
+            rid = await resolve_ref(conn, crud.model, actor, rel.target, identifier(rel, item, at), at)
             if rid is not None:
-                ids.append(rid)
-        out[name] = ids
+                ids[rid] = None
+        out[name] = list(ids)
     return out
 
 
@@ -125,10 +157,12 @@ async def change(crud: Crud, actor: Actor, table: str, ref: str, name: str, body
             if rel.join_table is None:
                 if mode == "remove" or not isinstance(body, dict):
                     raise BadRequest("to-one relationships are replaced with PATCH", pointer="/data")
+                if "data" not in body or isinstance(body["data"], list):
+                    raise BadRequest("to-one relationship data must be an object or null", pointer="/data")
                 fk = rel.fk_column or rel.name
-                await crud.update(actor, table, row.ref, {fk: (body.get("data") or {}).get("id")}, uow=uow)
+                await crud.update(actor, table, row.ref, {fk: identifier(rel, body["data"], "/data")}, uow=uow)
                 return
-            links = await to_many(crud, uow.conn, actor, tm, {name: body})
+            links = await to_many(crud, uow.conn, actor, tm, {name: body}, base="")
             ids = links.get(name, [])
             if mode == "remove":
                 await unlink(crud, uow, actor, tm, row.id, name, ids)

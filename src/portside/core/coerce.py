@@ -30,22 +30,24 @@ def bad(col: Column, why: str) -> FieldError:
     return FieldError(col.column_name, f"invalid value for {col.column_name}: {why}")
 
 
-_INT_RE = re.compile(r"[+-]?\d{1,30}")
-_NUM_RE = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,4})?")
+# ASCII digits only: `\d` alone would also take other scripts' digits ("١٢"), which int() accepts
+_INT_RE = re.compile(r"[+-]?\d{1,30}", re.ASCII)
+_NUM_RE = re.compile(r"[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,4})?", re.ASCII)
 
 
-def as_int(col: Column, v: Any, bounds: tuple[int, int] = INT64) -> int:
+def as_int(col: Column, v: Any, bounds: tuple[int, int] = INT64, *, exact: bool = False) -> int:
+    """An int within `bounds`. `exact` (filter values) refuses fractions instead of truncating them."""
     if isinstance(v, bool):
         n = int(v)
     elif isinstance(v, int):
         n = v
     elif isinstance(v, float):
-        if not math.isfinite(v):
-            raise bad(col, "expected a finite number")
+        if not math.isfinite(v) or (exact and not (v.is_integer() and abs(v) < 2**53)):  # exact: no rounding
+            raise bad(col, "expected an integer" if exact else "expected a finite number")
         n = int(v)
     elif isinstance(v, str) and _INT_RE.fullmatch(v.strip()):
         n = int(v.strip())
-    elif isinstance(v, str) and _NUM_RE.fullmatch(v.strip()):
+    elif isinstance(v, str) and not exact and _NUM_RE.fullmatch(v.strip()):
         return as_int(col, float(v.strip()), bounds)
     else:
         raise bad(col, "expected an integer")

@@ -36,7 +36,7 @@ from portside import log
 from portside.actions.services import Services
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import GUEST, Actor
-from portside.core import records
+from portside.core import limits, records
 from portside.core.events import Event
 from portside.errors import BadRequest, PortsideError
 from portside.feeds.render import FORMATS
@@ -155,10 +155,8 @@ class WebSubHub:
         name, fmt = parse_topic(topic)
         lease = DEFAULT_LEASE
         if one("hub.lease_seconds"):
-            raw = one("hub.lease_seconds")
-            if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
-                raise BadRequest("hub.lease_seconds must be a whole number of seconds")
-            lease = min(max(int(raw), MIN_LEASE), MAX_LEASE)
+            seconds = limits.whole_number(one("hub.lease_seconds"), "hub.lease_seconds", 0, limits.INT32_MAX)
+            lease = min(max(seconds, MIN_LEASE), MAX_LEASE)
         secret = one("hub.secret")
         if len(secret.encode()) >= 200:
             raise BadRequest("hub.secret must be shorter than 200 bytes")

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portside.actions.links import related_where
+from portside.core import query
 from portside.errors import NotFound
 from portside.http import jsonapi
 from portside.http.common import JSONAPI, actor, json_response, read_json, services
@@ -31,7 +32,7 @@ async def collection(request: Request) -> Response:
         return json_response(jsonapi.list_document(svc.model, tm, page, request.url.path, params), media_type=JSONAPI)
     svc.model.table(table)  # 404 before reading the body
     body = await read_json(request)
-    attrs, rels, rid = jsonapi.parse_resource(body)
+    attrs, rels, rid = jsonapi.parse_resource(body, table)
     row = await svc.crud.create(who, table, attrs, rels, ref=rid)
     tm = svc.model.table(table)
     return json_response(
@@ -48,14 +49,14 @@ async def item(request: Request) -> Response:
     tm = svc.model.table(table)
     if request.method == "GET":
         _, multi = _params(request)
-        include = [x for v in multi.get("included_relations", []) + multi.get("include", []) for x in v.split(",") if x]
+        include = query.include_names(multi)
         page = await svc.crud.get(who, table, ref, include)
         return json_response(jsonapi.single_document(svc.model, tm, page), media_type=JSONAPI)
     if request.method == "DELETE":
         await svc.crud.delete(who, table, ref)
         return json_response({"meta": None}, media_type=JSONAPI)
     body = await read_json(request)
-    attrs, rels, _ = jsonapi.parse_resource(body, url_id=parse_uuid(ref) or ref)
+    attrs, rels, _ = jsonapi.parse_resource(body, table, url_id=parse_uuid(ref) or ref)
     row = await svc.crud.update(who, table, ref, attrs, rels)
     return json_response({"data": jsonapi.resource(tm, row)}, media_type=JSONAPI)
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portside.core import limits
 from portside.errors import BadRequest, NotFound
 from portside.feeds.render import FORMATS
 from portside.feeds.service import MAX_PAGE, FeedService, Rendered
@@ -31,12 +32,7 @@ def hub(request: Request) -> WebSubHub:
 
 
 def parse_page(raw: str | None) -> int:
-    if raw is None:
-        return 1
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 7 or not 1 <= int(text) <= MAX_PAGE:
-        raise BadRequest(f"page must be a whole number from 1 to {MAX_PAGE}", pointer="/page")
-    return int(text)
+    return 1 if raw is None else limits.whole_number(raw, "page", 1, MAX_PAGE)
 
 
 def split_name(segment: str) -> tuple[str, str]:

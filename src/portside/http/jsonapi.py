@@ -10,6 +10,7 @@ from portside.actions.crud import Page
 from portside.core.model import Model, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Conflict
+from portside.tools.ids import parse_uuid
 
 
 def resource(tm: TableModel, row: RowData, linked: dict[str, dict[int, list[str]]] | None = None) -> dict[str, Any]:
@@ -68,11 +69,17 @@ def single_document(model: Model, tm: TableModel, page: Page) -> dict[str, Any]:
     return doc
 
 
-def parse_resource(body: Any, *, url_id: str | None = None) -> tuple[dict[str, Any], Any, str | None]:
-    """(attributes, relationships, client id) from a POST/PATCH document; 400/409 on bad shape."""
+def parse_resource(body: Any, table: str, *, url_id: str | None = None) -> tuple[dict[str, Any], Any, str | None]:
+    """(attributes, relationships, client id) from a POST/PATCH document to `table`; 400 on a bad shape, 409
+    when `data.type` names another table or `data.id` another row (JSON:API)."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         raise BadRequest("expected a JSON:API document with a data object", pointer="/data")
     data = body["data"]
+    kind = data.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise BadRequest("type must be a string", pointer="/data/type")
+    if kind is not None and kind != table:
+        raise Conflict(f"type {kind[:64]!r} does not match the endpoint's table {table!r}", pointer="/data/type")
     attrs = data.get("attributes", {})
     if attrs is None:
         attrs = {}
@@ -81,6 +88,6 @@ def parse_resource(body: Any, *, url_id: str | None = None) -> tuple[dict[str, A
     rid = data.get("id")
     if rid is not None and not isinstance(rid, str):
         raise BadRequest("id must be a string", pointer="/data/id")
-    if url_id is not None and rid is not None and rid != url_id:
+    if url_id is not None and rid is not None and (parse_uuid(rid) or rid) != url_id:
         raise Conflict("id in the resource does not match servers endpoint", pointer="/data/id")
     return attrs, data.get("relationships"), rid

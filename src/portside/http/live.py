@@ -13,7 +13,6 @@ import base64
 import contextlib
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -22,15 +21,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from portside import log
 from portside.actions.services import Services
 from portside.auth.identity import actor_for_user
-from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor, allowed
-from portside.core import events as ev
-from portside.core import records
-from portside.errors import Forbidden, PortsideError
+from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
+from portside.core import limits, records
+from portside.errors import BadRequest, Forbidden, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import json_response, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, text_frame
-from portside.realtime import topics
-from portside.realtime.hub import LiveHub, LiveSession, event_frame
+from portside.realtime import replay, topics
+from portside.realtime.hub import LiveHub, LiveSession
 from portside.tools import jsonutil
 
 logger = log.get("live")
@@ -231,74 +229,53 @@ class Connection:
         return names
 
     async def subscribe(self, req_id: Any, attrs: dict[str, Any]) -> None:
+        """Subscribe to topics; with `since`, replay what the socket has not been sent after that offset: all of
+        it for a new subscription, and for a topic already followed the part before its live coverage."""
         svc = services(self.ws)
         filters = attrs.get("filters")
         filters = filters if isinstance(filters, dict) else {}
         since = attrs.get("since")
-        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
-            self.offer(response(req_id, "subscribe", False, error="since must be a non-negative integer offset"))
-            return
-        if since is not None and not await self.offset_kept(since):
-            self.offer(response(req_id, "subscribe", False, error="offset expired"))
-            return
-        added: list[str] = []
         if since is not None:
-            self.session.hold = self.session.hold or []  # park live frames until the replay is out
+            try:
+                since = limits.whole_number(since, "since", 0, limits.MAX_OFFSET)
+            except BadRequest:
+                self.offer(response(req_id, "subscribe", False, error="since must be a non-negative integer offset"))
+                return
+            if not await replay.offset_kept(svc.db, since):
+                self.offer(response(req_id, "subscribe", False, error="offset expired"))
+                return
+        fresh: set[str] = set()
+        known: dict[str, int] = {}
+        session = self.session
+        if since is not None:
+            session.hold = session.hold or []  # park live frames until the replay is out
         for topic in self.topics(req_id, "subscribe", attrs):
-            if len(self.session.subscriptions) >= MAX_SUBSCRIPTIONS:
+            if len(session.subscriptions) >= MAX_SUBSCRIPTIONS and topic not in session.subscriptions:
                 self.offer(response(req_id, "subscribe", False, error="too many subscriptions"))
                 continue
             tm = svc.model.tables.get(topic)
             try:
                 if tm is None:
-                    await topics.user_topic(svc.db, svc.model, self.session.actor, topic, READ, suffix=True)
+                    await topics.user_topic(svc.db, svc.model, session.actor, topic, READ, suffix=True)
                 else:
-                    await svc.crud.check_gate(self.session.actor, tm, PEEK)
+                    await svc.crud.check_gate(session.actor, tm, PEEK)
             except Forbidden:
                 self.offer(response(req_id, "subscribe", False, error=f"permission denied: {topic}"))
                 continue
             except topics.TopicError as exc:
                 self.offer(response(req_id, "subscribe", False, error=str(exc)))
                 continue
-            if self.hub.subscribe(self.session, topic, dict(filters)):
-                added.append(topic)
+            if self.hub.subscribe(session, topic, dict(filters)):
+                session.forget(topic)
+                if since is None:
+                    session.covered[topic] = self.hub.bus.head  # later events reach it live
+                else:
+                    fresh.add(topic)
+            elif since is not None and topic in session.covered and since < session.covered[topic]:
+                known[topic] = session.covered[topic]
             self.offer(response(req_id, "subscribe", True, data={"topic": topic}))
         if since is not None:
-            await self.replay(since, set(added))
-
-    async def offset_kept(self, since: int) -> bool:
-        """Whether every event after `since` is still in the log (or none was ever trimmed after it)."""
-        svc = services(self.ws)
-        async with svc.db.read() as conn:
-            oldest = await conn.scalar(sa.select(sa.func.min(ev.event_log.c.offset)))
-        return oldest is None or since >= int(oldest) - 1
-
-    async def replay(self, since: int, topics: set[str]) -> None:
-        """Permitted events after `since` for `topics` from the log, then the parked live frames, no dup."""
-        svc = services(self.ws)
-        session = self.session
-        last = since
-        try:
-            while topics:
-                async with svc.db.read() as conn:
-                    batch = await ev.read_since(conn, last, limit=500)
-                if not batch:
-                    break
-                for event in batch:
-                    last = event.offset
-                    if (
-                        event.table in topics
-                        and allowed(session.actor, READ, event.grants)
-                        and session.accepts(event.table, event)
-                    ):
-                        self.offer(event_frame(event))
-        finally:
-            parked, session.hold = session.hold or [], None
-            for topic in topics:
-                session.floors[topic] = max(session.floors.get(topic, 0), last)
-            for frame in parked:  # live frames that arrived meanwhile, minus what the replay already sent
-                if frame["topic"] not in topics or frame["offset"] > last:
-                    self.offer(frame)
+            await replay.replay(svc.db, session, since, fresh, known)
 
 
 def refusal(svc: Services, ws: WebSocket, who: Actor) -> tuple[int, str] | None:

@@ -27,6 +27,7 @@ logger = log.get("live")
 _session_ids = itertools.count(1)
 NODE = os.urandom(4).hex()
 EVENT_TYPE_KEY = "EventType"
+MAX_LATE = 4096  # per topic and socket: out-of-order live events remembered so a later replay skips them
 
 Principal = tuple[str | None, frozenset[str], bool]
 
@@ -80,9 +81,26 @@ class LiveSession:
     overflowed: bool = False
     hold: list[dict[str, Any]] | None = None  # live frames parked while a replay runs
     floors: dict[str, int] = field(default_factory=dict)  # topic -> offsets up to here were replayed
+    # topic -> C: every event of the topic after offset C that this socket may see was sent to it (by a replay
+    # or live); a re-subscribe with `since` below C replays (since, C] only, so nothing arrives twice
+    covered: dict[str, int] = field(default_factory=dict)
+    late: dict[str, set[int]] = field(default_factory=dict)  # topic -> offsets <= C that arrived live anyway
 
     def accepts(self, topic: str, event: Event) -> bool:
         return matches(self.subscriptions.get(topic, {}), event.type, event.data)
+
+    def sent(self, topic: str, offset: int) -> None:
+        """Note a live event frame handed to the socket when it is at or below the topic's coverage."""
+        covered = self.covered.get(topic)
+        if covered is not None and offset <= covered:
+            late = self.late.setdefault(topic, set())
+            if len(late) >= MAX_LATE:
+                late.discard(min(late))
+            late.add(offset)
+
+    def forget(self, topic: str) -> None:
+        self.covered.pop(topic, None)
+        self.late.pop(topic, None)
 
     @property
     def principal(self) -> Principal:
@@ -211,9 +229,11 @@ class LiveHub:
         subscribers.add(session)
         return True
 
-    def unsubscribe(self, session: LiveSession, topic: str) -> bool:
+    def unsubscribe(self, session: LiveSession, topic: str, *, keep_coverage: bool = False) -> bool:
         if session.subscriptions.pop(topic, None) is None:
             return False
+        if not keep_coverage:
+            session.forget(topic)
         subscribers = self.topics.get(topic)
         if subscribers is not None:
             subscribers.discard(session)
@@ -228,7 +248,8 @@ class LiveHub:
     def rekey(self, session: LiveSession, actor: Actor) -> None:
         """The session's identity changed (groups, admin): move it to its new principal's buckets."""
         subscriptions = dict(session.subscriptions)
-        self.drop(session)
+        for topic in subscriptions:
+            self.unsubscribe(session, topic, keep_coverage=True)
         session.actor = actor
         for topic, filters in subscriptions.items():
             self.subscribe(session, topic, filters)
@@ -330,6 +351,8 @@ class LiveHub:
                     continue
                 if session.send(frame):
                     sent += 1
+                    if session.covered:
+                        session.sent(event.table, event.offset)
                 else:
                     session.overflowed = True
                     self.drop(session)
