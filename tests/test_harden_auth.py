@@ -345,6 +345,18 @@ def test_config_secrets_are_write_only(world: World) -> None:
         assert stored_config(world.db_url, "jwt.secret") == real
 
 
+def test_generated_secrets_cannot_be_deleted_or_weakened(world: World) -> None:
+    real = stored_config(world.db_url, "jwt.secret")
+    with world.c(world.admin) as c:
+        for key in ("jwt.secret", "encryption.secret"):
+            r = c.delete(f"/_config/backend/{key}")
+            assert r.status_code == 400, r.text
+            r = c.put(f"/_config/backend/{key}", content="short")
+            assert r.status_code == 400, r.text
+        assert stored_config(world.db_url, "jwt.secret") == real
+        assert c.get("/api/user_account/mine").status_code == 200  # tokens still check out
+
+
 def test_config_refuses_a_token_in_the_url(world: World) -> None:
     with world.c() as c:
         for path in ("/_config", "/_config/backend/jwt.token.life.hours"):

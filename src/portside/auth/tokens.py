@@ -11,7 +11,17 @@ from portside.errors import Unauthorized
 from portside.tools.ids import uuid7_str
 
 
+MIN_SECRET_CHARS = 16  # an empty or short HS256 key would let anyone forge tokens
+
+
+def _usable(secret: str) -> str:
+    if len(secret) < MIN_SECRET_CHARS:
+        raise Unauthorized("tokens are disabled: the signing secret is missing or too short")
+    return secret
+
+
 def issue(*, secret: str, issuer: str, life_hours: int, ref: str, email: str, name: str, auth_version: int) -> str:
+    _usable(secret)
     now = int(time.time())
     claims = {
         "email": email,
@@ -38,6 +48,7 @@ def decode(token: str, *, secret: str, issuer: str) -> dict[str, Any]:
     """
     if len(token) > 4096:
         raise Unauthorized("token too long")
+    _usable(secret)
     key = (token, secret, issuer)
     known = _verified.get(key)
     if known is not None:

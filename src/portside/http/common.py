@@ -117,11 +117,11 @@ async def read_body(request: Request) -> bytes:
     limit = svc.config.get_int("limit.max_body_bytes", DEFAULT_MAX_BODY)
     declared = request.headers.get("content-length")
     if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"request body larger than {limit} bytes")
-        except ValueError:
-            raise BadRequest("invalid Content-Length") from None
+        # ASCII digits only: int() would also take signs, underscores, spaces and other scripts' digits
+        if not (declared.isascii() and declared.isdigit() and len(declared) <= 20):
+            raise BadRequest("invalid Content-Length")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from portside.core.config import MAX_VALUE_BYTES, SECRET_MARKER, is_secret, unquote
+from portside.core.config import MAX_VALUE_BYTES, SECRET_KEYS, SECRET_MARKER, is_secret, unquote
+from portside.auth.tokens import MIN_SECRET_CHARS
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.http.common import actor, json_response, read_body, services
 from portside.tools import names
@@ -44,6 +45,8 @@ async def config_key(request: Request) -> Response:
         return PlainTextResponse(SECRET_MARKER if is_secret(key) else value)
     who = await actor(request)
     if request.method == "DELETE":
+        if key in SECRET_KEYS:  # without it tokens could not be checked, or encrypted columns not read
+            raise BadRequest(f"{key} cannot be deleted; set a new value instead")
         if not await svc.config.delete(key, end, actor=who.ref):
             raise NotFound(f"no config key {end}/{key}")
         return Response(status_code=204)
@@ -55,6 +58,8 @@ async def config_key(request: Request) -> Response:
     except UnicodeDecodeError:
         raise BadRequest("config values are UTF-8 text") from None
     value = unquote(text)
+    if key in SECRET_KEYS and len(value.strip()) < MIN_SECRET_CHARS:
+        raise BadRequest(f"{key} must be at least {MIN_SECRET_CHARS} characters")
     if is_secret(key) and value.strip() in ("", SECRET_MARKER):
         raise BadRequest(f"{key} is a secret: send the new value (not empty, not the {SECRET_MARKER} marker)")
     await svc.config.set(key, value, end, actor=who.ref)
