@@ -10,7 +10,6 @@ import jwt
 from portside.errors import Unauthorized
 from portside.tools.ids import uuid7_str
 
-
 MIN_SECRET_CHARS = 16  # an empty or short HS256 key would let anyone forge tokens
 
 

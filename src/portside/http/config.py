@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from portside.core.config import MAX_VALUE_BYTES, SECRET_KEYS, SECRET_MARKER, is_secret, unquote
 from portside.auth.tokens import MIN_SECRET_CHARS
+from portside.core.config import MAX_VALUE_BYTES, SECRET_KEYS, SECRET_MARKER, is_secret, unquote
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.http.common import actor, json_response, read_body, services
 from portside.tools import names
