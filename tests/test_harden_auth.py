@@ -345,6 +345,14 @@ def test_config_secrets_are_write_only(world: World) -> None:
         assert stored_config(world.db_url, "jwt.secret") == real
 
 
+def test_signin_and_signout_refuse_get(world: World) -> None:
+    with world.c() as c:
+        r = c.get("/action/user_account/signout")
+        assert r.status_code == 405 and "set-cookie" not in r.headers, r.text
+        r = c.get("/action/user_account/signin", params={"email": "x@example.com", "password": "secret123"})
+        assert r.status_code == 405 and "set-cookie" not in r.headers, r.text
+
+
 def test_generated_secrets_cannot_be_deleted_or_weakened(world: World) -> None:
     real = stored_config(world.db_url, "jwt.secret")
     with world.c(world.admin) as c:

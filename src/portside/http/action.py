@@ -13,7 +13,7 @@ from portside.actions.builtin import CREDENTIAL_FREE
 from portside.actions.registry import notify
 from portside.actions.runner import run_action
 from portside.auth.permissions import GUEST
-from portside.errors import BadRequest, PortsideError
+from portside.errors import BadRequest, MethodNotAllowed, PortsideError
 from portside.http.common import actor, json_response, read_body, services
 from portside.http.peer import client_address, is_tls
 from portside.tools import jsonutil
@@ -50,7 +50,14 @@ async def action(request: Request) -> Response:
     svc = services(request)
     on_type, name = request.path_params["type"], request.path_params["name"]
     try:
-        who = GUEST if (on_type, name) in CREDENTIAL_FREE else await actor(request)
+        if (on_type, name) in CREDENTIAL_FREE:
+            # signin/signout change the session: never from a GET (a link or an <img> on another site, or a
+            # password in a URL that ends up in logs)
+            if request.method == "GET":
+                raise MethodNotAllowed(f"{on_type}/{name} takes POST")
+            who = GUEST
+        else:
+            who = await actor(request)
         attrs = await _attributes(request)
         result = await run_action(svc, who, on_type, name, attrs, client=client_address(request))
     except PortsideError as exc:
