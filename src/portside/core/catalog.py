@@ -264,8 +264,14 @@ class Catalog:
                 )
 
 
-async def admin_exists(conn: Any, model: Model) -> bool:
-    """Whether any user is a member of the `administrators` group (not guessed from a user count)."""
+async def admin_exists(conn: Any, model: Model, *, lock: bool = False) -> bool:
+    """Whether any user is a member of the `administrators` group (not guessed from a user count).
+
+    `lock`: a locking read (FOR UPDATE), which sees the latest committed rows even inside a REPEATABLE READ
+    snapshot (MariaDB) and keeps them until the transaction ends."""
     m, g = model.table(MEMBERSHIP).sa, model.table("usergroup").sa
     q = sa.select(m.c.id).select_from(m.join(g, g.c.id == m.c.usergroup_id)).where(g.c.name == masks.ADMIN_GROUP)
-    return (await conn.scalar(q.limit(1))) is not None
+    q = q.limit(1)
+    if lock:
+        q = q.with_for_update()
+    return (await conn.scalar(q)) is not None

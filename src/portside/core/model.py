@@ -300,7 +300,10 @@ def _sa_table(metadata: sa.MetaData, name: str, cols: dict[str, Column], composi
             continue
         nullable = c.is_nullable and c.column_name != "reference_id"
         sa_cols.append(sa.Column(c.column_name, fieldtypes.sa_type(c), nullable=nullable))
-    table = sa.Table(name, metadata, *sa_cols, mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci")
+    # sqlite_autoincrement: SQLite would otherwise hand a deleted highest id to the next row
+    table = sa.Table(
+        name, metadata, *sa_cols, mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci", sqlite_autoincrement=True
+    )
     for c in cols.values():
         if c.column_name == "id":
             continue
