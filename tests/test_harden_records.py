@@ -182,7 +182,10 @@ def test_user_cannot_set_identity_columns_of_own_row(world: World) -> None:
 
 def test_user_cannot_join_groups(world: World) -> None:
     me_ref = ref_of(world.stranger, world.server)
-    for group in (world.team, admin_group(world)):
+    with world.c(world.admin) as c:  # a group anyone may refer to (as groups made before the first admin are)
+        open_group = create(c, "usergroup", name=f"open-{uuid.uuid4().hex[:6]}").json()["data"]["id"]
+        assert patch(c, "usergroup", open_group, permission=2097151).status_code == 200
+    for group in (open_group, world.team, admin_group(world)):
         with world.c(world.stranger) as c:
             ident = [{"type": "usergroup", "id": group}]
             r = c.post(f"/api/user_account/{me_ref}/relationships/usergroup_id", json={"data": ident})
@@ -196,7 +199,7 @@ def test_user_cannot_join_groups(world: World) -> None:
                 "relationships": {"usergroup_id": {"data": ident}},
             }
             r = c.patch(f"/api/user_account/{me_ref}", json={"data": body})
-            assert r.status_code == 403, r.text
+            assert r.status_code == 403, (group, r.text)
             r = create(c, MEMBERSHIP, user_account_id=me_ref, usergroup_id=group)
             assert r.status_code == 403, r.text
     rows = sql(
