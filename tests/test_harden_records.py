@@ -440,3 +440,20 @@ def test_ids_are_never_reused(world: World) -> None:
             again = create(c, table, **attrs).json()["data"]["id"]
             new = sql(world.db_url, f"SELECT id FROM {table} WHERE reference_id = :r", r=again)[0][0]
             assert new > old, (table, old, new)
+
+
+def test_references_are_enforced_by_the_database(world: World) -> None:
+    engine = sa.create_engine(sync_url(world.db_url))
+    if world.db_url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA foreign_keys=ON"))
+    try:
+        for stmt in (
+            "INSERT INTO note (reference_id, title, user_account_id) VALUES (:r, 't', 987654321)",
+            f"INSERT INTO {MEMBERSHIP} (reference_id, user_account_id, usergroup_id) VALUES (:r, 987654321, 987654321)",
+        ):
+            with pytest.raises(sa.exc.IntegrityError), engine.begin() as c:
+                c.execute(sa.text(stmt), {"r": str(uuid.uuid4())})
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as c:  # a user who still owns rows
+            c.execute(sa.text("DELETE FROM user_account WHERE id = (SELECT MAX(user_account_id) FROM note)"))
+    finally:
+        engine.dispose()

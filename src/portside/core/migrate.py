@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -20,9 +22,22 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
     existing = set(insp.get_table_names())
     done: list[str] = []
     prep = conn.dialect.identifier_preparer
-    for table in metadata.sorted_tables:
+    sqlite = conn.dialect.name == "sqlite"
+    # PostgreSQL and MariaDB check a foreign key's target when it is declared: constraints are added after
+    # every new table exists (tables may refer to each other in a cycle); SQLite declares them inline
+    constraints: list[sa.ForeignKeyConstraint] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sa.exc.SAWarning)  # "cannot sort tables": cycles are fine here
+        ordered = metadata.sorted_tables
+    for table in ordered:
         if table.name not in existing:
-            table.create(conn)
+            if sqlite:
+                table.create(conn)
+            else:
+                conn.execute(sa.schema.CreateTable(table, include_foreign_key_constraints=[]))
+                for index in table.indexes:
+                    index.create(conn)
+                constraints += table.foreign_key_constraints
             done.append(f"create table {table.name}")
             continue
         have_cols = {c["name"] for c in insp.get_columns(table.name)}
@@ -31,6 +46,12 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
                 continue
             # added columns are nullable: existing rows have no value for them
             ddl = col.type.compile(dialect=conn.dialect)
+            refs = [fk for fk in table.foreign_key_constraints if col.name in fk.column_keys]
+            if sqlite and refs:  # SQLite allows REFERENCES on an added column whose default is NULL
+                target = refs[0].elements[0].column
+                ddl += f" REFERENCES {prep.format_table(target.table)} ({prep.format_column(target)})"
+            else:
+                constraints += refs
             conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.format_column(col)} {ddl}"))
             done.append(f"add column {table.name}.{col.name}")
         have_idx = {i["name"] for i in insp.get_indexes(table.name)}
@@ -39,6 +60,9 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
             if index.name not in have_idx:
                 index.create(conn)
                 done.append(f"create index {index.name} on {table.name}")
+    for fk in constraints:
+        conn.execute(sa.schema.AddConstraint(fk))
+        done.append(f"add foreign key {fk.name} on {fk.table.name}")
     return done
 
 

@@ -237,6 +237,7 @@ def build(docs: list[SchemaDoc]) -> Model:
 
     tables: dict[str, TableModel] = {}
     metadata = sa.MetaData()
+    known = frozenset(decls) | frozenset(join_tables)
     for name, decl in decls.items():
         cols = columns[name]
         fks = {
@@ -248,7 +249,7 @@ def build(docs: list[SchemaDoc]) -> Model:
         tables[name] = TableModel(
             decl,
             cols,
-            _sa_table(metadata, name, cols, decl.composite_keys),
+            _sa_table(metadata, name, cols, decl.composite_keys, known),
             has_owner(name),
             group_join,
             fks,
@@ -267,7 +268,7 @@ def build(docs: list[SchemaDoc]) -> Model:
         tm = TableModel(
             decl,
             cols,
-            _sa_table(metadata, jt, cols, keys),
+            _sa_table(metadata, jt, cols, keys, known),
             False,
             None,
             fks,
@@ -292,14 +293,26 @@ def build(docs: list[SchemaDoc]) -> Model:
     return Model(tables, actions, metadata, decls, user_relations)
 
 
-def _sa_table(metadata: sa.MetaData, name: str, cols: dict[str, Column], composite: list[list[str]]) -> sa.Table:
+def fk_name(table: str, col: str) -> str:
+    return "f" + hashlib.md5(f"fk_{table}_{col}".encode()).hexdigest()
+
+
+def _sa_table(
+    metadata: sa.MetaData, name: str, cols: dict[str, Column], composite: list[list[str]], known: frozenset[str]
+) -> sa.Table:
     sa_cols: list[sa.Column[object]] = []
     for c in cols.values():
         if c.column_name == "id":
             sa_cols.append(sa.Column("id", sa.Integer, primary_key=True, autoincrement=True))
             continue
         nullable = c.is_nullable and c.column_name != "reference_id"
-        sa_cols.append(sa.Column(c.column_name, fieldtypes.sa_type(c), nullable=nullable))
+        col_type = fieldtypes.sa_type(c)
+        fk = c.foreign_key
+        # references to rows of this database are enforced by it (integer ids of a table of the model)
+        args: list[sa.ForeignKey] = []
+        if fk is not None and fk.data_source == "self" and fk.namespace in known and isinstance(col_type, sa.Integer):
+            args.append(sa.ForeignKey(f"{fk.namespace}.id", name=fk_name(name, c.column_name)))
+        sa_cols.append(sa.Column(c.column_name, col_type, *args, nullable=nullable))
     # sqlite_autoincrement: SQLite would otherwise hand a deleted highest id to the next row
     table = sa.Table(
         name, metadata, *sa_cols, mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci", sqlite_autoincrement=True

@@ -319,7 +319,11 @@ async def delete(
                 await uow.conn.execute(t.update().where(t.c.id.in_(chunk)).values(changes))
             for rid in ids:
                 await _emit(uow, model, other, int(rid), "update", actor)
-    await uow.conn.execute(tm.sa.delete().where(tm.sa.c.id == row.id))
+    t = tm.sa
+    for col, target in tm.fks.items():  # InnoDB refuses to delete a row that refers to itself
+        if target == tm.name:
+            await uow.conn.execute(t.update().where(t.c.id == row.id, t.c[col] == row.id).values({col: None}))
+    await uow.conn.execute(t.delete().where(t.c.id == row.id))
     await uow.emit(EventDraft(tm.name, "delete", row.ref, event_payload(tm, row.attrs), row.grants, actor))
 
 
