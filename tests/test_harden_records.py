@@ -457,3 +457,16 @@ def test_references_are_enforced_by_the_database(world: World) -> None:
             c.execute(sa.text("DELETE FROM user_account WHERE id = (SELECT MAX(user_account_id) FROM note)"))
     finally:
         engine.dispose()
+
+
+def test_relation_columns_may_not_take_standard_names(world: World) -> None:
+    from support import schema_upload
+
+    with world.c(world.admin) as c:
+        for name in ("permission", "reference_id", "created_at"):
+            bad = f"Relations:\n  - {{Subject: note, Relation: belongs_to, Object: usergroup, ObjectName: {name}}}\n"
+            r = schema_upload(c, bad)
+            assert r.status_code == 400, (name, r.text)
+        bad = "Relations:\n  - {Subject: note, Relation: belongs_to, Object: usergroup, ObjectName: user_account_id}\n"
+        assert schema_upload(c, bad).status_code == 400
+        assert c.get("/api/note").status_code == 200  # the table is as it was

@@ -166,6 +166,18 @@ def merge_docs(
     return decls, list(relations.values()), actions
 
 
+def _check_names(r: Relation) -> None:
+    """A relation's column must not take the name of a standard column or of the owner column."""
+    names = [r.object_name] if r.kind == "fk" else [r.subject_name, r.object_name]
+    for name in names:
+        owner_clash = r.kind == "fk" and name == OWNER_COLUMN and r.object != "user_account" and has_owner(r.subject)
+        if name in STANDARD or owner_clash:
+            raise SchemaError(
+                f"relation {r.subject} {r.relation} {r.object}: column name {name!r} is a standard column; "
+                "choose another SubjectName/ObjectName"
+            )
+
+
 def _fk_column(name: str, target: str) -> Column:
     return Column(name, "alias", data_type="int(11)", is_indexed=True, foreign_key=ForeignKey("self", target, "id"))
 
@@ -192,6 +204,8 @@ def build(docs: list[SchemaDoc]) -> Model:
     # (priority, table, spec): a table's own FK column wins a name, then its own join relations, then
     # the reverse views from other tables; a lower-priority relation with a taken name is not exposed
     found: list[tuple[int, str, RelSpec]] = []
+    for r in user_relations:
+        _check_names(r)
     for r in relations:
         if r.kind == "fk":
             columns[r.subject].setdefault(r.object_name, _fk_column(r.object_name, r.object))
