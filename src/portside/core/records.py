@@ -20,8 +20,6 @@ from portside.core.events import EventDraft, Grants
 from portside.core.model import OWNER_COLUMN, Model, TableModel
 from portside.tools.ids import uuid7_str
 
-SERVER_SET = frozenset({"id", "version", "created_at", "updated_at", "reference_id", "permission", "user_account_id"})
-
 
 @dataclass
 class RowData:
