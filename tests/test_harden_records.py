@@ -274,6 +274,7 @@ def test_signup_with_blank_password_is_refused() -> None:
                     },
                 )
                 assert r.status_code == 400, (value, r.text)
+                assert r.json()[0]["ResponseType"] == "client.notify"
             assert signup(c, "b@example.com").status_code == 200
     finally:
         server.stop()

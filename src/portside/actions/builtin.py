@@ -125,7 +125,10 @@ def builtin_doc() -> SchemaDoc:
 async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     a = ctx.attributes
     crud = ctx.services.crud
-    values = {"name": a.get("name"), "email": a.get("email"), "password": a.get("password"), "confirmed": False}
+    password = a.get("password")
+    if not isinstance(password, str) or not password.strip():
+        raise BadRequest("password must not be empty or only whitespace", pointer="/attributes/password")
+    values = {"name": a.get("name"), "email": a.get("email"), "password": password, "confirmed": False}
     u = ctx.services.model.table("user_account").sa
     if await ctx.uow.conn.scalar(sa.select(u.c.id).where(u.c.email == values["email"])) is not None:
         raise Conflict("an account with this email already exists")
