@@ -444,6 +444,14 @@ def test_ids_are_never_reused(world: World) -> None:
 
 
 def test_references_are_enforced_by_the_database(world: World) -> None:
+    from support import schema_upload
+
+    with world.c(world.admin) as c:  # a column added to an existing table gets its foreign key too
+        added = "Relations:\n  - {Subject: note, Relation: belongs_to, Object: user_account, ObjectName: reviewer}\n"
+        r = schema_upload(c, added)
+        assert r.status_code == 200, r.text
+    with world.c(world.owner) as c:
+        assert create(c, "note", title="owned").status_code == 201
     engine = sa.create_engine(sync_url(world.db_url))
     if world.db_url.startswith("sqlite"):
         sa.event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA foreign_keys=ON"))
@@ -451,6 +459,7 @@ def test_references_are_enforced_by_the_database(world: World) -> None:
         for stmt in (
             "INSERT INTO note (reference_id, title, user_account_id) VALUES (:r, 't', 987654321)",
             f"INSERT INTO {MEMBERSHIP} (reference_id, user_account_id, usergroup_id) VALUES (:r, 987654321, 987654321)",
+            "INSERT INTO note (reference_id, title, reviewer) VALUES (:r, 't', 987654321)",
         ):
             with pytest.raises(sa.exc.IntegrityError), engine.begin() as c:
                 c.execute(sa.text(stmt), {"r": str(uuid.uuid4())})
