@@ -479,4 +479,9 @@ def test_relation_columns_may_not_take_standard_names(world: World) -> None:
             assert r.status_code == 400, (name, r.text)
         bad = "Relations:\n  - {Subject: note, Relation: belongs_to, Object: usergroup, ObjectName: user_account_id}\n"
         assert schema_upload(c, bad).status_code == 400
+        for name in ("permission", "reference_id", "user_account_id", "version"):
+            column = f"{{Name: {name}, DataType: varchar(10), ColumnType: label}}"
+            bad = f"Tables:\n  - TableName: note\n    Columns:\n      - {column}\n"
+            r = schema_upload(c, bad)
+            assert r.status_code == 400, (name, r.text)
         assert c.get("/api/note").status_code == 200  # the table is as it was

@@ -20,7 +20,7 @@ from portside.core import masks, records
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.migrate import migrate
-from portside.core.model import MEMBERSHIP, Model, build
+from portside.core.model import MEMBERSHIP, Model, build, check_reserved
 from portside.core.schema import SchemaDoc, Table, discover, load_files, parse_action, parse_table
 from portside.errors import SchemaError
 from portside.tools import jsonutil
@@ -119,6 +119,7 @@ class Catalog:
 
     def check(self, doc: SchemaDoc) -> Model:
         """Build (without applying) the model that `doc` would give; raises SchemaError if invalid."""
+        check_reserved(doc)
         current = self.model
         docs = [
             SchemaDoc(

@@ -166,6 +166,21 @@ def merge_docs(
     return decls, list(relations.values()), actions
 
 
+def reserved(table: str, column: str) -> bool:
+    """Column names a declaration cannot take in `table`: the standard columns and, in owned tables, the owner."""
+    return column in STANDARD or (column == OWNER_COLUMN and has_owner(table))
+
+
+def check_reserved(doc: SchemaDoc) -> None:
+    """A new declaration may not name a column like a standard or the owner column (SchemaError, 400).
+
+    Declarations stored or loaded from files before this rule are read with the standard column winning."""
+    for t in doc.tables:
+        for c in t.columns:
+            if reserved(t.table_name, c.column_name):
+                raise SchemaError(f"{t.table_name}: column {c.column_name!r} is a standard column; choose another name")
+
+
 def _check_names(r: Relation) -> None:
     """A relation's column must not take the name of a standard column or of the owner column."""
     names = [r.object_name] if r.kind == "fk" else [r.subject_name, r.object_name]
@@ -195,8 +210,8 @@ def build(docs: list[SchemaDoc]) -> Model:
     for name, decl in decls.items():
         cols = {c.column_name: c for c in standard_columns()}
         for c in decl.columns:
-            if c.column_name in STANDARD:
-                continue
+            if reserved(name, c.column_name):
+                continue  # the standard column (or owner column) wins; uploads are refused (check_reserved)
             cols[c.column_name] = c
         columns[name] = cols
 
