@@ -107,8 +107,9 @@ def test_concurrent_become_admin_makes_one_administrator(kind: str) -> None:
         drop()
 
 
-def test_concurrent_become_admin_across_two_nodes() -> None:
-    url, drop = fresh_database("postgresql")
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
+def test_concurrent_become_admin_across_two_nodes(kind: str) -> None:
+    url, drop = fresh_database(kind)
     a = start_server(url)
     b = start_server(url)
     try:
