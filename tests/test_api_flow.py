@@ -406,9 +406,14 @@ def test_no_self_promotion(world: World) -> None:
         assert r.status_code in (403, 404)
         r = c.patch(
             f"/api/user_account/{ref}",
-            json={"data": {"type": "user_account", "id": ref, "attributes": {"auth_version": 99, "password": ""}}},
+            json={"data": {"type": "user_account", "id": ref, "attributes": {"auth_version": 99}}},
         )
-        assert r.status_code == 200  # excluded and echoed-back values are ignored, not errors
+        assert r.status_code == 403  # administrator-only columns are refused, never silently dropped
+        r = c.patch(
+            f"/api/user_account/{ref}",
+            json={"data": {"type": "user_account", "id": ref, "attributes": {"password": ""}}},
+        )
+        assert r.status_code == 400  # an empty password is refused
         assert c.get("/_config").status_code == 403  # still not an administrator
         assert c.get("/api/note").status_code == 200  # and the token still works
 

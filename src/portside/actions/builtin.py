@@ -137,8 +137,11 @@ def builtin_doc() -> SchemaDoc:
 async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     a = ctx.attributes
     crud = ctx.services.crud
+    password = a.get("password")
+    if not isinstance(password, str) or not password.strip():
+        raise BadRequest("password must not be empty or only whitespace", pointer="/attributes/password")
     email = names.email(str(a.get("email") or ""))
-    values = {"name": a.get("name"), "email": email, "password": a.get("password"), "confirmed": False}
+    values = {"name": a.get("name"), "email": email, "password": password, "confirmed": False}
     u = ctx.services.model.table("user_account").sa
     if await ctx.uow.conn.scalar(sa.select(u.c.id).where(u.c.email == values["email"])) is not None:
         raise Conflict("an account with this email already exists")
@@ -198,12 +201,26 @@ async def become_admin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respo
     s, uow, actor = ctx.services, ctx.uow, ctx.actor
     if actor.user_id is None:
         raise Unauthorized("sign in first")
-    if await admin_exists(uow.conn, s.model):
-        raise Forbidden("an administrator already exists")
     model = s.model
-    # one transaction: join the administrators group, lock the open defaults, then claim ownerless rows
     g = model.table("usergroup").sa
+    # "nobody is an administrator yet" and the grant are one decision on every database and node: the
+    # administrators group row is locked (row lock; on SQLite the database write lock) before the check,
+    # and the check is a locking read, so it sees a grant committed while this transaction waited
+    await uow.conn.execute(g.update().where(g.c.name == masks.ADMIN_GROUP).values(version=g.c.version))
+    if await admin_exists(uow.conn, model, lock=True):
+        raise Forbidden("an administrator already exists")
+    # one transaction: join the administrators group, lock the open defaults, then claim ownerless rows
     admin_gid = await uow.conn.scalar(sa.select(g.c.id).where(g.c.name == masks.ADMIN_GROUP))
+    if admin_gid is None:  # the group was deleted: recreate it (its unique name makes a racing twin fail)
+        created = await records.insert(
+            uow,
+            model,
+            model.table("usergroup"),
+            {"name": masks.ADMIN_GROUP},
+            permission=masks.DEFAULT_PERMISSION,
+            actor=actor.ref,
+        )
+        admin_gid = created.id
     await records.insert(
         uow,
         model,

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from portside.auth import writes
 from portside.auth.permissions import REFER, Actor, allowed
 from portside.core import fieldtypes, masks, records, validation
-from portside.core.model import Model, TableModel
+from portside.core.model import OWNER_COLUMN, STANDARD, Model, TableModel
+from portside.core.records import RowData
 from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
 from portside.tools import names
 from portside.tools.ids import parse_uuid
@@ -54,15 +56,33 @@ def group_name(raw: str) -> str:
 
 
 async def to_values(
-    conn: AsyncConnection, model: Model, tm: TableModel, actor: Actor, attrs: Any, *, partial: bool, secret: str
+    conn: AsyncConnection,
+    model: Model,
+    tm: TableModel,
+    actor: Actor,
+    attrs: Any,
+    *,
+    partial: bool,
+    secret: str,
+    current: RowData | None = None,
 ) -> dict[str, Any]:
-    """Validated DB values for the attributes a client sent; BadRequest names the offending attribute."""
+    """Validated DB values for the attributes a client sent; BadRequest names the offending attribute.
+
+    Every attribute sent is either applied or refused (a 2xx never drops a value): unknown names are 400;
+    read-only ones (`reference_id`, timestamps, ...) are accepted only as an echo of the row's current
+    value (`current`, on update); `permission` and the owner column are applied; columns the caller may
+    not set are refused by `auth.writes` (403). On create, `reference_id` is taken by the caller (crud).
+    """
     if not isinstance(attrs, dict):
         raise BadRequest("attributes must be an object", pointer="/data/attributes")
     attrs = validation.conform(tm.decl.conformations, attrs)
+    owner = OWNER_COLUMN if tm.owner else None
     for name in attrs:
-        if not isinstance(name, str) or (name not in tm.columns and name not in READ_ONLY):
+        if not isinstance(name, str) or (name not in tm.columns and name not in READ_ONLY and name != owner):
             raise BadRequest(f"unknown attribute {name!r} for {tm.name}", pointer=_pointer(str(name)))
+        if name in READ_ONLY and not _echo(tm, name, attrs[name], current):
+            raise BadRequest(f"{name} is read-only", pointer=_pointer(name))
+    writes.check_columns(actor, tm, [n for n in attrs if n not in READ_ONLY])
     try:
         validation.validate(tm.decl.validations, attrs, partial=partial)
     except fieldtypes.FieldError as exc:
@@ -72,17 +92,19 @@ async def to_values(
     values: dict[str, Any] = {}
     heavy: list[tuple[str, Any]] = []
     for name, raw in attrs.items():
-        if name in READ_ONLY or name in ("permission", "user_account_id"):
+        if name in READ_ONLY:
+            continue
+        if name == "permission":
+            values[name] = permission_value(raw)
             continue
         col = tm.columns[name]
-        if col.exclude_from_api:
-            continue
         target = tm.fks.get(name)
-        if target is not None:
+        if target is not None:  # FK columns, the owner column of owned tables included
             values[name] = await resolve_ref(conn, model, actor, target, raw, _pointer(name))
             continue
-        if partial and raw == "" and col.column_type in ("password", "bcrypt"):
-            continue  # a client echoing back the "" it was given leaves the password alone
+        if col.column_type.strip().lower() in fieldtypes.HASHED_TYPES and (not isinstance(raw, str) or not raw.strip()):
+            detail = f"{name} must be a non-empty string (omit it to leave it unchanged)"
+            raise BadRequest(detail, pointer=_pointer(name))
         if raw is None and not col.is_nullable:
             raise BadRequest(f"{name} cannot be null", pointer=_pointer(name))
         if fieldtypes.needs_thread(col):
@@ -100,7 +122,7 @@ async def to_values(
     if not partial:
         for col in tm.columns.values():
             name = col.column_name
-            if name in values or name in records.SERVER_SET:
+            if name in values or name in STANDARD or name == owner:
                 continue
             if col.default_value is not None:
                 default = fieldtypes.default_for_insert(col)
@@ -109,6 +131,15 @@ async def to_values(
             elif not col.is_nullable and not col.exclude_from_api:
                 raise BadRequest(f"{name} is required", pointer=_pointer(name))
     return values
+
+
+def _echo(tm: TableModel, name: str, value: Any, current: RowData | None) -> bool:
+    """A read-only attribute is accepted when it only repeats what the row already has."""
+    if name == "__type":
+        return bool(value == tm.name)
+    if current is None:
+        return name == "reference_id"  # on create: the client-chosen id (crud checks it)
+    return name in current.attrs and bool(value == current.attrs[name])
 
 
 def permission_value(raw: Any) -> int:

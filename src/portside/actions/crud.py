@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside import log
 from portside.actions import links
-from portside.actions.convert import permission_value, resolve_ref, to_values, translate_db_error
+from portside.actions.convert import to_values, translate_db_error
+from portside.auth import writes
 from portside.auth.permissions import (
     CREATE,
     DELETE,
@@ -35,9 +36,9 @@ from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.events import Grants
-from portside.core.model import Model, RelSpec, TableModel
+from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
-from portside.errors import BadRequest, Forbidden, NotFound
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -322,31 +323,28 @@ class Crud:
         model = self.model
         tm = model.table(table)
         await self.gate(uow.conn, actor, tm, CREATE)
-        if ref is not None and parse_uuid(ref) is None:
-            raise BadRequest("data.id must be a UUID", pointer="/data/id")
+        attrs = links.with_to_one(tm, attrs, relationships)
+        ref = _client_ref(ref, attrs)
         values = await to_values(uow.conn, model, tm, actor, attrs, partial=False, secret=self.secret)
+        permission = values.pop("permission", None)
+        if permission is None:
+            permission = self.catalog.default_permission(tm.decl)
+        self_owned = False
         if tm.owner:
-            owner_raw = attrs.get("user_account_id") if isinstance(attrs, dict) else None
-            if actor.is_admin and owner_raw:
-                values["user_account_id"] = await resolve_ref(
-                    uow.conn, model, actor, "user_account", owner_raw, "/data/attributes/user_account_id"
-                )
+            if OWNER_COLUMN in values:
+                writes.check_owner(actor, values[OWNER_COLUMN])
+            elif table == "user_account":  # a user owns their own row unless an administrator says otherwise
+                self_owned = True
             else:
-                values["user_account_id"] = actor.user_id
+                values[OWNER_COLUMN] = actor.user_id
         to_link = await links.to_many(self, uow.conn, actor, tm, relationships)
+        writes.check_links(actor, tm, to_link)
         groups = [(g.name, g.permission or self._link_default(tm)) for g in tm.decl.default_groups]
         row_id = await records.insert_row(
-            uow,
-            model,
-            tm,
-            values,
-            permission=self.catalog.default_permission(tm.decl),
-            actor=actor.ref,
-            ref=parse_uuid(ref) if ref else None,
-            groups=groups,
+            uow, model, tm, values, permission=permission, actor=actor.ref, ref=ref, groups=groups
         )
-        if table == "user_account" and actor.is_guest:  # a user signing up owns their own row
-            await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row_id).values(user_account_id=row_id))
+        if self_owned:
+            await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row_id).values({OWNER_COLUMN: row_id}))
         if to_link:
             await links.link(self, uow, actor, tm, row_id, to_link, replace=False, announce=False)
         # one create event, carrying the row's final owner and group grants
@@ -377,17 +375,12 @@ class Crud:
         tm = model.table(table)
         await self.gate(uow.conn, actor, tm, UPDATE)
         row = await self.row(uow.conn, actor, tm, ref, UPDATE)
-        values = await to_values(uow.conn, model, tm, actor, attrs or {}, partial=True, secret=self.secret)
-        if isinstance(attrs, dict):
-            if "permission" in attrs:
-                values["permission"] = permission_value(attrs["permission"])
-            if tm.owner and "user_account_id" in attrs:
-                values["user_account_id"] = await resolve_ref(
-                    uow.conn, model, actor, "user_account", attrs["user_account_id"], "/data/attributes/user_account_id"
-                )
-        if table == "user_account" and "password" in values:
+        attrs = links.with_to_one(tm, attrs or {}, relationships)
+        values = await to_values(uow.conn, model, tm, actor, attrs, partial=True, secret=self.secret, current=row)
+        if table == "user_account" and "password" in values and "auth_version" not in values:
             values["auth_version"] = tm.sa.c.auth_version + 1  # every older token stops working
         to_link = await links.to_many(self, uow.conn, actor, tm, relationships)
+        writes.check_links(actor, tm, to_link)
         if to_link:
             await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
         return await records.update(uow, model, tm, row.id, values, actor=actor.ref)
@@ -405,9 +398,29 @@ class Crud:
                 raise translate_db_error(exc) from None
         model = self.model
         tm = model.table(table)
+        writes.check_delete(actor, tm)
         await self.gate(uow.conn, actor, tm, DELETE)
         row = await self.row(uow.conn, actor, tm, ref, DELETE)
-        await records.delete(uow, model, tm, row, actor=actor.ref)
+        heir = None
+        if table == "user_account":  # the deleted user's rows pass to the administrator deleting them
+            if row.id == actor.user_id:
+                raise Conflict("you cannot delete your own account")
+            heir = actor.user_id
+        await records.delete(uow, model, tm, row, actor=actor.ref, heir=heir)
+
+
+def _client_ref(ref: str | None, attrs: Any) -> str | None:
+    """The client-chosen id of a new row: `data.id` and/or `attributes.reference_id` (a UUID; both must agree)."""
+    chosen = attrs.get("reference_id") if isinstance(attrs, dict) else None
+    if chosen is not None:
+        if not isinstance(chosen, str) or parse_uuid(chosen) is None:
+            raise BadRequest("reference_id must be a UUID", pointer="/data/attributes/reference_id")
+        if ref is not None and parse_uuid(ref) != parse_uuid(chosen):
+            raise BadRequest("reference_id differs from data.id", pointer="/data/attributes/reference_id")
+        ref = chosen
+    if ref is not None and parse_uuid(ref) is None:
+        raise BadRequest("data.id must be a UUID", pointer="/data/id")
+    return parse_uuid(ref) if ref is not None else None
 
 
 def _verb(right: int) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside.actions.convert import resolve_ref, translate_db_error
+from portside.auth import writes
 from portside.auth.permissions import REFER, UPDATE, Actor
 from portside.core import records
 from portside.core.db import UnitOfWork
@@ -43,6 +44,30 @@ def identifier(rel: RelSpec, item: Any, pointer: str) -> Any:
     raise BadRequest(f"expected a {rel.target} resource identifier", pointer=pointer)
 
 
+def with_to_one(tm: TableModel, attrs: Any, relationships: Any) -> Any:
+    """`attrs` plus the to-one relationships sent in `relationships` (as their FK attributes), so a to-one
+    relationship is applied like its attribute; the same FK sent both ways with different values is a 400."""
+    if not isinstance(relationships, dict) or not isinstance(attrs, dict):
+        return attrs
+    merged = dict(attrs)
+    for name, body in relationships.items():
+        rel = tm.relations.get(name)
+        if rel is None or rel.join_table is not None or not isinstance(body, dict) or "data" not in body:
+            continue  # to-many relations and malformed bodies are handled (and refused) by to_many
+        data = body["data"]
+        pointer = f"/data/relationships/{name}/data"
+        if data is not None and not (isinstance(data, dict) and isinstance(data.get("id"), str)):
+            raise BadRequest("to-one relationship data must be null or a resource identifier", pointer=pointer)
+        if data is not None:
+            identifier(rel, data, pointer)  # a type naming another table is a 409
+        value = None if data is None else data["id"]
+        fk = rel.fk_column or name
+        if fk in merged and merged[fk] != value:
+            raise BadRequest(f"{fk} is sent both as an attribute and as a relationship", pointer=pointer)
+        merged[fk] = value
+    return merged
+
+
 async def to_many(
     crud: Crud,
     conn: AsyncConnection,
@@ -52,8 +77,8 @@ async def to_many(
     base: str = "/data/relationships",
 ) -> dict[str, list[int]]:
     """Parse `relationships` for to-many (join table) relations into target ids (Refer checked), each target
-    once however often (or in whichever spelling) it is listed. To-one entries are only checked here (they
-    are written through the FK attribute)."""
+    once however often (or in whichever spelling) it is listed. To-one entries were checked and applied
+    through their FK attribute by `with_to_one`."""
     if relationships is None:
         return {}
     if not isinstance(relationships, dict):
@@ -68,10 +93,7 @@ async def to_many(
             raise BadRequest("relationship must be an object with data", pointer=pointer)
         data = body["data"]
         if rel.join_table is None:
-            if isinstance(data, list):
-                raise BadRequest("to-one relationship data must be an object or null", pointer=f"{pointer}/data")
-            identifier(rel, data, f"{pointer}/data")
-            continue
+            continue  # to-one relations were checked and merged into the attributes (with_to_one)
         if not isinstance(data, list):
             raise BadRequest("to-many relationship data must be a list", pointer=f"{pointer}/data")
         if len(data) > MAX_LINKS:
@@ -150,6 +172,8 @@ async def change(crud: Crud, actor: Actor, table: str, ref: str, name: str, body
     rel = tm.relations.get(name)
     if rel is None:
         raise NotFound(f"no relationship {name!r} on {table}")
+    if rel.join_table is not None:
+        writes.check_links(actor, tm, [name])
     try:
         async with crud.db.transaction() as uow:
             await crud.gate(uow.conn, actor, tm, REFER)

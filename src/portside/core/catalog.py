@@ -20,7 +20,7 @@ from portside.core import masks, records
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.migrate import migrate
-from portside.core.model import MEMBERSHIP, Model, build
+from portside.core.model import MEMBERSHIP, Model, build, check_reserved
 from portside.core.schema import SchemaDoc, Table, discover, load_files, parse_action, parse_table
 from portside.errors import SchemaError
 from portside.tools import jsonutil
@@ -119,6 +119,7 @@ class Catalog:
 
     def check(self, doc: SchemaDoc) -> Model:
         """Build (without applying) the model that `doc` would give; raises SchemaError if invalid."""
+        check_reserved(doc)
         current = self.model
         docs = [
             SchemaDoc(
@@ -264,8 +265,14 @@ class Catalog:
                 )
 
 
-async def admin_exists(conn: Any, model: Model) -> bool:
-    """Whether any user is a member of the `administrators` group (not guessed from a user count)."""
+async def admin_exists(conn: Any, model: Model, *, lock: bool = False) -> bool:
+    """Whether any user is a member of the `administrators` group (not guessed from a user count).
+
+    `lock`: a locking read (FOR UPDATE), which sees the latest committed rows even inside a REPEATABLE READ
+    snapshot (MariaDB) and keeps them until the transaction ends."""
     m, g = model.table(MEMBERSHIP).sa, model.table("usergroup").sa
     q = sa.select(m.c.id).select_from(m.join(g, g.c.id == m.c.usergroup_id)).where(g.c.name == masks.ADMIN_GROUP)
-    return (await conn.scalar(q.limit(1))) is not None
+    q = q.limit(1)
+    if lock:
+        q = q.with_for_update()
+    return (await conn.scalar(q)) is not None

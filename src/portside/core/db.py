@@ -44,7 +44,7 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=OFF")
+    cur.execute("PRAGMA foreign_keys=ON")  # references are enforced (see model._sa_table)
     cur.close()
 
 

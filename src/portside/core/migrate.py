@@ -10,6 +10,8 @@ gave a nondeterministic ICU collation on PostgreSQL is not something Portside cr
 
 from __future__ import annotations
 
+import warnings
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -60,11 +62,24 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
     prep = conn.dialect.identifier_preparer
     collation = binary_collation(conn) if conn.dialect.name == "mysql" else None
     inexact = _inexact_tables(conn, collation) if collation is not None else set()
-    for table in metadata.sorted_tables:
+    sqlite = conn.dialect.name == "sqlite"
+    # PostgreSQL and MariaDB check a foreign key's target when it is declared: constraints are added after
+    # every new table exists (tables may refer to each other in a cycle); SQLite declares them inline
+    constraints: list[sa.ForeignKeyConstraint] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sa.exc.SAWarning)  # "cannot sort tables": cycles are fine here
+        ordered = metadata.sorted_tables
+    for table in ordered:
         if table.name not in existing:
             if collation is not None:
                 table.dialect_kwargs.update(mysql_charset="utf8mb4", mysql_collate=collation)
-            table.create(conn)
+            if sqlite:
+                table.create(conn)
+            else:
+                conn.execute(sa.schema.CreateTable(table, include_foreign_key_constraints=[]))
+                for index in table.indexes:
+                    index.create(conn)
+                constraints += table.foreign_key_constraints
             done.append(f"create table {table.name}")
             continue
         if table.name in inexact and collation is not None:
@@ -78,6 +93,12 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
                 continue
             # added columns are nullable: existing rows have no value for them
             ddl = col.type.compile(dialect=conn.dialect)
+            refs = [fk for fk in table.foreign_key_constraints if col.name in fk.column_keys]
+            if sqlite and refs:  # SQLite allows REFERENCES on an added column whose default is NULL
+                target = refs[0].elements[0].column
+                ddl += f" REFERENCES {prep.format_table(target.table)} ({prep.format_column(target)})"
+            else:
+                constraints += refs
             conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.format_column(col)} {ddl}"))
             done.append(f"add column {table.name}.{col.name}")
         have_idx = {i["name"] for i in insp.get_indexes(table.name)}
@@ -86,6 +107,9 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
             if index.name not in have_idx:
                 index.create(conn)
                 done.append(f"create index {index.name} on {table.name}")
+    for fk in constraints:
+        conn.execute(sa.schema.AddConstraint(fk))
+        done.append(f"add foreign key {fk.name} on {fk.table.name}")
     return done
 
 

@@ -166,6 +166,33 @@ def merge_docs(
     return decls, list(relations.values()), actions
 
 
+def reserved(table: str, column: str) -> bool:
+    """Column names a declaration cannot take in `table`: the standard columns and, in owned tables, the owner."""
+    return column in STANDARD or (column == OWNER_COLUMN and has_owner(table))
+
+
+def check_reserved(doc: SchemaDoc) -> None:
+    """A new declaration may not name a column like a standard or the owner column (SchemaError, 400).
+
+    Declarations stored or loaded from files before this rule are read with the standard column winning."""
+    for t in doc.tables:
+        for c in t.columns:
+            if reserved(t.table_name, c.column_name):
+                raise SchemaError(f"{t.table_name}: column {c.column_name!r} is a standard column; choose another name")
+
+
+def _check_names(r: Relation) -> None:
+    """A relation's column must not take the name of a standard column or of the owner column."""
+    names = [r.object_name] if r.kind == "fk" else [r.subject_name, r.object_name]
+    for name in names:
+        owner_clash = r.kind == "fk" and name == OWNER_COLUMN and r.object != "user_account" and has_owner(r.subject)
+        if name in STANDARD or owner_clash:
+            raise SchemaError(
+                f"relation {r.subject} {r.relation} {r.object}: column name {name!r} is a standard column; "
+                "choose another SubjectName/ObjectName"
+            )
+
+
 def _fk_column(name: str, target: str) -> Column:
     return Column(name, "alias", data_type="int(11)", is_indexed=True, foreign_key=ForeignKey("self", target, "id"))
 
@@ -183,8 +210,8 @@ def build(docs: list[SchemaDoc]) -> Model:
     for name, decl in decls.items():
         cols = {c.column_name: c for c in standard_columns()}
         for c in decl.columns:
-            if c.column_name in STANDARD:
-                continue
+            if reserved(name, c.column_name):
+                continue  # the standard column (or owner column) wins; uploads are refused (check_reserved)
             cols[c.column_name] = c
         columns[name] = cols
 
@@ -192,6 +219,8 @@ def build(docs: list[SchemaDoc]) -> Model:
     # (priority, table, spec): a table's own FK column wins a name, then its own join relations, then
     # the reverse views from other tables; a lower-priority relation with a taken name is not exposed
     found: list[tuple[int, str, RelSpec]] = []
+    for r in user_relations:
+        _check_names(r)
     for r in relations:
         if r.kind == "fk":
             columns[r.subject].setdefault(r.object_name, _fk_column(r.object_name, r.object))
@@ -237,6 +266,7 @@ def build(docs: list[SchemaDoc]) -> Model:
 
     tables: dict[str, TableModel] = {}
     metadata = sa.MetaData()
+    known = frozenset(decls) | frozenset(join_tables)
     for name, decl in decls.items():
         cols = columns[name]
         fks = {
@@ -248,7 +278,7 @@ def build(docs: list[SchemaDoc]) -> Model:
         tables[name] = TableModel(
             decl,
             cols,
-            _sa_table(metadata, name, cols, decl.composite_keys),
+            _sa_table(metadata, name, cols, decl.composite_keys, known),
             has_owner(name),
             group_join,
             fks,
@@ -267,7 +297,7 @@ def build(docs: list[SchemaDoc]) -> Model:
         tm = TableModel(
             decl,
             cols,
-            _sa_table(metadata, jt, cols, keys),
+            _sa_table(metadata, jt, cols, keys, known),
             False,
             None,
             fks,
@@ -292,16 +322,29 @@ def build(docs: list[SchemaDoc]) -> Model:
     return Model(tables, actions, metadata, decls, user_relations)
 
 
-def _sa_table(metadata: sa.MetaData, name: str, cols: dict[str, Column], composite: list[list[str]]) -> sa.Table:
+def fk_name(table: str, col: str) -> str:
+    return "f" + hashlib.md5(f"fk_{table}_{col}".encode()).hexdigest()
+
+
+def _sa_table(
+    metadata: sa.MetaData, name: str, cols: dict[str, Column], composite: list[list[str]], known: frozenset[str]
+) -> sa.Table:
     sa_cols: list[sa.Column[object]] = []
     for c in cols.values():
         if c.column_name == "id":
             sa_cols.append(sa.Column("id", sa.Integer, primary_key=True, autoincrement=True))
             continue
         nullable = c.is_nullable and c.column_name != "reference_id"
-        sa_cols.append(sa.Column(c.column_name, fieldtypes.sa_type(c), nullable=nullable))
-    # MySQL/MariaDB collation: chosen per server at creation (`migrate.binary_collation`), never *_ci
-    table = sa.Table(name, metadata, *sa_cols, mysql_charset="utf8mb4")
+        col_type = fieldtypes.sa_type(c)
+        fk = c.foreign_key
+        # references to rows of this database are enforced by it (integer ids of a table of the model)
+        args: list[sa.ForeignKey] = []
+        if fk is not None and fk.data_source == "self" and fk.namespace in known and isinstance(col_type, sa.Integer):
+            args.append(sa.ForeignKey(f"{fk.namespace}.id", name=fk_name(name, c.column_name)))
+        sa_cols.append(sa.Column(c.column_name, col_type, *args, nullable=nullable))
+    # MySQL/MariaDB collation: chosen per server at creation (`migrate.binary_collation`), never *_ci;
+    # sqlite_autoincrement: SQLite would otherwise hand a deleted highest id to the next row
+    table = sa.Table(name, metadata, *sa_cols, mysql_charset="utf8mb4", sqlite_autoincrement=True)
     for c in cols.values():
         if c.column_name == "id":
             continue

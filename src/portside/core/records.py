@@ -17,10 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portside.core import fieldtypes
 from portside.core.db import UnitOfWork
 from portside.core.events import EventDraft, Grants
-from portside.core.model import Model, TableModel
+from portside.core.model import OWNER_COLUMN, Model, TableModel
 from portside.tools.ids import uuid7_str
-
-SERVER_SET = frozenset({"id", "version", "created_at", "updated_at", "reference_id", "permission", "user_account_id"})
 
 
 @dataclass
@@ -280,8 +278,12 @@ async def update(
     return await _emit(uow, model, tm, row_id, "update", actor)
 
 
-async def delete(uow: UnitOfWork, model: Model, tm: TableModel, row: RowData, *, actor: str | None) -> None:
-    """Delete a row and its links in join tables; every removed row gets a delete event."""
+async def delete(
+    uow: UnitOfWork, model: Model, tm: TableModel, row: RowData, *, actor: str | None, heir: int | None = None
+) -> None:
+    """Delete a row so that nothing refers to its id afterwards: its join-table links are deleted, other
+    rows' to-one references to it are set to null and, when a user is deleted, the rows they owned pass to
+    `heir` (ownerless if None). Every removed or changed row gets its event."""
     for jt in model.tables.values():
         if jt.join_pair is None:
             continue
@@ -294,7 +296,32 @@ async def delete(uow: UnitOfWork, model: Model, tm: TableModel, row: RowData, *,
                 await uow.emit(
                     EventDraft(jt.name, "delete", link.ref, event_payload(jt, link.attrs), link.grants, actor)
                 )
-    await uow.conn.execute(tm.sa.delete().where(tm.sa.c.id == row.id))
+    for other in model.tables.values():
+        if other.join_pair is not None:
+            continue
+        for col, target in other.fks.items():
+            if target != tm.name:
+                continue
+            t = other.sa
+            cond = t.c[col] == row.id
+            if other is tm:  # a row referring to itself (a user owning their own row) goes with it
+                cond = sa.and_(cond, t.c.id != row.id)
+            ids = (await uow.conn.scalars(sa.select(t.c.id).where(cond))).all()
+            if not ids:
+                continue
+            value = heir if other.owner and col == OWNER_COLUMN else None
+            stamp = now()
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                changes = {col: value, "version": t.c.version + 1, "updated_at": stamp}
+                await uow.conn.execute(t.update().where(t.c.id.in_(chunk)).values(changes))
+            for rid in ids:
+                await _emit(uow, model, other, int(rid), "update", actor)
+    t = tm.sa
+    for col, target in tm.fks.items():  # InnoDB refuses to delete a row that refers to itself
+        if target == tm.name:
+            await uow.conn.execute(t.update().where(t.c.id == row.id, t.c[col] == row.id).values({col: None}))
+    await uow.conn.execute(t.delete().where(t.c.id == row.id))
     await uow.emit(EventDraft(tm.name, "delete", row.ref, event_payload(tm, row.attrs), row.grants, actor))
 
 
