@@ -10,7 +10,7 @@ from portside.core.config import MAX_VALUE_BYTES, unquote
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.http.common import actor, json_response, read_body, services
 
-HIDDEN = frozenset({"jwt.secret", "encryption.secret"})
+HIDDEN = frozenset({"jwt.secret", "encryption.secret", "acme.account_key"})
 
 
 async def _admin(request: Request) -> None:
