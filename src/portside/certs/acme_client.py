@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
-from josepy.jwk import JWKRSA
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives.asymmetric import rsa
+from josepy.jwk import JWKRSA
 
 from portside.certs import x509 as certx
 
