@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from portside.certs.x509 import needs_renewal
-from support import World, create, read_events, setup_world, start_server
+from support import REDIS, Server, World, create, fresh_database, read_events, setup_world, start_server
 
 HOST = "localhost"
 
@@ -47,13 +46,13 @@ def world(db_url: str) -> Iterator[World]:
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-def tls_addr(w: World) -> tuple[str, int]:
-    u = urlsplit(w.server.tls_url)
+def tls_addr(w: World | Server) -> tuple[str, int]:
+    u = urlsplit((w.server if isinstance(w, World) else w).tls_url)
     assert u.hostname is not None and u.port is not None
     return u.hostname, u.port
 
 
-def served(w: World, server_name: str | None) -> x509.Certificate:
+def served(w: World | Server, server_name: str | None) -> x509.Certificate:
     """The certificate the HTTPS port presents for this SNI (None: no SNI at all)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -217,6 +216,27 @@ def test_changed_row_is_served_on_the_next_handshake(world: World) -> None:
     assert world.server.proc.poll() is None  # same process throughout
 
 
+def test_other_nodes_serve_a_changed_row_without_restart() -> None:
+    """Two nodes on one PostgreSQL + Redis: a certificate written through one is served by the other."""
+    url, drop = fresh_database("postgresql")
+    a = start_server(url, None, "--redis-url", REDIS, "--tls-port", "0")
+    b = start_server(url, None, "--redis-url", REDIS, "--tls-port", "0")
+    try:
+        w = setup_world(a, url)
+        host = f"n-{uuid.uuid4().hex[:6]}.test"
+        ref = new_row(w, host)
+        wait_for(lambda: names(served(b, host)) == [host], "the other node to serve the new row")
+        first = served(b, host)
+        with w.c(w.admin) as c:
+            assert act(c, "generate_self_certificate", ref, regenerate=True).status_code == 200
+        wait_for(lambda: served(b, host).serial_number != first.serial_number, "the other node to reload")
+        assert served(b, host).serial_number == served(a, host).serial_number
+    finally:
+        a.stop()
+        b.stop()
+        drop()
+
+
 # -- (5) bad input, rights, secrets ---------------------------------------------------------------------------
 
 BAD_HOSTNAMES = [
@@ -327,6 +347,8 @@ def test_private_key_never_leaves_the_server(world: World) -> None:
 
 
 def test_renewal_decision() -> None:
+    from portside.certs.x509 import needs_renewal
+
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert needs_renewal(now + dt.timedelta(days=29), now, 30)
     assert not needs_renewal(now + dt.timedelta(days=31), now, 30)
@@ -503,6 +525,15 @@ def test_acme_certificate_from_pebble_is_served_by_sni(world: World, pebble: dic
         assert r.status_code == 200, r.text
         r = act(c, "generate_acme_certificate", ref)
         assert r.status_code == 502 and "ACME" in r.text, r.text
+        for key, value, words in (
+            ("acme.directory_url", "http://127.0.0.1:1/dir", "https://"),  # TLS to the CA is not optional
+            ("acme.directory_url", pebble["directory"], ""),
+            ("acme.ca_file", "/nonexistent/ca.pem", "acme.ca_file"),
+        ):
+            assert c.post(f"/_config/backend/{key}", content=value).status_code == 200
+            if words:
+                r = act(c, "generate_acme_certificate", ref)
+                assert r.status_code == 502 and words in r.text, r.text
     assert served(world, host).serial_number == leaf.serial_number
 
 

@@ -76,10 +76,14 @@ def _admin(ctx: ActionContext) -> None:
 def _hostname(ctx: ActionContext) -> str:
     if ctx.subject is None:
         raise BadRequest("certificate_id is required", pointer="/attributes/certificate_id")
+    raw = ctx.subject.attrs.get("hostname")
     try:
-        return certx.normalize_hostname(ctx.subject.attrs.get("hostname"))
+        host = certx.normalize_hostname(raw)
     except certx.CertError as exc:
         raise BadRequest(f"this certificate row cannot be used: {exc}", pointer="/attributes/certificate_id") from None
+    if host != raw:  # rows written before names were normalized: fix the row first
+        raise BadRequest(f"hostname must be written as {host!r}", pointer="/attributes/certificate_id")
+    return host
 
 
 def _flag(value: Any) -> bool:

@@ -9,10 +9,12 @@ TLS to the CA is always verified: against the system store, or `ca_file` (a test
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -59,6 +61,13 @@ class AcmeConfig:
     email: str = ""
 
 
+def _check(cfg: AcmeConfig) -> None:
+    if urlsplit(cfg.directory_url).scheme != "https":
+        raise AcmeError("acme.directory_url must be an https:// URL")
+    if cfg.ca_file and not os.path.isfile(cfg.ca_file):
+        raise AcmeError("acme.ca_file is not a readable file")
+
+
 def _network(cfg: AcmeConfig, key: JWKRSA) -> client.ClientNetwork:
     verify: Any = cfg.ca_file or True  # requests' `verify`: True or a CA bundle path; never False
     return client.ClientNetwork(key, verify_ssl=cast(bool, verify), user_agent="portside", timeout=30)
@@ -75,6 +84,7 @@ def _account(acme: client.ClientV2, email: str) -> None:
 
 def issue(cfg: AcmeConfig, hostname: str, store: Challenges) -> certx.Material:
     """Order a certificate for `hostname` (normalized), answer HTTP-01, return leaf, chain and key."""
+    _check(cfg)
     account_key = certx.load_key(cfg.account_key_pem)
     if not isinstance(account_key, rsa.RSAPrivateKey):
         raise AcmeError("ACME account key must be RSA")

@@ -103,7 +103,11 @@ class CertificateService:
     async def refresh(self, events: Sequence[Event]) -> None:
         """This node's committed change: rebuilt before the write's response, so the next handshake sees it."""
         if any(e.table == TABLE for e in events):
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # the write is committed: never fail its response; the bus retries the reload
+                logger.exception("certificate reload failed")
+                self.on_events(events)
 
     async def _reload_loop(self) -> None:
         while self._dirty:
@@ -243,8 +247,11 @@ class CertificateService:
             account_key_pem=await self._account_key(),
             email=email,
         )
-        async with asyncio.timeout(ACME_LOCK_TIMEOUT), self._acme_lock:  # one order at a time per node
-            m = await asyncio.to_thread(acme_client.issue, cfg, host, self.challenges)
+        try:
+            async with asyncio.timeout(ACME_LOCK_TIMEOUT), self._acme_lock:  # one order at a time per node
+                m = await asyncio.to_thread(acme_client.issue, cfg, host, self.challenges)
+        except TimeoutError:
+            raise acme_client.AcmeError(f"the ACME order for {host} did not finish in time") from None
         for attempt in range(2):
             try:
                 async with self.db.transaction() as uow:
