@@ -66,6 +66,10 @@ def served(w: World | Server, server_name: str | None) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+def served_pem(w: World | Server, server_name: str | None) -> str:
+    return served(w, server_name).public_bytes(serialization.Encoding.PEM).decode()
+
+
 def names(cert: x509.Certificate) -> list[str]:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return [str(n.value) for n in san]
@@ -235,6 +239,32 @@ def test_other_nodes_serve_a_changed_row_without_restart() -> None:
         a.stop()
         b.stop()
         drop()
+
+
+def test_a_broken_fallback_row_keeps_its_last_good_certificate(world: World) -> None:
+    before = served(world, None)
+    with world.c(world.admin) as c:
+        row = row_of(c, HOST)
+        assert row is not None
+        for broken in ("not a certificate", served_pem(world, "unknown.test").replace("M", "N", 5), ""):
+            r = c.patch(
+                f"/api/certificate/{row['id']}",
+                json={"data": {"type": "certificate", "id": row["id"], "attributes": {"certificate_pem": broken}}},
+            )
+            assert r.status_code == 200, r.text
+            assert served(world, None).serial_number == before.serial_number  # handshakes still work
+        other = new_row(world, f"o-{uuid.uuid4().hex[:6]}.test")
+        _, pem = download(c, other)  # a valid certificate whose key this row does not have
+        r = c.patch(
+            f"/api/certificate/{row['id']}",
+            json={"data": {"type": "certificate", "id": row["id"], "attributes": {"certificate_pem": pem}}},
+        )
+        assert r.status_code == 200, r.text
+        assert served(world, "unknown.test").serial_number == before.serial_number
+        r = act(c, "generate_self_certificate", row["id"])  # unusable row: the action makes a new one
+        assert r.status_code == 200, r.text
+    after = served(world, None)
+    assert after.serial_number != before.serial_number and names(after) == [HOST]
 
 
 # -- (5) bad input, rights, secrets ---------------------------------------------------------------------------

@@ -157,8 +157,9 @@ class CertificateService:
                     materials[host] = m
                 except certx.CertError as exc:
                     logger.warning("certificate row %s is not usable: %s", host, exc)
-                    contexts.pop(host, None)
-                    materials.pop(host, None)
+                    if host != self.fallback:  # its names fall back; the fallback keeps its last good certificate
+                        contexts.pop(host, None)
+                        materials.pop(host, None)
             for gone in set(contexts) - set(stamps):
                 if gone != self.fallback:  # the fallback stays served until a new one exists
                     contexts.pop(gone, None)
