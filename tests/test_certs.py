@@ -367,6 +367,11 @@ def test_private_key_never_leaves_the_server(world: World) -> None:
                     assert "PRIVATE" not in base64.b64decode(content).decode()
         q = json.dumps([{"column": "private_key_pem", "operator": "like", "value": "%"}])
         assert c.get("/api/certificate", params={"query": q}).status_code == 400  # not even as a filter
+        for params in ({"fields": "private_key_pem"}, {"sort": "private_key_pem"}, {"filter": "PRIVATE"}):
+            r = c.get("/api/certificate", params=params)
+            assert r.status_code in (200, 400) and "PRIVATE KEY" not in r.text, (params, r.text)
+            if r.status_code == 200:
+                assert all("private_key_pem" not in row["attributes"] for row in r.json()["data"])
     events = [e for e in read_events(world.db_url) if e["table"] == "certificate"]
     assert events and all("private_key_pem" not in e["data"] for e in events)
     assert "PRIVATE KEY" not in json.dumps(events)

@@ -114,6 +114,7 @@ async def generate_acme(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Resp
     host = _hostname(ctx)
     certs = _service(ctx)
     email = ctx.attributes.get("email") or ""
+    email = email.strip().lower() if isinstance(email, str) else email
     if not isinstance(email, str) or (email and not fieldtypes.is_email(email)):
         raise BadRequest("invalid email", pointer="/attributes/email")
     if email:  # Daptin: the account's contact must be one of this server's users
