@@ -557,6 +557,12 @@ def test_acme_certificate_from_pebble_is_served_by_sni(world: World, pebble: dic
     ctx = ssl.create_default_context(cadata=root_pem)
     with socket.create_connection(tls_addr(world), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
         assert s.version() in ("TLSv1.2", "TLSv1.3")
+    with world.c(world.admin) as c:  # a second order replaces the row: the next handshake serves it
+        r = act(c, "generate_acme_certificate", ref)
+        assert r.status_code == 200, r.text
+    renewed = served(world, host)
+    assert renewed.serial_number != leaf.serial_number and renewed.issuer == intermediate.subject
+    leaf = renewed
     with world.c(world.admin) as c:  # an unreachable CA is a clean 502, and nothing changes
         r = c.post("/_config/backend/acme.directory_url", content=f"https://127.0.0.1:{free_port()}/dir")
         assert r.status_code == 200, r.text
@@ -574,14 +580,33 @@ def test_acme_certificate_from_pebble_is_served_by_sni(world: World, pebble: dic
     assert served(world, host).serial_number == leaf.serial_number
 
 
-def test_renewal_replaces_due_certificates(world: World) -> None:
-    """With a renewal window longer than a self-signed lifetime, the renewal task replaces the certificate."""
+def test_renewal_replaces_due_certificates(world: World, pebble: dict[str, str]) -> None:
+    """With a renewal window longer than any lifetime, the renewal task replaces the certificates: self-signed
+    ones by regeneration, ACME ones by a new order."""
     before = served(world, HOST)
     with world.c(world.admin) as c:
-        for key, value in (("certs.renew_before_days", "400"), ("certs.renew_check_seconds", "1")):
+        q = json.dumps([{"column": "issuer", "operator": "is", "value": "acme"}])
+        acme_hosts = [
+            r["attributes"]["hostname"] for r in c.get("/api/certificate", params={"query": q}).json()["data"]
+        ]
+        assert acme_hosts  # from the Pebble test
+        acme_before = served(world, acme_hosts[0])
+        config = (
+            ("acme.directory_url", pebble["directory"]),
+            ("acme.ca_file", pebble["ca_file"]),
+            ("certs.renew_before_days", "4000"),  # Pebble's certificates are valid for 5 years
+            ("certs.renew_check_seconds", "1"),
+        )
+        for key, value in config:
             assert c.post(f"/_config/backend/{key}", content=value).status_code == 200
         try:
             wait_for(lambda: served(world, HOST).serial_number != before.serial_number, "a renewed certificate")
+            wait_for(
+                lambda: served(world, acme_hosts[0]).serial_number != acme_before.serial_number,
+                "a renewed ACME certificate",
+                timeout=30,
+            )
+            assert served(world, acme_hosts[0]).issuer == acme_before.issuer
         finally:
             assert c.post("/_config/backend/certs.renew_before_days", content="30").status_code == 200
             assert c.post("/_config/backend/certs.renew_check_seconds", content="3600").status_code == 200

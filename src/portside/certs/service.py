@@ -129,6 +129,8 @@ class CertificateService:
 
     def _decode(self, row: Any) -> certx.Material:
         host = certx.normalize_hostname(row.hostname)
+        if not row.certificate_pem or not row.private_key_pem:
+            raise certx.CertError("no certificate yet")
         try:
             key = crypto.decrypt(self._secret, row.private_key_pem or "")
         except ValueError:
@@ -156,7 +158,8 @@ class CertificateService:
                     contexts[host] = await asyncio.to_thread(certx.context_for, m)
                     materials[host] = m
                 except certx.CertError as exc:
-                    logger.warning("certificate row %s is not usable: %s", host, exc)
+                    if row.certificate_pem:  # an empty row is only waiting for its certificate
+                        logger.warning("certificate row %s is not usable: %s", host, exc)
                     if host != self.fallback:  # its names fall back; the fallback keeps its last good certificate
                         contexts.pop(host, None)
                         materials.pop(host, None)
