@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -390,6 +391,44 @@ def test_renewal_decision() -> None:
     assert needs_renewal(now - dt.timedelta(days=1), now, 30)  # expired
     assert needs_renewal(now + dt.timedelta(hours=1), now, 0) is False
     assert needs_renewal(now + dt.timedelta(days=5), now, -3) is False
+
+
+def test_keys_in_every_stored_format_are_read() -> None:
+    """Daptin stored PKCS#1 bodies under a PKCS#8 label; PKCS#1, SEC1 and PKCS#8 all load, and a key that does
+    not belong to the certificate is refused."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from portside.certs import x509 as certx
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pkcs1 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    daptin = "-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(pkcs1).decode() + "-----END PRIVATE KEY-----\n"
+    traditional = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+    for pem in (daptin, traditional, certx.key_to_pem(key)):
+        assert certx.load_key(pem).public_key().public_numbers() == key.public_key().public_numbers()
+    for bad in ("", "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----", "x" * 70_000):
+        with pytest.raises(certx.CertError):
+            certx.load_key(bad)
+    m = certx.self_signed("k.test")
+    assert certx.material("k.test", m.cert_pem, m.cert_pem, m.key_pem).chain_pem == ""  # leaf copy dropped
+    with pytest.raises(certx.CertError):
+        certx.material("k.test", m.cert_pem, "", daptin)
+
+
+def test_bad_listener_hostname_stops_start_up(tmp_path: Path) -> None:
+    for bad in ("../x", "a b", "*.test"):
+        r = subprocess.run(
+            [sys.executable, "-m", "portside.cli.main", "serve", "--port", "0", "--tls-port", "0"]
+            + ["--data-dir", str(tmp_path), "--hostname", bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 1 and "invalid --hostname" in r.stderr, (bad, r.stderr[-500:])
 
 
 # -- (4) ACME with Pebble ------------------------------------------------------------------------------------------
