@@ -419,11 +419,13 @@ def test_keys_in_every_stored_format_are_read() -> None:
         certx.material("k.test", m.cert_pem, "", daptin)
 
 
+SERVE = [sys.executable, "-m", "portside.cli.main", "serve", "--port", "0", "--tls-port", "0"]
+
+
 def test_bad_listener_hostname_stops_start_up(tmp_path: Path) -> None:
     for bad in ("../x", "a b", "*.test"):
         r = subprocess.run(
-            [sys.executable, "-m", "portside.cli.main", "serve", "--port", "0", "--tls-port", "0"]
-            + ["--data-dir", str(tmp_path), "--hostname", bad],
+            [*SERVE, "--data-dir", str(tmp_path), "--hostname", bad],
             capture_output=True,
             text=True,
             timeout=60,
