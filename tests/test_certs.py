@@ -160,6 +160,15 @@ def test_https_serves_ping_and_live_websocket(world: World) -> None:
             return session
 
     assert asyncio.run(live())["type"] == "session"
+
+    async def yjs() -> bytes:  # the collaboration endpoint too: the server opens with its SyncStep1
+        url = f"wss://{host}:{port}/yjs/tls-room-{uuid.uuid4().hex[:6]}?token={world.admin}"
+        async with websockets.connect(url, ssl=ctx, server_hostname=HOST) as ws:
+            frame = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(frame, bytes)
+            return frame
+
+    assert asyncio.run(yjs())[:2] == b"\x00\x00"  # messageSync, syncStep1
     # the same certificate does not pass for another name
     with pytest.raises(ssl.SSLCertVerificationError), socket.create_connection((host, port), timeout=10) as raw:
         ctx.wrap_socket(raw, server_hostname="other.test")
