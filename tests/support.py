@@ -18,6 +18,7 @@ import httpx
 import sqlalchemy as sa
 
 LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
+TLS_LISTEN_RE = re.compile(r"portside: https listening on (https://\S+)")
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 PASSWORD = "secret123"
@@ -31,6 +32,7 @@ class Server:
     data_dir: Path
     log: list[str] = field(default_factory=list)
     database_url: str = ""
+    tls_url: str = ""  # with --tls-port: the HTTPS listener's URL
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -86,6 +88,8 @@ def start_server(
     )
     assert proc.stdout is not None
     lines: list[str] = []
+    http_url = ""
+    want_tls = "--tls-port" in extra or "PORTSIDE_TLS_PORT" in (env or {})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -96,7 +100,10 @@ def start_server(
         lines.append(line)
         m = LISTEN_RE.search(line)
         if m:
-            server = Server(m.group(1), proc, data_dir, lines, database_url)
+            http_url = m.group(1)
+        t = TLS_LISTEN_RE.search(line) if want_tls else None
+        if http_url and (not want_tls or t):
+            server = Server(http_url, proc, data_dir, lines, database_url, tls_url=t.group(1) if t else "")
             _drain(server)
             return server
     proc.kill()

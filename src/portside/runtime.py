@@ -17,8 +17,11 @@ import uvicorn
 
 from portside import log
 from portside.actions.builtin import builtin_doc
+from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
 from portside.actions.services import Services
+from portside.certs import x509 as certx
+from portside.certs.service import CertificateService
 from portside.core import events
 from portside.core.catalog import Catalog
 from portside.core.config import CONFIG_TABLE, ConfigStore
@@ -28,6 +31,7 @@ from portside.core.migrate import migrate_base
 from portside.core.model import MEMBERSHIP
 from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
+from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
 from portside.http import live, yjs
@@ -55,6 +59,8 @@ class Portside:
         self.websub: WebSubHub | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
+        self._tls_server: uvicorn.Server | None = None
+        self._app: Any = None
         self._yjs_relay: RedisRelay | None = None
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
@@ -92,7 +98,7 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc()], data, s.schema)
+        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc()], data, s.schema)
         await migrate_base(db)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()
@@ -106,6 +112,7 @@ class Portside:
         await self._secrets(config)
         svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
         self.services = svc
+        await self._start_certs(svc)
         assert svc.hub is not None
         live.attach(svc)
         await svc.hub.start()
@@ -118,6 +125,8 @@ class Portside:
             svc.invalidate(committed)
             feeds.on_events(committed)
             websub.on_events(committed, local=True)
+            if svc.certs is not None:
+                await svc.certs.refresh(committed)  # the next TLS handshake already sees a changed certificate
 
         db.after_commit.insert(0, invalidate)
         self._schema_stamp = self._stamp()
@@ -125,6 +134,7 @@ class Portside:
         self._tasks.append(asyncio.create_task(self._watch_schema_files(), name="portside-schema-files"))
         self._tasks.append(asyncio.create_task(self._trim_events(), name="portside-trim"))
         await self._serve_http(svc)
+        await self._serve_https(svc)
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -142,14 +152,19 @@ class Portside:
             await self._yjs_relay.start()
         await svc.yjs.start(svc.bus)
 
-    async def _serve_http(self, svc: Services) -> None:
-        s = self.settings
-        app = build_app(svc)
-        app.state.feeds, app.state.websub = self.feeds, self.websub
-        config = uvicorn.Config(
-            CaptureRawSend(app),
-            host=s.host,
-            port=s.port,
+    async def _start_certs(self, svc: Services) -> None:
+        try:
+            svc.certs = CertificateService(svc.db, svc.catalog, svc.config, self.settings.hostname)
+        except certx.CertError as exc:
+            raise StartupError(f"invalid --hostname {self.settings.hostname!r}: {exc}") from None
+        # the listener's own host name gets its certificate (self-signed if none) before HTTPS starts
+        await svc.certs.start(ensure_fallback=self.settings.tls_port is not None)
+
+    def _uvicorn_config(self, app: Any, port: int, **extra: Any) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            host=self.settings.host,
+            port=port,
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -160,27 +175,47 @@ class Portside:
             ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out
             ws_ping_interval=20,  # server pings find dead peers
             ws_ping_timeout=20,
+            **extra,
         )
+
+    async def _listen(self, config: uvicorn.Config, scheme: str) -> uvicorn.Server:
         server = uvicorn.Server(config)
-        self._server = server
-        task = asyncio.create_task(server.serve(), name="portside-http")
+        task = asyncio.create_task(server.serve(), name=f"portside-{scheme}")
         self._tasks.append(task)
         while not server.started:
             if task.done():
                 task.result()  # re-raise the bind error
-                raise RuntimeError("HTTP server stopped during start-up")
+                raise RuntimeError(f"{scheme.upper()} server stopped during start-up")
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
-        self.ports["http"] = port
-        print(f"portside: http listening on http://{s.host}:{port}", flush=True)
+        self.ports[scheme] = port
+        print(f"portside: {scheme} listening on {scheme}://{self.settings.host}:{port}", flush=True)
+        return server
+
+    async def _serve_http(self, svc: Services) -> None:
+        app = build_app(svc)
+        app.state.feeds, app.state.websub = self.feeds, self.websub
+        self._app = CaptureRawSend(app)
+        self._server = await self._listen(self._uvicorn_config(self._app, self.settings.port), "http")
+
+    async def _serve_https(self, svc: Services) -> None:
+        """The same application over TLS: contexts from the certificate service, chosen per SNI."""
+        if self.settings.tls_port is None or svc.certs is None:
+            return
+        certs = svc.certs
+        config = self._uvicorn_config(
+            self._app, self.settings.tls_port, ssl_context_factory=lambda _config, _default: certs.server_context()
+        )
+        self._tls_server = await self._listen(config, "https")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.should_exit = True
         if self._reload_task is not None:
             self._tasks.append(self._reload_task)
         for t in self._tasks:
-            if t.get_name() != "portside-http":
+            if t.get_name() not in ("portside-http", "portside-https"):
                 t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -194,6 +229,8 @@ class Portside:
                 self._yjs_relay = None
             if self.services.hub is not None:
                 await self.services.hub.stop()
+            if self.services.certs is not None:
+                await self.services.certs.stop()
             if self.websub is not None:
                 await self.websub.stop()
                 self.websub = None
@@ -216,6 +253,8 @@ class Portside:
 
     async def _on_event(self, svc: Services, event: Event) -> None:
         svc.invalidate([event])  # other nodes' writes
+        if svc.certs is not None:
+            svc.certs.on_events([event])
         if self.feeds is not None and self.websub is not None:
             self.feeds.on_events([event])
             self.websub.on_events([event], local=False)

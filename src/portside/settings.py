@@ -90,6 +90,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("redis-url", "", "Redis URL for the event bus between nodes; empty = single node, in-process bus"),
     Setting("jwt-secret", "", "HS256 secret for tokens; default: generated once and stored in the database"),
+    Setting(
+        "tls-port",
+        None,
+        "HTTPS port (same routes and WebSockets as HTTP); 0 picks a free port; unset = no HTTPS",
+        _port,
+    ),
+    Setting("hostname", "localhost", "host name whose certificate HTTPS serves when the client names no known host"),
     Setting("log-level", "INFO", "debug, info, warning or error", _level),
     Setting("event-history", 100_000, "change events kept in the event log for replay", _positive),
     Setting(
@@ -112,6 +119,8 @@ class Settings:
     schema: tuple[str, ...] = ()
     redis_url: str = ""
     jwt_secret: str = ""
+    tls_port: int | None = None
+    hostname: str = "localhost"
     log_level: str = "INFO"
     event_history: int = 100_000
     trusted_proxies: tuple[Network, ...] = ()
@@ -130,7 +139,7 @@ class Settings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for s in SETTINGS:
-        shown = s.default if s.default not in ("", ()) else "unset"
+        shown = s.default if s.default not in ("", (), None) else "unset"
         kwargs: dict[str, Any] = {"help": f"{s.help} [env {s.env}; default {shown}]", "dest": s.attr}
         if s.repeatable:
             kwargs.update(action="append", metavar=s.name.split("-")[-1].upper())

@@ -9,6 +9,7 @@ from portside.actions.registry import Registry, performers
 from portside.auth.identity import actor_cache
 from portside.auth.permissions import Actor
 from portside.auth.throttle import LoginThrottle
+from portside.certs.service import CertificateService
 from portside.core.cache import EventCache
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
@@ -34,6 +35,7 @@ class Services:
     actors: EventCache[str, Actor] = field(default_factory=actor_cache)
     hub: LiveHub | None = None
     yjs: RoomManager | None = None
+    certs: CertificateService | None = None
 
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""

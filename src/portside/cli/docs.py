@@ -8,7 +8,7 @@ from portside.settings import SETTINGS
 def options_table() -> str:
     lines = ["| option | environment | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
-        default = "" if s.default in ("", ()) else str(s.default)
+        default = "" if s.default in ("", (), None) else str(s.default)
         flag = f"`--{s.name}`" + (" (repeatable)" if s.repeatable else "")
         shown = f"`{default}`" if default else "—"
         meaning = s.help.replace("|", "\\|")

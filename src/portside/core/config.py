@@ -40,7 +40,17 @@ MAX_VALUE_BYTES = 1024 * 1024
 # secret when it is listed here or its last dotted part names a secret (`smtp.password`, `s3.secret_key`,
 # `github.client_secret`, `webhook.token`, `mail.dkim.private_key`).
 SECRET_KEYS = frozenset({"jwt.secret", "encryption.secret"})
-SECRET_WORDS = ("secret", "password", "passwd", "token", "private_key", "privatekey", "api_key", "apikey")
+SECRET_WORDS = (
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "private_key",
+    "privatekey",
+    "api_key",
+    "apikey",
+    "account_key",
+)
 SECRET_MARKER = "********"
 
 

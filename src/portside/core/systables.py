@@ -124,8 +124,11 @@ SYSTEM_SCHEMA: dict[str, Any] = {
                 col("certificate_pem", "content", "text"),
                 col("root_certificate", "content", "text"),
                 col("public_key_pem", "content", "text"),
-                col("private_key_pem", "encrypted", "text"),
+                # the key never leaves the server (not in API responses, events or filters); certs/ writes it
+                col("private_key_pem", "encrypted", "text", IsNullable=True, ExcludeFromApi=True),
             ],
+            "Validations": [{"ColumnName": "hostname", "Tags": "required,max=100,hostname"}],
+            "Conformations": [{"ColumnName": "hostname", "Tags": "trim,lower"}],
         },
         {
             "TableName": "stream",

@@ -104,6 +104,10 @@ def _fmt(n: float) -> str:
     return str(int(n)) if n == int(n) else str(n)
 
 
+HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
 _SIZE_TESTS: dict[str, tuple[Callable[[float, float], bool], str]] = {
     "min": (lambda x, p: x >= p, "must be at least"),
     "gte": (lambda x, p: x >= p, "must be at least"),
@@ -119,6 +123,8 @@ _PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
     "alphanum": (re.compile(r"[A-Za-z0-9]+"), "must contain only letters and digits"),
     "numeric": (re.compile(r"[-+]?\d+(?:\.\d+)?"), "must be numeric"),
     "number": (re.compile(r"\d+"), "must be a number"),
+    # RFC 1123 host name: ASCII letters, digits and inner hyphens, dot-separated labels of 1..63, no trailing dot
+    "hostname": (HOSTNAME_RE, "must be a host name (letters, digits, hyphens and dots)"),
 }
 
 _ONEOF_RE = re.compile(r"'([^']*)'|(\S+)")
@@ -202,4 +208,4 @@ def validate(rules: list[TagRule], attrs: dict[str, Any], *, partial: bool) -> N
                 raise FieldError(column, f"{column!r} {why}")
 
 
-__all__ = ["CONFORMERS", "conform", "validate"]
+__all__ = ["CONFORMERS", "HOSTNAME_RE", "conform", "validate"]

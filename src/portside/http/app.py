@@ -16,7 +16,7 @@ from starlette.routing import Route
 from portside import log
 from portside.actions.services import Services
 from portside.errors import PortsideError
-from portside.http import action, api, config, feed, live, openapi, yjs
+from portside.http import acme, action, api, config, feed, live, openapi, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
 
@@ -59,6 +59,7 @@ def build_app(services: Services) -> Starlette:
         *live.routes,
         *feed.routes,
         *yjs.routes,
+        *acme.routes,
     ]
     app = Starlette(
         routes=routes,

@@ -1,0 +1,1 @@
+"""Certificates: one service for every TLS port (rows of `certificate`, self-signed, ACME, SNI)."""
