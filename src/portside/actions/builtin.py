@@ -23,7 +23,15 @@ from portside.core import masks, records
 from portside.core.catalog import admin_exists
 from portside.core.model import MEMBERSHIP
 from portside.core.schema import SchemaDoc, parse_document, parse_text
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from portside.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Kind,
+    PortsideError,
+    TooManyRequests,
+    Unauthorized,
+)
 from portside.realtime import topics
 from portside.tools import crypto, jsonutil, names
 
@@ -144,7 +152,7 @@ async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     values = {"name": a.get("name"), "email": email, "password": password, "confirmed": False}
     u = ctx.services.model.table("user_account").sa
     if await ctx.uow.conn.scalar(sa.select(u.c.id).where(u.c.email == values["email"])) is not None:
-        raise Conflict("an account with this email already exists")
+        raise Conflict("an account with this email already exists", kind=Kind.UNIQUE_VIOLATION)
     row = await crud.create(SYSTEM, "user_account", values, uow=ctx.uow)
     return [response("user_account", {"reference_id": row.ref})]
 
@@ -163,7 +171,7 @@ async def signin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     ok = isinstance(password, str) and isinstance(hashed, str) and hashed != ""
     ok = ok and await asyncio.to_thread(crypto.check_password, str(password), str(hashed))
     if not ok or row is None:
-        raise Unauthorized("Invalid username or password")
+        raise Unauthorized("Invalid username or password", kind=Kind.LOGIN_FAILED)
     attempt.succeeded()
     actor = await actor_for_user(ctx.uow.conn, s.model, ref=row.reference_id)
     assert actor is not None and actor.ref is not None
@@ -352,7 +360,7 @@ async def publish_to_topic(ctx: ActionContext, _attrs: dict[str, Any]) -> list[R
         try:
             await topics.user_topic(s.db, s.model, actor, name, masks.EXECUTE, suffix=False)
         except topics.TopicError as exc:
-            raise (NotFound if "not found" in str(exc) else Forbidden)(f"{exc}: {name}") from None
+            raise PortsideError(f"{exc}: {name}", kind=exc.kind) from None
     else:
         await s.crud.gate(ctx.uow.conn, actor, tm, masks.CREATE)
     event = await topics.publish_in(ctx.uow, actor, name, message)

@@ -14,7 +14,7 @@ from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
 from portside.core import fieldtypes
 from portside.core.schema import SchemaDoc, parse_document
-from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
+from portside.errors import BadRequest, Forbidden, NotFound, UpstreamError
 
 CERT_ACTIONS: dict[str, Any] = {
     "Actions": [
@@ -50,11 +50,6 @@ CERT_ACTIONS: dict[str, Any] = {
         },
     ]
 }
-
-
-class UpstreamError(PortsideError):
-    status = 502
-    title = "Bad Gateway"
 
 
 def certs_doc() -> SchemaDoc:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside.auth import writes
 from portside.auth.permissions import REFER, Actor, allowed
-from portside.core import fieldtypes, masks, records, validation
+from portside.core import db_errors, fieldtypes, masks, records, validation
+from portside.core.db_errors import Fault
 from portside.core.model import OWNER_COLUMN, STANDARD, Model, TableModel
 from portside.core.records import RowData
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
+from portside.errors import BadRequest, Conflict, Forbidden, Kind, NotFound, PortsideError, Unavailable
 from portside.tools import names
 from portside.tools.ids import parse_uuid
 
+INVALID = Kind.VALIDATION_FAILED  # a value for a column is not acceptable
 READ_ONLY = frozenset({"__type", "id", "reference_id", "created_at", "updated_at", "version"})
 
 
@@ -34,11 +36,11 @@ async def resolve_ref(
         value = value.get("id")
     ref = parse_uuid(value)
     if ref is None:
-        raise BadRequest(f"expected a {target} reference id", pointer=pointer)
+        raise BadRequest(f"expected a {target} reference id", pointer=pointer, kind=INVALID)
     tm = model.table(target)
     row = await records.fetch_one(conn, model, tm, ref=ref)
     if row is None:
-        raise NotFound(f"no {target} with id {ref}")
+        raise NotFound(f"no {target} with id {ref}", kind=Kind.ROW_NOT_FOUND)
     if not allowed(actor, REFER, row.grants):
         raise Forbidden(f"not allowed to refer to {target} {ref}")
     return row.id
@@ -49,9 +51,9 @@ def group_name(raw: str) -> str:
     try:
         name = names.identifier(raw, "usergroup name")
     except names.BadName as exc:
-        raise BadRequest(str(exc), pointer=_pointer("name")) from None
+        raise BadRequest(str(exc), pointer=_pointer("name"), kind=INVALID) from None
     if names.lookalike_of(name, (masks.ADMIN_GROUP,)) is not None:
-        raise BadRequest(f"usergroup name imitates {masks.ADMIN_GROUP!r}", pointer=_pointer("name"))
+        raise BadRequest(f"usergroup name imitates {masks.ADMIN_GROUP!r}", pointer=_pointer("name"), kind=INVALID)
     return name
 
 
@@ -86,7 +88,7 @@ async def to_values(
     try:
         validation.validate(tm.decl.validations, attrs, partial=partial)
     except fieldtypes.FieldError as exc:
-        raise BadRequest(str(exc), pointer=_pointer(exc.column)) from None
+        raise BadRequest(str(exc), pointer=_pointer(exc.column), kind=INVALID) from None
     if tm.name == "usergroup" and isinstance(attrs.get("name"), str):
         attrs["name"] = group_name(attrs["name"])
     values: dict[str, Any] = {}
@@ -104,21 +106,21 @@ async def to_values(
             continue
         if col.column_type.strip().lower() in fieldtypes.HASHED_TYPES and (not isinstance(raw, str) or not raw.strip()):
             detail = f"{name} must be a non-empty string (omit it to leave it unchanged)"
-            raise BadRequest(detail, pointer=_pointer(name))
+            raise BadRequest(detail, pointer=_pointer(name), kind=INVALID)
         if raw is None and not col.is_nullable:
-            raise BadRequest(f"{name} cannot be null", pointer=_pointer(name))
+            raise BadRequest(f"{name} cannot be null", pointer=_pointer(name), kind=INVALID)
         if fieldtypes.needs_thread(col):
             heavy.append((name, raw))
             continue
         try:
             values[name] = fieldtypes.to_db(col, raw, secret=secret)
         except fieldtypes.FieldError as exc:
-            raise BadRequest(str(exc), pointer=_pointer(name)) from None
+            raise BadRequest(str(exc), pointer=_pointer(name), kind=INVALID) from None
     for name, raw in heavy:
         try:
             values[name] = await asyncio.to_thread(fieldtypes.to_db, tm.columns[name], raw, secret=secret)
         except fieldtypes.FieldError as exc:
-            raise BadRequest(str(exc), pointer=_pointer(name)) from None
+            raise BadRequest(str(exc), pointer=_pointer(name), kind=INVALID) from None
     if not partial:
         for col in tm.columns.values():
             name = col.column_name
@@ -129,7 +131,7 @@ async def to_values(
                 if default is not None:
                     values[name] = default
             elif not col.is_nullable and not col.exclude_from_api:
-                raise BadRequest(f"{name} is required", pointer=_pointer(name))
+                raise BadRequest(f"{name} is required", pointer=_pointer(name), kind=INVALID)
     return values
 
 
@@ -144,22 +146,32 @@ def _echo(tm: TableModel, name: str, value: Any, current: RowData | None) -> boo
 
 def permission_value(raw: Any) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise BadRequest("permission must be an integer", pointer=_pointer("permission"))
+        raise BadRequest("permission must be an integer", pointer=_pointer("permission"), kind=INVALID)
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest("permission must be an integer", pointer=_pointer("permission")) from None
+        raise BadRequest("permission must be an integer", pointer=_pointer("permission"), kind=INVALID) from None
     if not masks.is_mask(value):
-        raise BadRequest("permission must be between 0 and 4194303", pointer=_pointer("permission"))
+        raise BadRequest("permission must be between 0 and 4194303", pointer=_pointer("permission"), kind=INVALID)
     return value
 
 
 def translate_db_error(exc: Exception) -> PortsideError:
-    if isinstance(exc, IntegrityError):
-        text = str(exc.orig).lower()
-        if "unique" in text or "duplicate" in text:
-            return Conflict("a row with the same unique value already exists")
-        if "null" in text:
-            return BadRequest("a required value is missing")
+    """The client-visible error for a database error, decided by its driver code (`core.db_errors`). An
+    error that is not a known fault is re-raised: a bug or an outage is an internal error, not bad input."""
+    fault = db_errors.classify(exc)
+    if fault is Fault.UNIQUE:
+        return Conflict("a row with the same unique value already exists", kind=Kind.UNIQUE_VIOLATION)
+    if fault is Fault.FOREIGN_KEY:
         return Conflict("the write conflicts with existing data")
-    return BadRequest("the database rejected a value (too long or of the wrong type)")
+    if fault is Fault.NOT_NULL:
+        return BadRequest("a required value is missing", kind=INVALID)
+    if fault in (Fault.OUT_OF_RANGE, Fault.CHECK):
+        return BadRequest("the database rejected a value (too long or of the wrong type)", kind=INVALID)
+    if fault in (Fault.LOCKED, Fault.RETRY):
+        return Unavailable("the database is busy; try again", retry_after=1)
+    if isinstance(exc, IntegrityError):  # a constraint of a kind not listed in core.db_errors
+        return Conflict("the write conflicts with existing data")
+    if isinstance(exc, DataError):
+        return BadRequest("the database rejected a value", kind=INVALID)
+    raise exc

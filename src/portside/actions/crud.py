@@ -38,7 +38,7 @@ from portside.core.db import Database, UnitOfWork
 from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound
+from portside.errors import BadRequest, Conflict, Forbidden, Kind, NotFound
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -134,7 +134,7 @@ class Crud:
         """
         canonical = parse_uuid(ref)
         if canonical is None:
-            raise NotFound(f"no {tm.name} with id {ref[:64]}")
+            raise NotFound(f"no {tm.name} with id {ref[:64]}", kind=Kind.ROW_NOT_FOUND)
         row = await records.fetch_one(conn, self.model, tm, ref=canonical, groups=full)
 
         def decide(r: RowData) -> tuple[bool, bool]:
@@ -142,13 +142,13 @@ class Crud:
             return visible, allowed(actor, right, r.grants)
 
         if row is None:
-            raise NotFound(f"no {tm.name} with id {canonical}")
+            raise NotFound(f"no {tm.name} with id {canonical}", kind=Kind.ROW_NOT_FOUND)
         visible, permitted = decide(row)
         if not full and not permitted and actor.groups and tm.group_join is not None:
             row = await records.fetch_one(conn, self.model, tm, ref=canonical) or row
             visible, permitted = decide(row)
         if not visible:
-            raise NotFound(f"no {tm.name} with id {canonical}")
+            raise NotFound(f"no {tm.name} with id {canonical}", kind=Kind.ROW_NOT_FOUND)
         if not permitted:
             raise Forbidden(f"not allowed to {_verb(right)} this {tm.name}")
         return row

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from portside.errors import BadRequest
+from portside.errors import BadRequest, Kind
 
 TEMPLATE_RE = re.compile(r"\$([A-Za-z_.][A-Za-z0-9_.\[\]]*)")
 INDEX_RE = re.compile(r"^([^\[]*)((?:\[\d+\])*)$")
@@ -17,7 +17,9 @@ MAX_DEPTH = 16
 
 
 class MissingPath(KeyError):
-    pass
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
 
 
 def lookup(ctx: dict[str, Any], path: str) -> Any:
@@ -58,12 +60,12 @@ def evaluate(value: Any, ctx: dict[str, Any], depth: int = 0) -> Any:
     if not isinstance(value, str) or value == "":
         return value
     if _is_js(value):
-        raise BadRequest(f"JavaScript expressions are not supported: {value[:80]!r}", code="unsupported_expression")
+        raise BadRequest(f"JavaScript expressions are not supported: {value[:80]!r}", kind=Kind.UNSUPPORTED_EXPRESSION)
     if value.startswith("~"):
         try:
             return lookup(ctx, value[1:])
         except MissingPath as exc:
-            raise BadRequest(f"no value for {value!r}: missing {exc.args[0]!r}") from None
+            raise BadRequest(f"no value for {value!r}: missing {exc.path!r}") from None
 
     def sub(m: re.Match[str]) -> str:
         try:

@@ -19,7 +19,7 @@ from portside.actions.services import Services
 from portside.auth.permissions import EXECUTE, READ, Actor, allowed
 from portside.core import fieldtypes, records, validation
 from portside.core.schema import ActionDef, Outcome
-from portside.errors import BadRequest, Forbidden, NotFound
+from portside.errors import BadRequest, Forbidden, Kind, NotFound
 from portside.tools import jsonutil
 from portside.tools.ids import parse_uuid
 
@@ -53,7 +53,7 @@ def _in_fields(act: ActionDef, attrs: dict[str, Any], secret: str) -> dict[str, 
     try:
         validation.validate(act.validations, attrs, partial=False)
     except fieldtypes.FieldError as exc:
-        raise BadRequest(str(exc), pointer=f"/attributes/{exc.column}") from None
+        raise BadRequest(str(exc), pointer=f"/attributes/{exc.column}", kind=Kind.VALIDATION_FAILED) from None
     for col in act.in_fields:
         name = col.column_name
         if name not in attrs or attrs[name] is None:
@@ -74,7 +74,7 @@ async def run_action(
 ) -> ActionResult:
     model = services.model
     if on_type not in model.tables:
-        raise NotFound(f"no such table: {on_type}")
+        raise NotFound(f"no such table: {on_type}", kind=Kind.TABLE_NOT_FOUND)
     act = model.action(on_type, name)
     try:
         async with services.db.transaction() as uow:

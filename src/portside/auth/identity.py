@@ -15,7 +15,7 @@ from portside.auth.permissions import ADMIN_GROUP, Actor
 from portside.core.cache import EventCache
 from portside.core.db import Database
 from portside.core.model import MEMBERSHIP, Model
-from portside.errors import Unauthorized
+from portside.errors import Kind, Unauthorized
 
 
 async def actor_for_user(
@@ -85,5 +85,5 @@ async def actor_from_token(
         cache.put(sub, actor, generation)
     version = claims.get("auth_version")
     if not isinstance(version, int) or version != actor.auth_version:
-        raise Unauthorized("token revoked: credentials changed since it was issued")
+        raise Unauthorized("token revoked: credentials changed since it was issued", kind=Kind.TOKEN_REVOKED)
     return actor

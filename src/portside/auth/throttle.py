@@ -25,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from portside.errors import TooManyRequests
+from portside.errors import Kind, TooManyRequests
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,9 @@ class LoginThrottle:
         """Start a password check: TooManyRequests (with Retry-After) if this address must wait first."""
         wait = self.wait(account, address)
         if wait > 0:
-            raise TooManyRequests("too many failed attempts; try again later", retry_after=max(1, math.ceil(wait)))
+            raise TooManyRequests(
+                "too many failed attempts; try again later", kind=Kind.RATE_LIMITED, retry_after=max(1, math.ceil(wait))
+            )
         acc, addr, now = account_key(account), address_key(address), time.monotonic()
         self._pair.add(f"{acc}\n{addr}", now)
         self._address.add(addr, now)

@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from portside.errors import Unauthorized
+from portside.errors import Kind, Unauthorized
 from portside.tools.ids import uuid7_str
 
 MIN_SECRET_CHARS = 16  # an empty or short HS256 key would let anyone forge tokens
@@ -54,7 +54,7 @@ def decode(token: str, *, secret: str, issuer: str) -> dict[str, Any]:
         now = time.time()
         if now > known["exp"] + LEEWAY:
             _verified.pop(key, None)
-            raise Unauthorized("token expired")
+            raise Unauthorized("token expired", kind=Kind.TOKEN_EXPIRED)
         return known
     claims = _verify(token, secret, issuer)
     if len(_verified) >= MAX_VERIFIED:
@@ -77,7 +77,7 @@ def _verify(token: str, secret: str, issuer: str) -> dict[str, Any]:
             leeway=LEEWAY,
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("token expired") from None
+        raise Unauthorized("token expired", kind=Kind.TOKEN_EXPIRED) from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {type(exc).__name__}") from None
     return claims

@@ -26,10 +26,11 @@ import sqlalchemy as sa
 from portside import log
 from portside.certs import acme_client
 from portside.certs import x509 as certx
-from portside.core import records
+from portside.core import db_errors, records
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
+from portside.core.db_errors import Fault
 from portside.core.events import Event
 from portside.tools import crypto
 
@@ -182,8 +183,8 @@ class CertificateService:
                 try:
                     async with self.db.transaction() as own:
                         return await self.ensure(host, own, regenerate=regenerate)
-                except sa.exc.IntegrityError:  # another node inserted the same hostname first
-                    if attempt:
+                except sa.exc.IntegrityError as exc:  # another node inserted the same hostname first
+                    if attempt or db_errors.classify(exc) is not Fault.UNIQUE:
                         raise
             raise AssertionError("unreachable")
         row = await self._row(uow.conn, host)
@@ -262,8 +263,8 @@ class CertificateService:
                     row = await self._row(uow.conn, host)
                     await self.save(uow, m, "acme", row_id=None if row is None else int(row.id))
                 break
-            except sa.exc.IntegrityError:
-                if attempt:
+            except sa.exc.IntegrityError as exc:
+                if attempt or db_errors.classify(exc) is not Fault.UNIQUE:
                     raise
         return m
 

@@ -17,7 +17,7 @@ from sqlalchemy import Select
 
 from portside.core import fieldtypes
 from portside.core.schema import ActionDef, Column, ForeignKey, Relation, SchemaDoc, Table
-from portside.errors import NotFound, SchemaError
+from portside.errors import Kind, NotFound, SchemaError
 
 OWNER_COLUMN = "user_account_id"
 MEMBERSHIP = "user_account_user_account_id_has_usergroup_usergroup_id"  # users in groups
@@ -111,7 +111,7 @@ class Model:
     def table(self, name: str) -> TableModel:
         t = self.tables.get(name)
         if t is None:
-            raise NotFound(f"no such table: {name}")
+            raise NotFound(f"no such table: {name}", kind=Kind.TABLE_NOT_FOUND)
         return t
 
     def action(self, on_type: str, name: str) -> ActionDef:

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from portside.core import db_errors
 from portside.core.db import Database, sqlite_pragmas
+from portside.core.db_errors import Fault
 
 MAX_ROOM_NAME = 255
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite
@@ -123,7 +125,7 @@ class Appender:
                     self._commits += 1
                     return result
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
+                    if db_errors.classify(exc) is not Fault.LOCKED:
                         raise
                 finally:
                     if conn.in_transaction:

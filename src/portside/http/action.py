@@ -10,13 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portside.actions.builtin import CREDENTIAL_FREE
-from portside.actions.registry import notify
+from portside.actions.registry import response as action_response
 from portside.actions.runner import run_action
 from portside.auth.permissions import GUEST
 from portside.errors import BadRequest, MethodNotAllowed, PortsideError
 from portside.http.common import actor, json_response, read_body, services
 from portside.http.peer import client_address, is_tls
 from portside.tools import jsonutil
+from portside.tools.wire_errors import action_error
 
 
 async def _attributes(request: Request) -> dict[str, Any]:
@@ -61,10 +62,8 @@ async def action(request: Request) -> Response:
         attrs = await _attributes(request)
         result = await run_action(svc, who, on_type, name, attrs, client=client_address(request))
     except PortsideError as exc:
-        headers = {"Retry-After": str(getattr(exc, "retry_after", 0))} if exc.status == 429 else None
-        title = "failed" if exc.status in (401, 429) else exc.title
-        body = [notify("error", title, exc.detail)]
-        return json_response(body, exc.status, headers=headers)
+        status, attrs, headers = action_error(exc)
+        return json_response([action_response("client.notify", attrs)], status, headers=headers)
     response = json_response(result.responses, result.status)
     secure = is_tls(request)
     for key, value in result.cookies:  # None: clear it, with the attributes it was set with

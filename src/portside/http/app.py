@@ -1,7 +1,8 @@
 """The Starlette application. Middleware, outermost first: errors → CORS → routes.
 
-Errors become wire format here only: PortsideError → JSON:API error document with its status; anything
-else → a generic 500 (logged with its traceback, never sent to the client).
+Errors become wire format here only (through `tools.wire_errors`): PortsideError → JSON:API error document
+with its status and code; anything else → a generic 500 `internal` (logged with its traceback, never sent
+to the client).
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from starlette.routing import Route
 
 from portside import log
 from portside.actions.services import Services
-from portside.errors import PortsideError
+from portside.errors import PortsideError, kind_for_status
 from portside.http import acme, action, api, config, feed, live, openapi, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
+from portside.tools.wire_errors import jsonapi_error
 
 logger = log.get("http")
 
 
 def error_response(exc: PortsideError) -> Response:
-    headers = {"Retry-After": str(getattr(exc, "retry_after", 60))} if exc.status == 429 else None
-    return json_response({"errors": [exc.to_json()]}, exc.status, JSONAPI, headers=headers)
+    status, doc, headers = jsonapi_error(exc)
+    return json_response(doc, status, JSONAPI, headers=headers)
 
 
 async def on_portside_error(_request: Request, exc: Exception) -> Response:
@@ -35,9 +37,7 @@ async def on_portside_error(_request: Request, exc: Exception) -> Response:
 
 async def on_http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    err = PortsideError(exc.detail)
-    err.status, err.title = exc.status_code, exc.detail
-    return error_response(err)
+    return error_response(PortsideError(exc.detail, kind=kind_for_status(exc.status_code)))
 
 
 async def on_error(_request: Request, exc: Exception) -> Response:

@@ -23,13 +23,14 @@ from portside.actions.services import Services
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
 from portside.core import limits, records
-from portside.errors import BadRequest, Forbidden, PortsideError
+from portside.errors import BadRequest, Forbidden, Kind, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import json_response, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, text_frame
 from portside.realtime import replay, topics
 from portside.realtime.hub import LiveHub, LiveSession
 from portside.tools import jsonutil
+from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("live")
 QUEUE_SIZE = 1024
@@ -37,7 +38,7 @@ MAX_BACKLOG = 1 << 20  # bytes written to a socket but not yet taken by the kern
 CLOSE_GRACE = 10.0  # seconds a close frame may wait behind a full buffer before the socket is aborted
 MAX_TOPICS_PER_CALL = 100
 MAX_SUBSCRIPTIONS = 1000
-CLOSE_TOO_SLOW = 1013
+CLOSE_TOO_SLOW = ws_close_code(Kind.TOO_SLOW)
 TOPIC_METHODS = frozenset(
     {"create-topicName", "destroy-topicName", "set-topic-permission", "get-topic-permission", "new-message"}
 )
@@ -206,7 +207,7 @@ class Connection:
             try:
                 await topics.user_topic(svc.db, svc.model, self.session.actor, name, EXECUTE, suffix=True)
             except topics.TopicError as exc:
-                if str(exc).startswith("topic not found"):  # Daptin's wording for new-message
+                if exc.kind is Kind.NOT_FOUND:  # Daptin's wording for new-message
                     raise topics.TopicError(f"topic does not exist: {name}") from None
                 raise
         else:

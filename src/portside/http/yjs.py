@@ -30,7 +30,7 @@ from portside.auth.permissions import PEEK, READ, UPDATE, Actor, allowed
 from portside.core import filetext, records
 from portside.core.events import Event
 from portside.core.yjs_store import MAX_ROOM_NAME
-from portside.errors import BadRequest, Forbidden, NotFound, PortsideError
+from portside.errors import BadRequest, Forbidden, Kind, NotFound, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import origin_refusal, services, token_of
 from portside.http.wire import DirectWire, binary_frame
@@ -46,11 +46,12 @@ from portside.realtime.yjs_rooms import (
 )
 from portside.tools import names
 from portside.tools.ids import parse_uuid
+from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("yjs")
 QUEUE_SIZE = 4096
 MAX_BACKLOG = 1 << 20  # bytes written to a socket but not yet taken by the kernel: beyond this, messages queue
-CLOSE_UNSUPPORTED = 1003
+CLOSE_UNSUPPORTED = ws_close_code(Kind.UNSUPPORTED_MEDIA_TYPE)
 CLOSE_GRACE = 3.0  # seconds a closing peer has to answer the close frame
 
 

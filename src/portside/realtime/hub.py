@@ -21,7 +21,9 @@ from portside import log
 from portside.auth.permissions import PEEK, READ, Actor, allowed, audience
 from portside.core.events import Event
 from portside.core.model import MEMBERSHIP
+from portside.errors import Kind
 from portside.realtime.bus import Bus
+from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("live")
 _session_ids = itertools.count(1)
@@ -182,7 +184,7 @@ class Subscribers:
 RefreshActor = Callable[[str], Awaitable[Actor | None]]
 MaySubscribe = Callable[[Actor, str], Awaitable[bool]]
 TOPIC_TABLE = "live_topic"
-CLOSE_POLICY = 1008
+CLOSE_POLICY = ws_close_code(Kind.TOKEN_REVOKED)  # a session whose credentials changed
 
 
 def ended(topic: str, reason: str) -> dict[str, Any]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 
 from portside.auth.permissions import DELETE, PEEK, READ, Actor, allowed
-from portside.core import masks, records
+from portside.core import db_errors, masks, records
 from portside.core.db import Database, UnitOfWork
+from portside.core.db_errors import Fault
 from portside.core.events import Event, EventDraft, Grants
 from portside.core.masks import OWNER_ALL
 from portside.core.model import Model
 from portside.core.records import RowData
+from portside.errors import Kind
 from portside.tools import names
 from portside.tools.ids import uuid7_str
 
@@ -27,7 +29,12 @@ MESSAGE_GRANTS = Grants(None, PEEK | READ)
 
 
 class TopicError(Exception):
-    """A topic request that cannot be done; `str(exc)` is the protocol's error string."""
+    """A topic request that cannot be done; `str(exc)` is the protocol's error string (Daptin's exact wording),
+    `kind` what it is (decide by the kind, never by the string)."""
+
+    def __init__(self, message: str, kind: Kind = Kind.BAD_REQUEST):
+        super().__init__(message)
+        self.kind = kind
 
 
 def check_name(model: Model, name: object) -> str:
@@ -41,7 +48,7 @@ def check_name(model: Model, name: object) -> str:
     if "," in name:
         raise TopicError("invalid topic name")
     if name in model.tables or names.skeleton(name) in {names.skeleton(t) for t in model.tables}:
-        raise TopicError("cannot create topic with reserved name")
+        raise TopicError("cannot create topic with reserved name", Kind.CONFLICT)
     return name
 
 
@@ -58,7 +65,7 @@ async def find(db: Database, model: Model, name: str) -> RowData | None:
 
 async def create(db: Database, model: Model, actor: Actor, name: object) -> RowData:
     if actor.user_id is None:
-        raise TopicError("sign in to create topics")
+        raise TopicError("sign in to create topics", Kind.UNAUTHORIZED)
     name = check_name(model, name)
     tm = model.table(TABLE)
     try:
@@ -71,20 +78,22 @@ async def create(db: Database, model: Model, actor: Actor, name: object) -> RowD
                 permission=DEFAULT_TOPIC_PERMISSION,
                 actor=actor.ref,
             )
-    except IntegrityError:
-        raise TopicError("topic already exists") from None
+    except IntegrityError as exc:
+        if db_errors.classify(exc) is not Fault.UNIQUE:
+            raise
+        raise TopicError("topic already exists", Kind.UNIQUE_VIOLATION) from None
 
 
 async def destroy(db: Database, model: Model, actor: Actor, name: object) -> str:
     if isinstance(name, str) and name in model.tables:
-        raise TopicError("cannot delete system topic")
+        raise TopicError("cannot delete system topic", Kind.FORBIDDEN)
     if not isinstance(name, str) or not name:
         raise TopicError("missing or invalid topicName")
     row = await find(db, model, name)
     if row is None:
-        raise TopicError("topic not found")
+        raise TopicError("topic not found", Kind.NOT_FOUND)
     if not allowed(actor, DELETE, row.grants):
-        raise TopicError("permission denied")
+        raise TopicError("permission denied", Kind.FORBIDDEN)
     async with db.transaction() as uow:
         await records.delete(uow, model, model.table(TABLE), row, actor=actor.ref)
     return name
@@ -94,19 +103,19 @@ async def set_permission(db: Database, model: Model, actor: Actor, name: object,
     if not isinstance(name, str) or not name:
         raise TopicError("missing or invalid topicName")
     if permission is None:
-        raise TopicError("missing permission value")
+        raise TopicError("missing permission value", Kind.VALIDATION_FAILED)
     if isinstance(permission, bool) or not isinstance(permission, int | float):
-        raise TopicError("invalid permission value")
+        raise TopicError("invalid permission value", Kind.VALIDATION_FAILED)
     value = int(permission)
     if not masks.is_mask(value):
-        raise TopicError("invalid permission value")
+        raise TopicError("invalid permission value", Kind.VALIDATION_FAILED)
     if name in model.tables:
-        raise TopicError("cannot modify system topic permissions")
+        raise TopicError("cannot modify system topic permissions", Kind.FORBIDDEN)
     row = await find(db, model, name)
     if row is None:
-        raise TopicError("topic not found")
+        raise TopicError("topic not found", Kind.NOT_FOUND)
     if not (actor.is_admin or (actor.ref is not None and row.grants.owner == actor.ref)):
-        raise TopicError("only owner or admin can change permissions")
+        raise TopicError("only owner or admin can change permissions", Kind.FORBIDDEN)
     async with db.transaction() as uow:
         await records.update(uow, model, model.table(TABLE), row.id, {"permission": value}, actor=actor.ref)
     return value
@@ -116,9 +125,9 @@ async def user_topic(db: Database, model: Model, actor: Actor, name: str, right:
     row = await find(db, model, name)
     tail = f": {name}" if suffix else ""
     if row is None:
-        raise TopicError(f"topic not found{tail}")
+        raise TopicError(f"topic not found{tail}", Kind.NOT_FOUND)
     if not allowed(actor, right, row.grants):
-        raise TopicError(f"permission denied{tail}")
+        raise TopicError(f"permission denied{tail}", Kind.FORBIDDEN)
     return row
 
 

@@ -26,17 +26,20 @@ from portside.core.config import ConfigStore
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.core.model import MEMBERSHIP
+from portside.errors import Kind
 from portside.realtime import yjs_protocol as yp
 from portside.realtime.bus import Bus
+from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("yjs")
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_BAD_DATA = 1007
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_ERROR = 1011
-CLOSE_TOO_SLOW = 1013
+# close codes: the error kinds these closes stand for, through the one WebSocket mapping (tools.wire_errors)
+CLOSE_GOING_AWAY = ws_close_code(Kind.GOING_AWAY)
+CLOSE_BAD_DATA = ws_close_code(Kind.BAD_REQUEST)
+CLOSE_POLICY = ws_close_code(Kind.FORBIDDEN)
+CLOSE_TOO_BIG = ws_close_code(Kind.PAYLOAD_TOO_LARGE)
+CLOSE_ERROR = ws_close_code(Kind.INTERNAL)
+CLOSE_TOO_SLOW = ws_close_code(Kind.TOO_SLOW)
 
 SEED_CLIENT_ID = 1  # seeds are made with one fixed client id, so two nodes seeding the same text agree
 EMPTY_UPDATE = b"\x00\x00"
