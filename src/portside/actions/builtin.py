@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from portside.actions.registry import ActionContext, Response, notify, performers, response
-from portside.auth import tokens
+from portside.auth import access, tokens
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import Actor
 from portside.core import masks, records
@@ -118,7 +118,7 @@ BUILTIN_ACTIONS: dict[str, Any] = {
             "OnType": "world",
             "InstanceOptional": True,
             # any signed-in user may run it; the topic's own rights decide the rest
-            "Permission": masks.AUTH_EXECUTE | masks.PEEK,
+            "Permission": masks.combine(masks.AUTH_EXECUTE, masks.guest(masks.PEEK)),
             "InFields": [
                 {"ColumnName": "topicName", "ColumnType": "label", "IsNullable": False},
                 {"ColumnName": "message", "ColumnType": "json", "IsNullable": False},
@@ -307,7 +307,7 @@ def _decode_file(item: Any) -> tuple[str, bytes]:
 @performers.register("__upload_schema")
 async def upload_schema(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
     s = ctx.services
-    if not (ctx.actor.is_admin or s.catalog.open_mode):
+    if not access.may_administer(ctx.actor, open_mode=s.catalog.open_mode):
         raise Forbidden("only administrators may change the schema")
     files = ctx.attributes.get("schema_file")
     if isinstance(files, str):

@@ -8,7 +8,8 @@ import base64
 from typing import Any
 
 from portside.actions.registry import ActionContext, Response, notify, performers, response
-from portside.auth.permissions import READ, allowed
+from portside.auth import access
+from portside.auth.permissions import READ
 from portside.certs import acme_client
 from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
@@ -64,7 +65,7 @@ def _service(ctx: ActionContext) -> CertificateService:
 
 
 def _admin(ctx: ActionContext) -> None:
-    if not (ctx.actor.is_admin or ctx.services.catalog.open_mode):
+    if not access.may_administer(ctx.actor, open_mode=ctx.services.catalog.open_mode):
         raise Forbidden("only administrators may generate certificates")
 
 
@@ -131,7 +132,7 @@ async def generate_acme(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Resp
 def _download(ctx: ActionContext, column: str, suffix: str, content_type: str) -> list[Response]:
     host = _hostname(ctx)
     assert ctx.subject is not None
-    if not (ctx.actor.is_admin or allowed(ctx.actor, READ, ctx.subject.grants)):
+    if not access.may(ctx.actor, READ, ctx.subject.grants):  # administrators may
         raise Forbidden("not allowed to read this certificate")
     pem = ctx.subject.attrs.get(column)
     if not isinstance(pem, str) or "-----BEGIN" not in pem:

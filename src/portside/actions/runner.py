@@ -16,6 +16,7 @@ from portside.actions import expressions
 from portside.actions.convert import translate_db_error
 from portside.actions.registry import ActionContext, Response, response
 from portside.actions.services import Services
+from portside.auth import access
 from portside.auth.permissions import EXECUTE, READ, Actor, allowed
 from portside.core import fieldtypes, records, validation
 from portside.core.schema import ActionDef, Outcome
@@ -35,7 +36,7 @@ class ActionResult:
 
 async def _gate(services: Services, ctx: ActionContext, act: ActionDef) -> None:
     actor = ctx.actor
-    if actor.is_admin:
+    if access.administers(actor):
         return
     model = services.model
     w, a = model.table("world"), model.table("action")

@@ -14,6 +14,37 @@ OWNER_ALL = 127 << OWNER_SHIFT
 GROUP_ALL = 127 << GROUP_SHIFT
 
 
+def guest(*rights: int) -> int:
+    """The guest block with these rights (bits 0-6)."""
+    return _block(rights)
+
+
+def owner(*rights: int) -> int:
+    """The owner block with these rights (bits 7-13)."""
+    return _block(rights) << OWNER_SHIFT
+
+
+def group(*rights: int) -> int:
+    """The group block with these rights (bits 14-20)."""
+    return _block(rights) << GROUP_SHIFT
+
+
+def combine(*masks: int) -> int:
+    """One mask granting everything the given masks grant."""
+    out = 0
+    for m in masks:
+        out |= m
+    return out
+
+
+def _block(rights: tuple[int, ...]) -> int:
+    out = 0
+    for r in rights:
+        assert r in (PEEK, READ, CREATE, UPDATE, DELETE, EXECUTE, REFER), r
+        out |= r
+    return out
+
+
 def is_mask(value: int) -> bool:
     """A permission mask uses bits 0-21 only."""
     return 0 <= value < (1 << 22)

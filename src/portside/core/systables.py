@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from portside.core.masks import EXECUTE, GROUP_SHIFT, OWNER_SHIFT, PEEK, READ, REFER, UPDATE
+from portside.core import masks
+from portside.core.masks import EXECUTE, PEEK, READ, REFER, UPDATE
 from portside.core.schema import SchemaDoc, parse_document
 
 
@@ -22,9 +23,9 @@ SYSTEM_SCHEMA: dict[str, Any] = {
         {
             "TableName": "user_account",
             # users see and edit their own row; other members of `users` only learn it exists
-            "DefaultPermission": (PEEK | READ | UPDATE | EXECUTE | REFER) << OWNER_SHIFT,
-            "DefaultGroups": [{"Name": "users", "Permission": PEEK << GROUP_SHIFT}],
-            "AccessGroups": [{"Name": "users", "Permission": (PEEK | READ | UPDATE | EXECUTE) << GROUP_SHIFT}],
+            "DefaultPermission": masks.owner(PEEK, READ, UPDATE, EXECUTE, REFER),
+            "DefaultGroups": [{"Name": "users", "Permission": masks.group(PEEK)}],
+            "AccessGroups": [{"Name": "users", "Permission": masks.group(PEEK, READ, UPDATE, EXECUTE)}],
             "Columns": [
                 col("name", "label", "varchar(80)", IsIndexed=True),
                 col("email", "email", "varchar(80)", IsUnique=True, IsIndexed=True),

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from portside.auth import access
 from portside.auth.tokens import MIN_SECRET_CHARS
 from portside.core.config import MAX_VALUE_BYTES, SECRET_KEYS, SECRET_MARKER, is_secret, unquote
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
@@ -20,7 +21,7 @@ from portside.tools import names
 
 async def _admin(request: Request) -> None:
     who = await actor(request, url_token=False)
-    if not who.is_admin:
+    if not access.administers(who):
         raise Forbidden("configuration is for administrators")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
 
+from portside.auth import access
 from portside.auth.permissions import DELETE, PEEK, READ, Actor, allowed
 from portside.core import db_errors, masks, records
 from portside.core.db import Database, UnitOfWork
@@ -25,7 +26,7 @@ TABLE = "live_topic"
 MAX_NAME = 200
 DEFAULT_TOPIC_PERMISSION = OWNER_ALL  # 16256: the owner may do everything, as in Daptin
 # a message is delivered to every subscriber of its topic (they passed the topic check when subscribing)
-MESSAGE_GRANTS = Grants(None, PEEK | READ)
+MESSAGE_GRANTS = Grants(None, masks.guest(PEEK, READ))
 
 
 class TopicError(Exception):
@@ -114,7 +115,7 @@ async def set_permission(db: Database, model: Model, actor: Actor, name: object,
     row = await find(db, model, name)
     if row is None:
         raise TopicError("topic not found", Kind.NOT_FOUND)
-    if not (actor.is_admin or (actor.ref is not None and row.grants.owner == actor.ref)):
+    if not access.may_set_topic_permission(actor, row.grants):
         raise TopicError("only owner or admin can change permissions", Kind.FORBIDDEN)
     async with db.transaction() as uow:
         await records.update(uow, model, model.table(TABLE), row.id, {"permission": value}, actor=actor.ref)
