@@ -93,7 +93,12 @@ def test_signin_response_shape(world: World) -> None:
         assert r.json() == [
             {
                 "ResponseType": "client.notify",
-                "Attributes": {"type": "error", "title": "failed", "message": "Invalid username or password"},
+                "Attributes": {
+                    "type": "error",
+                    "title": "failed",
+                    "message": "Invalid username or password",
+                    "code": "login_failed",  # Daptin's three keys unchanged, plus the stable code
+                },
             }
         ]
 
