@@ -20,10 +20,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from portside import log
 from portside.actions.services import Services
+from portside.auth import access
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
 from portside.core import limits, records
-from portside.errors import BadRequest, Forbidden, Kind, PortsideError
+from portside.errors import BadRequest, Forbidden, Kind, PortsideError, Unavailable
 from portside.http.common import actor as caller
 from portside.http.common import json_response, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, text_frame
@@ -376,11 +377,11 @@ async def live_stats(request: Request) -> Response:
     """Administrators: this node's /live counters (sessions, subscriptions, events and frames, the CPU the
     fan-out took). Counters grow from process start; compare two readings."""
     who = await caller(request)
-    if not who.is_admin:
+    if not access.administers(who):
         raise Forbidden("administrators only")
     hub = services(request).hub
     if hub is None:
-        raise PortsideError("live is not running")
+        raise Unavailable("live is not running")
     return json_response({"data": hub.stats()})
 
 

@@ -25,8 +25,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from portside import log
 from portside.actions.services import Services
+from portside.auth import access
 from portside.auth.identity import actor_for_user
-from portside.auth.permissions import PEEK, READ, UPDATE, Actor, allowed
+from portside.auth.permissions import PEEK, READ, UPDATE, Actor
 from portside.core import filetext, records
 from portside.core.events import Event
 from portside.core.yjs_store import MAX_ROOM_NAME
@@ -98,13 +99,13 @@ async def row_access(svc: Services, who: Actor, table: str, ref: str, column: st
             row = await svc.crud.row(conn, who, tm, canonical, READ)
         except Forbidden:
             raise NotFound(f"no {table} with id {canonical}") from None
-        writable = allowed(who, UPDATE, row.grants)
-        if writable:
-            try:
-                await svc.crud.gate(conn, who, tm, UPDATE)
-            except Forbidden:
-                writable = False
-    return Binding(tm.name, canonical, col.column_name, text_name(svc, tm.name, col.column_name)), not writable
+        try:
+            await svc.crud.gate(conn, who, tm, UPDATE)
+            table_update = True
+        except Forbidden:
+            table_update = False
+    readonly = access.document_mode(who, row.grants, table_allows_update=table_update) == "ro"
+    return Binding(tm.name, canonical, col.column_name, text_name(svc, tm.name, col.column_name)), readonly
 
 
 class Connection:
