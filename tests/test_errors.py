@@ -337,3 +337,39 @@ def test_database_errors_are_classified_by_driver_code(db_url: str) -> None:
             await holder.rollback()
 
     asyncio.run(main())
+
+
+def test_a_busy_database_is_503_unavailable_with_retry_after() -> None:
+    """A row lock held elsewhere past PostgreSQL's lock_timeout (SQLSTATE 55P03) is `unavailable`, not bad input."""
+    import sqlalchemy as sa
+
+    from support import PG_ADMIN, fresh_database, new_user, start_server, sync_url
+
+    url, drop = fresh_database("postgresql")
+    name = url.rsplit("/", 1)[1]
+    admin_engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as c:
+        c.execute(sa.text(f"ALTER DATABASE \"{name}\" SET lock_timeout = '300ms'"))
+    admin_engine.dispose()
+    srv = start_server(url)
+    holder = sa.create_engine(sync_url(url))
+    try:
+        _, admin = new_user(srv, "busy")
+        with srv.client(admin) as c:
+            assert c.post("/action/world/become_an_administrator").status_code == 200
+            assert schema_upload(c, SCHEMA).status_code == 200
+            r = gadget(c, serial="locked-1", count=1)
+            assert r.status_code == 201, r.text
+            ref = r.json()["data"]["id"]
+            with holder.connect() as conn, conn.begin():
+                conn.execute(sa.text("SELECT id FROM gadget WHERE serial = 'locked-1' FOR UPDATE"))
+                body = {"data": {"type": "gadget", "id": ref, "attributes": {"count": 2}}}
+                r = c.patch(f"/api/gadget/{ref}", json=body)
+                jsonapi(r, Kind.UNAVAILABLE)
+                assert r.headers["retry-after"] == "1"
+            r = c.patch(f"/api/gadget/{ref}", json=body)  # the lock is gone: the same write works
+            assert r.status_code == 200 and r.json()["data"]["attributes"]["count"] == 2, r.text
+    finally:
+        holder.dispose()
+        srv.stop()
+        drop()
