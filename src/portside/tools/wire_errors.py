@@ -1,7 +1,8 @@
 """One mapping per protocol from the error vocabulary (`portside.errors.Kind`) to that protocol's wire form.
 
 Every table here is total: a unit test fails when a kind is added without a line in each of them. A
-protocol edge never picks a status, reply or close code itself; it asks this module.
+protocol edge does not pick a status, reply or close code itself; it raises or names a kind and asks this
+module (a unit test keeps WebSocket close-code literals out of every other module).
 
 - HTTP, JSON:API (`jsonapi_error`): `{"errors": [{status, code, title, detail, source}]}`; `code` is the
   kind's value (JSON:API's own member, which Daptin clients ignore). Retry-After on 429/503 when known.
