@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portside.core.masks import EXECUTE, GROUP_SHIFT, OWNER_SHIFT, PEEK, READ, REFER, UPDATE
+from portside.core.masks import DELETE, EXECUTE, GROUP_SHIFT, OWNER_SHIFT, PEEK, READ, REFER, UPDATE
 from portside.core.schema import SchemaDoc, parse_document
 
 
@@ -220,6 +220,20 @@ SYSTEM_SCHEMA: dict[str, Any] = {
             "DefaultPermission": 16256,
             "IsHidden": True,
             "Columns": [col("name", "label", "varchar(200)", IsUnique=True, IsNullable=False)],
+        },
+        {
+            # application passwords (auth/login.py): each user sees, renames and deletes their own rows; rows
+            # are made only by the action user_account/create_app_password (the table gate gives no Create);
+            # the SHA-256 of the secret is never returned, never in an event, never written through the API
+            "TableName": "app_password",
+            "DefaultPermission": (PEEK | READ | UPDATE | DELETE) << OWNER_SHIFT,
+            "AccessGroups": [{"Name": "users", "Permission": (PEEK | READ | UPDATE | DELETE) << GROUP_SHIFT}],
+            "IsHidden": True,
+            "Columns": [
+                col("name", "label", "varchar(100)"),
+                col("secret_hash", "password", "varchar(100)", IsNullable=True, ExcludeFromApi=True),
+                col("last_used", "datetime", "timestamp", IsNullable=True),
+            ],
         },
     ],
     "Relations": [
