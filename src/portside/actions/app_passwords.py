@@ -13,7 +13,7 @@ from typing import Any
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth.login import new_app_password
 from portside.auth.sessions import APP_PASSWORD_TABLE
-from portside.core import records
+from portside.core import masks, records
 from portside.core.model import OWNER_COLUMN
 from portside.errors import BadRequest, Unauthorized
 from portside.tools import names
@@ -26,6 +26,7 @@ ACTION: dict[str, Any] = {
     "Label": "Create an application password",
     "OnType": "user_account",
     "InstanceOptional": True,
+    "Permission": masks.AUTH_EXECUTE | masks.PEEK,  # any signed-in user, for their own account
     "InFields": [{"ColumnName": "name", "ColumnType": "label", "IsNullable": False}],
     "OutFields": [{"Type": "__create_app_password", "Method": "EXECUTE", "Attributes": {}}],
 }
