@@ -31,7 +31,7 @@ from support import PASSWORD, Server, World, create, me, new_user, read_events, 
 SECRET_RE = re.compile(r"ps_[0-9a-f]{32}_[A-Za-z0-9_-]{43}")
 
 
-USERS = ("apo", "apx", "lg", "lgo", "rg", "pw", "pwb")
+USERS = ("apo", "apx", "lg", "lgo", "rg", "pw", "pwb", "del")
 _users: dict[str, tuple[str, str]] = {}
 
 
@@ -104,6 +104,9 @@ def test_app_password_is_shown_once_and_only_to_its_owner(world: World) -> None:
             }
         }
         assert c.patch(f"/api/app_password/{ref}", json=body).status_code in (400, 403)
+        link = {"data": {"type": "user_account", "id": other_ref}}
+        r = c.patch(f"/api/app_password/{ref}/relationships/user_account_id", json=link)
+        assert r.status_code in (400, 403, 404), r.text
         # rows come only from the action (no Create on the table for users)
         assert create(c, "app_password", name="raw").status_code == 403
         # HTTP sign-in takes the main password only
@@ -337,5 +340,37 @@ def test_cluster_change_on_one_node_ends_sessions_on_the_other(cluster: tuple[st
             change_password(a, carol, "changed-secret-4")
             assert await closed(live) == (1008, "credentials changed")
             assert await closed(yjs) == (1008, "credentials changed")
+
+    asyncio.run(main())
+
+
+def test_a_deleted_users_app_passwords_go_with_them(world: World) -> None:
+    """Deleting a user passes their rows to the deleting administrator, but never their application passwords:
+    the deleted user knows the secret and would sign in as the administrator with it."""
+    server = world.server
+    _, token = user("del")
+    ref, secret = make_app_password(server, token, "imap")
+    with server.client(token) as c:
+        victim = me(c)["id"]
+    with world.c(world.admin) as c:
+        admin_email = me(c)["attributes"]["email"]
+        assert c.delete(f"/api/user_account/{victim}").status_code in (200, 204)
+        assert all(r["id"] != ref for r in c.get("/api/app_password").json()["data"])
+
+    async def main() -> None:
+        db = Database(world.db_url)
+        try:
+            with pytest.raises(Unauthorized):
+                await login(
+                    db,
+                    build([system_doc()]),
+                    LoginThrottle(),
+                    identifier=admin_email,
+                    secret=secret,
+                    address="a",
+                    protocol="imap",
+                )
+        finally:
+            await db.dispose()
 
     asyncio.run(main())
