@@ -374,3 +374,59 @@ def test_a_deleted_users_app_passwords_go_with_them(world: World) -> None:
             await db.dispose()
 
     asyncio.run(main())
+
+
+GROUP_SCHEMA = """
+Tables:
+  - TableName: gdoc
+    Permission: 16256
+    AccessGroups: [{Name: team, Permission: 2080768}]
+    DefaultPermission: 16256
+    Columns:
+      - {Name: title, DataType: varchar(100), ColumnType: label}
+      - {Name: body, DataType: text, ColumnType: file.txt, IsNullable: true}
+"""
+
+
+def test_leaving_the_group_downgrades_live_and_closes_yjs(world: World) -> None:
+    """Access through the `team` group only: when the member leaves it, their /live subscription ends
+    (`unsubscribed`, the socket stays) and their row-bound Yjs socket closes, each re-checked once."""
+    from support import schema_upload
+
+    server = world.server
+    with world.c(world.admin) as c:
+        assert schema_upload(c, GROUP_SCHEMA, "gdoc.yaml").status_code == 200
+        r = create(c, "gdoc", title="t")
+        assert r.status_code == 201, r.text
+        ref = r.json()["data"]["id"]
+        link = {"data": [{"type": "usergroup", "id": world.team}]}
+        assert c.post(f"/api/gdoc/{ref}/relationships/usergroup_id", json=link).status_code == 204
+    with world.c(world.member) as c:
+        member_ref = me(c)["id"]
+        assert c.get(f"/api/gdoc/{ref}").status_code == 200  # readable through the group
+    base = server.url.replace("http://", "ws://")
+
+    async def main() -> None:
+        async with (
+            websockets.connect(f"{base}/live?token={world.member}&encoding=json") as live,
+            websockets.connect(f"{base}/live/gdoc/{ref}/body/yjs?token={world.member}") as yjs,
+        ):
+            await live.recv()
+            await live.send(json.dumps({"id": "s", "method": "subscribe", "attributes": {"topicName": "gdoc"}}))
+            frame = json.loads(await asyncio.wait_for(live.recv(), 5))
+            assert frame["ok"] is True, frame
+            with world.c(world.admin) as c:
+                r = c.request("DELETE", f"/api/user_account/{member_ref}/relationships/usergroup_id", json=link)
+                assert r.status_code == 204, r.text
+            assert await closed(yjs) == (1008, "permission revoked")
+            ended = json.loads(await asyncio.wait_for(live.recv(), 10))
+            assert ended["event"] == "unsubscribed" and ended["topic"] == "gdoc", ended
+            assert ended["data"]["reason"] == "permission revoked"
+            await live.send(json.dumps({"method": "ping"}))
+            assert json.loads(await asyncio.wait_for(live.recv(), 5))["type"] == "pong"  # still open
+
+    try:
+        asyncio.run(main())
+    finally:
+        with world.c(world.admin) as c:
+            c.post(f"/api/user_account/{member_ref}/relationships/usergroup_id", json=link)
