@@ -107,6 +107,12 @@ def test_app_password_is_shown_once_and_only_to_its_owner(world: World) -> None:
         link = {"data": {"type": "user_account", "id": other_ref}}
         r = c.patch(f"/api/app_password/{ref}/relationships/user_account_id", json=link)
         assert r.status_code in (400, 403, 404), r.text
+        # the owner may rename it, but not fake its last use
+        body = {"data": {"type": "app_password", "id": ref, "attributes": {"name": "old phone"}}}
+        assert c.patch(f"/api/app_password/{ref}", json=body).status_code == 200
+        body = {"data": {"type": "app_password", "id": ref, "attributes": {"last_used": "2020-01-01T00:00:00Z"}}}
+        assert c.patch(f"/api/app_password/{ref}", json=body).status_code == 403
+        assert c.get(f"/api/app_password/{ref}").json()["data"]["attributes"]["last_used"] is None
         # rows come only from the action (no Create on the table for users)
         assert create(c, "app_password", name="raw").status_code == 403
         # HTTP sign-in takes the main password only
