@@ -280,6 +280,15 @@ def test_registry_ends_app_password_sessions_and_rechecks_users(world: World) ->
                 assert r.status_code == 200, r.text
             await registry.refresh_user(got.actor.ref)
             assert ended["live"] == ["credentials changed"] and registry.sessions() == []
+            # a session authenticated just before such a change but registered after its event: re-checked
+            registry.react(Event(2, "user_account", "update", got.actor.ref, {}, None, None))  # type: ignore[arg-type]
+            late: list[str] = []
+            registry.open(got.actor, "imap", "password", recheck=recheck, end=late.append)
+            for _ in range(100):
+                if late:
+                    break
+                await asyncio.sleep(0.05)
+            assert late == ["credentials changed"] and registry.sessions() == []
         finally:
             await db.dispose()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ logger = log.get("sessions")
 APP_PASSWORD_TABLE = "app_password"
 CREDENTIALS_CHANGED = "credentials changed"
 APP_PASSWORD_REVOKED = "application password revoked"
+RECENT = 10.0  # seconds: a session opened this soon after a change to its user is re-checked at once
+MAX_RECENT = 10_000
 
 
 def app_password_credential(ref: str) -> str:
@@ -78,6 +81,7 @@ class SessionRegistry:
         self._pending: dict[str, bool] = {}  # user ref -> another refresh is due after the running one
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._recent: dict[str, float] = {}  # user ref -> when an identity change of theirs last arrived
         self.refreshes = 0  # actor reads done for re-checks (tests and stats)
 
     # -- registration ------------------------------------------------------------------------------
@@ -96,6 +100,10 @@ class SessionRegistry:
         if actor.ref is not None:
             self._by_user.setdefault(actor.ref, set()).add(session)
         self._by_credential.setdefault(credential, set()).add(session)
+        changed = self._recent.get(actor.ref) if actor.ref is not None else None
+        if actor.ref is not None and changed is not None and time.monotonic() - changed < RECENT:
+            # authenticated just before a change that arrived while it was not registered yet: re-check it
+            self._refresh_later(actor.ref)
         return session
 
     def close(self, session: Session) -> None:
@@ -137,8 +145,7 @@ class SessionRegistry:
             try:
                 async with bus.subscribe() as sub:
                     async for event in sub:
-                        if self._all:
-                            self.react(event)
+                        self.react(event)
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. Lagged: resubscribe; identity changes missed meanwhile are re-read below
@@ -161,7 +168,11 @@ class SessionRegistry:
                 users.add(user)
         elif event.table == "usergroup" and event.type in ("update", "delete"):
             users.update(s.actor.ref for s in self._all if s.actor.ref is not None and event.ref in s.actor.groups)
+        now = time.monotonic()
+        if users and len(self._recent) >= MAX_RECENT:
+            self._recent = {u: t for u, t in self._recent.items() if now - t < RECENT}
         for user in users:
+            self._recent[user] = now
             if user in self._by_user:
                 self._refresh_later(user)
 
