@@ -20,6 +20,7 @@ from portside.actions.builtin import builtin_doc
 from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
 from portside.actions.services import Services
+from portside.auth.sessions import SessionRegistry
 from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
 from portside.core import events
@@ -113,6 +114,8 @@ class Portside:
         svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
         self.services = svc
         await self._start_certs(svc)
+        svc.sessions = SessionRegistry(db, catalog)
+        await svc.sessions.start(bus)
         assert svc.hub is not None
         live.attach(svc)
         await svc.hub.start()
@@ -229,6 +232,8 @@ class Portside:
                 self._yjs_relay = None
             if self.services.hub is not None:
                 await self.services.hub.stop()
+            if self.services.sessions is not None:
+                await self.services.sessions.stop()
             if self.services.certs is not None:
                 await self.services.certs.stop()
             if self.websub is not None:

@@ -8,16 +8,16 @@ administrator (or the server to be in its open, admin-less state).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
 
 import sqlalchemy as sa
 
+from portside.actions import app_passwords
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth import access, tokens
-from portside.auth.identity import actor_for_user
+from portside.auth.login import login
 from portside.auth.permissions import Actor
 from portside.core import masks, records
 from portside.core.catalog import admin_exists
@@ -33,7 +33,7 @@ from portside.errors import (
     Unauthorized,
 )
 from portside.realtime import topics
-from portside.tools import crypto, jsonutil, names
+from portside.tools import jsonutil, names
 
 SYSTEM = Actor(is_admin=True, name="system")
 # actions that run as a guest whatever credential the request carries: a stale or revoked HttpOnly cookie
@@ -133,6 +133,7 @@ BUILTIN_ACTIONS: dict[str, Any] = {
             "InFields": [{"ColumnName": "schema_file", "ColumnType": "file.json|yaml", "IsNullable": False}],
             "OutFields": [{"Type": "__upload_schema", "Method": "EXECUTE", "Attributes": {}}],
         },
+        app_passwords.ACTION,
     ]
 }
 
@@ -159,22 +160,21 @@ async def signup(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
 
 @performers.register("jwt.token")
 async def signin(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    """The main password only (Daptin's sign-in); one login function for every protocol (auth/login.py),
+    rate-limited per (account, address) and per address without lockout by others (auth/throttle.py)."""
     s = ctx.services
-    email = names.email(str(ctx.attributes.get("email") or ""))  # the account's login form
-    password = ctx.attributes.get("password")
-    # wrong passwords are limited per (account, address) and per address, with a per-account backoff that
-    # never holds back an address without recent failures (auth/throttle.py): nobody can lock anyone out
-    attempt = s.logins.begin(email, ctx.client)
-    u = s.model.table("user_account").sa
-    row = (await ctx.uow.conn.execute(sa.select(u.c.reference_id, u.c.password).where(u.c.email == email))).first()
-    hashed = row.password if row is not None else None
-    ok = isinstance(password, str) and isinstance(hashed, str) and hashed != ""
-    ok = ok and await asyncio.to_thread(crypto.check_password, str(password), str(hashed))
-    if not ok or row is None:
-        raise Unauthorized("Invalid username or password", kind=Kind.LOGIN_FAILED)
-    attempt.succeeded()
-    actor = await actor_for_user(ctx.uow.conn, s.model, ref=row.reference_id)
-    assert actor is not None and actor.ref is not None
+    found = await login(
+        s.db,
+        s.model,
+        s.logins,
+        identifier=str(ctx.attributes.get("email") or ""),
+        secret=ctx.attributes.get("password"),
+        address=ctx.client,
+        protocol="http",
+        uow=ctx.uow,
+    )
+    actor = found.actor
+    assert actor.ref is not None
     token = tokens.issue(
         secret=s.jwt_secret,
         issuer=s.jwt_issuer,

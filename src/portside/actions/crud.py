@@ -406,7 +406,16 @@ class Crud:
             if row.id == actor.user_id:
                 raise Conflict("you cannot delete your own account")
             heir = actor.user_id
+            for name in PERSONAL_TABLES:  # a user's own credentials go with them, never to the heir
+                personal = model.tables.get(name)
+                if personal is not None:
+                    for owned in await records.fetch(uow.conn, model, personal, personal.sa.c[OWNER_COLUMN] == row.id):
+                        await records.delete(uow, model, personal, owned, actor=actor.ref)
         await records.delete(uow, model, tm, row, actor=actor.ref, heir=heir)
+
+
+# rows that are a user's credentials (application passwords): deleted with the user, not passed to the heir
+PERSONAL_TABLES = ("app_password",)
 
 
 def _client_ref(ref: str | None, attrs: Any) -> str | None:

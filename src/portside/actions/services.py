@@ -8,6 +8,7 @@ from portside.actions.crud import Crud
 from portside.actions.registry import Registry, performers
 from portside.auth.identity import actor_cache
 from portside.auth.permissions import Actor
+from portside.auth.sessions import SessionRegistry
 from portside.auth.throttle import LoginThrottle
 from portside.certs.service import CertificateService
 from portside.core.cache import EventCache
@@ -36,6 +37,7 @@ class Services:
     hub: LiveHub | None = None
     yjs: RoomManager | None = None
     certs: CertificateService | None = None
+    sessions: SessionRegistry | None = None  # long-lived sessions, re-checked when rights change
 
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""

@@ -38,6 +38,7 @@ ADMIN_ONLY_COLUMNS: dict[str, frozenset[str]] = {
     "user_account": frozenset({"permission", "confirmed", "auth_version", OWNER_COLUMN}),
     "usergroup": frozenset({"permission"}),
     "task": frozenset({"as_user_id"}),
+    "app_password": frozenset({"last_used", OWNER_COLUMN}),
 }
 # to-many relationships (join tables to usergroup) only administrators change
 ADMIN_ONLY_LINKS: dict[str, frozenset[str]] = {t: frozenset({"usergroup_id"}) for t in ("user_account", *GATE_TABLES)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from portside.core import masks
-from portside.core.masks import EXECUTE, PEEK, READ, REFER, UPDATE
+from portside.core.masks import DELETE, EXECUTE, PEEK, READ, REFER, UPDATE
 from portside.core.schema import SchemaDoc, parse_document
 
 
@@ -221,6 +221,20 @@ SYSTEM_SCHEMA: dict[str, Any] = {
             "DefaultPermission": 16256,
             "IsHidden": True,
             "Columns": [col("name", "label", "varchar(200)", IsUnique=True, IsNullable=False)],
+        },
+        {
+            # application passwords (auth/login.py): each user sees, renames and deletes their own rows; rows
+            # are made only by the action user_account/create_app_password (the table gate gives no Create);
+            # the SHA-256 of the secret is never returned, never in an event, never written through the API
+            "TableName": "app_password",
+            "DefaultPermission": masks.owner(PEEK, READ, UPDATE, DELETE),
+            "AccessGroups": [{"Name": "users", "Permission": masks.group(PEEK, READ, UPDATE, DELETE)}],
+            "IsHidden": True,
+            "Columns": [
+                col("name", "label", "varchar(100)"),
+                col("secret_hash", "password", "varchar(100)", IsNullable=True, ExcludeFromApi=True),
+                col("last_used", "datetime", "timestamp", IsNullable=True),
+            ],
         },
     ],
     "Relations": [

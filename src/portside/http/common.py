@@ -10,8 +10,10 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from portside.actions.services import Services
+from portside.auth import tokens
 from portside.auth.identity import actor_from_token
 from portside.auth.permissions import GUEST, Actor
+from portside.auth.sessions import token_credential
 from portside.errors import BadRequest, PayloadTooLarge, Unauthorized
 from portside.tools import jsonutil
 
@@ -93,6 +95,19 @@ def origin_refusal(conn: HTTPConnection) -> str | None:
     if origin.strip() in {o.strip() for o in allowed.split(",") if o.strip()}:
         return None
     return "origin not allowed"
+
+
+def session_credential(conn: HTTPConnection) -> str:
+    """What a long-lived session authenticated with, for the session registry: its token's id, or guest."""
+    found = credential(conn)
+    if found is None:
+        return "guest"
+    svc = services(conn)
+    try:
+        jti = tokens.decode(found.token, secret=svc.jwt_secret, issuer=svc.jwt_issuer).get("jti")
+    except Unauthorized:
+        jti = None
+    return token_credential(jti if isinstance(jti, str) else "")
 
 
 async def actor(request: HTTPConnection, *, url_token: bool = True) -> Actor:

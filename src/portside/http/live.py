@@ -21,12 +21,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from portside import log
 from portside.actions.services import Services
 from portside.auth import access
-from portside.auth.identity import actor_for_user
 from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
 from portside.core import limits, records
 from portside.errors import BadRequest, Forbidden, Kind, PortsideError, Unavailable
 from portside.http.common import actor as caller
-from portside.http.common import json_response, origin_refusal, services, token_of
+from portside.http.common import json_response, origin_refusal, services, session_credential, token_of
 from portside.http.wire import DirectWire, text_frame
 from portside.realtime import replay, topics
 from portside.realtime.hub import LiveHub, LiveSession
@@ -321,6 +320,16 @@ async def live(ws: WebSocket) -> None:
 
     conn.session.close = close_later
     hub.sessions.add(conn.session)
+    registry, session = svc.sessions, conn.session
+    registered = None
+    if registry is not None:  # password, group and credential changes re-check or end it (auth/sessions.py)
+        registered = registry.open(
+            who,
+            "live",
+            session_credential(ws),
+            recheck=lambda fresh: hub.recheck(session, fresh),
+            end=lambda reason: hub.expel(session, reason),
+        )
     conn.offer(
         {
             "type": "session",
@@ -356,6 +365,8 @@ async def live(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         return
     finally:
+        if registry is not None and registered is not None:
+            registry.close(registered)
         hub.drop(conn.session)
         hub.sessions.discard(conn.session)
         for task in background:
@@ -394,10 +405,6 @@ def attach(svc: Services) -> None:
     if hub is None:
         return
 
-    async def refresh_actor(ref: str) -> Actor | None:
-        async with svc.db.read() as conn:
-            return await actor_for_user(conn, svc.model, ref=ref)
-
     async def may_subscribe(who: Actor, topic: str) -> bool:
         tm = svc.model.tables.get(topic)
         try:
@@ -409,5 +416,4 @@ def attach(svc: Services) -> None:
             return False
         return True
 
-    hub.refresh_actor = refresh_actor
     hub.may_subscribe = may_subscribe

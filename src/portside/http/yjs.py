@@ -26,14 +26,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from portside import log
 from portside.actions.services import Services
 from portside.auth import access
-from portside.auth.identity import actor_for_user
 from portside.auth.permissions import PEEK, READ, UPDATE, Actor
 from portside.core import filetext, records
 from portside.core.events import Event
 from portside.core.yjs_store import MAX_ROOM_NAME
 from portside.errors import BadRequest, Forbidden, Kind, NotFound, PortsideError
 from portside.http.common import actor as caller
-from portside.http.common import origin_refusal, services, token_of
+from portside.http.common import origin_refusal, services, session_credential, token_of
 from portside.http.wire import DirectWire, binary_frame
 from portside.realtime import yjs_protocol as yp
 from portside.realtime.yjs_rooms import (
@@ -331,6 +330,16 @@ async def run_session(
         logger.exception("could not open yjs room %s", name)
         await ws.close(CLOSE_ERROR, "could not open the document")
         return
+    registry = services(ws).sessions
+    registered = None
+    if registry is not None:  # password, group and credential changes re-check or end it (auth/sessions.py)
+        registered = registry.open(
+            who,
+            "yjs",
+            session_credential(ws),
+            recheck=lambda fresh: manager.recheck_peer(room, peer, fresh),
+            end=lambda reason: manager.expel(peer, reason),
+        )
     writer = asyncio.create_task(conn.writer())
     conn.reader = asyncio.current_task()
 
@@ -369,6 +378,8 @@ async def run_session(
     finally:
         if direct_input and wire is not None:
             wire.set_sink(None)
+        if registry is not None and registered is not None:
+            registry.close(registered)
         manager.leave(room, peer)
         if not writer.done():
             writer.cancel()
@@ -419,10 +430,6 @@ def attach(svc: Services) -> None:
             return None
         return "ro" if readonly else "rw"
 
-    async def refresh_actor(ref: str) -> Actor | None:
-        async with svc.db.read() as conn:
-            return await actor_for_user(conn, svc.model, ref=ref)
-
     async def on_commit(events: list[Event]) -> None:
         """A committed write on this node changed a file column: open documents take the new text; a deleted
         row's documents are closed and dropped."""
@@ -453,5 +460,4 @@ def attach(svc: Services) -> None:
     manager.writer.after_batch.append(flush_now)
     manager.write_back = write_back
     manager.recheck = recheck
-    manager.refresh_actor = refresh_actor
     svc.db.after_commit.append(on_commit)

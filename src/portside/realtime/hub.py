@@ -20,7 +20,6 @@ from typing import Any
 from portside import log
 from portside.auth.permissions import PEEK, READ, Actor, allowed, audience
 from portside.core.events import Event
-from portside.core.model import MEMBERSHIP
 from portside.errors import Kind
 from portside.realtime.bus import Bus
 from portside.tools.wire_errors import ws_close_code
@@ -181,7 +180,6 @@ class Subscribers:
         return out
 
 
-RefreshActor = Callable[[str], Awaitable[Actor | None]]
 MaySubscribe = Callable[[Actor, str], Awaitable[bool]]
 TOPIC_TABLE = "live_topic"
 CLOSE_POLICY = ws_close_code(Kind.TOKEN_REVOKED)  # a session whose credentials changed
@@ -193,17 +191,16 @@ def ended(topic: str, reason: str) -> dict[str, Any]:
 
 
 class LiveHub:
-    """Per-node fan-out. `refresh_actor` and `may_subscribe` (given by the edge) keep long-lived sessions in
-    step with changes to users, memberships, table gates and topic permissions, without reconnecting."""
+    """Per-node fan-out. Sessions follow changes to table gates and topic permissions here, and changes to
+    their user (password, groups) through the session registry (`recheck`, `expel`), without reconnecting."""
 
-    def __init__(self, bus: Bus, refresh_actor: RefreshActor | None = None, may_subscribe: MaySubscribe | None = None):
+    def __init__(self, bus: Bus, may_subscribe: MaySubscribe | None = None):
         self.bus = bus
         # topic -> its subscribers by principal: rights are decided once per principal, filters only where set
         self.topics: dict[str, Subscribers] = {}
         self.sessions: set[LiveSession] = set()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.refresh_actor = refresh_actor
         self.may_subscribe = may_subscribe
         self.delivered = 0  # event frames handed to sockets
         self.dispatched = 0  # events dispatched to at least one subscriber
@@ -278,30 +275,22 @@ class LiveHub:
             for session in self.members(table):
                 if not allowed(session.actor, PEEK, event.grants):
                     self.end(session, table, "permission revoked")
-        elif event.table in (MEMBERSHIP, "user_account"):
-            user = event.data.get("user_account_id") if event.table == MEMBERSHIP else event.ref
-            affected = [s for s in self.sessions if s.actor.ref is not None and s.actor.ref == user]
-            if affected and self.refresh_actor is not None:
-                task = asyncio.create_task(self._refresh(affected))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
 
-    async def _refresh(self, sessions: list[LiveSession]) -> None:
-        assert self.refresh_actor is not None
-        ref = sessions[0].actor.ref
-        assert ref is not None
-        fresh = await self.refresh_actor(ref)
-        for session in sessions:
-            if fresh is None or fresh.auth_version != session.actor.auth_version:
-                self.drop(session)
-                session.close(CLOSE_POLICY, "credentials changed")
-                continue
-            self.rekey(session, fresh)
-            if self.may_subscribe is None:
-                continue
-            for topic in list(session.subscriptions):
-                if not await self.may_subscribe(fresh, topic):
-                    self.end(session, topic, "permission revoked")
+    # identity changes (password, groups) reach sessions through the session registry (auth/sessions.py)
+
+    def expel(self, session: LiveSession, reason: str) -> None:
+        """The session's credentials no longer hold: close it (policy violation)."""
+        self.drop(session)
+        session.close(CLOSE_POLICY, reason)
+
+    async def recheck(self, session: LiveSession, fresh: Actor) -> None:
+        """Same credentials, new identity (groups, admin): keep the topics it may still read, end the others."""
+        self.rekey(session, fresh)
+        if self.may_subscribe is None:
+            return
+        for topic in list(session.subscriptions):
+            if not await self.may_subscribe(fresh, topic):
+                self.end(session, topic, "permission revoked")
 
     async def _run(self) -> None:
         while True:

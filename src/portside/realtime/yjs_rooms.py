@@ -360,7 +360,6 @@ Seed = Callable[[Binding], Awaitable[Content | None]]
 WriteBack = Callable[[Binding, Content, Actor], Awaitable[None]]
 Publish = Callable[[str, bytes], None]
 Recheck = Callable[[Actor, Binding], Awaitable[str | None]]  # "rw", "ro" or None (no access)
-RefreshActor = Callable[[str], Awaitable[Actor | None]]
 
 
 class RoomManager:
@@ -373,7 +372,6 @@ class RoomManager:
         self.write_back: WriteBack | None = None
         self.publish: Publish | None = None  # cross-node relay, set when clustered
         self.recheck: Recheck | None = None
-        self.refresh_actor: RefreshActor | None = None
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tick: asyncio.Task[None] | None = None
@@ -834,13 +832,7 @@ class RoomManager:
     def react(self, event: Event) -> None:
         """Rights may have changed: re-check the affected peers without waiting for them to reconnect."""
         if event.table in (MEMBERSHIP, "user_account"):
-            user = event.data.get("user_account_id") if event.table == MEMBERSHIP else event.ref
-            mine = [
-                (room, peer) for room, peer in self.peers() if peer.actor.ref is not None and peer.actor.ref == user
-            ]
-            if mine:
-                self.spawn(self._refresh(mine), "yjs-refresh")
-            return
+            return  # identity changes reach peers through the session registry (auth/sessions.py)
         if event.table == "world":
             table = event.data.get("table_name")
             hit = [(r, p) for r, p in self.peers() if r.binding is not None and r.binding.table == table]
@@ -859,21 +851,15 @@ class RoomManager:
         if hit:
             self.spawn(self._recheck(hit), "yjs-recheck")
 
-    async def _refresh(self, pairs: list[tuple[Room, Peer]]) -> None:
-        if self.refresh_actor is None:
-            return
-        ref = pairs[0][1].actor.ref
-        assert ref is not None
-        fresh = await self.refresh_actor(ref)
-        keep = []
-        for room, peer in pairs:
-            if fresh is None or fresh.auth_version != peer.actor.auth_version:
-                peer.close(CLOSE_POLICY, "credentials changed")
-                continue
-            peer.actor = fresh
-            if room.binding is not None:
-                keep.append((room, peer))
-        await self._recheck(keep)
+    def expel(self, peer: Peer, reason: str) -> None:
+        """The peer's credentials no longer hold (session registry): close it (policy violation)."""
+        peer.close(CLOSE_POLICY, reason)
+
+    async def recheck_peer(self, room: Room, peer: Peer, fresh: Actor) -> None:
+        """Same credentials, new identity (session registry): re-decide the peer's mode in a row-bound room."""
+        peer.actor = fresh
+        if room.binding is not None:
+            await self._recheck([(room, peer)])
 
     async def _recheck(self, pairs: list[tuple[Room, Peer]]) -> None:
         if self.recheck is None:
