@@ -26,7 +26,7 @@ ACTION: dict[str, Any] = {
     "Label": "Create an application password",
     "OnType": "user_account",
     "InstanceOptional": True,
-    "Permission": masks.AUTH_EXECUTE | masks.PEEK,  # any signed-in user, for their own account
+    "Permission": masks.combine(masks.AUTH_EXECUTE, masks.guest(masks.PEEK)),  # any signed-in user, for themselves
     "InFields": [{"ColumnName": "name", "ColumnType": "label", "IsNullable": False}],
     "OutFields": [{"Type": "__create_app_password", "Method": "EXECUTE", "Attributes": {}}],
 }
