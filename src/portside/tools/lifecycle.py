@@ -169,11 +169,15 @@ class Listener(ABC):
     def __init__(self, name: str, protocol: str, host: str, port: int, tls: TlsMode = "none"):
         self.name, self.protocol, self.host, self.port, self.tls = name, protocol, host, port, tls
         self.sockets: list[socket.socket] = []
+        self._bound: int | None = None
         self.on_exit: Callable[[Listener, BaseException | None], None] | None = None  # set by the registry
 
     @property
     def bound_port(self) -> int | None:
-        return int(self.sockets[0].getsockname()[1]) if self.sockets else None
+        """The real port once bound (kept after the sockets close, for the log and `/_ports`)."""
+        if self._bound is None and self.sockets:
+            self._bound = int(self.sockets[0].getsockname()[1])
+        return self._bound
 
     @property
     def url(self) -> str:
@@ -181,7 +185,7 @@ class Listener(ABC):
 
     async def bind(self) -> None:
         """Take the port (before anything is served on it); raises OSError."""
-        if not self.sockets:
+        if not self.sockets and self._bound is None:  # a listener is bound once; a new one takes a new port
             self.sockets = await asyncio.to_thread(bind_tcp, self.host, self.port)
 
     @abstractmethod
@@ -191,8 +195,10 @@ class Listener(ABC):
     async def drain(self, deadline: float) -> None: ...
 
     def close(self) -> None:
+        _ = self.bound_port
         for sock in self.sockets:
             sock.close()
+        self.sockets = []
 
     async def stop(self, timeout: float = DEADLINE) -> None:
         """Drain until the deadline, then close whatever is left; idempotent."""
