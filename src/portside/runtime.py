@@ -231,7 +231,7 @@ class Portside:
         app.state.feeds, app.state.websub = self.feeds, self.websub
         app.state.listeners = self.listeners
         self._app = CaptureRawSend(app)
-        self._life.push("listeners", self.listeners.stop_all)
+        self._life.push("listeners", self.listeners.stop_all, bounded=False)
         await self.listeners.start(http, fatal=True)
         self.ports["http"] = http.bound_port or 0
 

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import signal
 import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -40,11 +41,12 @@ class Lifecycle:
 
     def __init__(self, deadline: float = DEADLINE):
         self.deadline = deadline
-        self._stops: list[tuple[str, Stop]] = []
+        self._stops: list[tuple[str, Stop, bool]] = []
 
-    def push(self, name: str, stop: Stop) -> None:
-        """Register the stop of something that has just started."""
-        self._stops.append((name, stop))
+    def push(self, name: str, stop: Stop, *, bounded: bool = True) -> None:
+        """Register the stop of something that has just started; `bounded=False` for a stop that keeps its
+        own deadlines (the listener registry stops each listener within its own)."""
+        self._stops.append((name, stop, bounded))
 
     async def enter(
         self, name: str, start: Callable[[], Awaitable[T]], stop: Callable[[], Awaitable[None] | None]
@@ -67,15 +69,15 @@ class Lifecycle:
 
     @property
     def names(self) -> list[str]:
-        return [name for name, _ in self._stops]
+        return [name for name, _, _ in self._stops]
 
     async def close(self) -> None:
         while self._stops:
-            name, stop = self._stops.pop()
+            name, stop, bounded = self._stops.pop()
             try:
                 result = stop()
                 if result is not None:
-                    await asyncio.wait_for(result, self.deadline)
+                    await (asyncio.wait_for(result, self.deadline) if bounded else result)
             except TimeoutError:
                 logger.warning("%s did not stop within %.0f s", name, self.deadline)
             except asyncio.CancelledError:
@@ -92,7 +94,11 @@ class Lifecycle:
 
 @contextlib.contextmanager
 def stop_signals(on_signal: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM and SIGINT call `on_signal` once (graceful stop); a second signal acts as if unhandled."""
+    """SIGTERM and SIGINT call `on_signal` once (graceful stop); a second signal acts as if unhandled.
+    Outside the main thread (where signals cannot be handled) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     loop = asyncio.get_running_loop()
     sigs = (signal.SIGTERM, signal.SIGINT)
 
@@ -276,12 +282,12 @@ class Listeners:
                     old = None
                 listener.on_exit = self._exited
                 await listener.serve()
-            except Exception as exc:
+            except BaseException as exc:  # cancelled too: neither socket may stay open
                 listener.on_exit = None
                 await listener.stop(0)
                 if old is not None:
                     await self._stop(old)
-                if fatal:
+                if fatal or not isinstance(exc, Exception):
                     self._entries.pop(listener.name, None)
                     raise
                 error = str(exc) or type(exc).__name__
