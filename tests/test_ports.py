@@ -199,6 +199,23 @@ def test_https_moves_stops_and_comes_back_live(world: World) -> None:
     assert [line for line in srv.log[start:] if line.startswith("portside: http ")] == []  # no http stop/restart
 
 
+def test_setting_the_port_it_runs_on_changes_nothing(world: World) -> None:
+    """https runs on a port picked from 0; asking for that very port keeps it (no rebind against itself)."""
+    import time
+
+    srv = world.server
+    before = by_name(world)["https"]
+    mark = len(srv.log)
+    assert set_key(world, "https.port", str(port_of(before["url"]))).status_code == 200
+    deadline = time.monotonic() + 2  # the switch runs right after the event: it must not change anything
+    while time.monotonic() < deadline:
+        assert by_name(world)["https"] == before
+        time.sleep(0.1)
+    assert https_ok(before["url"])
+    assert [line for line in srv.log[mark:] if line.startswith("portside: ")] == []
+    set_key(world, "https.port", "")
+
+
 def test_taken_port_fails_and_fixing_the_key_recovers(world: World) -> None:
     srv = world.server
     with live_socket(srv, world.owner) as ws, socket.socket() as squatter:
@@ -361,3 +378,31 @@ def test_https_taken_at_start_is_listed_failed_and_http_serves(tmp_path: Path) -
                 assert c.get("/ping").text == "pong"
         finally:
             srv.stop()
+
+
+def test_an_unusable_stored_port_is_listed_failed_at_start(tmp_path: Path) -> None:
+    """A value that did not come through /_config (an older node, a hand edit) is a failed listener."""
+    import sqlalchemy as sa
+
+    srv = start_server("", tmp_path)
+    srv.stop()
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/portside.db")
+    with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "INSERT INTO _config (name, configtype, configstate, configenv, value) "
+                "VALUES ('https.port', 'backend', 'enabled', 'release', 'abc')"
+            )
+        )
+    engine.dispose()
+    srv = start_server("", tmp_path)
+    try:
+        w = setup_world(srv, "")
+        entry = wait_state(w, "https", "failed")
+        assert entry is not None and "https.port" in entry["error"] and "not a port" in entry["error"], entry
+        assert set(srv.listeners) == {"http"}
+        mark = len(srv.log)
+        assert set_key(w, "https.port", "0").status_code == 200  # fixing the key recovers
+        assert https_ok(srv.wait_listening("https", mark))
+    finally:
+        srv.stop()

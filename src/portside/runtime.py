@@ -266,7 +266,7 @@ class Portside:
         running = self.listeners.get("https")
         if port is None:
             await self.listeners.stop("https")
-        elif running is None or running.port != port:
+        elif running is None or port not in (running.port, running.bound_port):
             try:
                 if certs.material(certs.fallback) is None:  # enabled live: make sure --hostname has one
                     await certs.ensure(certs.fallback)
