@@ -182,6 +182,17 @@ def test_bind_tcp_reports_the_real_port_and_leaves_nothing_on_failure() -> None:
     assert free(port)
 
 
+def test_bind_tcp_gives_every_address_of_a_name_one_port() -> None:
+    socks = bind_tcp("localhost", 0)
+    try:
+        assert socks and len({s.getsockname()[1] for s in socks}) == 1
+    finally:
+        for s in socks:
+            s.close()
+    with pytest.raises(OSError):
+        bind_tcp("no-such-host.invalid", 0)
+
+
 # -- Listeners ------------------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import signal
 import socket
 import threading
@@ -137,9 +138,17 @@ def bind_tcp(host: str, port: int) -> list[socket.socket]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL or len(infos) == 1:
+                    raise
+                out.pop().close()  # e.g. ::1 of `localhost` on a host without IPv6: the other addresses serve
+                continue
             sock.listen(1024)
             sock.setblocking(False)
+        if not out:
+            raise OSError(errno.EADDRNOTAVAIL, f"no address of {host!r} can be bound")
     except BaseException:
         for sock in out:
             sock.close()
