@@ -406,3 +406,18 @@ def test_an_unusable_stored_port_is_listed_failed_at_start(tmp_path: Path) -> No
         assert https_ok(srv.wait_listening("https", mark))
     finally:
         srv.stop()
+
+
+def test_uvicorn_still_captures_signals_through_the_method_we_override() -> None:
+    """Canary: http.listener switches uvicorn's signal capture off by overriding `Server.capture_signals`; if
+    uvicorn stops calling it, its handlers would replace the runtime's (and SIGTERM would kill the process)."""
+    import inspect
+
+    import uvicorn
+
+    from portside.http.listener import UvicornListener
+
+    assert "self.capture_signals()" in inspect.getsource(uvicorn.Server.serve)
+    assert {"started", "should_exit", "force_exit"} <= set(vars(uvicorn.Server(uvicorn.Config(app=None))))
+    assert "sockets" in inspect.signature(uvicorn.Server.serve).parameters
+    assert UvicornListener.__mro__[1].__name__ == "Listener"
