@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
 TLS_LISTEN_RE = re.compile(r"portside: https listening on (https://\S+)")
+ANY_LISTEN_RE = re.compile(r"^portside: (\S+) listening on (\S+://\S+)$")
+STOPPED_RE = re.compile(r"^portside: (\S+) stopped$")
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 PASSWORD = "secret123"
@@ -33,6 +35,33 @@ class Server:
     log: list[str] = field(default_factory=list)
     database_url: str = ""
     tls_url: str = ""  # with --tls-port: the HTTPS listener's URL
+    listeners: dict[str, str] = field(default_factory=dict)  # name -> URL of every listener running now
+
+    def note(self, line: str) -> None:
+        """Record one output line; `listening on` and `stopped` lines keep `listeners` current."""
+        self.log.append(line)
+        m = ANY_LISTEN_RE.match(line.strip())
+        if m:
+            self.listeners[m.group(1)] = m.group(2)
+        m = STOPPED_RE.match(line.strip())
+        if m:
+            self.listeners.pop(m.group(1), None)
+
+    def wait_line(self, pattern: str, after: int = 0, timeout: float = 30) -> re.Match[str]:
+        """The first output line from index `after` on that matches `pattern` (waits for it)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log[after:]:
+                m = rx.search(line)
+                if m:
+                    return m
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n" + "".join(self.log[-30:]))
+
+    def wait_listening(self, name: str, after: int = 0, timeout: float = 30) -> str:
+        """The URL of the next `portside: NAME listening on URL` line from index `after` on."""
+        return self.wait_line(rf"^portside: {re.escape(name)} listening on (\S+)$", after, timeout).group(1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -65,8 +94,15 @@ class World:
 
 
 def start_server(
-    database_url: str, data_dir: Path | None = None, *extra: str, env: dict[str, str] | None = None, timeout: float = 60
+    database_url: str,
+    data_dir: Path | None = None,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    wait_for: tuple[str, ...] | None = None,
 ) -> Server:
+    """A `portside serve --port 0` process, returned once the listeners `wait_for` (default: http, and https
+    with --tls-port) have printed their `listening on` line."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="portside-"))
     args = [
         sys.executable,
@@ -87,9 +123,10 @@ def start_server(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
     )
     assert proc.stdout is not None
-    lines: list[str] = []
-    http_url = ""
-    want_tls = "--tls-port" in extra or "PORTSIDE_TLS_PORT" in (env or {})
+    if wait_for is None:
+        want_tls = "--tls-port" in extra or "PORTSIDE_TLS_PORT" in (env or {})
+        wait_for = ("http", "https") if want_tls else ("http",)
+    server = Server("", proc, data_dir, [], database_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -97,17 +134,14 @@ def start_server(
             if proc.poll() is not None:
                 break
             continue
-        lines.append(line)
-        m = LISTEN_RE.search(line)
-        if m:
-            http_url = m.group(1)
-        t = TLS_LISTEN_RE.search(line) if want_tls else None
-        if http_url and (not want_tls or t):
-            server = Server(http_url, proc, data_dir, lines, database_url, tls_url=t.group(1) if t else "")
+        server.note(line)
+        if all(name in server.listeners for name in wait_for):
+            server.url = server.listeners.get("http", "")
+            server.tls_url = server.listeners.get("https", "")
             _drain(server)
             return server
     proc.kill()
-    raise RuntimeError("portside did not start:\n" + "".join(lines))
+    raise RuntimeError("portside did not start:\n" + "".join(server.log))
 
 
 def _drain(server: Server) -> None:
@@ -116,7 +150,7 @@ def _drain(server: Server) -> None:
     def pump() -> None:
         assert server.proc.stdout is not None
         for line in server.proc.stdout:
-            server.log.append(line)
+            server.note(line)
 
     threading.Thread(target=pump, daemon=True).start()
 

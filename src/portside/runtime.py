@@ -1,7 +1,10 @@
 """Composition: build every service from settings, wire after-commit events to the bus, run listeners.
 
 `Portside` is an async context manager (and has start()/stop()); `started` is set once every listener
-is accepting connections and `ports` holds the real ports.
+is accepting connections and `ports` holds the real ports. Everything starts in one `Lifecycle`: a start
+that fails stops what already started, and `stop()` stops it all in reverse order. Listeners live in the
+`Listeners` registry (`listeners`); the HTTP port is bound first (a taken port fails before any work) and
+served last, HTTPS follows config `https.port` live (`_apply_https`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
 from portside.http import live, yjs
 from portside.http.app import build_app
+from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, WebSocketProtocol
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
@@ -45,9 +49,12 @@ from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
 from portside.tools import private_files
 from portside.tools.ids import uuid7_str
+from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
 
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
+HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
+LISTENER_KEYS = frozenset({HTTPS_PORT_KEY})
 
 
 class Portside:
@@ -58,9 +65,9 @@ class Portside:
         self.services: Services | None = None
         self.feeds: FeedService | None = None
         self.websub: WebSubHub | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._server: uvicorn.Server | None = None
-        self._tls_server: uvicorn.Server | None = None
+        self.listeners = Listeners()
+        self._life = Lifecycle()
+        self._switch = asyncio.Event()  # a listener key changed: re-apply the listeners
         self._app: Any = None
         self._yjs_relay: RedisRelay | None = None
         self._reload_dirty = False
@@ -92,10 +99,30 @@ class Portside:
                 logger.warning("%s", problem)
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _bind_http(self) -> UvicornListener:
         s = self.settings
+        http = UvicornListener("http", s.host, s.port, lambda port: self._uvicorn_config(self._app, port))
+        try:
+            await http.bind()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {http.url}: {exc.strerror or exc}") from None
+        self._life.push("http socket", http.close)  # closed if start-up fails before it is served
+        return http
+
+    async def _start(self) -> None:
+        s = self.settings
+        life = self._life
+        http = await self._bind_http()
         data = Path(s.data_dir)
         await asyncio.to_thread(private_files.private_dir, data)
         db = Database(s.db_url)
+        life.push("database", db.dispose)
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
@@ -107,21 +134,22 @@ class Portside:
         cluster = await config.setdefault("cluster.id", uuid7_str())
         bus = make_bus(db, s.redis_url, f"portside:events:{cluster}")
         db.after_commit.append(bus.publish)
-        await bus.start()
+        await life.enter("event bus", bus.start, bus.stop)
         await catalog.start()
         await config.load()
         await self._secrets(config)
         svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
         self.services = svc
         await self._start_certs(svc)
-        svc.sessions = SessionRegistry(db, catalog)
-        await svc.sessions.start(bus)
+        sessions = svc.sessions = SessionRegistry(db, catalog)
+        await life.enter("sessions", lambda: sessions.start(bus), sessions.stop)
         assert svc.hub is not None
         live.attach(svc)
-        await svc.hub.start()
+        await life.enter("live hub", svc.hub.start, svc.hub.stop)
         feeds = self.feeds = FeedService(svc)
         websub = self.websub = WebSubHub(svc, feeds)
-        await websub.start()
+        await life.enter("websub", websub.start, websub.stop)
+        life.push("yjs", self._stop_yjs)
         await self._start_yjs(svc, cluster)
 
         async def invalidate(committed: list[Event]) -> None:  # this node's writes, before the response
@@ -133,11 +161,13 @@ class Portside:
 
         db.after_commit.insert(0, invalidate)
         self._schema_stamp = self._stamp()
-        self._tasks.append(asyncio.create_task(self._watch_events(), name="portside-events"))
-        self._tasks.append(asyncio.create_task(self._watch_schema_files(), name="portside-schema-files"))
-        self._tasks.append(asyncio.create_task(self._trim_events(), name="portside-trim"))
-        await self._serve_http(svc)
-        await self._serve_https(svc)
+        life.task(self._watch_events(), "portside-events")
+        life.task(self._watch_schema_files(), "portside-schema-files")
+        life.task(self._trim_events(), "portside-trim")
+        life.push("model reload", self._stop_reload)
+        await self._serve_http(svc, http)
+        life.task(self._switch_listeners(), "portside-listeners")
+        await self._apply_https()
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -155,13 +185,31 @@ class Portside:
             await self._yjs_relay.start()
         await svc.yjs.start(svc.bus)
 
+    async def _stop_yjs(self) -> None:
+        if self.services is not None and self.services.yjs is not None:
+            await self.services.yjs.stop()
+        if self._yjs_relay is not None:
+            await self._yjs_relay.stop()
+            self._yjs_relay = None
+
+    async def _stop_reload(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reload_task
+
     async def _start_certs(self, svc: Services) -> None:
         try:
             svc.certs = CertificateService(svc.db, svc.catalog, svc.config, self.settings.hostname)
         except certx.CertError as exc:
             raise StartupError(f"invalid --hostname {self.settings.hostname!r}: {exc}") from None
         # the listener's own host name gets its certificate (self-signed if none) before HTTPS starts
-        await svc.certs.start(ensure_fallback=self.settings.tls_port is not None)
+        try:
+            https = self._https_port() is not None
+        except ValueError:
+            https = False
+        certs = svc.certs
+        await self._life.enter("certificates", lambda: certs.start(ensure_fallback=https), certs.stop)
 
     def _uvicorn_config(self, app: Any, port: int, **extra: Any) -> uvicorn.Config:
         return uvicorn.Config(
@@ -181,67 +229,74 @@ class Portside:
             **extra,
         )
 
-    async def _listen(self, config: uvicorn.Config, scheme: str) -> uvicorn.Server:
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(), name=f"portside-{scheme}")
-        self._tasks.append(task)
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise the bind error
-                raise RuntimeError(f"{scheme.upper()} server stopped during start-up")
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        self.ports[scheme] = port
-        print(f"portside: {scheme} listening on {scheme}://{self.settings.host}:{port}", flush=True)
-        return server
-
-    async def _serve_http(self, svc: Services) -> None:
+    async def _serve_http(self, svc: Services, http: UvicornListener) -> None:
         app = build_app(svc)
         app.state.feeds, app.state.websub = self.feeds, self.websub
+        app.state.listeners = self.listeners
         self._app = CaptureRawSend(app)
-        self._server = await self._listen(self._uvicorn_config(self._app, self.settings.port), "http")
+        self._life.push("listeners", self.listeners.stop_all, bounded=False)
+        await self.listeners.start(http, fatal=True)
+        self.ports["http"] = http.bound_port or 0
 
-    async def _serve_https(self, svc: Services) -> None:
+    # -- listeners switched live -------------------------------------------------------------------
+
+    def _https_port(self) -> int | None:
+        """The HTTPS port config `https.port` asks for (absent or "" = --tls-port); ValueError if invalid."""
+        assert self.services is not None
+        return parse_port(self.services.config.get(HTTPS_PORT_KEY), self.settings.tls_port)
+
+    def _https_listener(self, port: int) -> UvicornListener:
         """The same application over TLS: contexts from the certificate service, chosen per SNI."""
-        if self.settings.tls_port is None or svc.certs is None:
+        assert self.services is not None and self.services.certs is not None
+        certs = self.services.certs
+
+        def config(real: int) -> uvicorn.Config:
+            return self._uvicorn_config(
+                self._app, real, ssl_context_factory=lambda _config, _default: certs.server_context()
+            )
+
+        return UvicornListener("https", self.settings.host, port, config, tls="implicit")
+
+    async def _apply_https(self) -> None:
+        """Start, move or stop the HTTPS listener as configured; nothing else is touched."""
+        assert self.services is not None and self.services.certs is not None
+        certs = self.services.certs
+        try:
+            port = self._https_port()
+        except ValueError as exc:
+            await self.listeners.fail(self._https_listener(0), f"{HTTPS_PORT_KEY}: {exc}")
             return
-        certs = svc.certs
-        config = self._uvicorn_config(
-            self._app, self.settings.tls_port, ssl_context_factory=lambda _config, _default: certs.server_context()
-        )
-        self._tls_server = await self._listen(config, "https")
+        running = self.listeners.get("https")
+        if port is None:
+            await self.listeners.stop("https")
+        elif running is None or port not in (running.port, running.bound_port):
+            try:
+                if certs.material(certs.fallback) is None:  # enabled live: make sure --hostname has one
+                    await certs.ensure(certs.fallback)
+                    await certs.reload()
+            except Exception as exc:
+                await self.listeners.fail(self._https_listener(port), f"no certificate for {certs.fallback}: {exc}")
+                return
+            await self.listeners.start(self._https_listener(port))
+        https = self.listeners.get("https")
+        self.ports.pop("https", None)
+        if https is not None and https.bound_port is not None:
+            self.ports["https"] = https.bound_port
+
+    async def _switch_listeners(self) -> None:
+        while True:
+            await self._switch.wait()
+            self._switch.clear()
+            try:
+                await self._apply_https()
+            except Exception:
+                logger.exception("applying the listener configuration failed")
 
     async def stop(self) -> None:
-        for server in (self._server, self._tls_server):
-            if server is not None:
-                server.should_exit = True
-        if self._reload_task is not None:
-            self._tasks.append(self._reload_task)
-        for t in self._tasks:
-            if t.get_name() not in ("portside-http", "portside-https"):
-                t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(t, timeout=5)
-        self._tasks.clear()
-        if self.services is not None:
-            if self.services.yjs is not None:
-                await self.services.yjs.stop()
-            if self._yjs_relay is not None:
-                await self._yjs_relay.stop()
-                self._yjs_relay = None
-            if self.services.hub is not None:
-                await self.services.hub.stop()
-            if self.services.sessions is not None:
-                await self.services.sessions.stop()
-            if self.services.certs is not None:
-                await self.services.certs.stop()
-            if self.websub is not None:
-                await self.websub.stop()
-                self.websub = None
-            await self.services.bus.stop()
-            await self.services.db.dispose()
-            self.services = None
+        """Everything that started, in reverse order (listeners drain first); safe to call twice."""
+        await self._life.close()
+        self.websub = None
+        self.services = None
 
     # -- background work ---------------------------------------------------------------------------
 
@@ -265,6 +320,8 @@ class Portside:
             self.websub.on_events([event], local=False)
         if event.table == CONFIG_TABLE:
             await svc.config.load()
+            if event.data.get("name") in LISTENER_KEYS:
+                self._switch.set()
         elif event.table == MEMBERSHIP:
             await svc.catalog.refresh_open_mode()
         elif event.table in RELOAD_TABLES:
@@ -321,7 +378,22 @@ class Portside:
 
 
 async def serve_forever(settings: Settings) -> None:
-    async with Portside(settings) as app:
-        assert app._server is not None
-        while not app._server.should_exit:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.5)
+    """Run until SIGTERM or SIGINT, then stop everything in reverse order (a signal during start-up stops
+    what already started). A second signal is not handled: it ends the process at once."""
+    app = Portside(settings)
+    stopping = asyncio.Event()
+    with stop_signals(stopping.set):
+        starting = asyncio.create_task(app.start(), name="portside-start")
+        waiting = asyncio.create_task(stopping.wait())
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()  # start() stops what it started, then re-raises the cancellation
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        waiting.cancel()
+        starting.result()  # a start-up error ends here (start() already cleaned up)
+        try:
+            await stopping.wait()
+        finally:
+            await app.stop()

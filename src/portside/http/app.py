@@ -17,7 +17,7 @@ from starlette.routing import Route
 from portside import log
 from portside.actions.services import Services
 from portside.errors import PortsideError, kind_for_status
-from portside.http import acme, action, api, config, feed, live, openapi, yjs
+from portside.http import acme, action, api, config, feed, live, openapi, ports, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
 from portside.tools.wire_errors import jsonapi_error
@@ -55,6 +55,7 @@ def build_app(services: Services) -> Starlette:
         *api.routes,
         *action.routes,
         *config.routes,
+        *ports.routes,
         *openapi.routes,
         *live.routes,
         *feed.routes,

@@ -1,6 +1,7 @@
 """/_config: live configuration for administrators (plain-text values).
 
-Secret keys (core.config.is_secret) are write-only: reads show SECRET_MARKER. The token must come from
+Secret keys (core.config.is_secret) are write-only: reads show SECRET_MARKER. A key whose last dotted part
+is `port` (`https.port`) takes only a port number, "" or `off` (tools.lifecycle.parse_port). The token must come from
 the Authorization header or the cookie: a `?token=` in the URL (which ends up in logs and histories) is
 refused with 401.
 """
@@ -17,6 +18,7 @@ from portside.core.config import MAX_VALUE_BYTES, SECRET_KEYS, SECRET_MARKER, is
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.http.common import actor, json_response, read_body, services
 from portside.tools import names
+from portside.tools.lifecycle import parse_port
 
 
 async def _admin(request: Request) -> None:
@@ -63,6 +65,11 @@ async def config_key(request: Request) -> Response:
         raise BadRequest(f"{key} must be at least {MIN_SECRET_CHARS} characters")
     if is_secret(key) and value.strip() in ("", SECRET_MARKER):
         raise BadRequest(f"{key} is a secret: send the new value (not empty, not the {SECRET_MARKER} marker)")
+    if key.rsplit(".", 1)[-1] == "port":  # a listener's port: checked here, so only usable values are stored
+        try:
+            parse_port(value, None)
+        except ValueError as exc:
+            raise BadRequest(f"{key}: {exc}") from None
     await svc.config.set(key, value, end, actor=who.ref)
     return PlainTextResponse("", status_code=200)
 
