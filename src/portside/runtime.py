@@ -19,7 +19,9 @@ from portside import log
 from portside.actions.builtin import builtin_doc
 from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
+from portside.actions.live_access import LiveAccess
 from portside.actions.services import Services
+from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
 from portside.core import events
@@ -34,7 +36,6 @@ from portside.core.systables import system_doc
 from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
-from portside.http import live, yjs
 from portside.http.app import build_app
 from portside.http.wire import CaptureRawSend, WebSocketProtocol
 from portside.realtime.bus import make_bus
@@ -110,11 +111,12 @@ class Portside:
         await catalog.start()
         await config.load()
         await self._secrets(config)
-        svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
+        crud = Crud(db, catalog, config)
+        access = LiveAccess(db, catalog, crud)  # /live sessions are re-checked through it when rights change
+        svc = Services(s, db, config, catalog, crud, bus, hub=LiveHub(bus, access.refresh_actor, access.may_subscribe))
         self.services = svc
         await self._start_certs(svc)
         assert svc.hub is not None
-        live.attach(svc)
         await svc.hub.start()
         feeds = self.feeds = FeedService(svc)
         websub = self.websub = WebSubHub(svc, feeds)
@@ -142,8 +144,8 @@ class Portside:
         self.started.set()
 
     async def _start_yjs(self, svc: Services, cluster: str) -> None:
-        svc.yjs = RoomManager(svc.db, svc.config)
-        yjs.attach(svc)
+        svc.yjs = RoomManager(svc.db, svc.config, YjsRows(svc))  # row-bound rooms: seed, write-back, re-checks
+        svc.db.after_commit.append(ColumnWatch(svc, svc.yjs).on_commit)
         if self.settings.redis_url:
             self._yjs_relay = RedisRelay(
                 self.settings.redis_url, f"portside:yjs:{cluster}", svc.yjs.on_remote, svc.yjs.resync

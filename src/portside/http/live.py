@@ -20,7 +20,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from portside import log
 from portside.actions.services import Services
-from portside.auth.identity import actor_for_user
 from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
 from portside.core import limits, records
 from portside.errors import BadRequest, Forbidden, PortsideError
@@ -384,28 +383,3 @@ async def live_stats(request: Request) -> Response:
 
 
 routes = [WebSocketRoute("/live", live), Route("/live/stats", live_stats)]
-
-
-def attach(svc: Services) -> None:
-    """Give the hub what it needs to re-check long-lived sessions after rights change."""
-    hub = svc.hub
-    if hub is None:
-        return
-
-    async def refresh_actor(ref: str) -> Actor | None:
-        async with svc.db.read() as conn:
-            return await actor_for_user(conn, svc.model, ref=ref)
-
-    async def may_subscribe(who: Actor, topic: str) -> bool:
-        tm = svc.model.tables.get(topic)
-        try:
-            if tm is None:
-                await topics.user_topic(svc.db, svc.model, who, topic, READ, suffix=False)
-            else:
-                await svc.crud.check_gate(who, tm, PEEK)
-        except (Forbidden, topics.TopicError):
-            return False
-        return True
-
-    hub.refresh_actor = refresh_actor
-    hub.may_subscribe = may_subscribe
