@@ -37,7 +37,7 @@ from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
 from portside.http.app import build_app
-from portside.http.wire import CaptureRawSend, WebSocketProtocol
+from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
@@ -172,7 +172,7 @@ class Portside:
             access_log=False,
             server_header=False,
             proxy_headers=False,  # forwarded headers are believed only from --trusted-proxies (http/peer.py)
-            ws=WebSocketProtocol,  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
+            ws=ws_protocol(),  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
             ws_max_size=1024 * 1024,  # /live frames
             ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out
             ws_ping_interval=20,  # server pings find dead peers
