@@ -191,8 +191,9 @@ def ended(topic: str, reason: str) -> dict[str, Any]:
 
 
 class LiveHub:
-    """Per-node fan-out. `refresh_actor` and `may_subscribe` (given by the edge) keep long-lived sessions in
-    step with changes to users, memberships, table gates and topic permissions, without reconnecting."""
+    """Per-node fan-out. `refresh_actor` and `may_subscribe` (given by the runtime at construction, from
+    `actions.live_access`) keep long-lived sessions in step with changes to users, memberships, table gates
+    and topic permissions, without reconnecting."""
 
     def __init__(self, bus: Bus, refresh_actor: RefreshActor | None = None, may_subscribe: MaySubscribe | None = None):
         self.bus = bus

@@ -21,7 +21,7 @@ class UpdateWriter:
     over and goes on reading, so the updates read in one turn of the event loop are committed together in the
     next. When more than MAX_PENDING updates wait (a database slower than the input), `backlogged` is true and
     readers should pause until `when_drained` calls them back. `after_batch` hooks run after each batch's
-    callbacks (the edge writes out the frames the batch relayed).
+    callbacks (the room manager's output flusher writes out the frames the batch relayed).
     """
 
     MAX_PENDING = 10_000
