@@ -22,7 +22,9 @@ from portside import log
 from portside.actions.builtin import builtin_doc
 from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
+from portside.actions.live_access import LiveAccess
 from portside.actions.services import Services
+from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
 from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
@@ -38,10 +40,9 @@ from portside.core.systables import system_doc
 from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
-from portside.http import live, yjs
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
-from portside.http.wire import CaptureRawSend, WebSocketProtocol
+from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
@@ -138,13 +139,14 @@ class Portside:
         await catalog.start()
         await config.load()
         await self._secrets(config)
-        svc = Services(s, db, config, catalog, Crud(db, catalog, config), bus, hub=LiveHub(bus))
+        crud = Crud(db, catalog, config)
+        live_access = LiveAccess(db, catalog, crud)  # /live subscriptions are re-checked through it
+        svc = Services(s, db, config, catalog, crud, bus, hub=LiveHub(bus, live_access.may_subscribe))
         self.services = svc
         await self._start_certs(svc)
         sessions = svc.sessions = SessionRegistry(db, catalog)
         await life.enter("sessions", lambda: sessions.start(bus), sessions.stop)
         assert svc.hub is not None
-        live.attach(svc)
         await life.enter("live hub", svc.hub.start, svc.hub.stop)
         feeds = self.feeds = FeedService(svc)
         websub = self.websub = WebSubHub(svc, feeds)
@@ -175,8 +177,8 @@ class Portside:
         self.started.set()
 
     async def _start_yjs(self, svc: Services, cluster: str) -> None:
-        svc.yjs = RoomManager(svc.db, svc.config)
-        yjs.attach(svc)
+        svc.yjs = RoomManager(svc.db, svc.config, YjsRows(svc))  # row-bound rooms: seed, write-back, re-checks
+        svc.db.after_commit.append(ColumnWatch(svc, svc.yjs).on_commit)
         if self.settings.redis_url:
             self._yjs_relay = RedisRelay(
                 self.settings.redis_url, f"portside:yjs:{cluster}", svc.yjs.on_remote, svc.yjs.resync
@@ -221,7 +223,7 @@ class Portside:
             access_log=False,
             server_header=False,
             proxy_headers=False,  # forwarded headers are believed only from --trusted-proxies (http/peer.py)
-            ws=WebSocketProtocol,  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
+            ws=ws_protocol(),  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
             ws_max_size=1024 * 1024,  # /live frames
             ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out
             ws_ping_interval=20,  # server pings find dead peers

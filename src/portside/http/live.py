@@ -397,23 +397,3 @@ async def live_stats(request: Request) -> Response:
 
 
 routes = [WebSocketRoute("/live", live), Route("/live/stats", live_stats)]
-
-
-def attach(svc: Services) -> None:
-    """Give the hub what it needs to re-check long-lived sessions after rights change."""
-    hub = svc.hub
-    if hub is None:
-        return
-
-    async def may_subscribe(who: Actor, topic: str) -> bool:
-        tm = svc.model.tables.get(topic)
-        try:
-            if tm is None:
-                await topics.user_topic(svc.db, svc.model, who, topic, READ, suffix=False)
-            else:
-                await svc.crud.check_gate(who, tm, PEEK)
-        except (Forbidden, topics.TopicError):
-            return False
-        return True
-
-    hub.may_subscribe = may_subscribe

@@ -14,10 +14,20 @@ The receiving side has a direct path too: `WebSocketProtocol` (uvicorn's sans-I/
 runs) hands each complete binary message to a `sink` the application installs, synchronously, from the
 transport's read callback, instead of queueing it for an ASGI `receive` (a queue, a task wake-up, and a
 pause/resume of the socket per message). Text messages, close and disconnect still go through ASGI.
+
+Everything this module relies on inside uvicorn is listed in `PROTOCOL_ATTRIBUTES`, `CONN_ATTRIBUTES` and
+`WebSocketProtocol`, and checked by tests/unit/test_uvicorn_canary.py; pyproject.toml pins uvicorn to the
+minor series that test ran against.
+
+Debug switch (not an option): `PORTSIDE_DEBUG_STOCK_WS=websockets-sansio` runs uvicorn's stock sans-I/O
+protocol (direct output, input through ASGI), `PORTSIDE_DEBUG_STOCK_WS=websockets` its websockets-library
+protocol (no direct path at all: every frame through ASGI). The tests use it to exercise the fallbacks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import struct
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -26,12 +36,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from portside import log
+from portside.errors import StartupError
 
 logger = log.get("http")
 
 RAW_SEND = "portside.raw_send"
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+# what `DirectWire` reads on uvicorn's WebSocket protocol object, and on its websockets `ServerProtocol` (`conn`)
+PROTOCOL_ATTRIBUTES = ("transport", "conn", "close_sent", "disconnected", "handshake_complete")
+CONN_ATTRIBUTES = ("close_sent", "extensions")
+DEBUG_STOCK_WS = "PORTSIDE_DEBUG_STOCK_WS"
+STOCK_WS = ("websockets-sansio", "websockets")  # uvicorn's own names for its protocols
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -75,10 +91,10 @@ class DirectWire:
     @classmethod
     def of(cls, scope: Scope) -> DirectWire | None:
         proto: Any = getattr(scope.get(RAW_SEND), "__self__", None)
-        transport = getattr(proto, "transport", None)
-        conn = getattr(proto, "conn", None)
-        known = all(hasattr(proto, a) for a in ("close_sent", "disconnected", "handshake_complete"))
-        if transport is None or not known or not hasattr(conn, "close_sent") or getattr(conn, "extensions", 0) != []:
+        if not all(hasattr(proto, a) for a in PROTOCOL_ATTRIBUTES):
+            return None
+        transport, conn = proto.transport, proto.conn
+        if transport is None or not all(hasattr(conn, a) for a in CONN_ATTRIBUTES) or conn.extensions != []:
             return None
         if not proto.handshake_complete:
             return None
@@ -140,6 +156,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             sink(data if type(data) is bytes else bytes(data))
         except Exception:  # one bad message must not take the connection's reader down
             logger.exception("websocket message handler failed")
+
+
+def ws_protocol() -> type[asyncio.Protocol] | str:
+    """The WebSocket protocol uvicorn runs: Portside's, unless the debug switch names one of uvicorn's own."""
+    stock = os.environ.get(DEBUG_STOCK_WS, "")
+    if not stock:
+        return WebSocketProtocol
+    if stock not in STOCK_WS:
+        raise StartupError(f"{DEBUG_STOCK_WS} must be one of {', '.join(STOCK_WS)}, not {stock!r}")
+    logger.warning("debug: uvicorn's stock %s WebSocket protocol (%s)", stock, DEBUG_STOCK_WS)
+    return stock
 
 
 class CaptureRawSend:

@@ -18,29 +18,24 @@ import collections
 import contextlib
 from typing import Any
 
-from pycrdt import merge_updates
 from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from portside import log
-from portside.actions.services import Services
-from portside.auth import access
-from portside.auth.permissions import PEEK, READ, UPDATE, Actor
-from portside.core import filetext, records
-from portside.core.events import Event
+from portside.actions.yjs_binding import row_access
+from portside.auth.permissions import Actor
 from portside.core.yjs_store import MAX_ROOM_NAME
-from portside.errors import BadRequest, Forbidden, Kind, NotFound, PortsideError
+from portside.errors import Kind, PortsideError
 from portside.http.common import actor as caller
 from portside.http.common import origin_refusal, services, session_credential, token_of
 from portside.http.wire import DirectWire, binary_frame
-from portside.realtime import yjs_protocol as yp
+from portside.realtime.yjs_output import Flusher, coalesce
 from portside.realtime.yjs_rooms import (
     CLOSE_ERROR,
     CLOSE_TOO_BIG,
     CLOSE_TOO_SLOW,
     Binding,
-    Content,
     Peer,
     RoomManager,
 )
@@ -77,36 +72,6 @@ def standalone_name(raw: str) -> tuple[str | None, tuple[str, str, str] | None, 
     return name, None, ""
 
 
-def text_name(svc: Services, table: str, column: str) -> str:
-    return svc.config.get(f"yjs.text_name.{table}.{column}") or "content"
-
-
-async def row_access(svc: Services, who: Actor, table: str, ref: str, column: str) -> tuple[Binding, bool]:
-    """The room binding and whether the caller is read-only; NotFound/BadRequest as the endpoint answers."""
-    tm = svc.model.tables.get(table)
-    if tm is None:
-        raise NotFound(f"no table {table[:64]}")
-    col = tm.columns.get(column)
-    if col is None or not col.column_type.startswith("file."):
-        raise NotFound(f"no file column {column[:64]} in {table}")
-    canonical = parse_uuid(ref)
-    if canonical is None:
-        raise BadRequest("reference id must be a UUID")
-    async with svc.db.read() as conn:
-        try:
-            await svc.crud.gate(conn, who, tm, PEEK)
-            row = await svc.crud.row(conn, who, tm, canonical, READ)
-        except Forbidden:
-            raise NotFound(f"no {table} with id {canonical}") from None
-        try:
-            await svc.crud.gate(conn, who, tm, UPDATE)
-            table_update = True
-        except Forbidden:
-            table_update = False
-    readonly = access.document_mode(who, row.grants, table_allows_update=table_update) == "ro"
-    return Binding(tm.name, canonical, col.column_name, text_name(svc, tm.name, col.column_name)), readonly
-
-
 class Connection:
     """One socket's output. While the peer keeps up, messages go straight to the socket as pre-built frames
     (`DirectWire`); the frames offered to one socket during one turn of the event loop are written together,
@@ -117,8 +82,9 @@ class Connection:
     messages close the peer (1013). Without the direct path every message queues.
     """
 
-    def __init__(self, ws: WebSocket):
+    def __init__(self, ws: WebSocket, output: Flusher):
         self.ws = ws
+        self.output = output
         self.wire = DirectWire.of(ws.scope)
         self.out: list[bytes] = []  # frames offered this turn of the loop, written by `flush`
         self.out_messages: list[bytes] = []  # the same, unframed, in case they have to queue after all
@@ -140,7 +106,7 @@ class Connection:
         if not self.direct:
             return self.enqueue(message)
         if not self.out:
-            _flusher.add(self)
+            self.output.add(self)
         self.out.append(frame)
         self.out_messages.append(message)
         return True
@@ -209,69 +175,6 @@ class Connection:
                 return  # the client answers the close, ending the session; if it does not, `give_up` does
 
 
-class Flusher:
-    """Writes every connection's frames of this loop turn once the turn's callbacks have run."""
-
-    def __init__(self) -> None:
-        self.dirty: list[Connection] = []
-
-    def add(self, conn: Connection) -> None:
-        if not self.dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.dirty.append(conn)
-
-    def flush(self) -> None:
-        dirty, self.dirty = self.dirty, []
-        for conn in dirty:
-            try:
-                conn.flush()
-            except Exception:  # one broken socket must not keep the others' frames back
-                logger.exception("yjs: writing to a peer failed")
-
-
-_flusher = Flusher()
-
-
-def flush_now() -> None:
-    """Write out the frames relayed so far (the Yjs writer calls this after each batch it relays)."""
-    _flusher.flush()
-
-
-def coalesce(batch: list[bytes]) -> list[bytes]:
-    """The frames to send for `batch`: all document updates merged into one update, all awareness entries
-    into one awareness message (the latest entry per client), other messages unchanged and in order.
-
-    Document updates commute and awareness is independent of the document, so moving them is safe; it
-    turns a burst (e.g. every client renewing its presence at once) into two frames per peer.
-    """
-    if len(batch) == 1:
-        return batch
-    others: list[bytes] = []
-    updates: list[bytes] = []
-    presence: dict[int, yp.AwarenessEntry] = {}
-    for message in batch:
-        try:
-            if len(message) > 2 and message[0] == yp.MSG_SYNC and message[1] == yp.SYNC_UPDATE:
-                r = yp.Reader(message)
-                r.varuint()
-                r.varuint()
-                updates.append(r.bytes())
-                continue
-            if message and message[0] == yp.MSG_AWARENESS:
-                (m,) = yp.decode(message)
-                for e in yp.decode_awareness(m.payload):
-                    presence[e.client_id] = e
-                continue
-        except (yp.ProtocolError, ValueError):
-            pass
-        others.append(message)
-    if updates:
-        others.append(yp.update_message(updates[0] if len(updates) == 1 else merge_updates(*updates)))
-    if presence:
-        others.append(yp.encode_awareness(list(presence.values())))
-    return others
-
-
 async def deny(ws: WebSocket, status: int, text: str) -> None:
     await ws.send_denial_response(PlainTextResponse(text, status_code=status))
 
@@ -318,7 +221,7 @@ async def serve(
 async def run_session(
     ws: WebSocket, manager: RoomManager, name: str, binding: Binding | None, who: Actor, readonly: bool
 ) -> None:
-    conn = Connection(ws)
+    conn = Connection(ws, manager.output)
     peer = Peer(conn.offer, conn.close_later, who, readonly)
     if conn.wire is not None:
         peer.frame, peer.send_framed = binary_frame, conn.offer_framed
@@ -401,63 +304,3 @@ routes = [
     WebSocketRoute("/yjs/{room}", standalone),
     WebSocketRoute("/live/{table}/{ref}/{column}/yjs", row_bound),
 ]
-
-
-def attach(svc: Services) -> None:
-    """Give the room manager the row operations it needs: seed, write-back, re-checks, PATCH watch."""
-    manager = svc.yjs
-    if manager is None:
-        return
-
-    async def seed(binding: Binding) -> Content | None:
-        tm = svc.model.tables.get(binding.table)
-        if tm is None:
-            return None
-        async with svc.db.read() as conn:
-            row = await records.fetch_one(conn, svc.model, tm, ref=binding.ref, groups=False)
-        return filetext.content_of(row.attrs.get(binding.column)) if row is not None else None
-
-    async def write_back(binding: Binding, content: Content, editor: Actor) -> None:
-        page = await svc.crud.get(editor, binding.table, binding.ref)
-        current = page.rows[0].attrs.get(binding.column)
-        value = filetext.with_content(current, content, f"{binding.column}.txt")
-        await svc.crud.update(editor, binding.table, binding.ref, {binding.column: value})
-
-    async def recheck(who: Actor, binding: Binding) -> str | None:
-        try:
-            _, readonly = await row_access(svc, who, binding.table, binding.ref, binding.column)
-        except PortsideError:
-            return None
-        return "ro" if readonly else "rw"
-
-    async def on_commit(events: list[Event]) -> None:
-        """A committed write on this node changed a file column: open documents take the new text; a deleted
-        row's documents are closed and dropped."""
-        for event in events:
-            if event.type not in ("update", "delete"):
-                continue
-            tm = svc.model.tables.get(event.table)
-            if tm is None:
-                continue
-            for col in tm.columns.values():
-                if not col.column_type.startswith("file."):
-                    continue
-                if event.type == "delete":
-                    gone = Binding(tm.name, event.ref, col.column_name)
-                    manager.spawn(manager.row_deleted(gone), f"yjs-deleted-{gone.room}")
-                    continue
-                if col.column_name not in event.data:
-                    continue
-                content = filetext.content_of(event.data[col.column_name])
-                text: Content = "" if content is None else content
-                binding = Binding(tm.name, event.ref, col.column_name, text_name(svc, tm.name, col.column_name))
-                room = manager.rooms.get(binding.room)
-                if manager.is_own_write(binding.room, text) or (room is not None and room.column_text == text):
-                    continue
-                manager.spawn(manager.column_changed(binding, text), f"yjs-column-{binding.room}")
-
-    manager.seed = seed
-    manager.writer.after_batch.append(flush_now)
-    manager.write_back = write_back
-    manager.recheck = recheck
-    svc.db.after_commit.append(on_commit)
