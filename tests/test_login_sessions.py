@@ -77,6 +77,24 @@ def make_app_password(server: Server, token: str, name: str = "phone") -> tuple[
         return attrs["reference_id"], attrs["secret"]
 
 
+async def imap_login_refused(db_url: str, email: str, secret: str) -> None:
+    """An IMAP login with (email, secret) against the server's database is refused."""
+    db = Database(db_url)
+    try:
+        with pytest.raises(Unauthorized):
+            await login(
+                db,
+                build([system_doc()]),
+                LoginThrottle(),
+                identifier=email,
+                secret=secret,
+                address="a",
+                protocol="imap",
+            )
+    finally:
+        await db.dispose()
+
+
 def test_app_password_is_shown_once_and_only_to_its_owner(world: World) -> None:
     server = world.server
     owner_email, owner = user("apo")
@@ -202,23 +220,7 @@ def test_login_accepts_app_passwords_for_protocols_but_not_http_signin(world: Wo
         assert rows[0]["attributes"]["last_used"]  # recorded (at most once a minute)
         assert c.delete(f"/api/app_password/{ref}").status_code in (200, 204)
 
-    async def revoked() -> None:
-        db = Database(world.db_url)
-        try:
-            with pytest.raises(Unauthorized):
-                await login(
-                    db,
-                    build([system_doc()]),
-                    LoginThrottle(),
-                    identifier=email,
-                    secret=secret,
-                    address="a",
-                    protocol="imap",
-                )
-        finally:
-            await db.dispose()
-
-    asyncio.run(revoked())
+    asyncio.run(imap_login_refused(world.db_url, email, secret))
 
 
 def test_registry_ends_app_password_sessions_and_rechecks_users(world: World) -> None:
@@ -372,23 +374,7 @@ def test_a_deleted_users_app_passwords_go_with_them(world: World) -> None:
         assert c.delete(f"/api/user_account/{victim}").status_code in (200, 204)
         assert all(r["id"] != ref for r in c.get("/api/app_password").json()["data"])
 
-    async def main() -> None:
-        db = Database(world.db_url)
-        try:
-            with pytest.raises(Unauthorized):
-                await login(
-                    db,
-                    build([system_doc()]),
-                    LoginThrottle(),
-                    identifier=admin_email,
-                    secret=secret,
-                    address="a",
-                    protocol="imap",
-                )
-        finally:
-            await db.dispose()
-
-    asyncio.run(main())
+    asyncio.run(imap_login_refused(world.db_url, admin_email, secret))
 
 
 GROUP_SCHEMA = """
