@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import re
 import subprocess
@@ -296,8 +298,6 @@ def stored_config(async_url: str, key: str) -> str:
 
 def read_events(async_url: str, after: int = 0) -> list[dict[str, Any]]:
     """The event log as stored, read over a separate connection."""
-    import json
-
     engine = sa.create_engine(sync_url(async_url))
     try:
         with engine.connect() as c:
@@ -322,3 +322,22 @@ def read_events(async_url: str, after: int = 0) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+# -- WebSocket helpers (JSON frames) -----------------------------------------------------------------
+
+
+async def recv(ws: Any, timeout: float = 5) -> dict[str, Any]:
+    """The next frame, as JSON, within `timeout` seconds (TimeoutError otherwise)."""
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def quiet(ws: Any, seconds: float = 0.5) -> list[dict[str, Any]]:
+    """Every frame that arrives until the socket stays silent for `seconds`."""
+    got = []
+    try:
+        while True:
+            got.append(await recv(ws, seconds))
+    except TimeoutError:
+        return got

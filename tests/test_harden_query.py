@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websockets
 
-from support import Server, World, create, setup_world
+from support import Server, World, create, quiet, recv, setup_world
 
 SCHEMA = """
 Tables:
@@ -370,21 +370,9 @@ def test_live_resubscribe_with_since_replays_what_was_missed(world: World) -> No
     server = world.server
     url = server.url.replace("http://", "ws://") + f"/live?token={world.owner}&encoding=json"
 
-    async def recv(ws: Any, timeout: float = 5) -> dict[str, Any]:
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        return frame
-
-    async def quiet(ws: Any, seconds: float = 0.7) -> list[dict[str, Any]]:
-        got = []
-        try:
-            while True:
-                got.append(await recv(ws, seconds))
-        except TimeoutError:
-            return got
-
     async def subscribe(ws: Any, rid: str, **attrs: Any) -> list[dict[str, Any]]:
         await ws.send(json.dumps({"id": rid, "method": "subscribe", "attributes": {"topicName": "gauge", **attrs}}))
-        frames = await quiet(ws)
+        frames = await quiet(ws, 0.7)
         responses = [f for f in frames if f["type"] == "response"]
         assert [(f["id"], f["ok"]) for f in responses] == [(rid, True)], frames
         return [f for f in frames if f["type"] == "event"]
@@ -403,13 +391,13 @@ def test_live_resubscribe_with_since_replays_what_was_missed(world: World) -> No
             with world.c(world.owner) as c:
                 assert create(c, "gauge", label="live1").status_code == 201
                 assert create(c, "gauge", label="live2").status_code == 201
-            assert labels([f for f in await quiet(ws) if f["type"] == "event"]) == ["live1", "live2"]
+            assert labels([f for f in await quiet(ws, 0.7) if f["type"] == "event"]) == ["live1", "live2"]
             # the socket follows `gauge` already: `since` replays what it was not sent, and nothing twice
             assert labels(await subscribe(ws, "s2", since=start)) == ["before"]
             assert await subscribe(ws, "s3", since=start) == []
             with world.c(world.owner) as c:
                 assert create(c, "gauge", label="live3").status_code == 201
-            events = [f for f in await quiet(ws) if f["type"] == "event"]
+            events = [f for f in await quiet(ws, 0.7) if f["type"] == "event"]
             assert labels(events) == ["live3"]
             assert await subscribe(ws, "s4", since=start) == []
             assert await subscribe(ws, "s5", since=events[-1]["offset"]) == []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import websockets
 
-from support import Server, create, me, new_user, schema_upload
+from support import Server, create, me, new_user, quiet, recv, schema_upload
 
 SCHEMA = """
 Tables:
@@ -42,22 +42,8 @@ def ws_url(server: Server, token: str | None, **query: str) -> str:
     return server.url.replace("http://", "ws://") + "/live" + (f"?{qs}" if qs else "")
 
 
-async def recv(ws: Any, timeout: float = 5) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return frame
-
-
 def data_of(frame: dict[str, Any]) -> Any:
     return json.loads(base64.b64decode(frame["data"]))
-
-
-async def quiet(ws: Any, seconds: float = 0.5) -> list[dict[str, Any]]:
-    got = []
-    try:
-        while True:
-            got.append(await recv(ws, seconds))
-    except TimeoutError:
-        return got
 
 
 def test_upgrade_needs_a_valid_token(live: tuple[Server, str, str, str]) -> None:
