@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -95,6 +96,23 @@ def origin_refusal(conn: HTTPConnection) -> str | None:
     if origin.strip() in {o.strip() for o in allowed.split(",") if o.strip()}:
         return None
     return "origin not allowed"
+
+
+def open_session(
+    conn: HTTPConnection,
+    who: Actor,
+    kind: str,
+    *,
+    recheck: Callable[[Actor], Awaitable[None]],
+    end: Callable[[str], None],
+) -> Callable[[], None]:
+    """Register a long-lived session with the session registry (password, group and credential changes
+    re-check or end it, auth/sessions.py); returns the call that unregisters it."""
+    registry = services(conn).sessions
+    if registry is None:
+        return lambda: None
+    session = registry.open(who, kind, session_credential(conn), recheck=recheck, end=end)
+    return lambda: registry.close(session)
 
 
 def session_credential(conn: HTTPConnection) -> str:

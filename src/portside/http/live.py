@@ -25,7 +25,7 @@ from portside.auth.permissions import CREATE, EXECUTE, GUEST, PEEK, READ, Actor
 from portside.core import limits, records
 from portside.errors import BadRequest, Forbidden, Kind, PortsideError, Unavailable
 from portside.http.common import actor as caller
-from portside.http.common import json_response, origin_refusal, services, session_credential, token_of
+from portside.http.common import json_response, open_session, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, text_frame
 from portside.realtime import replay, topics
 from portside.realtime.hub import LiveHub, LiveSession
@@ -320,16 +320,10 @@ async def live(ws: WebSocket) -> None:
 
     conn.session.close = close_later
     hub.sessions.add(conn.session)
-    registry, session = svc.sessions, conn.session
-    registered = None
-    if registry is not None:  # password, group and credential changes re-check or end it (auth/sessions.py)
-        registered = registry.open(
-            who,
-            "live",
-            session_credential(ws),
-            recheck=lambda fresh: hub.recheck(session, fresh),
-            end=lambda reason: hub.expel(session, reason),
-        )
+    session = conn.session
+    unregister = open_session(
+        ws, who, "live", recheck=lambda fresh: hub.recheck(session, fresh), end=lambda r: hub.expel(session, r)
+    )
     conn.offer(
         {
             "type": "session",
@@ -365,8 +359,7 @@ async def live(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         return
     finally:
-        if registry is not None and registered is not None:
-            registry.close(registered)
+        unregister()
         hub.drop(conn.session)
         hub.sessions.discard(conn.session)
         for task in background:

@@ -28,7 +28,7 @@ from portside.auth.permissions import Actor
 from portside.core.yjs_store import MAX_ROOM_NAME
 from portside.errors import Kind, PortsideError
 from portside.http.common import actor as caller
-from portside.http.common import origin_refusal, services, session_credential, token_of
+from portside.http.common import open_session, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, binary_frame
 from portside.realtime.yjs_output import Flusher, coalesce
 from portside.realtime.yjs_rooms import (
@@ -233,16 +233,13 @@ async def run_session(
         logger.exception("could not open yjs room %s", name)
         await ws.close(CLOSE_ERROR, "could not open the document")
         return
-    registry = services(ws).sessions
-    registered = None
-    if registry is not None:  # password, group and credential changes re-check or end it (auth/sessions.py)
-        registered = registry.open(
-            who,
-            "yjs",
-            session_credential(ws),
-            recheck=lambda fresh: manager.recheck_peer(room, peer, fresh),
-            end=lambda reason: manager.expel(peer, reason),
-        )
+    unregister = open_session(
+        ws,
+        who,
+        "yjs",
+        recheck=lambda fresh: manager.recheck_peer(room, peer, fresh),
+        end=lambda reason: manager.expel(peer, reason),
+    )
     writer = asyncio.create_task(conn.writer())
     conn.reader = asyncio.current_task()
 
@@ -281,8 +278,7 @@ async def run_session(
     finally:
         if direct_input and wire is not None:
             wire.set_sink(None)
-        if registry is not None and registered is not None:
-            registry.close(registered)
+        unregister()
         manager.leave(room, peer)
         if not writer.done():
             writer.cancel()
