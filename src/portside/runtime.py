@@ -45,6 +45,7 @@ from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
+from portside.realtime.live_session import LiveService
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
@@ -141,7 +142,9 @@ class Portside:
         await self._secrets(config)
         crud = Crud(db, catalog, config)
         live_access = LiveAccess(db, catalog, crud)  # /live subscriptions are re-checked through it
-        svc = Services(s, db, config, catalog, crud, bus, hub=LiveHub(bus, live_access.may_subscribe))
+        hub = LiveHub(bus, live_access.may_subscribe)
+        live = LiveService(db, catalog, config, hub, live_access)
+        svc = Services(s, db, config, catalog, crud, bus, hub=hub, live=live)
         self.services = svc
         await self._start_certs(svc)
         sessions = svc.sessions = SessionRegistry(db, catalog)

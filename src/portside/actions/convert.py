@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portside.auth import writes
-from portside.auth.permissions import REFER, Actor, allowed
+from portside.auth import access, writes
+from portside.auth.permissions import REFER, Actor
 from portside.core import db_errors, fieldtypes, masks, records, validation
 from portside.core.db_errors import Fault
 from portside.core.model import OWNER_COLUMN, STANDARD, Model, TableModel
@@ -41,7 +41,7 @@ async def resolve_ref(
     row = await records.fetch_one(conn, model, tm, ref=ref)
     if row is None:
         raise NotFound(f"no {target} with id {ref}", kind=Kind.ROW_NOT_FOUND)
-    if not allowed(actor, REFER, row.grants):
+    if not access.may(actor, REFER, row.grants):
         raise Forbidden(f"not allowed to refer to {target} {ref}")
     return row.id
 

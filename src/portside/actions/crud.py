@@ -27,7 +27,6 @@ from portside.auth.permissions import (
     REFER,
     UPDATE,
     Actor,
-    allowed,
     visible_clause,
 )
 from portside.core import query, records
@@ -38,7 +37,7 @@ from portside.core.db import Database, UnitOfWork
 from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
-from portside.errors import BadRequest, Conflict, Forbidden, Kind, NotFound
+from portside.errors import BadRequest, Forbidden, Kind, NotFound
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -122,7 +121,7 @@ class Crud:
 
     @staticmethod
     def _pass_gate(actor: Actor, tm: TableModel, right: int, grants: Grants) -> None:
-        if not allowed(actor, right, grants):
+        if not access.may(actor, right, grants):
             raise Forbidden(f"not allowed on table {tm.name}")
 
     async def row(
@@ -138,8 +137,7 @@ class Crud:
         row = await records.fetch_one(conn, self.model, tm, ref=canonical, groups=full)
 
         def decide(r: RowData) -> tuple[bool, bool]:
-            visible = allowed(actor, PEEK, r.grants) or allowed(actor, READ, r.grants)
-            return visible, allowed(actor, right, r.grants)
+            return access.may_see(actor, r.grants), access.may(actor, right, r.grants)
 
         if row is None:
             raise NotFound(f"no {tm.name} with id {canonical}", kind=Kind.ROW_NOT_FOUND)
@@ -333,7 +331,7 @@ class Crud:
         if tm.owner:
             if OWNER_COLUMN in values:
                 writes.check_owner(actor, values[OWNER_COLUMN])
-            elif table == "user_account":  # a user owns their own row unless an administrator says otherwise
+            elif access.owns_itself(table):  # a user owns their own row unless an administrator says otherwise
                 self_owned = True
             else:
                 values[OWNER_COLUMN] = actor.user_id
@@ -377,7 +375,7 @@ class Crud:
         row = await self.row(uow.conn, actor, tm, ref, UPDATE)
         attrs = links.with_to_one(tm, attrs or {}, relationships)
         values = await to_values(uow.conn, model, tm, actor, attrs, partial=True, secret=self.secret, current=row)
-        if table == "user_account" and "password" in values and "auth_version" not in values:
+        if access.revokes_tokens(table, values):
             values["auth_version"] = tm.sa.c.auth_version + 1  # every older token stops working
         to_link = await links.to_many(self, uow.conn, actor, tm, relationships)
         writes.check_links(actor, tm, to_link)
@@ -401,21 +399,14 @@ class Crud:
         writes.check_delete(actor, tm)
         await self.gate(uow.conn, actor, tm, DELETE)
         row = await self.row(uow.conn, actor, tm, ref, DELETE)
-        heir = None
-        if table == "user_account":  # the deleted user's rows pass to the administrator deleting them
-            if row.id == actor.user_id:
-                raise Conflict("you cannot delete your own account")
-            heir = actor.user_id
-            for name in PERSONAL_TABLES:  # a user's own credentials go with them, never to the heir
+        heir = access.deletion_heir(actor, table, row.id)  # a deleted user's rows pass to the administrator
+        if heir is not None:
+            for name in access.PERSONAL_TABLES:  # a user's own credentials go with them, never to the heir
                 personal = model.tables.get(name)
                 if personal is not None:
                     for owned in await records.fetch(uow.conn, model, personal, personal.sa.c[OWNER_COLUMN] == row.id):
                         await records.delete(uow, model, personal, owned, actor=actor.ref)
         await records.delete(uow, model, tm, row, actor=actor.ref, heir=heir)
-
-
-# rows that are a user's credentials (application passwords): deleted with the user, not passed to the heir
-PERSONAL_TABLES = ("app_password",)
 
 
 def _client_ref(ref: str | None, attrs: Any) -> str | None:

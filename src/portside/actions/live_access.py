@@ -1,14 +1,18 @@
-"""The rights check long-lived /live subscriptions are re-run through when table gates or topic permissions
-change (the runtime gives it to the live hub at construction): whether a user may still follow a topic. Changes
-to the user themselves (password, groups) reach sessions through the session registry (auth/sessions.py)."""
+"""Table rights for /live, from the row layer: the runtime gives `LiveAccess` to the live service (its
+`TableRights`: table gates for subscribe and new-message, a table topic's permission) and its `may_subscribe`
+to the live hub, which re-runs it when table gates or topic permissions change: whether a user may still
+follow a topic. Changes to the user themselves (password, groups) reach sessions through the session
+registry (auth/sessions.py)."""
 
 from __future__ import annotations
 
 from portside.actions.crud import Crud
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import PEEK, READ, Actor
+from portside.core import records
 from portside.core.catalog import Catalog
 from portside.core.db import Database
+from portside.core.model import TableModel
 from portside.errors import Forbidden
 from portside.realtime import topics
 
@@ -37,3 +41,16 @@ class LiveAccess:
         except (Forbidden, topics.TopicError):
             return False
         return True
+
+    async def check_table(self, who: Actor, tm: TableModel, right: int) -> None:
+        """The table's gate for `right` (raises Forbidden)."""
+        await self.crud.check_gate(who, tm, right)
+
+    async def table_permission(self, who: Actor, tm: TableModel) -> int:
+        """The permission of the table's `world` row, for a caller who may peek at the table (else Forbidden)."""
+        model = self.catalog.model
+        w = model.table("world")
+        async with self.db.read() as conn:
+            await self.crud.gate(conn, who, tm, PEEK)
+            rows = await records.fetch(conn, model, w, w.sa.c.table_name == tm.name, groups=False)
+        return rows[0].grants.permission if rows else 0

@@ -17,7 +17,7 @@ from portside.actions.convert import translate_db_error
 from portside.actions.registry import ActionContext, Response, response
 from portside.actions.services import Services
 from portside.auth import access
-from portside.auth.permissions import EXECUTE, READ, Actor, allowed
+from portside.auth.permissions import EXECUTE, READ, Actor
 from portside.core import fieldtypes, records, validation
 from portside.core.schema import ActionDef, Outcome
 from portside.errors import BadRequest, Forbidden, Kind, NotFound
@@ -42,10 +42,10 @@ async def _gate(services: Services, ctx: ActionContext, act: ActionDef) -> None:
     w, a = model.table("world"), model.table("action")
     conn = ctx.uow.conn
     world = await records.fetch(conn, model, w, w.sa.c.table_name == act.on_type)
-    if not world or not allowed(actor, EXECUTE, world[0].grants):
+    if not world or not access.may(actor, EXECUTE, world[0].grants):
         raise Forbidden(f"not allowed to run actions on {act.on_type}")
     rows = await records.fetch(conn, model, a, sa.and_(a.sa.c.action_name == act.name, a.sa.c.world_id == world[0].id))
-    if not rows or not allowed(actor, EXECUTE, rows[0].grants):
+    if not rows or not access.may(actor, EXECUTE, rows[0].grants):
         raise Forbidden(f"not allowed to run {act.on_type}/{act.name}")
 
 

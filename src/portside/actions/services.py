@@ -19,6 +19,7 @@ from portside.core.events import Event
 from portside.core.model import Model
 from portside.realtime.bus import Bus
 from portside.realtime.hub import LiveHub
+from portside.realtime.live_session import LiveService
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
 
@@ -35,6 +36,7 @@ class Services:
     logins: LoginThrottle = field(default_factory=LoginThrottle)
     actors: EventCache[str, Actor] = field(default_factory=actor_cache)
     hub: LiveHub | None = None
+    live: LiveService | None = None  # /live sessions (over the hub), served by the HTTP edge
     yjs: RoomManager | None = None
     certs: CertificateService | None = None
     sessions: SessionRegistry | None = None  # long-lived sessions, re-checked when rights change

@@ -3,9 +3,11 @@
 The mask model itself (bit layout, `allowed`, SQL visibility) is `auth.permissions`; this module names the
 decisions made with it, so a protocol asks "may this caller edit this document?" rather than testing bits.
 
-Decided here today: the table gate's administrator bypass, a row right, user topics (read, publish, change
-their permission), a Yjs document's mode (read-write or read-only), administrator-only surfaces (config,
-/live stats, schema changes, certificate generation).
+Decided here today: the table gate's administrator bypass, a row right and row visibility, user topics
+(read, publish, change their permission), which /live subscribers may read an event, a Yjs document's mode
+(read-write or read-only), administrator-only surfaces (config, /_ports, /live stats, schema changes,
+certificate generation), and the user-account special cases of the row layer (a new account owns itself, a
+password change revokes older tokens, deleting an account: who inherits its rows and which go with it).
 
 Design for the protocols that come (each gets one function here, used by its edge and by nothing else):
 - `mailbox_right(actor, mailbox_row, right)`: a mailbox is a row (owner + groups), so IMAP SELECT needs
@@ -18,10 +20,22 @@ Design for the protocols that come (each gets one function here, used by its edg
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from portside.auth.permissions import UPDATE, Actor, allowed
+from portside.auth.permissions import PEEK, READ, UPDATE, Actor, Audience, allowed, audience
 from portside.core.events import Grants
+from portside.core.model import MEMBERSHIP
+from portside.errors import Conflict
+
+ACCOUNT_TABLE = "user_account"
+# rows that are a user's credentials (application passwords): deleted with the user, not passed to the heir
+PERSONAL_TABLES = ("app_password",)
+# tables whose changes change who a user is (password/auth version, group membership): the session registry
+# re-checks the user's sessions on them; other watchers leave them alone
+IDENTITY_TABLES = frozenset({ACCOUNT_TABLE, MEMBERSHIP})
+# guests see the sign-up/sign-in/sign-out actions of user accounts in the action listing
+GUEST_ACTIONS = frozenset({(ACCOUNT_TABLE, "signup"), (ACCOUNT_TABLE, "signin"), (ACCOUNT_TABLE, "signout")})
 
 Mode = Literal["rw", "ro"]
 
@@ -50,3 +64,59 @@ def may_set_topic_permission(actor: Actor, grants: Grants) -> bool:
 def document_mode(actor: Actor, row_grants: Grants, *, table_allows_update: bool) -> Mode:
     """A row-bound Yjs document: read-write when the caller may update the row and the table lets them."""
     return "rw" if allowed(actor, UPDATE, row_grants) and table_allows_update else "ro"
+
+
+def may_see(actor: Actor, grants: Grants) -> bool:
+    """A row exists for the caller (peek or read); a row they may not see is answered as missing."""
+    return allowed(actor, PEEK, grants) or allowed(actor, READ, grants)
+
+
+def may_read_event(actor: Actor, grants: Grants) -> bool:
+    """A /live subscriber (or replay) receives an event of a row or topic with these grants."""
+    return allowed(actor, READ, grants)
+
+
+def may_follow_table(actor: Actor, gate_grants: Grants) -> bool:
+    """A /live subscriber may (still) follow a table topic with this table gate."""
+    return allowed(actor, PEEK, gate_grants)
+
+
+def event_readers(grants: Grants) -> Audience:
+    """Who could read an event with these grants (the candidates `may_read_event` is then asked about)."""
+    return audience(READ, grants)
+
+
+def owns_itself(table: str) -> bool:
+    """A new row of this table is owned by itself (a user account owns its own row unless an administrator
+    names another owner)."""
+    return table == ACCOUNT_TABLE
+
+
+def revokes_tokens(table: str, values: Mapping[str, Any]) -> bool:
+    """This write changes a password without setting the auth version: older tokens must stop working."""
+    return table == ACCOUNT_TABLE and "password" in values and "auth_version" not in values
+
+
+def deletion_heir(actor: Actor, table: str, row_id: int) -> int | None:
+    """Deleting this row: the user id that inherits the rows it owns (a deleted account's rows pass to the
+    administrator deleting it), or None. Deleting one's own account is refused (409)."""
+    if table != ACCOUNT_TABLE:
+        return None
+    if row_id == actor.user_id:
+        raise Conflict("you cannot delete your own account")
+    return actor.user_id
+
+
+def own_account_ref(actor: Actor, table: str, ref: str) -> str:
+    """`/api/user_account/mine` addresses the caller's own account."""
+    return actor.ref if table == ACCOUNT_TABLE and ref == "mine" and actor.ref is not None else ref
+
+
+def changes_identity(table: str) -> bool:
+    """A change to this table changes who a user is (handled by the session registry)."""
+    return table in IDENTITY_TABLES
+
+
+def guest_action(on_type: str, name: str) -> bool:
+    """The action is listed for guests (`GET /actions`)."""
+    return (on_type, name) in GUEST_ACTIONS

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from portside.actions.builtin import CREDENTIAL_FREE
 from portside.actions.registry import response as action_response
 from portside.actions.runner import run_action
+from portside.auth import access
 from portside.auth.permissions import GUEST
 from portside.errors import BadRequest, MethodNotAllowed, PortsideError
 from portside.http.common import actor, json_response, read_body, services
@@ -78,7 +79,7 @@ async def guest_actions(request: Request) -> Response:
     svc = services(request)
     out: dict[str, Any] = {}
     for (on_type, name), act in svc.model.actions.items():
-        if on_type == "user_account" and name in ("signup", "signin", "signout"):
+        if access.guest_action(on_type, name):
             out[f"user:{name}"] = act.to_json()
     return json_response(out)
 

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from portside.actions.links import related_where
+from portside.auth import access
 from portside.core import query
 from portside.errors import NotFound
 from portside.http import jsonapi
@@ -44,8 +45,7 @@ async def item(request: Request) -> Response:
     svc = services(request)
     table, ref = request.path_params["table"], request.path_params["ref"]
     who = await actor(request)
-    if table == "user_account" and ref == "mine" and who.ref is not None:
-        ref = who.ref
+    ref = access.own_account_ref(who, table, ref)
     tm = svc.model.table(table)
     if request.method == "GET":
         _, multi = _params(request)

@@ -8,15 +8,17 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
+from starlette.websockets import WebSocket
 
 from portside.actions.services import Services
 from portside.auth import tokens
 from portside.auth.identity import actor_from_token
 from portside.auth.permissions import GUEST, Actor
 from portside.auth.sessions import token_credential
-from portside.errors import BadRequest, PayloadTooLarge, Unauthorized
+from portside.errors import BadRequest, Kind, PayloadTooLarge, Unauthorized
 from portside.tools import jsonutil
+from portside.tools.wire_errors import ERROR_CODE_HEADER
 
 JSONAPI = "application/vnd.api+json"
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -96,6 +98,13 @@ def origin_refusal(conn: HTTPConnection) -> str | None:
     if origin.strip() in {o.strip() for o in allowed.split(",") if o.strip()}:
         return None
     return "origin not allowed"
+
+
+async def deny(ws: WebSocket, kind: Kind, text: str, status: int | None = None) -> None:
+    """Refuse a WebSocket upgrade: an HTTP status (the kind's unless given), a plain-text reason, and the kind's
+    stable code in the `Portside-Error-Code` header (tools/wire_errors.py)."""
+    headers = {ERROR_CODE_HEADER: kind.value}
+    await ws.send_denial_response(PlainTextResponse(text, status_code=status or kind.status, headers=headers))
 
 
 def open_session(

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portside.auth import access
 from portside.errors import Forbidden, Unauthorized
 from portside.http.common import actor, credential, json_response
 from portside.tools.lifecycle import Listeners
@@ -18,7 +19,7 @@ from portside.tools.lifecycle import Listeners
 async def list_ports(request: Request) -> Response:
     if credential(request, url_token=False) is None:
         raise Unauthorized("sign in as an administrator to see the listeners")
-    if not (await actor(request, url_token=False)).is_admin:
+    if not access.administers(await actor(request, url_token=False)):
         raise Forbidden("the listeners are for administrators")
     registry: Listeners | None = getattr(request.app.state, "listeners", None)
     entries = registry.entries() if registry is not None else []

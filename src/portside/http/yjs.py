@@ -7,7 +7,8 @@
   spaces: `todo<U+FF0E>{uuid}<U+FF0E>body`) is refused with 400.
 - `/live/{table}/{reference_id}/{column}/yjs`: the row-bound room of a `file.*` column.
 
-Checks before the upgrade: no or bad token → 403; unknown table, column not `file.*`, missing row or a row
+Checks before the upgrade (each refusal carries its error kind in the `Portside-Error-Code` header): no or bad
+token → 403; unknown table, column not `file.*`, missing row or a row
 the caller may not read → 404; malformed reference id → 400. May update → read-write, may read → read-only.
 """
 
@@ -18,7 +19,6 @@ import collections
 import contextlib
 from typing import Any
 
-from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -28,7 +28,7 @@ from portside.auth.permissions import Actor
 from portside.core.yjs_store import MAX_ROOM_NAME
 from portside.errors import Kind, PortsideError
 from portside.http.common import actor as caller
-from portside.http.common import open_session, origin_refusal, services, token_of
+from portside.http.common import deny, open_session, origin_refusal, services, token_of
 from portside.http.wire import DirectWire, binary_frame
 from portside.realtime.yjs_output import Flusher, coalesce
 from portside.realtime.yjs_rooms import (
@@ -175,32 +175,28 @@ class Connection:
                 return  # the client answers the close, ending the session; if it does not, `give_up` does
 
 
-async def deny(ws: WebSocket, status: int, text: str) -> None:
-    await ws.send_denial_response(PlainTextResponse(text, status_code=status))
-
-
 async def serve(
     ws: WebSocket, name: str | None, bound: tuple[str, str, str] | None, refusal: str = "invalid room name"
 ) -> None:
     svc = services(ws)
     manager = svc.yjs
     if manager is None or not manager.enabled:
-        await deny(ws, 404, "collaborative editing is disabled")
+        await deny(ws, Kind.NOT_FOUND, "collaborative editing is disabled")
         return
     if token_of(ws) is None:
-        await deny(ws, 403, "a token is required")
+        await deny(ws, Kind.UNAUTHORIZED, "a token is required", 403)
         return
     try:
         who = await caller(ws)
     except PortsideError as exc:
-        await deny(ws, 403, f"forbidden: {exc.detail}")
+        await deny(ws, exc.kind, f"forbidden: {exc.detail}", 403)
         return
     if who.is_guest:
-        await deny(ws, 403, "a token is required")
+        await deny(ws, Kind.UNAUTHORIZED, "a token is required", 403)
         return
     refused = origin_refusal(ws)  # cross-site WebSocket hijacking with the user's cookie
     if refused is not None:
-        await deny(ws, 403, refused)
+        await deny(ws, Kind.FORBIDDEN, refused)
         return
     binding: Binding | None = None
     readonly = False
@@ -208,11 +204,11 @@ async def serve(
         try:
             binding, readonly = await row_access(svc, who, *bound)
         except PortsideError as exc:
-            await deny(ws, exc.status, exc.detail)
+            await deny(ws, exc.kind, exc.detail)
             return
         name = binding.room
     elif name is None:
-        await deny(ws, 400, refusal)
+        await deny(ws, Kind.BAD_REQUEST, refusal)
         return
     await ws.accept()
     await run_session(ws, manager, name, binding, who, readonly)

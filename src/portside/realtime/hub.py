@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portside import log
-from portside.auth.permissions import PEEK, READ, Actor, allowed, audience
+from portside.auth import access
+from portside.auth.permissions import Actor
 from portside.core.events import Event
 from portside.errors import Kind
 from portside.realtime.bus import Bus
@@ -163,7 +164,7 @@ class Subscribers:
 
     def readers(self, event: Event) -> list[set[LiveSession]]:
         """The buckets whose principal may read the event: one `allowed` decision per candidate principal."""
-        who = audience(READ, event.grants)
+        who = access.event_readers(event.grants)
         if who.everyone:
             keys: Any = self.buckets.keys()
         else:
@@ -175,7 +176,7 @@ class Subscribers:
         out = []
         for key in keys:
             members = self.buckets.get(key)
-            if members and allowed(next(iter(members)).actor, READ, event.grants):
+            if members and access.may_read_event(next(iter(members)).actor, event.grants):
                 out.append(members)
         return out
 
@@ -268,12 +269,12 @@ class LiveHub:
             for session in self.members(str(name)):
                 if event.type == "delete":
                     self.end(session, str(name), "topic destroyed")
-                elif not allowed(session.actor, READ, event.grants):
+                elif not access.may_read_event(session.actor, event.grants):
                     self.end(session, str(name), "permission revoked")
         elif event.table == "world" and event.type == "update":
             table = str(event.data.get("table_name"))
             for session in self.members(table):
-                if not allowed(session.actor, PEEK, event.grants):
+                if not access.may_follow_table(session.actor, event.grants):
                     self.end(session, table, "permission revoked")
 
     # identity changes (password, groups) reach sessions through the session registry (auth/sessions.py)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from portside.auth.permissions import READ, allowed
+from portside.auth import access
 from portside.core import events as ev
 from portside.core.db import Database
 from portside.realtime.hub import LiveSession, event_frame
@@ -45,7 +45,7 @@ async def replay(db: Database, session: LiveSession, since: int, fresh: set[str]
                 wanted = t in fresh or (
                     t in known and event.offset <= known[t] and event.offset not in session.late.get(t, ())
                 )
-                if wanted and allowed(session.actor, READ, event.grants) and session.accepts(t, event):
+                if wanted and access.may_read_event(session.actor, event.grants) and session.accepts(t, event):
                     session.send(event_frame(event))
     finally:
         parked, session.hold = session.hold or [], None

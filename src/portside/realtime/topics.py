@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 
 from portside.auth import access
-from portside.auth.permissions import DELETE, PEEK, READ, Actor, allowed
+from portside.auth.permissions import DELETE, PEEK, READ, Actor
 from portside.core import db_errors, masks, records
 from portside.core.db import Database, UnitOfWork
 from portside.core.db_errors import Fault
@@ -93,7 +93,7 @@ async def destroy(db: Database, model: Model, actor: Actor, name: object) -> str
     row = await find(db, model, name)
     if row is None:
         raise TopicError("topic not found", Kind.NOT_FOUND)
-    if not allowed(actor, DELETE, row.grants):
+    if not access.may(actor, DELETE, row.grants):
         raise TopicError("permission denied", Kind.FORBIDDEN)
     async with db.transaction() as uow:
         await records.delete(uow, model, model.table(TABLE), row, actor=actor.ref)
@@ -127,7 +127,7 @@ async def user_topic(db: Database, model: Model, actor: Actor, name: str, right:
     tail = f": {name}" if suffix else ""
     if row is None:
         raise TopicError(f"topic not found{tail}", Kind.NOT_FOUND)
-    if not allowed(actor, right, row.grants):
+    if not access.may(actor, right, row.grants):
         raise TopicError(f"permission denied{tail}", Kind.FORBIDDEN)
     return row
 

@@ -8,9 +8,9 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from portside import log
+from portside.auth import access
 from portside.auth.permissions import Actor
 from portside.core.events import Event
-from portside.core.model import MEMBERSHIP
 from portside.realtime import yjs_protocol as yp
 from portside.realtime.bus import Bus
 from portside.realtime.yjs_room import CLOSE_POLICY, Peer, Room
@@ -47,7 +47,7 @@ class RoomRights:
 
     def react(self, event: Event) -> None:
         """Rights may have changed: re-check the affected peers without waiting for them to reconnect."""
-        if event.table in (MEMBERSHIP, "user_account"):
+        if access.changes_identity(event.table):
             return  # identity changes reach peers through the session registry (auth/sessions.py)
         if event.table == "world":
             table = event.data.get("table_name")

@@ -10,7 +10,9 @@ module (a unit test keeps WebSocket close-code literals out of every other modul
   message, code}`: Daptin's three keys unchanged (title `failed` where Daptin says so) plus `code`.
 - WebSocket close codes (`WS_CLOSE`, `ws_close_code`) for `/live` and Yjs: RFC 6455 codes only (1001
   going away, 1003 unsupported data, 1007 bad data, 1008 policy, 1009 too big, 1011 server error, 1013
-  try again later); the reason text carries the detail.
+  try again later); the reason text carries the detail. A WebSocket upgrade refused before the handshake is
+  an HTTP status with a plain-text reason and the kind's code in the `Portside-Error-Code` header
+  (`ERROR_CODE_HEADER`); JSON frames that refuse a request (/live responses) carry the kind as `code`.
 
 Hooks for the protocols that come next: each adds one total table `Kind -> reply` here, next to these, and
 its edge calls one function built on it. What they will say (decided now so the vocabulary fits them):
@@ -71,6 +73,7 @@ POLICY = 1008
 TOO_BIG = 1009
 SERVER_ERROR = 1011
 TRY_AGAIN_LATER = 1013
+ERROR_CODE_HEADER = "Portside-Error-Code"  # a refused WebSocket upgrade: the error kind's code
 
 WS_CLOSE: dict[Kind, int] = {
     Kind.BAD_REQUEST: BAD_DATA,
