@@ -11,7 +11,7 @@ import websockets
 
 from support import Server, new_user
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def intro() -> str:

@@ -38,8 +38,8 @@ from support import (
 )
 
 OWNER_ALL, GROUP_READ, PUBLIC = 16256, 32768, 3  # PUBLIC: guest peek + read
-SCHEMA = json.loads((Path(__file__).parent / "data" / "jsonfeed-1.1.schema.json").read_text())
-CONSUMERS = Path(__file__).parent / "js" / "feeds"
+SCHEMA = json.loads((Path(__file__).parent.parent / "data" / "jsonfeed-1.1.schema.json").read_text())
+CONSUMERS = Path(__file__).parent.parent / "js" / "feeds"
 POST_SCHEMA = f"""
 Tables:
   - TableName: post

@@ -15,7 +15,7 @@ import pytest
 
 from support import Server, create, new_user, schema_upload
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TODO = """
 Tables:
   - TableName: todo
