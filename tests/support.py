@@ -27,6 +27,10 @@ PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 PASSWORD = "secret123"
 REDIS = "redis://127.0.0.1:6379/0"
+# servers started by the tests hash passwords at bcrypt's minimum cost (a hidden, test-only setting); a test that
+# needs the production cost passes env={TEST_BCRYPT_ROUNDS_ENV: None} to start_server
+TEST_BCRYPT_ROUNDS_ENV = "PORTSIDE_TEST_BCRYPT_ROUNDS"
+TEST_BCRYPT_ROUNDS = "4"
 
 
 @dataclass
@@ -99,7 +103,7 @@ def start_server(
     database_url: str,
     data_dir: Path | None = None,
     *extra: str,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
     timeout: float = 60,
     wait_for: tuple[str, ...] | None = None,
 ) -> Server:
@@ -121,9 +125,9 @@ def start_server(
     ]
     if database_url:
         args += ["--database-url", database_url]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
-    )
+    merged: dict[str, str | None] = {TEST_BCRYPT_ROUNDS_ENV: TEST_BCRYPT_ROUNDS, **os.environ, **(env or {})}
+    full_env = {k: v for k, v in merged.items() if v is not None}  # a None value unsets (e.g. the test cost)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     assert proc.stdout is not None
     if wait_for is None:
         want_tls = "--tls-port" in extra or "PORTSIDE_TLS_PORT" in (env or {})

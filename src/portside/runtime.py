@@ -28,7 +28,7 @@ from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
 from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
-from portside.core import events
+from portside.core import events, fieldtypes
 from portside.core.catalog import Catalog
 from portside.core.config import CONFIG_TABLE, ConfigStore
 from portside.core.db import Database
@@ -120,6 +120,11 @@ class Portside:
     async def _start(self) -> None:
         s = self.settings
         life = self._life
+        if s.test_bcrypt_rounds is not None:
+            fieldtypes.use_bcrypt_rounds(s.test_bcrypt_rounds)
+            logger.warning(
+                "test setting: bcrypt cost %d for new password hashes (never in production)", s.test_bcrypt_rounds
+            )
         http = await self._bind_http()
         data = Path(s.data_dir)
         await asyncio.to_thread(private_files.private_dir, data)

@@ -124,6 +124,8 @@ class Settings:
     log_level: str = "INFO"
     event_history: int = 100_000
     trusted_proxies: tuple[Network, ...] = ()
+    # hidden, tests only: a cheaper bcrypt cost (env TEST_BCRYPT_ROUNDS_ENV only; never a flag, never the default)
+    test_bcrypt_rounds: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -148,6 +150,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{s.name}", **kwargs)
 
 
+TEST_BCRYPT_ROUNDS_ENV = "PORTSIDE_TEST_BCRYPT_ROUNDS"
+TEST_BCRYPT_ROUNDS = range(4, 11)  # bcrypt's minimum up to just below the default cost (11)
+
+
+def test_bcrypt_rounds(env: Mapping[str, str]) -> int | None:
+    """The test-only bcrypt cost: None unless the variable is set; refused (StartupError) unless it is a whole
+    number below the default cost, so it can only ever make hashing cheaper for a test run."""
+    raw = env.get(TEST_BCRYPT_ROUNDS_ENV)
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit() and int(value) in TEST_BCRYPT_ROUNDS):
+        lo, hi = TEST_BCRYPT_ROUNDS[0], TEST_BCRYPT_ROUNDS[-1]
+        raise StartupError(f"invalid value {raw!r} for {TEST_BCRYPT_ROUNDS_ENV}: a whole number from {lo} to {hi}")
+    return int(value)
+
+
 def resolve(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge command line, environment and defaults; errors name the source of the bad value."""
     env = os.environ if environ is None else environ
@@ -170,6 +189,7 @@ def resolve(args: argparse.Namespace | None = None, environ: Mapping[str, str] |
                 values[s.attr] = s.convert(raw)
         except ValueError as exc:
             raise StartupError(f"invalid value {raw!r} for {source}: {exc}") from None
+    values["test_bcrypt_rounds"] = test_bcrypt_rounds(env)
     return Settings(**values)
 
 

@@ -46,7 +46,7 @@ from portside.core.coerce import (
 from portside.core.schema import Column
 from portside.tools import crypto, jsonutil, names
 
-BCRYPT_ROUNDS = crypto.DEFAULT_ROUNDS  # tests lower this to keep bcrypt fast
+BCRYPT_ROUNDS = crypto.DEFAULT_ROUNDS  # tests lower this to keep bcrypt fast (`use_bcrypt_rounds`)
 MAX_STRING_INDEXABLE = 768  # utf8mb4 varchar above this can't be indexed on MySQL/MariaDB: use TEXT
 
 
@@ -288,6 +288,12 @@ def _secret_text(col: Column, v: Any) -> str:
     if not v:
         raise bad(col, "must not be empty")
     return v
+
+
+def use_bcrypt_rounds(rounds: int) -> None:
+    """The bcrypt cost of new hashes in this process (the runtime sets the test-only cost; see settings)."""
+    global BCRYPT_ROUNDS
+    BCRYPT_ROUNDS = rounds
 
 
 def _bcrypt_of(col: Column, plain: str) -> str:
