@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from inprocess import InProcessServer
 from support import REDIS, Server, fresh_database, start_server
 
 DATABASES = ["sqlite", "postgresql", "mysql"]
@@ -44,4 +45,15 @@ def cluster() -> Iterator[tuple[str, Server, Server]]:
     yield url, a, b
     a.stop()
     b.stop()
+    drop()
+
+
+@pytest.fixture(scope="module")
+def inprocess_server() -> Iterator[InProcessServer]:
+    """The fast tier (tests/inprocess.py): this module's own Portside runtime in a thread of the test process,
+    on a fresh SQLite database, for pure HTTP behaviour."""
+    url, drop = fresh_database("sqlite")
+    srv = InProcessServer(url).start()
+    yield srv
+    srv.stop()
     drop()

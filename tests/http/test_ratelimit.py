@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from support import Server, new_user, signin
+from inprocess import InProcessServer
+from support import new_user, signin
 
 
 @pytest.fixture(scope="module")
-def srv(sqlite_server: Server) -> Server:
-    return sqlite_server
+def srv(inprocess_server: InProcessServer) -> InProcessServer:
+    return inprocess_server  # pure HTTP: the fast in-process tier (tests/inprocess.py)
 
 
 def attempt(c: object, email: str, password: str = "wrong-password") -> int:
@@ -18,7 +19,7 @@ def attempt(c: object, email: str, password: str = "wrong-password") -> int:
     return int(r.status_code)
 
 
-def test_account_limit_then_client_limit(srv: Server) -> None:
+def test_account_limit_then_client_limit(srv: InProcessServer) -> None:
     victim, _ = new_user(srv, "victim")
     with srv.client() as c:
         statuses = [attempt(c, victim) for _ in range(11)]

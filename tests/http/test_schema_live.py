@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from support import Server, create, me, new_user, schema_upload
+from inprocess import InProcessServer
+from support import create, me, new_user, schema_upload
 
 PROJECT = """
 Tables:
@@ -82,12 +83,12 @@ Actions:
 
 
 @pytest.fixture(scope="module")
-def srv(sqlite_server: Server) -> Server:
-    return sqlite_server
+def srv(inprocess_server: InProcessServer) -> InProcessServer:
+    return inprocess_server  # pure HTTP: the fast in-process tier (tests/inprocess.py)
 
 
 @pytest.fixture(scope="module")
-def tokens(srv: Server) -> tuple[str, str]:
+def tokens(srv: InProcessServer) -> tuple[str, str]:
     _, admin = new_user(srv, "sadmin")
     _, user = new_user(srv, "suser")
     with srv.client(admin) as c:
@@ -95,7 +96,7 @@ def tokens(srv: Server) -> tuple[str, str]:
     return admin, user
 
 
-def test_schema_file_dropped_into_data_dir_is_served(srv: Server, tokens: tuple[str, str]) -> None:
+def test_schema_file_dropped_into_data_dir_is_served(srv: InProcessServer, tokens: tuple[str, str]) -> None:
     admin, _ = tokens
     with srv.client(admin) as c:
         assert c.get("/api/dropped").status_code == 404
@@ -118,7 +119,7 @@ def test_schema_file_dropped_into_data_dir_is_served(srv: Server, tokens: tuple[
             time.sleep(0.2)
 
 
-def test_bad_schema_upload_changes_nothing(srv: Server, tokens: tuple[str, str]) -> None:
+def test_bad_schema_upload_changes_nothing(srv: InProcessServer, tokens: tuple[str, str]) -> None:
     admin, user = tokens
     with srv.client(admin) as c:
         before = c.get("/api/world", params={"page[size]": 1}).json()["links"]["total"]
@@ -137,7 +138,7 @@ def test_bad_schema_upload_changes_nothing(srv: Server, tokens: tuple[str, str])
         assert schema_upload(c, PROJECT).status_code == 403
 
 
-def test_schema_actions_run_as_the_caller(srv: Server, tokens: tuple[str, str]) -> None:
+def test_schema_actions_run_as_the_caller(srv: InProcessServer, tokens: tuple[str, str]) -> None:
     admin, user = tokens
     with srv.client(admin) as c:
         r = schema_upload(c, PROJECT)
@@ -201,7 +202,7 @@ def test_schema_actions_run_as_the_caller(srv: Server, tokens: tuple[str, str]) 
         assert me(c)["attributes"]["email"].startswith("suser")
 
 
-def test_keyset_paging(srv: Server, tokens: tuple[str, str]) -> None:
+def test_keyset_paging(srv: InProcessServer, tokens: tuple[str, str]) -> None:
     _, user = tokens
     with srv.client(user) as c:
         refs = [create(c, "project", name=f"k{i}").json()["data"]["id"] for i in range(5)]
