@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,8 +338,36 @@ async def recv(ws: Any, timeout: float = 5) -> dict[str, Any]:
     return frame
 
 
+async def until(ws: Any, done: Callable[[dict[str, Any]], bool], timeout: float = 5) -> list[dict[str, Any]]:
+    """Every frame up to and including the first one `done` accepts (TimeoutError if none within `timeout`).
+
+    To check that something did NOT arrive, make a marker arrive after it on the same ordered path (a later
+    event of a topic the socket follows: /live delivers a node's events in log order) and look at what came
+    before the marker, instead of waiting for silence."""
+    got: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        frame = await recv(ws, max(0.01, deadline - asyncio.get_running_loop().time()))
+        got.append(frame)
+        if done(frame):
+            return got
+
+
+def events(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in frames if f.get("type") == "event"]
+
+
+def is_event(kind: str | None = None, topic: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A frame test for `until`: an event frame (of this `event` kind and topic, when given)."""
+    return lambda f: (
+        f.get("type") == "event"
+        and (kind is None or f.get("event") == kind)
+        and (topic is None or f.get("topic") == topic)
+    )
+
+
 async def quiet(ws: Any, seconds: float = 0.5) -> list[dict[str, Any]]:
-    """Every frame that arrives until the socket stays silent for `seconds`."""
+    """Every frame that arrives until the socket stays silent for `seconds` (prefer `until` with a marker)."""
     got = []
     try:
         while True:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import websockets
 
-from support import Server, create, me, new_user, quiet, recv, schema_upload
+from support import Server, create, events, is_event, me, new_user, recv, schema_upload, until
 
 SCHEMA = """
 Tables:
@@ -86,15 +87,19 @@ def test_rows_reach_only_readers(live: tuple[Server, str, str, str]) -> None:
                     json={"data": {"type": "feedrow", "id": ref, "attributes": {"title": "mine2"}}},
                 )
                 c.delete(f"/api/feedrow/{ref}")
-            got_a = [f for f in await quiet(a) if f["type"] == "event"]
+            got_a = events(await until(a, is_event("delete")))
             assert [f["event"] for f in got_a] == ["create", "update", "delete"]
             assert data_of(got_a[0])["title"] == "mine" and data_of(got_a[1])["title"] == "mine2"
             assert all(f["topic"] == "feedrow" and f["source"] == "database" for f in got_a)
             offsets = [f["offset"] for f in got_a]
             assert offsets == sorted(offsets)
-            got_admin = [f for f in await quiet(adm) if f["type"] == "event"]
+            got_admin = events(await until(adm, is_event("delete")))
             assert [f["data"]["title"] for f in got_admin][:2] == ["mine", "mine2"]  # ?encoding=json: plain data
-            assert [f for f in await quiet(b) if f["type"] == "event"] == []  # bob may not read alice's rows
+            # bob may not read alice's rows: nothing of them arrives before bob's own later row (the marker)
+            with server.client(bob) as c:
+                create(c, "feedrow", title="bob-marker")
+            got_b = events(await until(b, is_event("create")))
+            assert [data_of(f)["title"] for f in got_b] == ["bob-marker"]
 
     asyncio.run(main())
 
@@ -119,8 +124,9 @@ def test_filters_and_requests(live: tuple[Server, str, str, str]) -> None:
             with server.client(alice) as c:
                 for n in (1, 2, 3):
                     create(c, "feedrow", title=f"f{n}", n=n)
-            events = [f for f in await quiet(a) if f["type"] == "event"]
-            assert [data_of(f)["n"] for f in events] == [2]
+                create(c, "feedrow", title="f-marker", n=2)  # after the others: what passed the filter is before it
+            passed = events(await until(a, lambda f: f.get("type") == "event" and data_of(f)["title"] == "f-marker"))
+            assert [(data_of(f)["title"], data_of(f)["n"]) for f in passed] == [("f2", 2), ("f-marker", 2)]
             await a.send(json.dumps({"id": "p", "method": "ping"}))
             assert await recv(a) == {"type": "pong"}
             for bad, error in [
@@ -143,9 +149,15 @@ def test_filters_and_requests(live: tuple[Server, str, str, str]) -> None:
             assert (await recv(a))["error"] == "invalid JSON"
             await a.send(json.dumps({"id": "u", "method": "unsubscribe", "attributes": {"topicName": "feedrow"}}))
             assert (await recv(a))["ok"] is True
+            # nothing after the unsubscribe: a message on a topic the socket follows is the marker
+            mark = f"mark-{uuid.uuid4().hex[:8]}"
+            for method, attrs in (("create-topicName", {"name": mark}), ("subscribe", {"topicName": mark})):
+                await a.send(json.dumps({"method": method, "attributes": attrs}))
+                assert (await recv(a))["ok"] is True
             with server.client(alice) as c:
                 create(c, "feedrow", title="after", n=2)
-            assert [f for f in await quiet(a) if f["type"] == "event"] == []
+            await a.send(json.dumps({"method": "new-message", "attributes": {"topicName": mark, "message": {}}}))
+            assert [f["topic"] for f in events(await until(a, is_event("new-message", mark)))] == [mark]
             # the socket still serves after all that
             await a.send(json.dumps({"method": "ping"}))
             assert (await recv(a))["type"] == "pong"
@@ -214,22 +226,27 @@ def test_user_topics_and_live_revocation(live: tuple[Server, str, str, str]) -> 
             assert r["ok"] is True  # a successful new-message gets its response too
             bad = await call(b, "new-message", topicName="chat room", message="nope")
             assert bad["error"] == "missing or invalid message"
-            got = [f for f in await quiet(a) if f["type"] == "event"]
+            got = events(await until(a, is_event()))
             with server.client(bob) as c:
                 bob_ref = me(c)["id"]
             assert [(f["event"], f["data"], f["source"]) for f in got] == [("new-message", {"text": "hi"}, bob_ref)]
             # the owner takes the read bit away: bob's subscription ends, with an event saying so
             await call(a, "set-topic-permission", topicName="chat room", permission=16256)
-            ended = [f for f in await quiet(b) if f["type"] == "event"]
+            ended = events(await until(b, is_event("unsubscribed")))
             assert ended and ended[-1]["event"] == "unsubscribed" and ended[-1]["topic"] == "chat room"
             assert ended[-1]["data"]["reason"] == "permission revoked"
+            # bob no longer hears the room: nothing arrives before a message on bob's own topic (the marker)
+            assert (await call(b, "create-topicName", name="bob mark"))["ok"] is True
+            assert (await call(b, "subscribe", topicName="bob mark"))["ok"] is True
             await call(a, "new-message", topicName="chat room", message={"text": "private"})
-            assert [f for f in await quiet(b) if f["type"] == "event"] == []
+            await call(b, "new-message", topicName="bob mark", message={"text": "marker"})
+            heard = events(await until(b, is_event("new-message", "bob mark")))
+            assert [(f["topic"], f["data"]) for f in heard] == [("bob mark", {"text": "marker"})]
             # destroying a topic ends its subscriptions
             assert (await call(b, "destroy-topicName", name="chat room"))["error"] == "permission denied"
             assert (await call(a, "destroy-topicName", name="feedrow"))["error"] == "cannot delete system topic"
             assert (await call(a, "destroy-topicName", name="chat room"))["ok"] is True
-            ended = [f for f in await quiet(a) if f["type"] == "event" and f["event"] == "unsubscribed"]
+            ended = [f for f in await until(a, is_event("unsubscribed")) if is_event("unsubscribed")(f)]
             assert ended and ended[-1]["data"]["reason"] == "topic destroyed"
             assert (await call(a, "destroy-topicName", name="chat room"))["error"] == "topic not found"
             # the table gate changes while subscribed: the subscription ends at once
@@ -252,7 +269,7 @@ def test_user_topics_and_live_revocation(live: tuple[Server, str, str, str]) -> 
                     f"/api/world/{row['id']}",
                     json={"data": {"type": "world", "id": row["id"], "attributes": {"permission": 0}}},
                 )
-            ended = [f for f in await quiet(b, 1.0) if f["type"] == "event" and f["event"] == "unsubscribed"]
+            ended = [f for f in await until(b, is_event("unsubscribed", "feedrow")) if is_event("unsubscribed")(f)]
             assert ended and ended[-1]["topic"] == "feedrow"
             assert (await call(b, "subscribe", topicName="feedrow"))["error"] == "permission denied: feedrow"
 
@@ -280,7 +297,7 @@ def test_resume_with_since_across_a_killed_server() -> None:
             await recv(a)
             with server.client(alice) as c:
                 create(c, "feedrow", title="seen")
-            frames = [f for f in await quiet(a) if f["type"] == "event"]
+            frames = events(await until(a, is_event("create")))
             assert [data_of(f)["title"] for f in frames] == ["seen"]
             return int(frames[-1]["offset"])
 
@@ -306,7 +323,9 @@ def test_resume_with_since_across_a_killed_server() -> None:
                 assert (await recv(a))["ok"] is True
                 with restarted.client(alice) as c:
                     create(c, "feedrow", title="live-after")
-                frames = [f for f in await quiet(a) if f["type"] == "event"]
+                # bob's row (invisible to alice) sits between: it must not arrive before the live row
+                last_live = is_event("create")
+                frames = events(await until(a, lambda f: last_live(f) and data_of(f)["title"] == "live-after"))
                 assert [data_of(f)["title"] for f in frames] == ["missed-1", "missed-2", "live-after"]
                 offsets = [f["offset"] for f in frames]
                 assert offsets == sorted(set(offsets)) and offsets[0] > last
@@ -375,7 +394,7 @@ def test_origin_caps_and_publish_action(live: tuple[Server, str, str, str]) -> N
             with server.client(alice) as c:
                 r = c.post("/action/world/publish_to_topic", json=body)
                 assert r.status_code == 200, r.text
-            got = [f for f in await quiet(a) if f["type"] == "event"]
+            got = events(await until(a, is_event("new-message")))
             assert [(f["event"], f["data"]) for f in got] == [("new-message", {"headline": "hello"})]
 
     asyncio.run(main())

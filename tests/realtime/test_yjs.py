@@ -176,11 +176,14 @@ def test_presence_echoes_are_not_relayed_and_stale_entries_change_nothing(env: d
         await b.set_presence(501, 3, {"user": "a"})  # the echo a stock client would send
         await b.set_presence(501, 2, {"user": "stale"})  # an older clock
         await b.ws.send(yp.encode_awareness([yp.AwarenessEntry(501, 1, "null")]))  # an older removal
-        await asyncio.sleep(0.5)
-        assert c.awareness_frames == before and c.awareness[501] == (3, '{"user": "a"}')
+        # a peer's messages are handled in order: once b's next, new entry (the marker) reaches c, the three
+        # above were handled, and none of them was relayed
+        await b.set_presence(502, 1, {"user": "marker"})
+        assert await c.wait_for(lambda: 502 in c.awareness)
+        assert c.awareness_frames == before + 1 and c.awareness[501] == (3, '{"user": "a"}')
         await a.set_presence(501, 4, {"user": "a2"})
         assert await c.wait_for(lambda: c.awareness.get(501, (0, ""))[0] == 4)
-        assert c.awareness_frames == before + 1
+        assert c.awareness_frames == before + 2
         late = await YClient.connect(url)  # a newcomer gets the current states on join
         assert await late.wait_for(lambda: late.awareness.get(501) == (4, '{"user": "a2"}'))
         for x in (a, b, c, late):
@@ -396,7 +399,8 @@ def test_read_only_and_rights_change_without_reconnect(env: dict[str, Any]) -> N
         set_permission(server, alice, ref, OWNER_ALL | GUEST_READ)
         await asyncio.sleep(0.5)
         await reader.edit(0, "nope:")
-        await asyncio.sleep(0.5)
+        await reader.set_presence(7777, 1, {"user": "marker"})  # handled after the edit: the edit was decided
+        assert await owner.wait_for(lambda: 7777 in owner.awareness)
         assert "nope:" not in owner.text
         # revoked: disconnected
         set_permission(server, alice, ref, OWNER_ALL)
