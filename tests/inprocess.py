@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from portside.runtime import Portside
 from portside.settings import Settings
 from support import TEST_BCRYPT_ROUNDS
+
+T = TypeVar("T")
 
 
 class InProcessServer:
@@ -31,6 +35,7 @@ class InProcessServer:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self.app: Portside | None = None  # the running runtime (its services), for tests below the edges
         self._thread = threading.Thread(target=self._run, name="portside-inprocess", daemon=True)
 
     def start(self, timeout: float = 60) -> InProcessServer:
@@ -54,7 +59,7 @@ class InProcessServer:
             log_level="WARNING",
             test_bcrypt_rounds=int(TEST_BCRYPT_ROUNDS),
         )
-        app = Portside(settings)
+        app = self.app = Portside(settings)
         try:
             await app.start()
         except BaseException as exc:  # reported to the test thread by start()
@@ -73,6 +78,11 @@ class InProcessServer:
         if loop is not None and stopping is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stopping.set)
         self._thread.join(30)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the server's own event loop (where its services live) and return its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
