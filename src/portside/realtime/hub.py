@@ -163,7 +163,7 @@ class Subscribers:
         return [s for members in self.buckets.values() for s in members]
 
     def readers(self, event: Event) -> list[set[LiveSession]]:
-        """The buckets whose principal may read the event: one `allowed` decision per candidate principal."""
+        """The buckets whose principal may read the event: one `access.may_read_event` decision per candidate."""
         who = access.event_readers(event.grants)
         if who.everyone:
             keys: Any = self.buckets.keys()
