@@ -40,6 +40,7 @@ from portside.core.systables import system_doc
 from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
+from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
@@ -48,6 +49,8 @@ from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.storage.sites import SiteDirectory
+from portside.storage.stores import StoreService
 from portside.tools import private_files
 from portside.tools.ids import uuid7_str
 from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
@@ -55,7 +58,7 @@ from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_sign
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
 HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
-LISTENER_KEYS = frozenset({HTTPS_PORT_KEY})
+LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, *ftp_server.KEYS})
 
 
 class Portside:
@@ -70,6 +73,7 @@ class Portside:
         self._life = Lifecycle()
         self._switch = asyncio.Event()  # a listener key changed: re-apply the listeners
         self._app: Any = None
+        self._ftp: ftp_server.FtpEdge | None = None
         self._yjs_relay: RedisRelay | None = None
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
@@ -146,6 +150,9 @@ class Portside:
         await self._start_certs(svc)
         sessions = svc.sessions = SessionRegistry(db, catalog)
         await life.enter("sessions", lambda: sessions.start(bus), sessions.stop)
+        svc.stores = StoreService(db, catalog, config, data)
+        await svc.stores.start()
+        svc.sites = SiteDirectory(db, catalog)
         assert svc.hub is not None
         await life.enter("live hub", svc.hub.start, svc.hub.stop)
         feeds = self.feeds = FeedService(svc)
@@ -170,6 +177,8 @@ class Portside:
         await self._serve_http(svc, http)
         life.task(self._switch_listeners(), "portside-listeners")
         await self._apply_https()
+        self._ftp = ftp_server.FtpEdge(svc, self.listeners)
+        await self._ftp.apply()
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -291,6 +300,8 @@ class Portside:
             self._switch.clear()
             try:
                 await self._apply_https()
+                if self._ftp is not None:
+                    await self._ftp.apply()
             except Exception:
                 logger.exception("applying the listener configuration failed")
 
