@@ -71,7 +71,8 @@ class PortsideDTP(TLS_DTPHandler):  # type: ignore[misc]
         try:
             raise  # re-examine the exception being handled
         except _FileReadWriteError as err:
-            if err.errno == errno.EFBIG:
+            cause = err.args[0] if err.args else None  # pyftpdlib wraps the store's OSError
+            if isinstance(cause, OSError) and cause.errno == errno.EFBIG:
                 self._resp = (f"{ftp_reply_for_size()} Upload exceeds the size limit; transfer aborted.", logger.info)
                 self.close()
                 return
@@ -102,6 +103,7 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
         self.credential = ""
         self.session: Session | None = None
         self.ended: str | None = None
+        self._greeted = False
         super().__init__(conn, server, ioloop)
 
     @classmethod
@@ -121,7 +123,13 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
                 return
             self._pbsz = self._prot = True  # an implicit-TLS session protects its data connections too
             self.secure_connection(self.ssl_context)
+            return  # the greeting follows the handshake
         super().handle()
+
+    def handle_ssl_established(self) -> None:
+        if self.implicit and not self._greeted:
+            self._greeted = True
+            super().handle()
 
     def ftp_AUTH(self, line: str) -> None:
         if self.ssl_context is None:

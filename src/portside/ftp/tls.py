@@ -51,7 +51,9 @@ class FtpTls:
         with self._lock:
             built = self._built.get(name)
             if built is None or built[0] is not m:
-                built = (m, _context(m))
+                ctx = _context(m)
+                ctx.set_tlsext_servername_callback(self._sni)  # before first use: pyOpenSSL freezes it then
+                built = (m, ctx)
                 self._built[name] = built
             return built[1]
 
@@ -60,7 +62,6 @@ class FtpTls:
         base = self.context_for(self.hostname)
         if base is None:
             raise LookupError(f"no certificate for {self.hostname}")
-        base.set_tlsext_servername_callback(self._sni)
         return base
 
     def _sni(self, conn: SSL.Connection) -> None:

@@ -8,7 +8,7 @@ decrypted JSON supplies the secrets. S3 takes Daptin's `access_key`/`secret_key`
 `access_key_id`/`secret_access_key`/`endpoint` and s3fs's own `key`/`secret`/`endpoint_url` names. Other
 back ends get the credential JSON as filesystem options as it is.
 
-The bootstrap store `localstore` (a folder under the data directory) is created on first start.
+The bootstrap store `localstore` is the folder `storage` under the data directory.
 """
 
 from __future__ import annotations
@@ -117,26 +117,9 @@ class StoreService:
         return max(0, self.config.get_int(MAX_UPLOAD_KEY, DEFAULT_MAX_UPLOAD))
 
     async def start(self) -> None:
-        """Make sure the bootstrap `localstore` row and its folder exist."""
-        tm = self.catalog.model.table(TABLE)
-        async with self.db.transaction() as uow:
-            found = (await uow.conn.execute(sa.select(tm.sa.c.id).where(tm.sa.c.name == LOCALSTORE))).first()
-            if found is not None:
-                return
-            folder = self.data_dir / "storage"
-            await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
-            model = self.catalog.model
-            link = 0 if tm.group_join is None else self.catalog.default_permission(model.table(tm.group_join).decl)
-            groups = [(g.name, g.permission or link) for g in tm.decl.default_groups]
-            values = {
-                "name": LOCALSTORE,
-                "store_type": "local",
-                "store_provider": "local",
-                "root_path": str(folder),
-                "store_parameters": "{}",
-            }
-            permission = self.catalog.default_permission(tm.decl)
-            await records.insert(uow, model, tm, values, permission=permission, actor=None, groups=groups)
+        """The bootstrap store's folder exists (the catalog writes the `localstore` row on first start)."""
+        folder = self.data_dir / "storage"
+        await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
 
     def on_events(self, events: Sequence[Event]) -> None:
         """A changed store or credential row is opened afresh on next use (local writes and other nodes')."""
