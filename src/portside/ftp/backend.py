@@ -11,11 +11,13 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from pyftpdlib.filesystems import FilesystemError
+
 from portside.actions.services import Services
 from portside.auth.login import Login, login
 from portside.auth.permissions import Actor
 from portside.auth.sessions import Session
-from portside.errors import Unavailable
+from portside.errors import PortsideError, Unavailable
 from portside.storage.sites import Site, usable
 from portside.storage.store import Store
 
@@ -45,7 +47,10 @@ class FtpBackend:
         """The FTP-enabled, enabled sites that have a store (one entry per hostname)."""
         directory = self.services.sites
         assert directory is not None
-        return [s for s in self.call(directory.sites()) if usable(s, ftp=True)]
+        try:
+            return [s for s in self.call(directory.sites()) if usable(s, ftp=True)]
+        except PortsideError as exc:
+            raise FilesystemError(f"sites unavailable ({exc.code})") from None
 
     def site(self, host: str) -> Site | None:
         name = host.lower()
@@ -58,7 +63,10 @@ class FtpBackend:
         """The site's folder in its store, as a store of its own (paths cannot leave it)."""
         stores = self.services.stores
         assert stores is not None and site.store_ref is not None
-        view = self.call(stores.by_ref(site.store_ref)).view(site.folder)
+        try:
+            view = self.call(stores.by_ref(site.store_ref)).view(site.folder)
+        except PortsideError as exc:
+            raise FilesystemError(f"the site's store is unavailable ({exc.code})") from None
         view.ensure_root()
         return view
 

@@ -71,7 +71,7 @@ class PortsideDTP(TLS_DTPHandler):  # type: ignore[misc]
         try:
             raise  # re-examine the exception being handled
         except _FileReadWriteError as err:
-            cause = err.args[0] if err.args else None  # pyftpdlib wraps the store's OSError
+            cause = err.__cause__  # pyftpdlib wraps the store's OSError
             if isinstance(cause, OSError) and cause.errno == errno.EFBIG:
                 self._resp = (f"{ftp_reply_for_size()} Upload exceeds the size limit; transfer aborted.", logger.info)
                 self.close()

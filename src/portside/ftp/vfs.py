@@ -11,17 +11,20 @@ answers with `550 <reason>.`
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import stat as st
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pyftpdlib.filesystems import AbstractedFS, FilesystemError
 
+from portside import log
 from portside.auth import access
 from portside.auth.permissions import CREATE, DELETE, PEEK, READ, UPDATE
-from portside.errors import BadRequest
+from portside.errors import PortsideError
 from portside.storage import paths
 from portside.storage.sites import Site
 from portside.storage.store import Entry, Store
@@ -29,12 +32,33 @@ from portside.storage.store import Entry, Store
 if TYPE_CHECKING:
     from portside.ftp.handler import PortsideHandler
 
+logger = log.get("ftp")
+F = TypeVar("F", bound=Callable[..., Any])
 NO_SUCH_PATH = "no such path"
 INVALID_SITE = "invalid site"
 DENIED = "permission denied"
 ESCAPES = "path escapes site root"
 DIR_MODE = st.S_IFDIR | 0o750
 FILE_MODE = st.S_IFREG | 0o600
+
+
+def guarded(method: F) -> F:
+    """Store failures of any kind become a 550 reply (pyftpdlib handles OSError and FilesystemError only;
+    anything else would end the session)."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (FilesystemError, OSError):
+            raise
+        except PortsideError as exc:
+            raise FilesystemError(f"refused ({exc.code})") from None
+        except Exception:
+            logger.exception("FTP store operation failed")
+            raise FilesystemError("the store failed") from None
+
+    return cast(F, run)
 
 
 def _stat(entry: Entry | None, is_dir: bool = False) -> os.stat_result:
@@ -95,10 +119,13 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
             raise FilesystemError(DENIED)
         try:
             parts = paths.segments("/".join(segs[1:]))
-            store = backend.store(site)
+        except PortsideError:
+            raise FilesystemError(ESCAPES) from None
+        store = backend.store(site)
+        try:
             store.path(parts)  # the symlink check against the site's folder
-        except BadRequest as exc:
-            raise FilesystemError(ESCAPES if "symlink" not in str(exc) else ESCAPES + " through symlink") from None
+        except paths.SymlinkEscape:
+            raise FilesystemError(ESCAPES + " through symlink") from None
         return Target(site, store, parts)
 
     def _entry(self, t: Target) -> Entry | None:
@@ -108,6 +135,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
 
     # -- directories ---------------------------------------------------------------------------------
 
+    @guarded
     def chdir(self, path: str) -> None:
         t = self.resolve(path, PEEK)
         e = self._entry(t)
@@ -115,6 +143,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
             raise FilesystemError(NO_SUCH_PATH)
         self.cwd = self.fs2ftp(path)
 
+    @guarded
     def listdir(self, path: str) -> list[str]:
         t = self.resolve(path, READ)
         if t.site is None:
@@ -129,10 +158,12 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
     def listdirinfo(self, path: str) -> list[str]:
         return self.listdir(path)
 
+    @guarded
     def mkdir(self, path: str) -> None:
         t = self.resolve_for_root_change(path, CREATE)
         t.need_store().mkdir(t.parts)
 
+    @guarded
     def rmdir(self, path: str) -> None:
         t = self.resolve_for_root_change(path, DELETE)
         t.need_store().rmdir(t.parts)
@@ -148,6 +179,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
 
     # -- files ---------------------------------------------------------------------------------------
 
+    @guarded
     def open(self, filename: str, mode: str) -> Any:
         if "r" in mode and "+" not in mode:
             t = self.resolve(filename, READ)
@@ -165,17 +197,19 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
     def _peek_exists(self, path: str) -> bool:
         try:
             t = self.resolve(path, PEEK)
-        except FilesystemError:
+        except (FilesystemError, OSError):
             return False
         return t.site is not None and bool(t.parts) and self._entry(t) is not None
 
     def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None, mode: str = "wb") -> Any:
         raise FilesystemError("STOU is not supported")
 
+    @guarded
     def remove(self, path: str) -> None:
         t = self.resolve_for_root_change(path, DELETE)
         t.need_store().remove(t.parts)
 
+    @guarded
     def rename(self, src: str, dst: str) -> None:
         a = [p for p in src.split("/") if p]
         b = [p for p in dst.split("/") if p]
@@ -185,9 +219,11 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
         d = self.resolve_for_root_change(dst, UPDATE)
         s.need_store().move(s.parts, d.parts)
 
+    @guarded
     def chmod(self, path: str, mode: int) -> None:
         self.resolve_for_root_change(path, UPDATE)  # modes are the store's business: accepted, nothing changes
 
+    @guarded
     def utime(self, path: str, timeval: float) -> None:
         t = self.resolve_for_root_change(path, UPDATE)
         store = t.need_store()
@@ -197,6 +233,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
 
     # -- facts ---------------------------------------------------------------------------------------
 
+    @guarded
     def stat(self, path: str) -> os.stat_result:
         segs = [p for p in path.split("/") if p]
         t = self.resolve(path, PEEK if len(segs) <= 1 else READ)
@@ -213,7 +250,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
     def isfile(self, path: str) -> bool:
         try:
             return not st.S_ISDIR(self.stat(path).st_mode)
-        except FilesystemError:
+        except (FilesystemError, OSError):
             return False
 
     def islink(self, path: str) -> bool:
@@ -222,7 +259,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
     def isdir(self, path: str) -> bool:
         try:
             return st.S_ISDIR(self.stat(path).st_mode)
-        except FilesystemError:
+        except (FilesystemError, OSError):
             return False
 
     def getsize(self, path: str) -> int:
@@ -235,7 +272,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
         try:
             self.stat(path)
             return True
-        except FilesystemError:
+        except (FilesystemError, OSError):
             return False
 
     def get_user_by_uid(self, uid: int) -> str:

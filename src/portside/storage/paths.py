@@ -26,6 +26,10 @@ class UnsafePath(BadRequest):
     """A path that would leave its root or hide what it names."""
 
 
+class SymlinkEscape(UnsafePath):
+    """A path whose real location (symlinks resolved) is outside its root."""
+
+
 def check_segment(name: str) -> str:
     if not name or name in (".", ".."):
         raise UnsafePath(f"unsafe path segment {name!r}")

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from fsspec import AbstractFileSystem
 
-from portside.storage.paths import Segments, UnsafePath, join
+from portside.storage.paths import Segments, SymlinkEscape, UnsafePath, join
 
 DIR_MARKER = ".portside-folder"  # keeps an empty folder alive in an object store (hidden from listings)
 
@@ -122,7 +122,7 @@ class Store:
             real_root = os.path.realpath(self.root)
             real = os.path.realpath(full)
             if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
-                raise UnsafePath("path escapes the store root through a symlink")
+                raise SymlinkEscape("path escapes the store root through a symlink")
         return full
 
     # -- queries -------------------------------------------------------------------------------------

@@ -77,7 +77,9 @@ def fs_options(kind: str, params: dict[str, Any], credential: dict[str, Any]) ->
     client = dict(options.pop("client_kwargs", None) or {})
     for name, value in credential.items():
         key = _S3_NAMES.get(str(name).lower())
-        if key is not None and isinstance(value, str) and value:
+        if (key is not None or str(name).lower() == "region") and not isinstance(value, str):
+            raise BadRequest(f"credential field {name!r} must be a string")  # Daptin crashed here (A.8)
+        if key is not None and value:
             options.setdefault(key, value)
         elif str(name).lower() == "region" and isinstance(value, str) and value:
             client.setdefault("region_name", value)
