@@ -159,5 +159,6 @@ def test_wrong_credentials_fail_cleanly(env: Env) -> None:
             body["data"]["attributes"]["content"] = good
             assert c.patch(f"/api/credential/{cred}", json=body).status_code == 200
     time.sleep(0.3)
-    assert "index.html" in f.nlst("/cloud.example.com")  # the repaired credential applies at once
+    env.s3.client().put_object(Bucket=BUCKET, Key="root/web/repaired.txt", Body=b"ok")
+    assert "repaired.txt" in f.nlst("/cloud.example.com")  # the repaired credential applies at once
     f.quit()
