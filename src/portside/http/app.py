@@ -20,6 +20,7 @@ from portside.errors import PortsideError, kind_for_status
 from portside.http import acme, action, api, config, feed, live, openapi, ports, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
+from portside.http.sites import SiteHosts
 from portside.tools.wire_errors import jsonapi_error
 
 logger = log.get("http")
@@ -64,7 +65,10 @@ def build_app(services: Services) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config"))],
+        middleware=[
+            Middleware(SiteHosts, services=services),  # a site's own host name is served from its store
+            Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config")),
+        ],
         exception_handlers={PortsideError: on_portside_error, HTTPException: on_http_error, Exception: on_error},
     )
     app.state.services = services
