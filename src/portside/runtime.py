@@ -22,6 +22,7 @@ from portside import log
 from portside.actions.builtin import builtin_doc
 from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
+from portside.actions.files import files_doc
 from portside.actions.live_access import LiveAccess
 from portside.actions.services import Services
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
@@ -131,7 +132,7 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc()], data, s.schema)
+        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), files_doc()], data, s.schema)
         await migrate_base(db)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()

@@ -187,6 +187,11 @@ class Store:
         else:
             self.fs.pipe_file(self.path((*parts, DIR_MARKER)), b"")
 
+    def makedirs(self, parts: Segments) -> None:
+        """A folder and its missing parents (uploads into a new folder); nothing to do in an object store."""
+        if self.local:
+            os.makedirs(self.path(parts), 0o750, exist_ok=True)
+
     def _is_dir(self, parts: Segments) -> bool:
         e = self.info(parts)
         return e is not None and e.is_dir
