@@ -50,6 +50,7 @@ from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.storage.assets import AssetFiles
 from portside.storage.sites import SiteDirectory
 from portside.storage.stores import StoreService
 from portside.tools import private_files
@@ -153,6 +154,7 @@ class Portside:
         await life.enter("sessions", lambda: sessions.start(bus), sessions.stop)
         svc.stores = StoreService(db, catalog, config, data)
         await svc.stores.start()
+        crud.files = AssetFiles(svc.stores)
         svc.sites = SiteDirectory(db, catalog)
         assert svc.hub is not None
         await life.enter("live hub", svc.hub.start, svc.hub.stop)

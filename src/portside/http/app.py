@@ -17,7 +17,7 @@ from starlette.routing import Route
 from portside import log
 from portside.actions.services import Services
 from portside.errors import PortsideError, kind_for_status
-from portside.http import acme, action, api, config, feed, live, openapi, ports, yjs
+from portside.http import acme, action, api, assets, config, feed, live, openapi, ports, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
 from portside.http.sites import SiteHosts
@@ -62,6 +62,7 @@ def build_app(services: Services) -> Starlette:
         *feed.routes,
         *yjs.routes,
         *acme.routes,
+        *assets.routes,
     ]
     app = Starlette(
         routes=routes,
