@@ -48,7 +48,8 @@ class FtpBackend:
         directory = self.services.sites
         assert directory is not None
         try:
-            return [s for s in self.call(directory.sites()) if usable(s, ftp=True)]
+            found = directory.cached()  # no trip to the event loop while nothing changed
+            return [s for s in (found if found is not None else self.call(directory.sites())) if usable(s, ftp=True)]
         except PortsideError as exc:
             raise FilesystemError(f"sites unavailable ({exc.code})") from None
 
@@ -64,7 +65,8 @@ class FtpBackend:
         stores = self.services.stores
         assert stores is not None and site.store_ref is not None
         try:
-            view = self.call(stores.by_ref(site.store_ref)).view(site.folder)
+            store = stores.cached(site.store_ref) or self.call(stores.by_ref(site.store_ref))
+            view = store.view(site.folder)
         except PortsideError as exc:
             raise FilesystemError(f"the site's store is unavailable ({exc.code})") from None
         view.ensure_root()

@@ -59,6 +59,11 @@ class SiteDirectory:
             self._generation += 1
             self._sites = None
 
+    def cached(self) -> list[Site] | None:
+        """The sites as last read (None when a change made them stale): a read other threads may make
+        without the event loop (the list is replaced whole, never changed in place)."""
+        return self._sites
+
     async def sites(self) -> list[Site]:
         cached = self._sites
         if cached is not None:

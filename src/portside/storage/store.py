@@ -156,6 +156,8 @@ class Store:
     # -- streams -------------------------------------------------------------------------------------
 
     def open_read(self, parts: Segments) -> BinaryIO:
+        if self.local:  # the plain file: no wrapper between the transfer and the kernel
+            return open(self.path(parts), "rb")
         f: BinaryIO = self.fs.open(self.path(parts), "rb")
         return f
 
@@ -171,8 +173,10 @@ class Store:
             return Writer(self, parts, raw, self.max_upload, offset)
         if append:
             start = self.info(parts)
-            return Writer(self, parts, self.fs.open(path, "ab"), self.max_upload, start.size if start else 0)
-        return Writer(self, parts, self.fs.open(path, "wb"), self.max_upload)
+            raw = open(path, "ab") if self.local else self.fs.open(path, "ab")  # noqa: SIM115
+            return Writer(self, parts, raw, self.max_upload, start.size if start else 0)
+        raw = open(path, "wb") if self.local else self.fs.open(path, "wb")  # noqa: SIM115 - the Writer closes it
+        return Writer(self, parts, raw, self.max_upload)
 
     # -- changes -------------------------------------------------------------------------------------
 

@@ -112,6 +112,7 @@ class StoreService:
     def __init__(self, db: Database, catalog: Catalog, config: ConfigStore, data_dir: Path):
         self.db, self.catalog, self.config, self.data_dir = db, catalog, config, data_dir
         self._open: dict[int, Store] = {}
+        self._refs: dict[str, int] = {}  # row reference -> row id (fixed for a row's life)
         self._lock = asyncio.Lock()
 
     @property
@@ -139,12 +140,24 @@ class StoreService:
         store.max_upload = self.max_upload  # config changes apply to the next upload
         return store
 
+    def cached(self, ref: str) -> Store | None:
+        """The open store of row `ref` if it is open and current (a read other threads may make without the
+        event loop: entries are replaced or dropped whole)."""
+        row_id = self._refs.get(ref)
+        store = self._open.get(row_id) if row_id is not None else None
+        if store is not None:
+            store.max_upload = self.max_upload
+        return store
+
     async def by_ref(self, ref: str) -> Store:
-        tm = self.catalog.model.table(TABLE)
-        async with self.db.read() as conn:
-            row_id = await records.id_of(conn, tm, ref)
+        row_id = self._refs.get(ref)
         if row_id is None:
-            raise NotFound("no such cloud store")
+            tm = self.catalog.model.table(TABLE)
+            async with self.db.read() as conn:
+                row_id = await records.id_of(conn, tm, ref)
+            if row_id is None:
+                raise NotFound("no such cloud store")
+            self._refs[ref] = row_id
         return await self.get(row_id)
 
     async def _load(self, row_id: int) -> Store:
