@@ -101,3 +101,47 @@ def test_rights_are_checked(env: Env) -> None:
         assert act(c, "cloud_store", "delete_path", env.store, path="ro").status_code in (403, 404)
     assert (env.root / "ro" / "keep.txt").read_bytes() == b"keep"
     assert not (env.root / "n.txt").exists()
+
+
+GALLERY = """
+Tables:
+  - TableName: gallery
+    Columns:
+      - ColumnName: picture
+        ColumnType: image
+        DataType: text
+        IsNullable: true
+        IsForeignKey: true
+        ForeignKeyData:
+          DataSource: cloud_store
+          Namespace: localstore
+          KeyName: gallery
+"""
+
+
+def test_import_files_from_store(env: Env) -> None:
+    from support import schema_upload
+
+    folder = env.root / "gallery"
+    (folder / "2026").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"a" * 10)
+    (folder / "2026" / "b.jpg").write_bytes(b"b" * 20)
+    with env.world.c(env.world.admin) as c:
+        assert schema_upload(c, GALLERY).status_code == 200
+        r = c.post("/action/world/import_files_from_store", json={"attributes": {"table_name": "gallery"}})
+        assert r.status_code == 200, r.text
+        rows = c.get("/api/gallery").json()["data"]
+        got = sorted((x["attributes"]["picture"][0]["src"], x["attributes"]["picture"][0]["size"]) for x in rows)
+        assert got == [("2026/b.jpg", 20), ("a.png", 10)]
+        ref = next(x["id"] for x in rows if x["attributes"]["picture"][0]["name"] == "b.jpg")
+        assert c.get(f"/asset/gallery/{ref}/picture").content == b"b" * 20
+        # a second import adds only what is new
+        (folder / "c.gif").write_bytes(b"c")
+        r = c.post("/action/world/import_files_from_store", json={"attributes": {"table_name": "gallery"}})
+        assert r.status_code == 200, r.text
+        assert len(c.get("/api/gallery").json()["data"]) == 3
+        r = c.post("/action/world/import_files_from_store", json={"attributes": {"table_name": "user_account"}})
+        assert r.status_code == 400
+    with env.world.c(env.world.stranger) as c:
+        r = c.post("/action/world/import_files_from_store", json={"attributes": {"table_name": "gallery"}})
+        assert r.status_code in (403, 404)

@@ -23,8 +23,10 @@ from portside.core import assets, filetext
 from portside.core.schema import SchemaDoc, parse_document
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.storage import paths
+from portside.storage.assets import in_store
 from portside.storage.sites import folder_of
 from portside.storage.store import Store
+from portside.tools import jsonutil
 
 MAX_GET_FILE = 16 * 1024 * 1024  # get_file answers inline (base64); larger files stream from the site's pages
 
@@ -54,6 +56,14 @@ FILE_ACTIONS: dict[str, Any] = {
         _action("list_files", "site", ["path"], "site.file.list", "List files"),
         _action("get_file", "site", ["path"], "site.file.get", "Get file"),
         _action("delete_file", "site", ["path"], "site.file.delete", "Delete file"),
+        {
+            "Name": "import_files_from_store",
+            "Label": "Import files from a cloud store",
+            "OnType": "world",
+            "InstanceOptional": True,
+            "InFields": [_field("table_name")],
+            "OutFields": [{"Type": "cloud_store.files.import", "Method": "EXECUTE", "Attributes": {}}],
+        },
     ]
 }
 
@@ -238,3 +248,55 @@ async def delete_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respon
     store = await _site_store(ctx, DELETE)
     await _run(_delete, store, _path(ctx, "path", required=True))
     return [notify("success", "Success", "Deleted")]
+
+
+MAX_IMPORT = 10_000
+
+
+def _walk(store: Store, folder: paths.Segments, sub: paths.Segments = ()) -> list[tuple[str, str, int]]:
+    """(path below the folder, name, size) of every file under `folder`."""
+    out: list[tuple[str, str, int]] = []
+    for e in store.listdir((*folder, *sub)):
+        if e.is_dir:
+            out += _walk(store, folder, (*sub, e.name))
+        else:
+            out.append((paths.join(sub), e.name, e.size))
+        if len(out) > MAX_IMPORT:
+            raise OSError(27, f"more than {MAX_IMPORT} files to import")
+    return out
+
+
+@performers.register("cloud_store.files.import")
+async def import_files(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    """One row per file of the store folder of each store-kept asset column of `table_name` that no row
+    holds yet (administrators only: it reads whole stores)."""
+    if not access.may_administer(ctx.actor, open_mode=ctx.services.catalog.open_mode):
+        raise Forbidden("only administrators may import files from a store")
+    table = ctx.attributes.get("table_name")
+    if not isinstance(table, str) and ctx.subject is not None:
+        table = ctx.subject.attrs.get("table_name")
+    if not isinstance(table, str) or not table:
+        raise BadRequest("table_name is required", pointer="/attributes/table_name")
+    tm = ctx.services.model.table(table)
+    files = ctx.services.crud.files
+    columns = [c for c in tm.columns.values() if in_store(c)]
+    if files is None or not columns:
+        raise BadRequest(f"{table} has no asset column kept in a cloud store", pointer="/attributes/table_name")
+    created = 0
+    for col in columns:
+        store, folder = await files.store_of(col)
+        found = await _run(_walk, store, folder)
+        t = tm.sa
+        held: set[tuple[str, str]] = set()
+        for (value,) in (await ctx.uow.conn.execute(t.select().with_only_columns(t.c[col.column_name]))).all():
+            entries = jsonutil.loads(value) if isinstance(value, str) and value.strip() else []
+            held.update((str(e.get("path") or ""), str(e.get("name"))) for e in entries if isinstance(e, dict))
+        for sub, name, size in found:
+            if (sub, name) in held:
+                continue
+            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            src = f"{sub}/{name}" if sub else name
+            meta = [{"name": name, "type": kind, "size": size, "md5": "", "path": sub, "src": src}]
+            await ctx.services.crud.create(ctx.actor, table, {col.column_name: meta}, uow=ctx.uow)
+            created += 1
+    return [notify("success", "Success", f"{created} file(s) imported into {table}")]
