@@ -18,6 +18,7 @@ import pytest
 from files_support import (
     CREATE,
     DELETE,
+    EXECUTE,
     PEEK,
     READ,
     S3,
@@ -162,3 +163,48 @@ def test_wrong_credentials_fail_cleanly(env: Env) -> None:
     env.s3.client().put_object(Bucket=BUCKET, Key="root/web/repaired.txt", Body=b"ok")
     assert "repaired.txt" in f.nlst("/cloud.example.com")  # the repaired credential applies at once
     f.quit()
+
+
+def test_site_pages_and_asset_columns_over_s3(env: Env) -> None:
+    import base64
+
+    import httpx
+
+    from support import create, schema_upload
+
+    env.s3.client().put_object(Bucket=BUCKET, Key="root/web/page.html", Body=b"<p>from s3</p>")
+    with env.world.c(env.world.admin) as c:
+        site = next(x for x in c.get("/api/site").json()["data"] if x["attributes"]["hostname"] == "cloud.example.com")
+        body = {"data": {"type": "site", "id": site["id"], "attributes": {"permission": owner_bits(READ) | EXECUTE}}}
+        assert c.patch(f"/api/site/{site['id']}", json=body).status_code == 200
+        store_name = c.get(f"/api/cloud_store/{env.store}").json()["data"]["attributes"]["name"]
+        schema = SCHEMA.replace("STORE", store_name)
+        assert schema_upload(c, schema).status_code == 200
+        data = base64.b64encode(b"s3 bytes").decode()
+        r = create(c, "doc", scan=[{"name": "s.txt", "contents": data, "type": "text/plain"}])
+        assert r.status_code == 201, r.text
+        ref = r.json()["data"]["id"]
+        assert c.get(f"/asset/doc/{ref}/scan").content == b"s3 bytes"
+    stored = env.s3.client().get_object(Bucket=BUCKET, Key="root/scans/s.txt")["Body"].read()
+    assert stored == b"s3 bytes"
+    with httpx.Client(base_url=env.world.server.url, timeout=30) as h:
+        r = h.get("/page.html", headers={"Host": "cloud.example.com"})
+        assert r.status_code == 200 and r.text == "<p>from s3</p>" and r.headers["content-type"].startswith("text/html")
+        r = h.get("/page.html", headers={"Host": "cloud.example.com", "Range": "bytes=3-6"})
+        assert r.status_code == 206 and r.content == b"from"
+
+
+SCHEMA = """
+Tables:
+  - TableName: doc
+    Columns:
+      - ColumnName: scan
+        ColumnType: file
+        DataType: text
+        IsNullable: true
+        IsForeignKey: true
+        ForeignKeyData:
+          DataSource: cloud_store
+          Namespace: STORE
+          KeyName: scans
+"""
