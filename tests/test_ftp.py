@@ -459,3 +459,23 @@ def test_disabling_ftp_stops_the_listener(files: Files) -> None:
         n = len(server.log)
         set_config(c, ftp__listen_interface="127.0.0.1:0")
         server.wait_listening("ftp", n)
+
+
+def test_malformed_commands_get_errors_and_the_session_survives(files: Files) -> None:
+    f = login(files, "owner")
+    assert refused(f.sendcmd, "X" * 5000).startswith("5")  # an over-long line (its rest is a second command)
+    f.putcmd("NOOP")
+    while not f.getline().startswith("200"):
+        pass
+    f.voidcmd("TYPE I")
+    assert refused(f.sendcmd, "REST -5").startswith("5")
+    assert refused(f.sendcmd, "REST 99999999999999999999999").startswith("5")
+    assert refused(f.sendcmd, "PORT 10,0,0,1,0,21").startswith("5")  # another host: FXP bounce refused
+    assert refused(f.sendcmd, "PORT 127,0,0,1,0,21").startswith("5")  # a privileged port
+    assert refused(f.sendcmd, "EPRT |9|x|y|").startswith("5")
+    assert refused(f.sendcmd, "BOGUS").startswith("5")
+    assert refused(f.sendcmd, "SITE EXEC /bin/sh").startswith("5")
+    assert refused(f.cwd, "/OWN.EXAMPLE.COM.evil").startswith("550")
+    f.cwd("/OWN.example.com")  # host names are case-insensitive
+    assert f.sendcmd("NOOP").startswith("200")
+    f.quit()

@@ -137,6 +137,12 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
             return
         super().ftp_AUTH(line)
 
+    def ftp_REST(self, line: str) -> None:
+        if not (line.isascii() and line.isdigit() and len(line) <= 18):  # no signs, no 10**30
+            self.respond("501 Invalid REST parameter.")
+            return
+        super().ftp_REST(line)
+
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         if self.ended is not None:
             self.respond(f"421 Session ended: {self.ended}.")
