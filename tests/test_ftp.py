@@ -479,3 +479,19 @@ def test_malformed_commands_get_errors_and_the_session_survives(files: Files) ->
     f.cwd("/OWN.example.com")  # host names are case-insensitive
     assert f.sendcmd("NOOP").startswith("200")
     f.quit()
+
+
+def test_many_parallel_sessions_of_one_user(files: Files) -> None:
+    """Clients open several sessions at once (lftp --parallel, FileZilla): all of them log in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> bytes:
+        f = login(files, "owner")
+        try:
+            put(f, f"/own.example.com/par-{i}.txt", str(i).encode())
+            return get(f, f"/own.example.com/par-{i}.txt")
+        finally:
+            f.quit()
+
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(one, range(20))) == [str(i).encode() for i in range(20)]

@@ -158,8 +158,13 @@ class FtpEdge:
         assert services.certs is not None
         self.tls = FtpTls(services.certs, services.certs.fallback)
         self._running: dict[str, tuple[tuple[str, int], type[PortsideHandler]]] = {}
+        self._lock = asyncio.Lock()  # one re-configuration at a time (start-up and a config change may meet)
 
     async def apply(self) -> None:
+        async with self._lock:
+            await self._apply()
+
+    async def _apply(self) -> None:
         try:
             s = read_settings(self.services.config.get)
         except ValueError as exc:
