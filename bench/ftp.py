@@ -324,7 +324,7 @@ def measure(t: Target, opts: argparse.Namespace) -> dict[str, float]:
 # -- report ------------------------------------------------------------------------------------------------
 
 
-def render(opts: argparse.Namespace, cells: dict[str, dict[str, list[float]]], cmd: str) -> str:
+def render(opts: argparse.Namespace, cells: dict[str, dict[str, list[float]]], cmd: str, load: str) -> str:
     metrics = list(next(iter(cells.values())).keys())
     names = list(cells)
     med = {n: {m: statistics.median(v) for m, v in cells[n].items()} for n in names}
@@ -335,7 +335,7 @@ def render(opts: argparse.Namespace, cells: dict[str, dict[str, list[float]]], c
         f"- machine: nproc {os.cpu_count()}, {platform.processor() or platform.machine()}",
         f"- python: {platform.python_version()}",
         f"- portside commit: {_commit()}",
-        f"- load average at start: {_load()}",
+        f"- load average at start: {load}",
         f"- command: `{cmd}`",
         "",
         f"Setup: 127.0.0.1, passive, binary, no TLS; big file {opts.big_mb} MB, {opts.small} files of 10 KB in one "
@@ -387,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS)
     opts = p.parse_args(argv)
     cells: dict[str, dict[str, list[float]]] = {}
+    load = _load()
     with tempfile.TemporaryDirectory(prefix="bench-ftp-") as raw:
         tmp = Path(raw)
         for r in range(opts.rounds):
@@ -400,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for m, v in measure(t, opts).items():
                             cells.setdefault(t.name, {}).setdefault(m, []).append(v)
     cmd = "python bench/ftp.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    section = render(opts, cells, cmd.strip())
+    section = render(opts, cells, cmd.strip(), load)
     print(section)
     update_results(opts.results, "## ftp (bench/ftp.py)", section)
     return 0

@@ -14,8 +14,10 @@ import errno
 from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.handlers.ftp.data import _FileReadWriteError
+from pyftpdlib.utils import strerror
 
 from portside import log
 from portside.auth.permissions import Actor
@@ -136,6 +138,16 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
             self.respond("431 TLS is not available on this server.")
             return
         super().ftp_AUTH(line)
+
+    def ftp_CWD(self, path: str) -> str | None:
+        """Daptin's replies: `250 CD worked on <dir>` / `550 CD issue: <why> <dir>`."""
+        try:
+            self.fs.chdir(path)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 CD issue: {strerror(err)} {self.fs.fs2ftp(path)}")
+            return None
+        self.respond(f"250 CD worked on {self.fs.cwd}")
+        return path
 
     def ftp_REST(self, line: str) -> None:
         if not (line.isascii() and line.isdigit() and len(line) <= 18):  # no signs, no 10**30

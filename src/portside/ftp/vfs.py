@@ -187,19 +187,14 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
             if e is None or e.is_dir or not t.parts:
                 raise FilesystemError(NO_SUCH_PATH)
             return _Reader(t.need_store().open_read(t.parts), filename)
-        existing = self._peek_exists(filename)
-        t = self.resolve_for_root_change(filename, UPDATE if existing else CREATE)
+        t = self.resolve_for_root_change(filename, PEEK)  # once: then the right the write needs
+        assert t.site is not None
+        if not self._right(t.site, UPDATE if self._entry(t) is not None else CREATE):
+            raise FilesystemError(DENIED)
         store = t.need_store()
         if mode.startswith("r+"):  # STOR after REST: pyftpdlib seeks to the offset itself
             return _Resumable(store, t.parts, filename)
         return store.open_write(t.parts, append="a" in mode)
-
-    def _peek_exists(self, path: str) -> bool:
-        try:
-            t = self.resolve(path, PEEK)
-        except (FilesystemError, OSError):
-            return False
-        return t.site is not None and bool(t.parts) and self._entry(t) is not None
 
     def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None, mode: str = "wb") -> Any:
         raise FilesystemError("STOU is not supported")
