@@ -354,6 +354,14 @@ def render(opts: argparse.Namespace, cells: dict[str, dict[str, list[float]]], c
         vs = med.get("vsftpd", {}).get(m)
         ratios = [f"{ps / ref:.2f}" if ps and ref else "—", f"{ps / vs:.2f}" if ps and vs else "—"]
         lines.append(f"| {m} | " + " | ".join(row + ratios) + " |")
+    spread = [f"{n} {m} {min(v):,.1f} to {max(v):,.1f}" for n in names for m, v in cells[n].items() if len(v) > 1]
+    if spread:
+        lines += ["", "Range over the rounds: " + "; ".join(spread) + "."]
+    lines += [
+        "",
+        "The machine is shared (2 cores, other jobs running: see the load average), so single cells move by "
+        "tens of percent between runs; compare the ratios of one run, where the servers alternated.",
+    ]
     return "\n".join(lines) + "\n"
 
 
