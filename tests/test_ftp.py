@@ -495,3 +495,22 @@ def test_many_parallel_sessions_of_one_user(files: Files) -> None:
 
     with ThreadPoolExecutor(20) as pool:
         assert list(pool.map(one, range(20))) == [str(i).encode() for i in range(20)]
+
+
+def test_application_password_login_and_revocation(files: Files) -> None:
+    with files.world.c(files.world.owner) as c:
+        r = c.post("/action/user_account/create_app_password", json={"attributes": {"name": "ftp-client"}})
+        assert r.status_code == 200, r.text
+        attrs = next(x for x in r.json() if x["ResponseType"] == "action.response")["Attributes"]
+    f = ftp_login(files.world.server, files.emails["owner"], attrs["secret"])
+    assert "own.example.com" in f.nlst("/")
+    with files.world.c(files.world.owner) as c:
+        assert c.delete(f"/api/app_password/{attrs['reference_id']}").status_code in (200, 204)
+    time.sleep(0.5)
+    with pytest.raises((EOFError, OSError, ftplib.Error)) as err:
+        f.nlst("/")
+    assert "421" in str(err.value) or not isinstance(err.value, ftplib.error_perm)
+    host, port = ftp_address(files.world.server)
+    g = ftplib.FTP(timeout=20)
+    g.connect(host, port)
+    assert refused(g.login, files.emails["owner"], attrs["secret"]).startswith("530")

@@ -122,3 +122,10 @@ def test_ftp_uploads_are_served_at_once(env: Env) -> None:
     f.quit()
     r = visit(env, "private.example.com", "/news.html", Authorization=f"Bearer {env.world.owner}")
     assert r.status_code == 200 and r.text == "fresh"
+    with env.world.c(env.world.admin) as c:  # and the site's file list has it
+        site = next(
+            x for x in c.get("/api/site").json()["data"] if x["attributes"]["hostname"] == "private.example.com"
+        )
+        r = c.post("/action/site/list_files", json={"attributes": {"path": ""}, "site_id": site["id"]})
+        listing = next(x for x in r.json() if x["ResponseType"] == "site.file.list")["Attributes"]["files"]
+        assert "news.html" in [f["name"] for f in listing]
