@@ -241,6 +241,12 @@ def test_site_roots_and_cross_site_renames(files: Files) -> None:
     assert refused(f.rmd, "/own.example.com").startswith("550")
     assert refused(f.rename, "/own.example.com", "/own2.example.com").startswith("550")
     assert "invalid site" in refused(f.mkd, "/newsite.example.com")
+    f.quit()
+    f = login(files, "owner")  # a site the owner may not see is as invalid as a missing one
+    assert refused(f.delete, "/other.example.com") == refused(f.delete, "/nothing.example.com").replace(
+        "nothing", "other"
+    )
+    assert "invalid site" in refused(f.rmd, "/other.example.com")
     assert (files.store_dir / "own" / "move-me.txt").exists()
     f.quit()
 

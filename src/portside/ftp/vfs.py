@@ -172,9 +172,10 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
         """A target that must be inside a site (never `/`, never a site's own folder)."""
         segs = [p for p in path.split("/") if p]
         if len(segs) <= 1:
-            if segs and len(segs) == 1 and self.cmd_channel.backend.site(segs[0]) is None:
+            site = self.cmd_channel.backend.site(segs[0]) if segs else None
+            if site is None or not self._right(site, PEEK):  # a hidden site is as invalid as a missing one
                 raise FilesystemError(INVALID_SITE)
-            raise FilesystemError("cannot change a site root" if segs else INVALID_SITE)
+            raise FilesystemError("cannot change a site root")
         return self.resolve(path, right)
 
     # -- files ---------------------------------------------------------------------------------------
