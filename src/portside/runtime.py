@@ -303,10 +303,13 @@ class Portside:
             self._switch.clear()
             try:
                 await self._apply_https()
+            except Exception:
+                logger.exception("applying the listener configuration failed")
+            try:
                 if self._ftp is not None:
                     await self._ftp.apply()
             except Exception:
-                logger.exception("applying the listener configuration failed")
+                logger.exception("applying the FTP configuration failed")
 
     async def stop(self) -> None:
         """Everything that started, in reverse order (listeners drain first); safe to call twice."""
