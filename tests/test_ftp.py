@@ -351,6 +351,9 @@ def test_require_tls_and_implicit_tls(files: Files) -> None:
         n = len(server.log)
         set_config(c, ftp__require_tls="true", ftp__tls_listen_interface="127.0.0.1:0")
         server.wait_listening("ftps", n)
+        ports = {p["name"]: p for p in c.get("/_ports").json()}
+        assert ports["ftp"]["tls"] == "starttls" and ports["ftps"]["tls"] == "implicit"
+        assert ports["ftps"]["url"].startswith("ftps://127.0.0.1:")
     try:
         host, port = ftp_address(server)
         f = ftplib.FTP(timeout=20)
