@@ -22,6 +22,7 @@ from portside import log
 from portside.actions.builtin import builtin_doc
 from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
+from portside.actions.files import files_doc
 from portside.actions.live_access import LiveAccess
 from portside.actions.services import Services
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
@@ -40,6 +41,7 @@ from portside.core.systables import system_doc
 from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
+from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
@@ -49,6 +51,9 @@ from portside.realtime.live_session import LiveService
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.storage.assets import AssetFiles
+from portside.storage.sites import SiteDirectory
+from portside.storage.stores import StoreService
 from portside.tools import private_files
 from portside.tools.ids import uuid7_str
 from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
@@ -56,7 +61,7 @@ from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_sign
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
 HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
-LISTENER_KEYS = frozenset({HTTPS_PORT_KEY})
+LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, *ftp_server.KEYS})
 
 
 class Portside:
@@ -71,6 +76,7 @@ class Portside:
         self._life = Lifecycle()
         self._switch = asyncio.Event()  # a listener key changed: re-apply the listeners
         self._app: Any = None
+        self._ftp: ftp_server.FtpEdge | None = None
         self._yjs_relay: RedisRelay | None = None
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
@@ -133,7 +139,7 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc()], data, s.schema)
+        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), files_doc()], data, s.schema)
         await migrate_base(db)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()
@@ -154,6 +160,10 @@ class Portside:
         await self._start_certs(svc)
         sessions = svc.sessions = SessionRegistry(db, catalog)
         await life.enter("sessions", lambda: sessions.start(bus), sessions.stop)
+        svc.stores = StoreService(db, catalog, config, data)
+        await svc.stores.start()
+        crud.files = AssetFiles(svc.stores)
+        svc.sites = SiteDirectory(db, catalog)
         assert svc.hub is not None
         await life.enter("live hub", svc.hub.start, svc.hub.stop)
         feeds = self.feeds = FeedService(svc)
@@ -178,6 +188,8 @@ class Portside:
         await self._serve_http(svc, http)
         life.task(self._switch_listeners(), "portside-listeners")
         await self._apply_https()
+        self._ftp = ftp_server.FtpEdge(svc, self.listeners)
+        await self._ftp.apply()
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -301,6 +313,11 @@ class Portside:
                 await self._apply_https()
             except Exception:
                 logger.exception("applying the listener configuration failed")
+            try:
+                if self._ftp is not None:
+                    await self._ftp.apply()
+            except Exception:
+                logger.exception("applying the FTP configuration failed")
 
     async def stop(self) -> None:
         """Everything that started, in reverse order (listeners drain first); safe to call twice."""

@@ -38,6 +38,7 @@ from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Forbidden, Kind, NotFound
+from portside.storage.assets import AssetFiles
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -77,6 +78,7 @@ class Crud:
         self.counts: DependentCache[tuple[Any, ...], int] = DependentCache()
         # parsed list parameters and built statements per (model, table, parameters, caller)
         self.plans: dict[tuple[Any, ...], ListPlan] = {}
+        self.files: AssetFiles | None = None  # set by the runtime: asset columns kept in cloud stores
 
     @property
     def model(self) -> Model:
@@ -324,6 +326,8 @@ class Crud:
         attrs = links.with_to_one(tm, attrs, relationships)
         ref = _client_ref(ref, attrs)
         values = await to_values(uow.conn, model, tm, actor, attrs, partial=False, secret=self.secret)
+        if self.files is not None:
+            values = await self.files.write(tm, values)  # asset columns kept in a cloud store
         permission = values.pop("permission", None)
         if permission is None:
             permission = self.catalog.default_permission(tm.decl)
@@ -375,6 +379,8 @@ class Crud:
         row = await self.row(uow.conn, actor, tm, ref, UPDATE)
         attrs = links.with_to_one(tm, attrs or {}, relationships)
         values = await to_values(uow.conn, model, tm, actor, attrs, partial=True, secret=self.secret, current=row)
+        if self.files is not None:
+            values = await self.files.write(tm, values)
         if access.revokes_tokens(table, values):
             values["auth_version"] = tm.sa.c.auth_version + 1  # every older token stops working
         to_link = await links.to_many(self, uow.conn, actor, tm, relationships)

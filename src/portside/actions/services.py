@@ -22,6 +22,8 @@ from portside.realtime.hub import LiveHub
 from portside.realtime.live_session import LiveService
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.storage.sites import SiteDirectory
+from portside.storage.stores import StoreService
 
 
 @dataclass
@@ -40,12 +42,18 @@ class Services:
     yjs: RoomManager | None = None
     certs: CertificateService | None = None
     sessions: SessionRegistry | None = None  # long-lived sessions, re-checked when rights change
+    stores: StoreService | None = None  # cloud stores (storage/)
+    sites: SiteDirectory | None = None
 
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""
         self.actors.on_events(events)
         self.crud.gates.on_events(events)
         self.crud.counts.on_events(events)
+        if self.stores is not None:
+            self.stores.on_events(events)
+        if self.sites is not None:
+            self.sites.on_events(events)
 
     @property
     def model(self) -> Model:

@@ -12,7 +12,7 @@ password change revokes older tokens, deleting an account: who inherits its rows
 Design for the protocols that come (each gets one function here, used by its edge and by nothing else):
 - `mailbox_right(actor, mailbox_row, right)`: a mailbox is a row (owner + groups), so IMAP SELECT needs
   READ, APPEND/COPY into it CREATE, STORE flags UPDATE, EXPUNGE DELETE, on that row's grants.
-- `site_path_right(actor, site_row, path, right)`: FTP/DAV paths inside a site resolve to the site row;
+- `site_right(actor, site_grants, right)` (done): FTP/DAV/HTTP paths inside a site resolve to the site row;
   listing needs PEEK, download READ, upload CREATE/UPDATE, delete DELETE.
 - `calendar_right(actor, collection_row, right)`: CalDAV/CardDAV collections are rows; PROPFIND PEEK,
   GET/REPORT READ, PUT CREATE/UPDATE, DELETE DELETE; the DAV edge maps a refusal to 403 + precondition.
@@ -59,6 +59,13 @@ def may(actor: Actor, right: int, grants: Grants) -> bool:
 def may_set_topic_permission(actor: Actor, grants: Grants) -> bool:
     """Only a user topic's owner, or an administrator, may change its permission."""
     return actor.is_admin or (actor.ref is not None and grants.owner == actor.ref)
+
+
+def site_right(actor: Actor, site_grants: Grants, right: int) -> bool:
+    """A right on a site (and so on every path inside it): FTP and the site's HTTP pages ask here. Only the
+    site row's own grants count (no per-file rights): listing needs PEEK/READ, download READ, a new file or
+    folder CREATE, overwrite and rename UPDATE, delete DELETE, a visit over HTTP EXECUTE."""
+    return allowed(actor, right, site_grants)
 
 
 def document_mode(actor: Actor, row_grants: Grants, *, table_allows_update: bool) -> Mode:

@@ -483,7 +483,19 @@ def _converter_for(column_type: str, data_type: str) -> Callable[[Any], Any] | N
 
 def api_converter(col: Column) -> Callable[[Any], Any] | None:
     """The DB → wire conversion of a column (None: the value goes out as it is). Computed once per type."""
+    fk = col.foreign_key
+    if fk is not None and fk.data_source == "cloud_store" and col.family in ASSET_FAMILIES:
+        return _stored_files  # metadata of files kept in a cloud store: a JSON array on the wire
     return _converter_for(col.column_type, col.data_type)
+
+
+def _stored_files(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return jsonutil.loads(value)
+        except jsonutil.JSONError:
+            return value
+    return value
 
 
 def is_secret(col: Column) -> bool:

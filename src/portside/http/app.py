@@ -17,9 +17,10 @@ from starlette.routing import Route
 from portside import log
 from portside.actions.services import Services
 from portside.errors import PortsideError, kind_for_status
-from portside.http import acme, action, api, config, feed, live, openapi, ports, yjs
+from portside.http import acme, action, api, assets, config, feed, live, openapi, ports, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
+from portside.http.sites import SiteHosts
 from portside.tools.wire_errors import jsonapi_error
 
 logger = log.get("http")
@@ -61,10 +62,14 @@ def build_app(services: Services) -> Starlette:
         *feed.routes,
         *yjs.routes,
         *acme.routes,
+        *assets.routes,
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config"))],
+        middleware=[
+            Middleware(SiteHosts, services=services),  # a site's own host name is served from its store
+            Middleware(CorsMiddleware, config_value=lambda: services.config.get("cors.config")),
+        ],
         exception_handlers={PortsideError: on_portside_error, HTTPException: on_http_error, Exception: on_error},
     )
     app.state.services = services

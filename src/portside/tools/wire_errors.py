@@ -106,3 +106,38 @@ WS_CLOSE: dict[Kind, int] = {
 def ws_close_code(kind: Kind) -> int:
     """The WebSocket close code a session ends with for `kind`."""
     return WS_CLOSE[kind]
+
+
+# -- FTP -------------------------------------------------------------------------------------------------------
+
+FTP_REPLY: dict[Kind, int] = {
+    Kind.BAD_REQUEST: 501,
+    Kind.VALIDATION_FAILED: 501,
+    Kind.SCHEMA_INVALID: 501,
+    Kind.UNSUPPORTED_EXPRESSION: 501,
+    Kind.UNAUTHORIZED: 530,
+    Kind.LOGIN_FAILED: 530,
+    Kind.TOKEN_EXPIRED: 530,
+    Kind.TOKEN_REVOKED: 530,
+    Kind.FORBIDDEN: 550,
+    Kind.NOT_FOUND: 550,
+    Kind.TABLE_NOT_FOUND: 550,
+    Kind.ROW_NOT_FOUND: 550,
+    Kind.METHOD_NOT_ALLOWED: 502,
+    Kind.CONFLICT: 550,
+    Kind.UNIQUE_VIOLATION: 550,
+    Kind.PAYLOAD_TOO_LARGE: 552,
+    Kind.UNSUPPORTED_MEDIA_TYPE: 504,
+    Kind.TOO_MANY_REQUESTS: 421,
+    Kind.RATE_LIMITED: 421,
+    Kind.INTERNAL: 451,
+    Kind.UPSTREAM_FAILED: 451,
+    Kind.UNAVAILABLE: 421,
+    Kind.GOING_AWAY: 421,
+    Kind.TOO_SLOW: 421,
+}
+
+
+def ftp_reply(kind: Kind) -> int:
+    """The FTP reply code for `kind`."""
+    return FTP_REPLY[kind]

@@ -1,0 +1,302 @@
+"""Actions on cloud stores and sites (spec core §8.8): files in, folders, moves, deletes, listings.
+
+On `cloud_store` (the row's rights: Read to list, Update to change its files, Create to add sites):
+`upload_file` (file: asset array, path), `create_folder` (path, name), `move_path` (source, destination),
+`delete_path` (path), `create_site` (site_type, path, hostname). On `site` (the site row's rights through
+`auth.access.site_right`: Read to list and fetch, Delete to delete): `list_files` (path), `get_file` (path),
+`delete_file` (path). Paths are relative and pass `storage.paths`; store calls run off the event loop.
+Unlike Daptin the work is done before the response (nothing is queued and lost), and `.zip` files are
+stored as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+from typing import Any
+
+from portside.actions.registry import ActionContext, Response, notify, performers, response
+from portside.auth import access
+from portside.auth.permissions import CREATE, DELETE, READ, UPDATE
+from portside.core import assets, filetext
+from portside.core.schema import SchemaDoc, parse_document
+from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from portside.storage import paths
+from portside.storage.assets import in_store
+from portside.storage.sites import folder_of
+from portside.storage.store import Store
+from portside.tools import jsonutil
+
+MAX_GET_FILE = 16 * 1024 * 1024  # get_file answers inline (base64); larger files stream from the site's pages
+
+
+def _field(name: str, ctype: str = "label") -> dict[str, Any]:
+    return {"ColumnName": name, "ColumnType": ctype, "IsNullable": True}
+
+
+def _action(name: str, on: str, fields: list[str], performer: str, label: str) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "Label": label,
+        "OnType": on,
+        "InstanceOptional": False,
+        "InFields": [_field(f, "file" if f == "file" else "label") for f in fields],
+        "OutFields": [{"Type": performer, "Method": "EXECUTE", "Attributes": {}}],
+    }
+
+
+FILE_ACTIONS: dict[str, Any] = {
+    "Actions": [
+        _action("upload_file", "cloud_store", ["file", "path"], "cloudstore.file.upload", "Upload files"),
+        _action("create_folder", "cloud_store", ["path", "name"], "cloudstore.folder.create", "Create folder"),
+        _action("move_path", "cloud_store", ["source", "destination"], "cloudstore.path.move", "Move path"),
+        _action("delete_path", "cloud_store", ["path"], "cloudstore.path.delete", "Delete path"),
+        _action("create_site", "cloud_store", ["site_type", "path", "hostname"], "cloudstore.site.create", "Site"),
+        _action("list_files", "site", ["path"], "site.file.list", "List files"),
+        _action("get_file", "site", ["path"], "site.file.get", "Get file"),
+        _action("delete_file", "site", ["path"], "site.file.delete", "Delete file"),
+        {
+            "Name": "import_files_from_store",
+            "Label": "Import files from a cloud store",
+            "OnType": "world",
+            "InstanceOptional": True,
+            "InFields": [_field("table_name")],
+            "OutFields": [{"Type": "cloud_store.files.import", "Method": "EXECUTE", "Attributes": {}}],
+        },
+    ]
+}
+
+
+def files_doc() -> SchemaDoc:
+    return parse_document(FILE_ACTIONS, "<file actions>")
+
+
+def _path(ctx: ActionContext, key: str, *, required: bool = False) -> paths.Segments:
+    raw = ctx.attributes.get(key)
+    if raw is None or raw == "":
+        if required:
+            raise BadRequest(f"{key} is required", pointer=f"/attributes/{key}")
+        return ()
+    if not isinstance(raw, str):
+        raise BadRequest(f"{key} must be a path", pointer=f"/attributes/{key}")
+    try:
+        return paths.segments(raw.rstrip("/"))
+    except paths.UnsafePath as exc:
+        raise BadRequest(f"{key}: {exc.detail}", pointer=f"/attributes/{key}") from None
+
+
+async def _store(ctx: ActionContext, right: int) -> Store:
+    row = ctx.subject
+    if row is None:
+        raise BadRequest("cloud_store_id is required", pointer="/attributes/cloud_store_id")
+    if not access.may(ctx.actor, right, row.grants):
+        raise Forbidden("not allowed on this cloud store")
+    stores = ctx.services.stores
+    if stores is None:
+        raise NotFound("cloud stores are not available on this server")
+    store = await stores.get(row.id)
+    await asyncio.to_thread(store.ensure_root)
+    return store
+
+
+async def _site_store(ctx: ActionContext, right: int) -> Store:
+    row = ctx.subject
+    if row is None:
+        raise BadRequest("site_id is required", pointer="/attributes/site_id")
+    if not access.site_right(ctx.actor, row.grants, right):
+        raise Forbidden("not allowed on this site")
+    store_ref = row.attrs.get("cloud_store_id")
+    if not isinstance(store_ref, str) or ctx.services.stores is None:
+        raise NotFound("this site has no cloud store")
+    folder = folder_of(row.attrs.get("path"))
+    if "\x00" in folder:
+        raise BadRequest("this site's path is not usable")
+    store = (await ctx.services.stores.by_ref(store_ref)).view(folder)
+    await asyncio.to_thread(store.ensure_root)
+    return store
+
+
+async def _run(fn: Any, *args: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except FileNotFoundError:
+        raise NotFound("no such file or folder") from None
+    except FileExistsError:
+        raise BadRequest("already exists") from None
+    except OSError as exc:
+        raise BadRequest(exc.strerror or "the store refused") from None
+
+
+def _write_files(store: Store, folder: paths.Segments, files: list[tuple[str, bytes]]) -> None:
+    store.makedirs(folder)
+    for name, data in files:
+        with store.open_write((*folder, name)) as w:
+            for i in range(0, len(data), 1024 * 1024):
+                w.write(data[i : i + 1024 * 1024])
+
+
+@performers.register("cloudstore.file.upload")
+async def upload_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _store(ctx, UPDATE)
+    folder = _path(ctx, "path")
+    items = ctx.attributes.get("file")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("file must be a list of files", pointer="/attributes/file")
+    files = []
+    for i, item in enumerate(items):
+        why = assets.file_problem(i, item)
+        data = filetext.decode(str(item.get("file") or item.get("contents") or "")) if not why else None
+        if why or data is None:
+            raise BadRequest(why or f"file {i} has no contents", pointer="/attributes/file")
+        if store.max_upload and len(data) > store.max_upload:
+            raise PayloadTooLarge(f"file {i} is larger than {store.max_upload} bytes")
+        files.append((str(item["name"]), data))
+    await _run(_write_files, store, folder, files)
+    return [notify("success", "Success", f"{len(files)} file(s) uploaded")]
+
+
+@performers.register("cloudstore.folder.create")
+async def create_folder(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _store(ctx, UPDATE)
+    target = (*_path(ctx, "path"), *_path(ctx, "name", required=True))
+    await _run(store.mkdir, target)
+    return [notify("success", "Success", "Folder created")]
+
+
+@performers.register("cloudstore.path.move")
+async def move_path(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _store(ctx, UPDATE)
+    await _run(store.move, _path(ctx, "source", required=True), _path(ctx, "destination", required=True))
+    return [notify("success", "Success", "Moved")]
+
+
+def _delete(store: Store, parts: paths.Segments) -> None:
+    entry = store.info(parts)
+    if entry is None:
+        raise FileNotFoundError("no such path")
+    if not entry.is_dir:
+        store.remove(parts)
+        return
+    for child in store.listdir(parts):
+        _delete(store, (*parts, child.name))
+    store.rmdir(parts)
+
+
+@performers.register("cloudstore.path.delete")
+async def delete_path(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _store(ctx, UPDATE)
+    await _run(_delete, store, _path(ctx, "path", required=True))
+    return [notify("success", "Success", "Deleted")]
+
+
+@performers.register("cloudstore.site.create")
+async def create_site(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    await _store(ctx, CREATE)
+    assert ctx.subject is not None
+    folder = _path(ctx, "path")
+    hostname = ctx.attributes.get("hostname")
+    if not isinstance(hostname, str) or not hostname.strip():
+        raise BadRequest("hostname is required", pointer="/attributes/hostname")
+    attrs = {
+        "name": hostname.strip(),
+        "hostname": hostname.strip().lower(),
+        "path": paths.join(folder),
+        "site_type": str(ctx.attributes.get("site_type") or "static"),
+        "enable": True,
+        "cloud_store_id": ctx.subject.ref,
+    }
+    row = await ctx.services.crud.create(ctx.actor, "site", attrs, uow=ctx.uow)
+    return [notify("success", "Success", f"Site {attrs['hostname']} created"), response("site", {"id": row.ref})]
+
+
+@performers.register("site.file.list")
+async def list_files(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _site_store(ctx, READ)
+    folder = _path(ctx, "path")
+    entries = await _run(store.listdir, folder)
+    files = [
+        {"name": e.name, "path": paths.join((*folder, e.name)), "is_dir": e.is_dir, "size": e.size, "mtime": e.mtime}
+        for e in entries
+    ]
+    return [response("site.file.list", {"path": paths.join(folder), "files": files})]
+
+
+def _read_small(store: Store, parts: paths.Segments) -> bytes:
+    entry = store.info(parts)
+    if entry is None or entry.is_dir:
+        raise FileNotFoundError("no such file")
+    if entry.size > MAX_GET_FILE:
+        raise OSError(27, f"files over {MAX_GET_FILE} bytes are served by the site's pages")
+    with store.open_read(parts) as f:
+        data: bytes = f.read(MAX_GET_FILE + 1)
+    return data
+
+
+@performers.register("site.file.get")
+async def get_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _site_store(ctx, READ)
+    parts = _path(ctx, "path", required=True)
+    data = await _run(_read_small, store, parts)
+    kind = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
+    attrs = {"content": base64.b64encode(data).decode(), "name": parts[-1], "contentType": kind, "message": ""}
+    return [response("client.file.download", attrs)]
+
+
+@performers.register("site.file.delete")
+async def delete_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    store = await _site_store(ctx, DELETE)
+    await _run(_delete, store, _path(ctx, "path", required=True))
+    return [notify("success", "Success", "Deleted")]
+
+
+MAX_IMPORT = 10_000
+
+
+def _walk(store: Store, folder: paths.Segments, sub: paths.Segments = ()) -> list[tuple[str, str, int]]:
+    """(path below the folder, name, size) of every file under `folder`."""
+    out: list[tuple[str, str, int]] = []
+    for e in store.listdir((*folder, *sub)):
+        if e.is_dir:
+            out += _walk(store, folder, (*sub, e.name))
+        else:
+            out.append((paths.join(sub), e.name, e.size))
+        if len(out) > MAX_IMPORT:
+            raise OSError(27, f"more than {MAX_IMPORT} files to import")
+    return out
+
+
+@performers.register("cloud_store.files.import")
+async def import_files(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    """One row per file of the store folder of each store-kept asset column of `table_name` that no row
+    holds yet (administrators only: it reads whole stores)."""
+    if not access.may_administer(ctx.actor, open_mode=ctx.services.catalog.open_mode):
+        raise Forbidden("only administrators may import files from a store")
+    table = ctx.attributes.get("table_name")
+    if not isinstance(table, str) and ctx.subject is not None:
+        table = ctx.subject.attrs.get("table_name")
+    if not isinstance(table, str) or not table:
+        raise BadRequest("table_name is required", pointer="/attributes/table_name")
+    tm = ctx.services.model.table(table)
+    files = ctx.services.crud.files
+    columns = [c for c in tm.columns.values() if in_store(c)]
+    if files is None or not columns:
+        raise BadRequest(f"{table} has no asset column kept in a cloud store", pointer="/attributes/table_name")
+    created = 0
+    for col in columns:
+        store, folder = await files.store_of(col)
+        found = await _run(_walk, store, folder)
+        t = tm.sa
+        held: set[tuple[str, str]] = set()
+        for (value,) in (await ctx.uow.conn.execute(t.select().with_only_columns(t.c[col.column_name]))).all():
+            entries = jsonutil.loads(value) if isinstance(value, str) and value.strip() else []
+            held.update((str(e.get("path") or ""), str(e.get("name"))) for e in entries if isinstance(e, dict))
+        for sub, name, size in found:
+            if (sub, name) in held:
+                continue
+            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            src = f"{sub}/{name}" if sub else name
+            meta = [{"name": name, "type": kind, "size": size, "md5": "", "path": sub, "src": src}]
+            await ctx.services.crud.create(ctx.actor, table, {col.column_name: meta}, uow=ctx.uow)
+            created += 1
+    return [notify("success", "Success", f"{created} file(s) imported into {table}")]

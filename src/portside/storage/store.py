@@ -1,0 +1,232 @@
+"""One open cloud store: an fsspec filesystem and a root inside it, with the operations the edges need.
+
+Every path comes in as segments (`paths.segments`) and is joined under the root here; a local store also
+resolves symlinks and refuses a path whose real location is outside the real root. Reads and writes are
+file objects (streams), never whole files; a write past `max_upload` bytes fails and leaves nothing behind.
+All calls block: async callers run them in a thread, the FTP edge calls them from its session threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from fsspec import AbstractFileSystem
+
+from portside.storage.paths import Segments, SymlinkEscape, UnsafePath, join
+
+DIR_MARKER = ".portside-folder"  # keeps an empty folder alive in an object store (hidden from listings)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return 0.0
+
+
+class UploadTooLarge(OSError):
+    def __init__(self, limit: int):
+        super().__init__(errno.EFBIG, f"upload exceeds the limit of {limit} bytes")
+
+
+class Writer:
+    """A write stream into the store that stops at `limit` bytes, discarding what it wrote."""
+
+    def __init__(self, store: Store, parts: Segments, raw: Any, limit: int, start: int = 0):
+        self.store, self.parts, self.raw, self.limit = store, parts, raw, limit
+        self.written = start
+        self.name = "/" + join(parts)
+        self.failed = False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed)
+
+    def write(self, data: bytes) -> int:
+        if self.failed:
+            raise UploadTooLarge(self.limit)
+        if self.limit and self.written + len(data) > self.limit:
+            self.abort()
+            raise UploadTooLarge(self.limit)
+        self.raw.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def abort(self) -> None:
+        self.failed = True
+        discard = getattr(self.raw, "discard", None)
+        with contextlib.suppress(Exception):
+            if callable(discard):
+                discard()
+            self.raw.close()
+        with contextlib.suppress(Exception):
+            self.store.remove(self.parts)
+
+    def close(self) -> None:
+        if not self.failed and not self.raw.closed:
+            self.raw.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+class Store:
+    def __init__(self, row_id: int, name: str, kind: str, fs: AbstractFileSystem, root: str, max_upload: int):
+        self.row_id, self.name, self.kind, self.fs = row_id, name, kind, fs
+        self.root = root.rstrip("/") or "/"
+        self.max_upload = max_upload
+        self.local = kind in ("local", "file")
+
+    def view(self, folder: Segments) -> Store:
+        """The same store rooted at `folder` (a site's folder): no path of the view can leave it."""
+        if not folder:
+            return self
+        root = f"{self.root.rstrip('/')}/{join(folder)}"
+        return Store(self.row_id, self.name, self.kind, self.fs, root, self.max_upload)
+
+    def ensure_root(self) -> None:
+        """A local store's (or view's) folder exists (object stores have no folders to make)."""
+        if self.local and not os.path.isdir(self.root):
+            self.path(())  # never through a symlink that leaves the store
+            os.makedirs(self.root, 0o750, exist_ok=True)
+
+    def path(self, parts: Segments) -> str:
+        """The filesystem path of `parts` (symlink-checked in a local store)."""
+        full = self.root if not parts else f"{self.root.rstrip('/')}/{join(parts)}"
+        if self.local:
+            real_root = os.path.realpath(self.root)
+            real = os.path.realpath(full)
+            if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+                raise SymlinkEscape("path escapes the store root through a symlink")
+        return full
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def info(self, parts: Segments) -> Entry | None:
+        path = self.path(parts)
+        try:
+            info = self.fs.info(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        name = parts[-1] if parts else ""
+        is_dir = info.get("type") == "directory"
+        return Entry(name, is_dir, 0 if is_dir else int(info.get("size") or 0), _mtime(info))
+
+    def listdir(self, parts: Segments) -> list[Entry]:
+        path = self.path(parts)
+        out = []
+        for info in self.fs.ls(path, detail=True):
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if not name or name == DIR_MARKER or str(info["name"]).rstrip("/") == path.rstrip("/"):
+                continue
+            is_dir = info.get("type") == "directory"
+            if self.local and os.path.islink(f"{path}/{name}"):
+                try:  # a symlink is listed only when it stays inside the root
+                    self.path((*parts, name))
+                except UnsafePath:
+                    continue
+            out.append(Entry(name, is_dir, 0 if is_dir else int(info.get("size") or 0), _mtime(info)))
+        return sorted(out, key=lambda e: e.name)
+
+    # -- streams -------------------------------------------------------------------------------------
+
+    def open_read(self, parts: Segments) -> BinaryIO:
+        if self.local:  # the plain file: no wrapper between the transfer and the kernel
+            return open(self.path(parts), "rb")
+        f: BinaryIO = self.fs.open(self.path(parts), "rb")
+        return f
+
+    def open_write(self, parts: Segments, *, append: bool = False, offset: int | None = None) -> Writer:
+        """A bounded write stream: truncate, append, or (local stores only) overwrite from `offset`."""
+        path = self.path(parts)
+        if offset is not None:
+            if not self.local:
+                raise OSError(errno.EOPNOTSUPP, "resumed uploads need APPE on this store")
+            raw: Any = open(path, "r+b")  # noqa: SIM115 - the Writer closes it
+            raw.seek(offset)
+            raw.truncate()
+            return Writer(self, parts, raw, self.max_upload, offset)
+        if append:
+            start = self.info(parts)
+            raw = open(path, "ab") if self.local else self.fs.open(path, "ab")  # noqa: SIM115
+            return Writer(self, parts, raw, self.max_upload, start.size if start else 0)
+        raw = open(path, "wb") if self.local else self.fs.open(path, "wb")  # noqa: SIM115 - the Writer closes it
+        return Writer(self, parts, raw, self.max_upload)
+
+    # -- changes -------------------------------------------------------------------------------------
+
+    def mkdir(self, parts: Segments) -> None:
+        """One folder (its parent must exist)."""
+        if self.info(parts) is not None:
+            raise FileExistsError(errno.EEXIST, "already exists")
+        if parts[:-1] and not self._is_dir(parts[:-1]):
+            raise FileNotFoundError(errno.ENOENT, "no such folder")
+        if self.local:
+            os.mkdir(self.path(parts), 0o750)
+        else:
+            self.fs.pipe_file(self.path((*parts, DIR_MARKER)), b"")
+
+    def makedirs(self, parts: Segments) -> None:
+        """A folder and its missing parents (uploads into a new folder); nothing to do in an object store."""
+        if self.local:
+            os.makedirs(self.path(parts), 0o750, exist_ok=True)
+
+    def _is_dir(self, parts: Segments) -> bool:
+        e = self.info(parts)
+        return e is not None and e.is_dir
+
+    def remove(self, parts: Segments) -> None:
+        e = self.info(parts)
+        if e is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file")
+        if e.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        self.fs.rm_file(self.path(parts))
+
+    def rmdir(self, parts: Segments) -> None:
+        if not self._is_dir(parts):
+            raise NotADirectoryError(errno.ENOTDIR, "no such folder")
+        if self.listdir(parts):
+            raise OSError(errno.ENOTEMPTY, "folder not empty")
+        if self.local:
+            os.rmdir(self.path(parts))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path((*parts, DIR_MARKER)))
+
+    def move(self, src: Segments, dst: Segments) -> None:
+        if self.info(src) is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file")
+        if self.local:
+            os.rename(self.path(src), self.path(dst))
+        else:
+            self.fs.mv(self.path(src), self.path(dst), recursive=True)
+
+    def invalidate(self) -> None:
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache()
