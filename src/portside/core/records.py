@@ -7,7 +7,7 @@ check grants on the rows they get back.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,28 @@ class RowData:
     ref: str
     attrs: dict[str, Any]  # API attributes incl. __type; FK values are target refs
     grants: Grants
+
+
+# Per-table write hooks, run inside the writing transaction before the row's event is read: (uow, model,
+# table, row id, kind "create"/"update"/"delete", the row's columns before an update or delete (None on
+# create)). A hook derives columns from others (raw SQL on its own table, never records.update) or raises
+# to refuse the write; registered by the runtime for service packages (davstore), so every path that writes
+# rows (API, actions, DAV) runs the same code.
+RowHook = Callable[[UnitOfWork, "Model", "TableModel", int, str, "dict[str, Any] | None"], Awaitable[None]]
+row_hooks: dict[str, RowHook] = {}
+
+
+async def _run_hook(
+    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, before: dict[str, Any] | None
+) -> None:
+    hook = row_hooks.get(tm.name)
+    if hook is not None:
+        await hook(uow, model, tm, row_id, kind, before)
+
+
+async def _raw_row(uow: UnitOfWork, tm: TableModel, row_id: int) -> dict[str, Any] | None:
+    row = (await uow.conn.execute(sa.select(tm.sa).where(tm.sa.c.id == row_id))).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def now() -> dt.datetime:
@@ -272,10 +294,11 @@ async def update(
     uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, values: dict[str, Any], *, actor: str | None
 ) -> RowData:
     t = tm.sa
+    before = await _raw_row(uow, tm, row_id) if tm.name in row_hooks else None
     await uow.conn.execute(
         t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=now())
     )
-    return await _emit(uow, model, tm, row_id, "update", actor)
+    return await _emit(uow, model, tm, row_id, "update", actor, before)
 
 
 async def delete(
@@ -318,6 +341,8 @@ async def delete(
             for rid in ids:
                 await _emit(uow, model, other, int(rid), "update", actor)
     t = tm.sa
+    if tm.name in row_hooks:
+        await _run_hook(uow, model, tm, row.id, "delete", await _raw_row(uow, tm, row.id))
     for col, target in tm.fks.items():  # InnoDB refuses to delete a row that refers to itself
         if target == tm.name:
             await uow.conn.execute(t.update().where(t.c.id == row.id, t.c[col] == row.id).values({col: None}))
@@ -325,7 +350,17 @@ async def delete(
     await uow.emit(EventDraft(tm.name, "delete", row.ref, event_payload(tm, row.attrs), row.grants, actor))
 
 
-async def _emit(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None) -> RowData:
+async def _emit(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    actor: str | None,
+    before: dict[str, Any] | None = None,
+) -> RowData:
+    if tm.name in row_hooks:
+        await _run_hook(uow, model, tm, row_id, kind, before)
     fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
     if fresh is None:  # pragma: no cover - the row was written in this transaction
         raise RuntimeError(f"{tm.name} row {row_id} vanished inside its transaction")

@@ -1,0 +1,100 @@
+"""The write hook of the `calendar` table: every write, from DAV, /api or an action, runs it inside its
+transaction (core.records.row_hooks, registered by the runtime).
+
+It validates `content` for its collection's kind (a malformed object fails the whole write), refuses a
+second object with the same UID in one collection, derives the indexed columns and the ETag, and appends the
+change to the collection's log with the next sequence number (the ctag / sync token), deletions included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from portside.core import records
+from portside.core.db import UnitOfWork
+from portside.core.model import Model, TableModel
+from portside.davstore.items import derive
+from portside.davstore.tables import CHANGE, COLLECTION, OBJECT
+from portside.errors import Conflict, Kind, PayloadTooLarge
+from portside.tools.ids import uuid7_str
+
+MAX_OBJECT_BYTES = 1024 * 1024  # max-resource-size
+
+
+class UidConflict(Conflict):
+    """Another object of the collection has this UID (RFC 4791/6352 no-uid-conflict)."""
+
+    def __init__(self, href: str):
+        super().__init__(f"an object with this UID exists: {href}", kind=Kind.UNIQUE_VIOLATION)
+        self.href = href
+
+
+class TooLarge(PayloadTooLarge):
+    precondition = "max-resource-size"
+
+
+async def bump(uow: UnitOfWork, model: Model, collection_id: int, href: str, *, deleted: bool) -> int:
+    """Log one change of `href` in the collection; returns the collection's new sequence number."""
+    c = model.table(COLLECTION).sa
+    await uow.conn.execute(c.update().where(c.c.id == collection_id).values(sync_seq=sa.func.coalesce(c.c.sync_seq, 0) + 1))
+    row = (await uow.conn.execute(sa.select(c.c.sync_seq, c.c.reference_id).where(c.c.id == collection_id))).first()
+    if row is None:
+        return 0
+    seq = int(row.sync_seq or 0)
+    stamp = records.now()
+    log = model.table(CHANGE).sa
+    await uow.conn.execute(
+        log.insert().values(
+            reference_id=uuid7_str(),
+            created_at=stamp,
+            updated_at=stamp,
+            version=1,
+            permission=0,
+            collection_ref=row.reference_id,
+            seq=seq,
+            href=href,
+            deleted=deleted,
+        )
+    )
+    return seq
+
+
+async def object_hook(
+    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, before: dict[str, Any] | None
+) -> None:
+    t = tm.sa
+    if kind == "delete":
+        if before is not None and before.get("collection_id") is not None:
+            await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
+        return
+    row = (await uow.conn.execute(sa.select(t).where(t.c.id == row_id))).mappings().first()
+    if row is None:
+        return
+    content = row["content"] or ""
+    if len(content.encode("utf-8")) > MAX_OBJECT_BYTES:
+        raise TooLarge(f"an object is at most {MAX_OBJECT_BYTES} bytes")
+    coll_id = row["collection_id"]
+    coll_kind = None
+    if coll_id is not None:
+        c = model.table(COLLECTION).sa
+        coll_kind = await uow.conn.scalar(sa.select(c.c.kind).where(c.c.id == coll_id))
+    derived = derive(content, coll_kind)
+    values = derived.columns()
+    if coll_id is not None:
+        other = await uow.conn.scalar(
+            sa.select(t.c.href).where(t.c.collection_id == coll_id, t.c.uid == values["uid"], t.c.id != row_id)
+        )
+        if other is not None:
+            raise UidConflict(str(other))
+        moved = before is not None and (before.get("collection_id") != coll_id or before.get("href") != row["href"])
+        if moved and before is not None and before.get("collection_id") is not None:
+            await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
+        values["sync_seq"] = await bump(uow, model, int(coll_id), str(row["href"] or ""), deleted=False)
+    await uow.conn.execute(t.update().where(t.c.id == row_id).values(**values))
+
+
+def register() -> None:
+    """Install the hook (idempotent); called by the runtime."""
+    records.row_hooks[OBJECT] = object_hook
