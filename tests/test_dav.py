@@ -325,9 +325,7 @@ def test_carddav_vcard3_and_4_query_and_multiget(env: tuple[Server, World, dict[
         )
         got = multistatus(c.request("REPORT", book, headers={"Depth": "1"}, content=query))
         assert list(got) == [book + "bob.vcf"]
-        assert "FN:Bob Other" in str(
-            got[book + "bob.vcf"]["{urn:ietf:params:xml:ns:carddav}address-data"].text
-        )
+        assert "FN:Bob Other" in str(got[book + "bob.vcf"]["{urn:ietf:params:xml:ns:carddav}address-data"].text)
         multi = (
             '<?xml version="1.0"?><CR:addressbook-multiget xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav">'
             f"<D:prop><D:getetag/><CR:address-data/></D:prop><D:href>{book}ann.vcf</D:href></CR:addressbook-multiget>"

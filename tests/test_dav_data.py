@@ -70,7 +70,7 @@ def test_derived_index_columns(env: tuple[Server, World, dict[str, DavUser]]) ->
 
 
 def test_rows_made_through_the_api_are_dav_objects(env: tuple[Server, World, dict[str, DavUser]]) -> None:
-    srv, world, users = env
+    srv, _, users = env
     owner = users["owner"]
     with srv.client(owner.token) as api:
         r = api.post(

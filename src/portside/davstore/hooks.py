@@ -38,7 +38,8 @@ class TooLarge(PayloadTooLarge):
 async def bump(uow: UnitOfWork, model: Model, collection_id: int, href: str, *, deleted: bool) -> int:
     """Log one change of `href` in the collection; returns the collection's new sequence number."""
     c = model.table(COLLECTION).sa
-    await uow.conn.execute(c.update().where(c.c.id == collection_id).values(sync_seq=sa.func.coalesce(c.c.sync_seq, 0) + 1))
+    bumped = sa.func.coalesce(c.c.sync_seq, 0) + 1
+    await uow.conn.execute(c.update().where(c.c.id == collection_id).values(sync_seq=bumped))
     row = (await uow.conn.execute(sa.select(c.c.sync_seq, c.c.reference_id).where(c.c.id == collection_id))).first()
     if row is None:
         return 0
