@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from starlette.responses import Response
 
 from portside.auth.permissions import READ
-from portside.dav import xml
+from portside.dav import principals, xml
 from portside.dav.context import Ctx
 from portside.dav.props import SYNC_NS, Res, properties, sync_token
 from portside.dav.read import MULTISTATUS, prop_response, target_res
@@ -23,7 +23,7 @@ from portside.davstore import items, query
 from portside.davstore.query import CardFilter, CompFilter, ParamFilter, PropFilter, TextMatch, TimeRange
 from portside.davstore.store import Coll, Obj
 from portside.davstore.tables import KIND_ADDRESSBOOK, KIND_CALENDAR, OBJECT
-from portside.errors import BadRequest, Forbidden
+from portside.errors import BadRequest, Forbidden, NotFound
 
 MAX_HREFS = 10_000
 MAX_FILTERS = 200
@@ -43,7 +43,9 @@ class InvalidSyncToken(Forbidden):
 
 async def do_REPORT(ctx: Ctx) -> Response:
     root = xml.parse(await ctx.body())
-    handlers: dict[str, Callable[[Ctx, ET.Element], object]] = {
+    handlers: dict[str, Callable[[Ctx, ET.Element], Awaitable[Response]]] = {
+        tag(DAV, "principal-property-search"): principals.principal_property_search,
+        tag(DAV, "principal-search-property-set"): principals.principal_search_property_set,
         tag(CALDAV, "calendar-query"): calendar_query,
         tag(CALDAV, "calendar-multiget"): multiget,
         tag(CARDDAV, "addressbook-query"): addressbook_query,
@@ -54,9 +56,7 @@ async def do_REPORT(ctx: Ctx) -> Response:
     handler = handlers.get(root.tag)
     if handler is None:
         raise ReportError("unsupported report", "supported-report")
-    result = await handler(ctx, root)  # type: ignore[misc]
-    assert isinstance(result, Response)
-    return result
+    return await handler(ctx, root)
 
 
 # -- parsing ----------------------------------------------------------------------------------------------
@@ -186,6 +186,8 @@ def _object_response(
 
 def _collection(ctx: Ctx, kind: str) -> Coll:
     t = ctx.target
+    if t.kind == "missing" or (t.kind == "object" and t.coll is None):
+        raise NotFound("no such collection")
     if t.coll is None or t.kind not in ("collection", "object"):
         raise ReportError("this report runs on a collection", "supported-report")
     if t.coll.kind != kind:

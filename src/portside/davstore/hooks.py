@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import Model, TableModel
-from portside.davstore.items import derive
-from portside.davstore.tables import CHANGE, COLLECTION, OBJECT
+from portside.davstore.items import Invalid, derive
+from portside.davstore.tables import CHANGE, COLLECTION, KIND_CALENDAR, OBJECT
 from portside.errors import Conflict, Kind, PayloadTooLarge
 from portside.tools.ids import uuid7_str
 
@@ -78,10 +78,15 @@ async def object_hook(
         raise TooLarge(f"an object is at most {MAX_OBJECT_BYTES} bytes")
     coll_id = row["collection_id"]
     coll_kind = None
+    allowed = None
     if coll_id is not None:
         c = model.table(COLLECTION).sa
-        coll_kind = await uow.conn.scalar(sa.select(c.c.kind).where(c.c.id == coll_id))
+        coll = (await uow.conn.execute(sa.select(c.c.kind, c.c.components).where(c.c.id == coll_id))).first()
+        if coll is not None:
+            coll_kind, allowed = coll.kind, str(coll.components or "")
     derived = derive(content, coll_kind)
+    if coll_kind == KIND_CALENDAR and allowed and derived.component not in allowed.split(","):
+        raise Invalid(f"this calendar does not hold {derived.component}", "supported-calendar-component")
     values = derived.columns()
     if coll_id is not None:
         other = await uow.conn.scalar(

@@ -193,8 +193,9 @@ def matches_calendar(text: str, top: CompFilter | None) -> bool:
                 return False
             continue
         if f.time_range is not None:
-            comps = _occurrences(cal, f.name, f.time_range) if comps else []
-            comps = [c for c in comps if _in_range(c, f.time_range)]
+            undated = [c for c in comps if c.get("DTSTART") is None and c.get("DUE") is None]
+            comps = _occurrences(cal, f.name, f.time_range) if len(undated) < len(comps) else []
+            comps = [c for c in comps if _in_range(c, f.time_range)] + undated
         if not any(_match_comp(c, f) for c in comps):
             return False
     return True
@@ -210,6 +211,8 @@ def _in_range(comp: Any, tr: TimeRange) -> bool:
     s_utc = utc(s.dt)
     if comp.get("DTEND") is not None:
         e_utc = utc(comp["DTEND"].dt)
+    elif comp.get("DUE") is not None:
+        e_utc = utc(comp["DUE"].dt)
     elif comp.get("DURATION") is not None:
         e_utc = s_utc + comp["DURATION"].dt
     elif not isinstance(s.dt, dt.datetime):
