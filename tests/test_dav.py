@@ -271,6 +271,19 @@ def test_sharing_through_a_group_link(env: tuple[Server, World, dict[str, DavUse
             json={"data": [{"type": "usergroup", "id": world.team}]},
         )
         assert r.status_code == 204, r.text
+    acl_body = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:acl/></D:prop></D:propfind>'
+    with client(srv, owner) as c:
+        acl = multistatus(c.request("PROPFIND", url, headers={"Depth": "0"}, content=acl_body))[url]["{DAV:}acl"]
+        assert not isinstance(acl, str)
+        aces = {
+            ace.findtext("D:principal/D:href", default="all", namespaces=NS): {
+                p[0].tag.split("}")[1] for p in ace.findall("D:grant/D:privilege", NS)
+            }
+            for ace in acl.findall("D:ace", NS)
+        }
+        assert "write" in aces[f"/caldav/users/{owner.ref}/"]
+        group = aces[f"/caldav/groups/{world.team}/"]
+        assert "read" in group and "write-content" not in group
     with client(srv, member) as m:
         listed = multistatus(m.request("PROPFIND", member.home(), headers={"Depth": "1"}))
         assert url in listed  # the shared calendar appears in the member's home

@@ -8,6 +8,7 @@ day in SQL and checked exactly afterwards, see davstore.query).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,14 @@ def derive(text: str, kind: str | None = None) -> Derived:
     if kind is not None and kind != found:
         pre = "supported-address-data" if kind == "addressbook" else "supported-calendar-data"
         raise Invalid(f"a {found} object cannot be stored in a {kind} collection", pre)
-    return derive_card(text) if found == "addressbook" else derive_calendar(text)
+    return _derive(text, found)
+
+
+@functools.lru_cache(maxsize=64)
+def _derive(text: str, kind: str) -> Derived:
+    """The edge validates before it writes and the write hook derives again: the second parse is a cache hit.
+    (Results are never mutated; a failure is not cached.)"""
+    return derive_card(text) if kind == "addressbook" else derive_calendar(text)
 
 
 # -- iCalendar ---------------------------------------------------------------------------------------------
