@@ -8,8 +8,9 @@ Method
   1. Data: one calendar with `--events` events (10% recurring: weekly, half of them endless, half with
      COUNT=20; one-hour events spread over two years from 2026-01-01) and one address book with `--contacts`
      vCards. The same objects, byte for byte, are PUT one by one into Portside (SQLite, `caldav.enable`)
-     and into Radicale 3 (multifilesystem storage, htpasswd `plain`, rights `owner_only`). Loading is not
-     measured (its time is printed).
+     and uploaded into Radicale 3 (multifilesystem storage, htpasswd `plain`, rights `owner_only`) with one
+     PUT per collection, Radicale's bulk path (one by one it stores about 5 objects a second here). Loading
+     is not measured (its time is printed). Both serve the objects under the same names (`<UID>.ics`).
   2. Both servers are asked the same requests by the same client (httpx, HTTP/1.1 keep-alive, Basic auth):
      * initial sync, calendar and address book: PROPFIND Depth 1 (getetag) on the collection, then
        multiget of every href in batches of 100 (what DAVx5 and Thunderbird do); the whole sync is timed,
@@ -181,17 +182,13 @@ def free_port() -> int:
 
 async def load(t: Target, events: list[tuple[str, str]], contacts: list[tuple[str, str]]) -> None:
     async with httpx.AsyncClient(base_url=t.base, auth=t.auth, timeout=300) as c:
-        if t.name == "Radicale":
-            await c.request("MKCALENDAR", t.calendar)
-            mkcol = (
-                '<?xml version="1.0"?><D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set>'
-                "<D:prop><D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype></D:prop></D:set></D:mkcol>"
-            )
-            await c.request("MKCOL", t.book, content=mkcol)
-            for coll, items, ctype in ((t.calendar, events, "text/calendar"), (t.book, contacts, "text/vcard")):
-                for href, body in items:  # one by one (Radicale serialises writes anyway)
-                    r = await c.put(coll + href, content=body, headers={"Content-Type": ctype})
-                    r.raise_for_status()
+        if t.name == "Radicale":  # its bulk path: one PUT of the whole collection (one by one takes ~5/s)
+            inner = "".join(b[b.index("BEGIN:VEVENT") : b.index("END:VCALENDAR")] for _, b in events)
+            whole = f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bench//EN\r\n{inner}END:VCALENDAR\r\n"
+            r = await c.put(t.calendar, content=whole, headers={"Content-Type": "text/calendar"})
+            r.raise_for_status()
+            r = await c.put(t.book, content="".join(b for _, b in contacts), headers={"Content-Type": "text/vcard"})
+            r.raise_for_status()
             return
         (await c.request("MKCALENDAR", t.calendar)).raise_for_status()
         (await c.request("MKCOL", t.book)).raise_for_status()

@@ -115,19 +115,28 @@ async def resolve(store: DavStore, actor: Actor, path: str) -> Target:
         return Target("missing", segments)
     if len(segments) == 1:
         return Target("users", segments)
-    user = await store.user(segments[1]) if len(segments[1]) <= 64 else None
+    if len(segments[1]) > 64:
+        return Target("missing", segments)
+    home = segments[2] if len(segments) > 2 else None
+    if home is not None and (home not in HOMES or len(segments) > 5):
+        return Target("missing", segments)
+    coll = None
+    if home is not None and len(segments) >= 4 and len(segments[3]) <= 200:
+        coll = await store.collection_at(segments[1], HOMES[home], segments[3])
+    user: tuple[int, str, str, str] | None = None
+    if coll is not None and coll.owner_id is not None and coll.owner_ref is not None:
+        user = (coll.owner_id, coll.owner_ref, "", "")  # no second lookup for the owner
+    else:
+        user = await store.user(segments[1])
     if user is None:
         return Target("missing", segments)
     own = actor.is_admin or user[1] == actor.ref
     if len(segments) == 2:
         return Target("principal" if own else "missing", segments, user)
-    home = segments[2]
-    if home not in HOMES or len(segments) > 5:
-        return Target("missing", segments, user)
+    assert home is not None
     if len(segments) == 3:
         return Target("home" if own else "missing", segments, user, home)
     name = segments[3]
-    coll = await store.collection(user[0], HOMES[home], name) if len(name) <= 200 else None
     if coll is not None and not access.calendar_right(actor, coll.grants, PEEK):
         coll = None
         if not own:  # someone else's collection the caller may not see: as if it did not exist

@@ -93,47 +93,69 @@ class DavStore:
         return None if row is None else (int(row.id), str(row.reference_id), str(row.email), str(row.name or ""))
 
     async def _colls(self, where: Any) -> list[Coll]:
+        """Collections matching `where`, with their owner's reference id and grants (two queries)."""
         model = self.model
         tm = model.table(COLLECTION)
+        t = tm.sa
         u = model.table("user_account").sa
+        q = (
+            sa.select(
+                t.c.id,
+                t.c.reference_id,
+                t.c.name,
+                t.c.kind,
+                t.c.user_account_id,
+                u.c.reference_id.label("owner_ref"),
+                t.c.permission,
+                t.c.display_name,
+                t.c.description,
+                t.c.color,
+                t.c.components,
+                t.c.timezone,
+                t.c.properties,
+                t.c.sync_seq,
+                t.c.updated_at,
+            )
+            .select_from(t.outerjoin(u, u.c.id == t.c.user_account_id))
+            .where(where)
+            .order_by(t.c.id)
+        )
         async with self.db.read() as conn:
-            rows = await records.fetch(conn, model, tm, where, order_by=[tm.sa.c.id])
-            raw = (
-                await conn.execute(
-                    sa.select(tm.sa.c.id, tm.sa.c.sync_seq, tm.sa.c.user_account_id).where(
-                        tm.sa.c.id.in_([r.id for r in rows])
-                    )
-                )
-            ).all()
-            owner_ids = {int(r.user_account_id) for r in raw if r.user_account_id is not None}
-            owners = dict((await conn.execute(sa.select(u.c.id, u.c.reference_id).where(u.c.id.in_(owner_ids)))).all())
-        extra = {int(r.id): (int(r.sync_seq or 0), r.user_account_id) for r in raw}
+            rows = (await conn.execute(q)).all()
+            links = await records.load_group_grants(conn, model, tm, [int(r.id) for r in rows])
         out = []
         for r in rows:
-            a = r.attrs
-            seq, owner_id = extra.get(r.id, (0, None))
-            props = a.get("properties")
+            perm = int(r.permission or 0)
+            owner_ref = str(r.owner_ref) if r.owner_ref is not None else None
+            grants = Grants(owner_ref, perm, tuple(links.get(int(r.id), [])))
             out.append(
                 Coll(
-                    r.id,
-                    r.ref,
-                    str(a["name"]),
-                    str(a.get("kind") or "calendar"),
-                    owner_id,
-                    owners.get(owner_id),
-                    r.grants,
-                    int(a.get("permission") or 0),
-                    a.get("display_name"),
-                    a.get("description"),
-                    a.get("color"),
-                    str(a.get("components") or ""),
-                    a.get("timezone"),
-                    props if isinstance(props, dict) else {},
-                    seq,
-                    _time(a.get("updated_at")),
+                    int(r.id),
+                    str(r.reference_id),
+                    str(r.name),
+                    str(r.kind or "calendar"),
+                    int(r.user_account_id) if r.user_account_id is not None else None,
+                    owner_ref,
+                    grants,
+                    perm,
+                    r.display_name,
+                    r.description,
+                    r.color,
+                    str(r.components or ""),
+                    r.timezone,
+                    _props(r.properties),
+                    int(r.sync_seq or 0),
+                    _time(r.updated_at),
                 )
             )
         return out
+
+    async def collection_at(self, owner_ref: str, kind: str, name: str) -> Coll | None:
+        """The collection at /users/<owner_ref>/<kind home>/<name>/ (one lookup, no user query first)."""
+        t = self.model.table(COLLECTION).sa
+        u = self.model.table("user_account").sa
+        found = await self._colls(sa.and_(u.c.reference_id == owner_ref, t.c.kind == kind, t.c.name == name))
+        return found[0] if found else None
 
     async def collections(self, owner_id: int, kind: str) -> list[Coll]:
         t = self.model.table(COLLECTION).sa
@@ -151,11 +173,6 @@ class DavStore:
         return await self._colls(
             sa.and_(t.c.kind == kind, t.c.id.in_(linked), t.c.user_account_id != (actor.user_id or 0))
         )
-
-    async def collection(self, owner_id: int, kind: str, name: str) -> Coll | None:
-        t = self.model.table(COLLECTION).sa
-        found = await self._colls(sa.and_(t.c.user_account_id == owner_id, t.c.kind == kind, t.c.name == name))
-        return found[0] if found else None
 
     def _obj_select(self, content: bool) -> sa.Select[Any]:
         t = self.model.table(OBJECT).sa
@@ -342,6 +359,15 @@ def _tags(header: str) -> set[str]:
             part = part[2:]
         out.add(part.strip('"'))
     return out
+
+
+def _props(value: Any) -> dict[str, str]:
+    if isinstance(value, str) and value:
+        try:
+            value = jsonutil.loads(value)
+        except jsonutil.JSONError:
+            return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _time(value: Any) -> dt.datetime | None:
