@@ -206,11 +206,16 @@ async def calendar_query(ctx: Ctx, root: ET.Element) -> Response:
     t = ctx.store.model.table(OBJECT).sa
     where = query.sql_prefilter(t, top)
     hrefs = [ctx.target.href] if ctx.target.kind == "object" and ctx.target.href else None
+    exact = query.exact_clause(t, top)
+    decided: list[Obj] = []
+    if exact is not None:  # plain events with absolute times: decided in SQL, never parsed
+        decided = await ctx.store.objects(
+            coll, hrefs=hrefs, content=True, where=sa.and_(*where, t.c.bounds_exact == sa.true(), exact)
+        )
+        where = [*where, sa.or_(t.c.bounds_exact.is_(None), t.c.bounds_exact == sa.false())]
     objs = await ctx.store.objects(coll, hrefs=hrefs, content=True, where=sa_and(where))
-    out = []
-    for obj in objs:
-        if obj.content is not None and query.matches_calendar(obj.content, top):
-            out.append(_object_response(ctx, coll, obj, mode, names, data))
+    matched = decided + [o for o in objs if o.content is not None and query.matches_calendar(o.content, top)]
+    out = [_object_response(ctx, coll, obj, mode, names, data) for obj in sorted(matched, key=lambda o: o.id)]
     return Response(xml.multistatus(out), 207, media_type=MULTISTATUS)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import icalendar
@@ -45,7 +45,7 @@ class Derived:
     summary: str | None = None
     names: str | None = None
     emails: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    exact: bool = False  # the index bounds are the exact span (davstore.query answers in SQL)
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -57,6 +57,7 @@ class Derived:
             "summary": (self.summary or "")[:500] or None,
             "contact_names": (self.names or "")[:1000] or None,
             "contact_emails": (self.emails or "")[:1000] or None,
+            "bounds_exact": self.exact,
         }
 
 
@@ -131,9 +132,25 @@ def derive_calendar(text: str) -> Derived:
     except Exception as exc:
         raise Invalid(f"invalid dates: {type(exc).__name__}", "valid-calendar-data") from None
     summary = master.get("SUMMARY")
-    return Derived(
+    out = Derived(
         "calendar", uid, str(master.name), etag_of(text), start, end, str(summary) if summary is not None else None
     )
+    out.exact = _exact(comps)
+    return out
+
+
+def _exact(comps: list[Any]) -> bool:
+    """One VEVENT without recurrence whose times are all absolute (UTC or zoned): its [dtstart, dtend) in the
+    index is exactly its time span, so a time-range query is answered in SQL without parsing it."""
+    if len(comps) != 1 or comps[0].name != "VEVENT":
+        return False
+    comp = comps[0]
+    if any(k in comp for k in ("RRULE", "RDATE", "RECURRENCE-ID", "DURATION")):
+        return False
+    start, end = comp.get("DTSTART"), comp.get("DTEND")
+    return all(
+        p is not None and isinstance(p.dt, dt.datetime) and p.dt.tzinfo is not None for p in (start, end)
+    ) and utc(end.dt) >= utc(start.dt)
 
 
 def utc(value: Any) -> dt.datetime:

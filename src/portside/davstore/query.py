@@ -9,6 +9,7 @@ The edge parses a filter document into these dataclasses; `sql_prefilter` narrow
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,19 @@ def sql_prefilter(t: sa.Table, top: CompFilter | None) -> list[Any]:
     return conds
 
 
+def exact_clause(t: sa.Table, top: CompFilter | None) -> Any:
+    """For a plain VEVENT time-range filter: the SQL condition that decides exactly for the rows whose bounds
+    are exact (RFC 4791 §9.9), or None when the filter needs the parsed objects."""
+    if top is None or top.props or len(top.comps) != 1:
+        return None
+    f = top.comps[0]
+    if f.name != "VEVENT" or f.is_not_defined or f.props or f.comps or f.time_range is None:
+        return None
+    start, end = f.time_range.bounds()
+    overlaps = sa.or_(t.c.dtend > start, sa.and_(t.c.dtend == t.c.dtstart, t.c.dtstart >= start))
+    return sa.and_(t.c.dtstart < end, overlaps)
+
+
 def card_prefilter(t: sa.Table, f: CardFilter) -> list[Any]:
     """Text on names and emails, when every condition is a plain 'contains' on them (anyof)."""
     columns = {
@@ -178,10 +192,16 @@ def _match_comp(comp: Any, f: CompFilter) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> icalendar.Calendar:
+    """Parsed objects for filtering (read only): recurring ones are candidates of many queries."""
+    return parse_calendar(text)
+
+
 def matches_calendar(text: str, top: CompFilter | None) -> bool:
     if top is None:
         return True
-    cal = parse_calendar(text)
+    cal = _parsed(text)
     if top.name != "VCALENDAR":
         return False
     if not all(_match_prop(cal, p) for p in top.props):
@@ -254,7 +274,7 @@ def expand(text: str, tr: TimeRange) -> str:
 
 def busy_periods(text: str, tr: TimeRange) -> list[tuple[dt.datetime, dt.datetime, str]]:
     """(start, end, FBTYPE) of every busy instance of a VEVENT object inside the range."""
-    cal = parse_calendar(text)
+    cal = _parsed(text)
     out = []
     start, end = tr.bounds()
     for inst in _occurrences(cal, "VEVENT", tr):

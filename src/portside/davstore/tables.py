@@ -66,6 +66,7 @@ DAV_SCHEMA: dict[str, Any] = {
                 _col("component", "label", "varchar(20)", IsNullable=True, IsIndexed=True),
                 _col("dtstart", "datetime", "timestamp", IsNullable=True, IsIndexed=True),
                 _col("dtend", "datetime", "timestamp", IsNullable=True, IsIndexed=True),
+                _col("bounds_exact", "truefalse", "boolean", DefaultValue="false"),
                 _col("summary", "label", "varchar(500)", IsNullable=True),
                 _col("contact_names", "label", "varchar(1000)", IsNullable=True),
                 _col("contact_emails", "label", "varchar(1000)", IsNullable=True),
