@@ -100,3 +100,35 @@ def test_rows_made_through_the_api_are_dav_objects(env: tuple[Server, World, dic
         assert got.status_code == 200 and got.headers["etag"] == f'"{etag}"'
         assert list(multistatus(sync(c, url, token))) == [url + "api.ics"]
         assert c.get(url + "bad.ics").status_code == 404 and c.get(url + "dupe.ics").status_code == 404
+
+
+def test_collection_names_and_deletes_through_the_api(env: tuple[Server, World, dict[str, DavUser]]) -> None:
+    srv, _, users = env
+    owner = users["owner"]
+    with srv.client(owner.token) as api:
+        for bad in ("a/b", "..", " padded", "x" * 201, "tab\there"):
+            r = api.post("/api/collection", json={"data": {"type": "collection", "attributes": {"name": bad}}})
+            assert r.status_code == 400, (bad, r.text)
+        r = api.post(
+            "/api/collection", json={"data": {"type": "collection", "attributes": {"name": "x", "kind": "folder"}}}
+        )
+        assert r.status_code == 400, r.text
+    url = owner.home() + "doomed/"
+    with client(srv, owner) as c:
+        assert c.request("MKCALENDAR", url).status_code == 201
+        assert c.put(url + "d.ics", content=event("doomed-1")).status_code == 201
+    with srv.client(owner.token) as api:
+        ref = next(r["id"] for r in api.get("/api/collection").json()["data"] if r["attributes"]["name"] == "doomed")
+        obj = _row(owner.token, srv, "doomed-1")["id"]
+        r = api.patch(
+            f"/api/collection/{ref}",
+            json={"data": {"type": "collection", "id": ref, "attributes": {"kind": "addressbook"}}},
+        )
+        assert r.status_code == 400, r.text
+        assert api.delete(f"/api/collection/{ref}").status_code in (200, 204)
+        assert api.get(f"/api/calendar/{obj}").status_code == 404  # its objects went with it
+    with client(srv, owner) as c:
+        assert c.get(url + "d.ics").status_code == 404
+        assert c.request("MKCALENDAR", url).status_code == 201  # the name is free again
+        r = sync(c, url)
+        assert multistatus(r) == {}

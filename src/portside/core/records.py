@@ -29,21 +29,29 @@ class RowData:
     grants: Grants
 
 
-# Per-table write hooks, run inside the writing transaction before the row's event is read: (uow, model,
-# table, row id, kind "create"/"update"/"delete", the row's columns before an update or delete (None on
-# create)). A hook derives columns from others (raw SQL on its own table, never records.update) or raises
-# to refuse the write; registered by the runtime for service packages (davstore), so every path that writes
-# rows (API, actions, DAV) runs the same code.
-RowHook = Callable[[UnitOfWork, "Model", "TableModel", int, str, "dict[str, Any] | None"], Awaitable[None]]
+# Per-table write hooks, run inside the writing transaction: (uow, model, table, row id, kind "create" /
+# "update" / "delete", the row's columns before an update or delete (None on create), the actor). Create and
+# update hooks run after the write and before the row's event is read; a delete hook runs first, before
+# links and references to the row are touched. A hook derives columns from others (raw SQL on its own
+# table, never records.update), writes dependent rows through this module, or raises to refuse the write;
+# hooks are registered by the runtime for service packages (davstore), so every path that writes rows (API,
+# actions, DAV) runs the same code.
+RowHook = Callable[[UnitOfWork, Model, TableModel, int, str, "dict[str, Any] | None", "str | None"], Awaitable[None]]
 row_hooks: dict[str, RowHook] = {}
 
 
 async def _run_hook(
-    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, before: dict[str, Any] | None
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    before: dict[str, Any] | None,
+    actor: str | None,
 ) -> None:
     hook = row_hooks.get(tm.name)
     if hook is not None:
-        await hook(uow, model, tm, row_id, kind, before)
+        await hook(uow, model, tm, row_id, kind, before, actor)
 
 
 async def _raw_row(uow: UnitOfWork, tm: TableModel, row_id: int) -> dict[str, Any] | None:
@@ -307,6 +315,8 @@ async def delete(
     """Delete a row so that nothing refers to its id afterwards: its join-table links are deleted, other
     rows' to-one references to it are set to null and, when a user is deleted, the rows they owned pass to
     `heir` (ownerless if None). Every removed or changed row gets its event."""
+    if tm.name in row_hooks:
+        await _run_hook(uow, model, tm, row.id, "delete", await _raw_row(uow, tm, row.id), actor)
     for jt in model.tables.values():
         if jt.join_pair is None:
             continue
@@ -341,8 +351,6 @@ async def delete(
             for rid in ids:
                 await _emit(uow, model, other, int(rid), "update", actor)
     t = tm.sa
-    if tm.name in row_hooks:
-        await _run_hook(uow, model, tm, row.id, "delete", await _raw_row(uow, tm, row.id))
     for col, target in tm.fks.items():  # InnoDB refuses to delete a row that refers to itself
         if target == tm.name:
             await uow.conn.execute(t.update().where(t.c.id == row.id, t.c[col] == row.id).values({col: None}))
@@ -360,7 +368,7 @@ async def _emit(
     before: dict[str, Any] | None = None,
 ) -> RowData:
     if tm.name in row_hooks:
-        await _run_hook(uow, model, tm, row_id, kind, before)
+        await _run_hook(uow, model, tm, row_id, kind, before, actor)
     fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
     if fresh is None:  # pragma: no cover - the row was written in this transaction
         raise RuntimeError(f"{tm.name} row {row_id} vanished inside its transaction")

@@ -8,6 +8,7 @@ change to the collection's log with the next sequence number (the ctag / sync to
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,11 +17,12 @@ from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import Model, TableModel
 from portside.davstore.items import Invalid, derive
-from portside.davstore.tables import CHANGE, COLLECTION, KIND_CALENDAR, OBJECT
-from portside.errors import Conflict, Kind, PayloadTooLarge
+from portside.davstore.tables import CHANGE, COLLECTION, KIND_ADDRESSBOOK, KIND_CALENDAR, OBJECT
+from portside.errors import BadRequest, Conflict, Kind, PayloadTooLarge
 from portside.tools.ids import uuid7_str
 
 MAX_OBJECT_BYTES = 1024 * 1024  # max-resource-size
+NAME_RE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,200}")
 
 
 class UidConflict(Conflict):
@@ -63,7 +65,13 @@ async def bump(uow: UnitOfWork, model: Model, collection_id: int, href: str, *, 
 
 
 async def object_hook(
-    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, before: dict[str, Any] | None
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    before: dict[str, Any] | None,
+    actor: str | None = None,
 ) -> None:
     t = tm.sa
     if kind == "delete":
@@ -73,6 +81,8 @@ async def object_hook(
     row = (await uow.conn.execute(sa.select(t).where(t.c.id == row_id))).mappings().first()
     if row is None:
         return
+    if not valid_name(str(row["href"] or "")):
+        raise BadRequest("an object name is 1-200 characters without '/', '\\' or control characters")
     content = row["content"] or ""
     if len(content.encode("utf-8")) > MAX_OBJECT_BYTES:
         raise TooLarge(f"an object is at most {MAX_OBJECT_BYTES} bytes")
@@ -101,6 +111,42 @@ async def object_hook(
     await uow.conn.execute(t.update().where(t.c.id == row_id).values(**values))
 
 
+async def collection_hook(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    before: dict[str, Any] | None,
+    actor: str | None = None,
+) -> None:
+    """A collection's name is a path segment (checked on every write path); deleting a collection deletes its
+    objects (each with its event) and its change log first, whoever deletes it (DAV or /api)."""
+    t = tm.sa
+    if kind != "delete":
+        row = (await uow.conn.execute(sa.select(t.c.name, t.c.kind).where(t.c.id == row_id))).first()
+        if row is None:
+            return
+        if not valid_name(str(row.name or "")):
+            raise BadRequest("a collection name is 1-200 characters without '/', '\\' or control characters")
+        if row.kind not in (KIND_CALENDAR, KIND_ADDRESSBOOK):
+            raise BadRequest("kind is calendar or addressbook")
+        if before is not None and before.get("kind") != row.kind:
+            raise BadRequest("the kind of a collection cannot change")
+        return
+    objects = model.table(OBJECT)
+    for obj in await records.fetch(uow.conn, model, objects, objects.sa.c.collection_id == row_id, groups=False):
+        await records.delete(uow, model, objects, obj, actor=actor)
+    if before is not None:
+        log = model.table(CHANGE).sa
+        await uow.conn.execute(log.delete().where(log.c.collection_ref == before.get("reference_id")))
+
+
+def valid_name(name: str) -> bool:
+    return bool(NAME_RE.fullmatch(name)) and name not in (".", "..") and name.strip() == name
+
+
 def register() -> None:
-    """Install the hook (idempotent); called by the runtime."""
+    """Install the hooks (idempotent); called by the runtime."""
     records.row_hooks[OBJECT] = object_hook
+    records.row_hooks[COLLECTION] = collection_hook

@@ -6,7 +6,6 @@ change events are the same as for /api) and the change log. Rights are decided b
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +14,14 @@ import sqlalchemy as sa
 from portside.auth.permissions import Actor
 from portside.core import records
 from portside.core.catalog import Catalog
-from portside.core.db import Database, UnitOfWork
+from portside.core.db import Database
 from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model
+from portside.davstore.hooks import valid_name
 from portside.davstore.tables import CHANGE, COLLECTION, OBJECT
 from portside.errors import BadRequest, Conflict, Forbidden, Kind, MethodNotAllowed, NotFound, PortsideError
 from portside.tools import jsonutil
 
-NAME_RE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,200}")
 MAX_COLLECTION_OBJECTS = 100_000
 MAX_COLLECTIONS = 500  # per user and kind
 
@@ -31,10 +30,6 @@ class PreconditionFailed(PortsideError):
     """If-Match / If-None-Match did not hold (HTTP 412)."""
 
     kind = Kind.PRECONDITION_FAILED
-
-
-def valid_name(name: str) -> bool:
-    return bool(NAME_RE.fullmatch(name)) and name not in (".", "..") and name.strip() == name
 
 
 @dataclass
@@ -317,19 +312,11 @@ class DavStore:
 
     async def delete_collection(self, actor: Actor, coll: Coll) -> None:
         model = self.model
-        tm = model.table(OBJECT)
-        async with self.db.transaction() as uow:
-            for row in await records.fetch(uow.conn, model, tm, tm.sa.c.collection_id == coll.id, groups=False):
-                await records.delete(uow, model, tm, row, actor=actor.ref)
-            await self._delete_log(uow, coll)
+        async with self.db.transaction() as uow:  # its objects and change log go with it (davstore.hooks)
             ctm = model.table(COLLECTION)
             crow = await records.fetch_one(uow.conn, model, ctm, row_id=coll.id)
             if crow is not None:
                 await records.delete(uow, model, ctm, crow, actor=actor.ref)
-
-    async def _delete_log(self, uow: UnitOfWork, coll: Coll) -> None:
-        log = self.model.table(CHANGE).sa
-        await uow.conn.execute(log.delete().where(log.c.collection_ref == coll.ref))
 
 
 def _coll_values(values: dict[str, Any]) -> dict[str, Any]:
