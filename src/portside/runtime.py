@@ -39,6 +39,7 @@ from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
 from portside.dav.app import mount as mount_dav
 from portside.davstore import hooks as dav_hooks
+from portside.davstore import instances as dav_instances
 from portside.davstore.store import DavStore
 from portside.davstore.tables import dav_doc
 from portside.errors import StartupError
@@ -134,6 +135,7 @@ class Portside:
         catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), dav_doc()], data, s.schema)
         dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path
         await migrate_base(db)
+        await dav_instances.create_table(db)  # the recurrence instance index (davstore)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()
         # one bus channel per database, so clusters sharing a Redis never see each other's events

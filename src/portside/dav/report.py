@@ -19,7 +19,7 @@ from portside.dav.context import Ctx
 from portside.dav.props import SYNC_NS, Res, properties, sync_token
 from portside.dav.read import MULTISTATUS, prop_response, target_res
 from portside.dav.xml import CALDAV, CARDDAV, DAV, tag
-from portside.davstore import items, query
+from portside.davstore import instances, items, query
 from portside.davstore.query import CardFilter, CompFilter, ParamFilter, PropFilter, TextMatch, TimeRange
 from portside.davstore.store import Coll, Obj
 from portside.davstore.tables import KIND_ADDRESSBOOK, KIND_CALENDAR, OBJECT
@@ -212,7 +212,14 @@ async def calendar_query(ctx: Ctx, root: ET.Element) -> Response:
         decided = await ctx.store.objects(
             coll, hrefs=hrefs, content=True, where=sa.and_(*where, t.c.bounds_exact == sa.true(), exact)
         )
-        where = [*where, sa.or_(t.c.bounds_exact.is_(None), t.c.bounds_exact == sa.false())]
+        not_exact = sa.or_(t.c.bounds_exact.is_(None), t.c.bounds_exact == sa.false())
+        assert top is not None and top.comps[0].time_range is not None
+        start, end = top.comps[0].time_range.bounds()
+        listed = sa.and_(t.c.indexed_until.is_not(None), t.c.indexed_until >= end)
+        decided += await ctx.store.objects(  # recurring events with absolute times: their instance index
+            coll, hrefs=hrefs, content=True, where=sa.and_(*where, not_exact, instances.overlap_clause(t, start, end))
+        )
+        where = [*where, not_exact, sa.not_(listed)]
     objs = await ctx.store.objects(coll, hrefs=hrefs, content=True, where=sa_and(where))
     matched = decided + [o for o in objs if o.content is not None and query.matches_calendar(o.content, top)]
     out = [_object_response(ctx, coll, obj, mode, names, data) for obj in sorted(matched, key=lambda o: o.id)]

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import Model, TableModel
+from portside.davstore import instances
 from portside.davstore.items import Invalid, derive
 from portside.davstore.tables import CHANGE, COLLECTION, KIND_ADDRESSBOOK, KIND_CALENDAR, OBJECT
 from portside.errors import BadRequest, Conflict, Kind, PayloadTooLarge
@@ -75,6 +76,8 @@ async def object_hook(
 ) -> None:
     t = tm.sa
     if kind == "delete":
+        if before is not None and before.get("indexed_until") is not None:
+            await instances.replace(uow, row_id, None)
         if before is not None and before.get("collection_id") is not None:
             await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
         return
@@ -95,6 +98,7 @@ async def object_hook(
         if coll is not None:
             coll_kind, allowed = coll.kind, str(coll.components or "")
     derived = derive(content, coll_kind)
+    listed = instances.compute(content, derived.dtstart) if derived.kind == KIND_CALENDAR else None
     if coll_kind == KIND_CALENDAR and allowed and derived.component not in allowed.split(","):
         raise Invalid(f"this calendar does not hold {derived.component}", "supported-calendar-component")
     values = derived.columns()
@@ -108,7 +112,10 @@ async def object_hook(
         if moved and before is not None and before.get("collection_id") is not None:
             await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
         values["sync_seq"] = await bump(uow, model, int(coll_id), str(row["href"] or ""), deleted=False)
+    values["indexed_until"] = listed[1] if listed is not None else None
     await uow.conn.execute(t.update().where(t.c.id == row_id).values(**values))
+    if listed is not None or (before is not None and before.get("indexed_until") is not None):
+        await instances.replace(uow, row_id, listed[0] if listed is not None else None)
 
 
 async def collection_hook(

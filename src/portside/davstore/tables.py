@@ -67,6 +67,7 @@ DAV_SCHEMA: dict[str, Any] = {
                 _col("dtstart", "datetime", "timestamp", IsNullable=True, IsIndexed=True),
                 _col("dtend", "datetime", "timestamp", IsNullable=True, IsIndexed=True),
                 _col("bounds_exact", "truefalse", "boolean", DefaultValue="false"),
+                _col("indexed_until", "datetime", "timestamp", IsNullable=True),
                 _col("summary", "label", "varchar(500)", IsNullable=True),
                 _col("contact_names", "label", "varchar(1000)", IsNullable=True),
                 _col("contact_emails", "label", "varchar(1000)", IsNullable=True),
