@@ -36,6 +36,8 @@ class Kind(StrEnum):
     # 409: the write conflicts with stored data
     CONFLICT = "conflict"
     UNIQUE_VIOLATION = "unique_violation"
+    # 412: a condition of the request (If-Match, If-None-Match) does not hold
+    PRECONDITION_FAILED = "precondition_failed"
     # 413 / 415 / 429
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -74,6 +76,7 @@ _STATUS: dict[Kind, int] = {
     Kind.METHOD_NOT_ALLOWED: 405,
     Kind.CONFLICT: 409,
     Kind.UNIQUE_VIOLATION: 409,
+    Kind.PRECONDITION_FAILED: 412,
     Kind.PAYLOAD_TOO_LARGE: 413,
     Kind.UNSUPPORTED_MEDIA_TYPE: 415,
     Kind.TOO_MANY_REQUESTS: 429,
@@ -93,6 +96,7 @@ _GENERAL: dict[int, Kind] = {
     404: Kind.NOT_FOUND,
     405: Kind.METHOD_NOT_ALLOWED,
     409: Kind.CONFLICT,
+    412: Kind.PRECONDITION_FAILED,
     413: Kind.PAYLOAD_TOO_LARGE,
     415: Kind.UNSUPPORTED_MEDIA_TYPE,
     429: Kind.TOO_MANY_REQUESTS,
@@ -151,6 +155,7 @@ _REASON = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    412: "Precondition Failed",
     413: "Payload Too Large",
     415: "Unsupported Media Type",
     429: "Too Many Requests",

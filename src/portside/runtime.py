@@ -38,6 +38,11 @@ from portside.core.migrate import migrate_base
 from portside.core.model import MEMBERSHIP
 from portside.core.schema import SCHEMA_GLOBS
 from portside.core.systables import system_doc
+from portside.dav.app import mount as mount_dav
+from portside.davstore import hooks as dav_hooks
+from portside.davstore import instances as dav_instances
+from portside.davstore.store import DavStore
+from portside.davstore.tables import dav_doc
 from portside.errors import StartupError
 from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
@@ -139,8 +144,11 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), files_doc()], data, s.schema)
+        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc()]
+        catalog = Catalog(db, config, docs, data, s.schema)
+        dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path
         await migrate_base(db)
+        await dav_instances.create_table(db)  # the recurrence instance index (davstore)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()
         # one bus channel per database, so clusters sharing a Redis never see each other's events
@@ -255,7 +263,8 @@ class Portside:
         app = build_app(svc)
         app.state.feeds, app.state.websub = self.feeds, self.websub
         app.state.listeners = self.listeners
-        self._app = CaptureRawSend(app)
+        # /caldav, /carddav and /.well-known/cal|carddav go to the DAV edge while config caldav.enable is "true"
+        self._app = CaptureRawSend(mount_dav(app, svc, DavStore(svc.db, svc.catalog)))
         self._life.push("listeners", self.listeners.stop_all, bounded=False)
         await self.listeners.start(http, fatal=True)
         self.ports["http"] = http.bound_port or 0

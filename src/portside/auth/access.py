@@ -23,7 +23,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from portside.auth.permissions import PEEK, READ, UPDATE, Actor, Audience, allowed, audience
+from portside.auth.permissions import (
+    CREATE,
+    DELETE,
+    GROUP_SHIFT,
+    OWNER_SHIFT,
+    PEEK,
+    READ,
+    UPDATE,
+    Actor,
+    Audience,
+    allowed,
+    audience,
+)
 from portside.core.events import Grants
 from portside.core.model import MEMBERSHIP
 from portside.errors import Conflict
@@ -127,3 +139,56 @@ def changes_identity(table: str) -> bool:
 def guest_action(on_type: str, name: str) -> bool:
     """The action is listed for guests (`GET /actions`)."""
     return (on_type, name) in GUEST_ACTIONS
+
+
+# -- CalDAV / CardDAV collections ------------------------------------------------------------------------
+# A collection row's grants decide everything about it and its objects: PROPFIND needs PEEK (or READ),
+# GET/REPORT READ, PUT of a new object CREATE, PUT over one and PROPPATCH UPDATE, DELETE DELETE.
+
+# DAV privilege (RFC 3744) -> the Portside right it needs
+DAV_PRIVILEGES: tuple[tuple[str, int], ...] = (
+    ("read", READ),
+    ("write-properties", UPDATE),
+    ("write-content", UPDATE),
+    ("bind", CREATE),
+    ("unbind", DELETE),
+)
+
+
+def calendar_right(actor: Actor, grants: Grants, right: int) -> bool:
+    """May `actor` use `right` on a calendar or address book (and its objects) with these grants?"""
+    if right == PEEK:
+        return allowed(actor, PEEK, grants) or allowed(actor, READ, grants)
+    return allowed(actor, right, grants)
+
+
+def _privileges(has: set[int]) -> list[str]:
+    out = [name for name, right in DAV_PRIVILEGES if right in has]
+    if "read" in out:
+        out.append("read-current-user-privilege-set")
+    if {"write-properties", "write-content", "bind", "unbind"} <= set(out):
+        out.append("write")
+    if "write" in out and "read" in out:
+        out.append("all")
+    return out
+
+
+def calendar_privileges(actor: Actor, grants: Grants) -> list[str]:
+    """The DAV privileges `actor` holds on a collection (current-user-privilege-set)."""
+    return _privileges({r for _, r in DAV_PRIVILEGES if allowed(actor, r, grants)})
+
+
+def calendar_acl(grants: Grants) -> list[tuple[str, str | None, list[str]]]:
+    """The collection's ACL as (principal kind "owner" | "group" | "all", principal ref, privileges)."""
+    aces: list[tuple[str, str | None, list[str]]] = []
+    mask = grants.permission
+    if grants.owner is not None:
+        aces.append(("owner", grants.owner, _privileges({r for _, r in DAV_PRIVILEGES if mask & (r << OWNER_SHIFT)})))
+    for group_ref, link in grants.groups:
+        privileges = _privileges({r for _, r in DAV_PRIVILEGES if link & (r << GROUP_SHIFT)})
+        if privileges:
+            aces.append(("group", group_ref, privileges))
+    public = _privileges({r for _, r in DAV_PRIVILEGES if mask & r})
+    if public:
+        aces.append(("all", None, public))
+    return aces

@@ -7,7 +7,7 @@ check grants on the rows they get back.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,36 @@ class RowData:
     ref: str
     attrs: dict[str, Any]  # API attributes incl. __type; FK values are target refs
     grants: Grants
+
+
+# Per-table write hooks, run inside the writing transaction: (uow, model, table, row id, kind "create" /
+# "update" / "delete", the row's columns before an update or delete (None on create), the actor). Create and
+# update hooks run after the write and before the row's event is read; a delete hook runs first, before
+# links and references to the row are touched. A hook derives columns from others (raw SQL on its own
+# table, never records.update), writes dependent rows through this module, or raises to refuse the write;
+# hooks are registered by the runtime for service packages (davstore), so every path that writes rows (API,
+# actions, DAV) runs the same code.
+RowHook = Callable[[UnitOfWork, Model, TableModel, int, str, "dict[str, Any] | None", "str | None"], Awaitable[None]]
+row_hooks: dict[str, RowHook] = {}
+
+
+async def _run_hook(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    before: dict[str, Any] | None,
+    actor: str | None,
+) -> None:
+    hook = row_hooks.get(tm.name)
+    if hook is not None:
+        await hook(uow, model, tm, row_id, kind, before, actor)
+
+
+async def _raw_row(uow: UnitOfWork, tm: TableModel, row_id: int) -> dict[str, Any] | None:
+    row = (await uow.conn.execute(sa.select(tm.sa).where(tm.sa.c.id == row_id))).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def now() -> dt.datetime:
@@ -272,10 +302,11 @@ async def update(
     uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, values: dict[str, Any], *, actor: str | None
 ) -> RowData:
     t = tm.sa
+    before = await _raw_row(uow, tm, row_id) if tm.name in row_hooks else None
     await uow.conn.execute(
         t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=now())
     )
-    return await _emit(uow, model, tm, row_id, "update", actor)
+    return await _emit(uow, model, tm, row_id, "update", actor, before)
 
 
 async def delete(
@@ -284,6 +315,8 @@ async def delete(
     """Delete a row so that nothing refers to its id afterwards: its join-table links are deleted, other
     rows' to-one references to it are set to null and, when a user is deleted, the rows they owned pass to
     `heir` (ownerless if None). Every removed or changed row gets its event."""
+    if tm.name in row_hooks:
+        await _run_hook(uow, model, tm, row.id, "delete", await _raw_row(uow, tm, row.id), actor)
     for jt in model.tables.values():
         if jt.join_pair is None:
             continue
@@ -325,7 +358,17 @@ async def delete(
     await uow.emit(EventDraft(tm.name, "delete", row.ref, event_payload(tm, row.attrs), row.grants, actor))
 
 
-async def _emit(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None) -> RowData:
+async def _emit(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    actor: str | None,
+    before: dict[str, Any] | None = None,
+) -> RowData:
+    if tm.name in row_hooks:
+        await _run_hook(uow, model, tm, row_id, kind, before, actor)
     fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
     if fresh is None:  # pragma: no cover - the row was written in this transaction
         raise RuntimeError(f"{tm.name} row {row_id} vanished inside its transaction")

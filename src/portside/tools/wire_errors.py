@@ -91,6 +91,7 @@ WS_CLOSE: dict[Kind, int] = {
     Kind.METHOD_NOT_ALLOWED: POLICY,
     Kind.CONFLICT: POLICY,
     Kind.UNIQUE_VIOLATION: POLICY,
+    Kind.PRECONDITION_FAILED: POLICY,
     Kind.PAYLOAD_TOO_LARGE: TOO_BIG,
     Kind.UNSUPPORTED_MEDIA_TYPE: UNSUPPORTED_DATA,
     Kind.TOO_MANY_REQUESTS: TRY_AGAIN_LATER,
@@ -141,3 +142,19 @@ FTP_REPLY: dict[Kind, int] = {
 def ftp_reply(kind: Kind) -> int:
     """The FTP reply code for `kind`."""
     return FTP_REPLY[kind]
+
+
+# -- DAV (CalDAV / CardDAV) ------------------------------------------------------------------------------------
+
+# the precondition element (RFC 4791 / 6352 / 4918) a kind names in the `DAV:error` body, if any; the edge
+# puts it in the CalDAV or CardDAV namespace by the collection's kind. Status: the kind's HTTP status.
+DAV_ERROR: dict[Kind, str | None] = {kind: None for kind in Kind} | {
+    Kind.UNIQUE_VIOLATION: "no-uid-conflict",
+    Kind.PAYLOAD_TOO_LARGE: "max-resource-size",
+}
+
+
+def dav_error(exc: PortsideError) -> tuple[int, str | None, dict[str, str] | None]:
+    """(status, precondition element name or None, headers) for an error on the DAV edge."""
+    own = getattr(exc, "precondition", None)
+    return exc.status, own if isinstance(own, str) else DAV_ERROR[exc.kind], retry_headers(exc)

@@ -1,0 +1,1 @@
+"""The CalDAV/CardDAV edge (L4), mounted on the HTTP port by the runtime."""
