@@ -49,6 +49,7 @@ from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.smtp import servers as smtp_servers
 from portside.tools import private_files
 from portside.tools.ids import uuid7_str
 from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
@@ -75,6 +76,7 @@ class Portside:
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
+        self.mail_servers: smtp_servers.MailServers | None = None  # SMTP listeners from mail_server rows
 
     async def __aenter__(self) -> Portside:
         await self.start()
@@ -171,6 +173,8 @@ class Portside:
         await self._serve_http(svc, http)
         life.task(self._switch_listeners(), "portside-listeners")
         await self._apply_https()
+        self.mail_servers = smtp_servers.MailServers(svc, self.listeners)
+        await self._apply_mail()
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -292,8 +296,14 @@ class Portside:
             self._switch.clear()
             try:
                 await self._apply_https()
+                await self._apply_mail()
             except Exception:
                 logger.exception("applying the listener configuration failed")
+
+    async def _apply_mail(self) -> None:
+        """SMTP listeners follow the enabled mail_server rows (smtp/servers.py)."""
+        if self.mail_servers is not None:
+            await self.mail_servers.apply()
 
     async def stop(self) -> None:
         """Everything that started, in reverse order (listeners drain first); safe to call twice."""
@@ -323,8 +333,10 @@ class Portside:
             self.websub.on_events([event], local=False)
         if event.table == CONFIG_TABLE:
             await svc.config.load()
-            if event.data.get("name") in LISTENER_KEYS:
+            if event.data.get("name") in LISTENER_KEYS | smtp_servers.KEYS:
                 self._switch.set()
+        elif event.table == smtp_servers.SERVER_TABLE:
+            self._switch.set()
         elif event.table == MEMBERSHIP:
             await svc.catalog.refresh_open_mode()
         elif event.table in RELOAD_TABLES:
