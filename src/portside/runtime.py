@@ -23,6 +23,7 @@ from portside.actions.builtin import builtin_doc
 from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
 from portside.actions.live_access import LiveAccess
+from portside.actions.mail_servers import mail_servers_doc
 from portside.actions.services import Services
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
@@ -130,7 +131,9 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), mail_doc()], data, s.schema)
+        catalog = Catalog(
+            db, config, [system_doc(), builtin_doc(), certs_doc(), mail_doc(), mail_servers_doc()], data, s.schema
+        )
         await migrate_base(db)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()

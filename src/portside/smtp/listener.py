@@ -43,8 +43,9 @@ class Busy(asyncio.Protocol):
     """Answers a connection over `max_clients` and closes it."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+        write = getattr(transport, "write", None)  # uvloop's transports are not asyncio.Transport subclasses
+        if write is not None:
+            write(b"421 4.7.0 Too many connections, try again later\r\n")
         transport.close()
 
 

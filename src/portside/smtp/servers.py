@@ -12,13 +12,11 @@ at start-up and whenever a `mail_server` row or the timeout key changes, on ever
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
-
-import sqlalchemy as sa
 
 from portside import log
 from portside.actions.services import Services
+from portside.mail import servers as mail_servers
 from portside.mail.inbound import Inbound
 from portside.mail.store import MailStore
 from portside.smtp.handler import Context
@@ -26,34 +24,11 @@ from portside.smtp.listener import Settings, SmtpListener
 from portside.tools.lifecycle import Listeners
 
 logger = log.get("smtp")
-PREFIX = "smtp-"
-SERVER_TABLE = "mail_server"
-DISABLE_ENV = "DAPTIN_DISABLE_SMTP"
+PREFIX = mail_servers.PREFIX
+SERVER_TABLE = mail_servers.SERVER_TABLE
 TIMEOUT_KEY = "mail.smtp_timeout"
 KEYS = frozenset({TIMEOUT_KEY})
 DEFAULT_TIMEOUT = 300.0
-_TRUE = {"1", "true", "yes", "on", "t", "y"}
-
-
-def parse_interface(text: str) -> tuple[str, int]:
-    """`host:port`, `:port` (all addresses), `[v6]:port`; port 0 = any free port. ValueError otherwise."""
-    value = (text or "").strip()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = value.rpartition(":")
-    if not port.isdigit() or int(port) > 65535 or len(port) > 5:
-        raise ValueError(f"listen_interface {text!r} is not host:port")
-    return host or "0.0.0.0", int(port)
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value != 0
-    return str(value or "").strip().lower() in _TRUE
 
 
 class MailServers:
@@ -71,11 +46,6 @@ class MailServers:
             return DEFAULT_TIMEOUT
         return min(max(value, 0.2), 3600.0)
 
-    async def _rows(self) -> list[Any]:
-        t = self.svc.model.table("mail_server").sa
-        async with self.svc.db.read() as conn:
-            return list((await conn.execute(sa.select(t).order_by(t.c.id))).all())
-
     async def apply(self) -> list[str]:
         """Make the listeners match the rows; returns the problems found (also logged and in /_ports)."""
         async with self._lock:
@@ -83,37 +53,17 @@ class MailServers:
 
     async def _apply(self) -> list[str]:
         problems: list[str] = []
+        async with self.svc.db.read() as conn:
+            planned = await mail_servers.plan(conn, self.svc.model)
         wanted: dict[str, tuple[Settings, int] | str] = {}
-        seen: dict[str, str] = {}
-        disabled = os.environ.get(DISABLE_ENV, "").strip().lower() == "true"
-        for row in [] if disabled else await self._rows():
-            if not _flag(row.is_enabled) or not (row.hostname or "").strip():
+        for name, w in planned.items():
+            if isinstance(w, str):
+                wanted[name] = w
                 continue
-            hostname = row.hostname.strip().lower()
-            name = PREFIX + hostname
-            try:
-                host, port = parse_interface(row.listen_interface or "")
-            except ValueError as exc:
-                wanted[name] = str(exc)
-                continue
-            key = f"{host}:{port}" if port else f"{name}:0"
-            if key in seen:
-                why = f"{seen[key]} and {name} share listen_interface {row.listen_interface}"
-                wanted[name] = why
-                wanted[seen[key]] = why
-                continue
-            seen[key] = name
             settings = Settings(
-                hostname,
-                host,
-                port,
-                _flag(row.always_on_tls),
-                _flag(row.authentication_required),
-                max(int(row.max_size or 0), 1024),
-                max(int(row.max_clients or 0), 1),
-                self._timeout(),
+                w.hostname, w.host, w.port, w.implicit_tls, w.auth_required, w.max_size, w.max_clients, self._timeout()
             )
-            wanted[name] = (settings, int(row.id))
+            wanted[name] = (settings, w.row_id)
         for name in list(self._running):
             if name not in wanted:
                 self._running.pop(name, None)
@@ -158,6 +108,9 @@ class MailServers:
             self._running.pop(name, None)
             await self.listeners.fail(listener, why)
             return
+        old = self._running.get(name)
+        if old is not None and settings.port and (old.host, old.port) == (settings.host, settings.port):
+            await self.listeners.stop(name)  # same fixed port, other settings: the old socket must go first
         entry = await self.listeners.start(listener)
         if entry.state == "running":
             self._running[name] = settings
