@@ -66,7 +66,7 @@ def parse_resolver(setting: str) -> tuple[str, int]:
         host, port = text.split(":")
     else:
         host, port = text, "53"
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or len(port) > 5 or not 0 < int(port) < 65536:
         raise ValueError(f"mail.dns_resolver: {setting!r} is not address:port")
     return host, int(port)
 

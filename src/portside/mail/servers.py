@@ -50,8 +50,10 @@ def parse_interface(text: str) -> tuple[str, int]:
         host, _, rest = value[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
     else:
-        host, _, port = value.rpartition(":")
-    if not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        host, colon, port = value.rpartition(":")
+        if not colon:
+            port = ""
+    if not (port.isascii() and port.isdigit()) or len(port) > 5 or int(port) > 65535:
         raise ValueError(f"listen_interface {text!r} is not host:port")
     return host or "0.0.0.0", int(port)
 

@@ -137,5 +137,6 @@ SMTP_REPLY: dict[Kind, str] = {
 
 def smtp_reply(exc: PortsideError) -> str:
     """One SMTP reply line for an error: code, enhanced status code, and the error's detail (one line)."""
-    text = " ".join(str(exc.detail).split())[:200] or exc.title
+    detail: str = exc.detail or exc.title
+    text = " ".join(detail.split())[:200]  # one line: no CR/LF from a detail can reach the wire
     return f"{SMTP_REPLY[exc.kind]} {text}"
