@@ -357,3 +357,54 @@ def test_mail_rows_are_not_writable_by_their_owner(world: MailWorld) -> None:
         assert dup == []
     finally:
         engine.dispose()
+
+
+def test_mailbox_create_rename_subscribe_delete(world: MailWorld) -> None:
+    async def main() -> None:
+        db, store = store_for(world.db_url)
+        try:
+            acc = await store.account("alice@example.com")
+            assert acc is not None
+            async with db.transaction() as uow:
+                work = await store.create_mailbox(uow, acc, "Work/Projects")
+            assert work.uidvalidity > 0 and work.nextuid == 1 and work.subscribed
+            with pytest.raises(Exception) as dup:
+                async with db.transaction() as uow:
+                    await store.create_mailbox(uow, acc, "Work/Projects")
+            assert "already exists" in str(dup.value)
+            for bad in ("", " lead", "a\x00b", "x" * 101):
+                with pytest.raises(Exception) as err:
+                    async with db.transaction() as uow:
+                        await store.create_mailbox(uow, acc, bad)
+                assert "mailbox name" in str(err.value)
+            async with db.transaction() as uow:
+                stored = await store.append(uow, work, raw_message(7001))
+            assert await store.find_message_id(work.id, "<m7001@ext.org>") == [stored.uid]
+            async with db.transaction() as uow:
+                renamed = await store.rename_mailbox(uow, work, "Done")
+                await store.set_subscribed(uow, renamed, False)
+            again = await store.mailbox(acc.id, "Done")
+            assert again is not None and again.id == work.id and not again.subscribed
+            assert again.uidvalidity != work.uidvalidity
+            inbox = await store.mailbox(acc.id, "INBOX")
+            assert inbox is not None
+            for op in ("rename", "delete"):
+                with pytest.raises(Exception) as refused:
+                    async with db.transaction() as uow:
+                        if op == "rename":
+                            await store.rename_mailbox(uow, inbox, "Old")
+                        else:
+                            await store.delete_mailbox(uow, inbox)
+                assert "INBOX" in str(refused.value)
+            async with db.transaction() as uow:
+                assert await store.delete_mailbox(uow, again) == 1
+            assert await store.mailbox(acc.id, "Done") is None
+            assert await store.messages(work.id) == []
+            # a box created again under an old name gets a new UIDVALIDITY
+            async with db.transaction() as uow:
+                reborn = await store.create_mailbox(uow, acc, "Done")
+            assert reborn.uidvalidity > again.uidvalidity
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

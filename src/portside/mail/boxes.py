@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside.core import records
 from portside.core.db import UnitOfWork
-from portside.core.events import Grants
+from portside.core.events import EventDraft, Grants
 from portside.core.model import OWNER_COLUMN, Model
 from portside.errors import BadRequest, Conflict
 from portside.mail.flags import PERMANENT
@@ -206,11 +206,15 @@ async def lock_account(uow: UnitOfWork, model: Model, account_id: int) -> None:
 
 
 async def _next_uidvalidity(conn: AsyncConnection, model: Model, account_id: int) -> int:
-    """Now (unix seconds), or one more than any box of the account had: a box deleted and created again
-    under the same name always gets a new UIDVALIDITY."""
+    """Now (unix seconds), or more than any UIDVALIDITY the account ever handed out (kept on the account row,
+    which the caller has locked): a box deleted and created again never repeats one."""
+    a = model.table(ACCOUNT_TABLE).sa
     b = model.table(BOX_TABLE).sa
+    stored = await conn.scalar(sa.select(a.c.next_uidvalidity).where(a.c.id == account_id))
     top = await conn.scalar(sa.select(sa.func.max(b.c.uidvalidity)).where(b.c.mail_account_id == account_id))
-    return max(int(time.time()), int(top or 0) + 1)
+    value = max(int(time.time()), int(stored or 0), int(top or 0) + 1)
+    await conn.execute(a.update().where(a.c.id == account_id).values(next_uidvalidity=value + 1))
+    return value
 
 
 async def create_mailbox(
@@ -254,3 +258,59 @@ async def ensure_standard(uow: UnitOfWork, model: Model, account_id: int) -> lis
         if name not in have:
             await create_mailbox(uow, model, account, name, role=role)
     return await mailboxes_of(uow.conn, model, account_id)
+
+
+async def rename_mailbox(uow: UnitOfWork, model: Model, box: Mailbox, new_name: str) -> Mailbox:
+    """RENAME: a new name (Conflict when taken). INBOX itself is never renamed: as RFC 3501 says, its
+    messages move to a new mailbox of that name and INBOX stays, empty (the caller moves them with `copy` and
+    `expunge`; this only refuses). The UIDVALIDITY changes with the name, since a client's cache of the old
+    name's UIDs is not valid for the new one."""
+    key = mailbox_name(new_name)
+    if box.name == INBOX:
+        raise BadRequest("INBOX is not renamed; create the new mailbox and move the messages")
+    await lock_account(uow, model, box.account_id)
+    if key != box.name and await mailbox_by_name(uow.conn, model, box.account_id, key) is not None:
+        raise Conflict("mailbox already exists")
+    tm = model.table(BOX_TABLE)
+    validity = await _next_uidvalidity(uow.conn, model, box.account_id)
+    await records.update(uow, model, tm, box.id, {"name": key, "uidvalidity": validity}, actor=box.owner_ref)
+    found = await mailbox_by_id(uow.conn, model, box.id)
+    assert found is not None
+    return found
+
+
+async def set_subscribed(uow: UnitOfWork, model: Model, box: Mailbox, subscribed: bool) -> None:
+    """SUBSCRIBE / UNSUBSCRIBE."""
+    tm = model.table(BOX_TABLE)
+    await records.update(uow, model, tm, box.id, {"subscribed": bool(subscribed)}, actor=box.owner_ref)
+
+
+async def delete_mailbox(uow: UnitOfWork, model: Model, box: Mailbox) -> int:
+    """DELETE: the mailbox, its messages and its tombstones (INBOX cannot be deleted). Returns the number of
+    messages removed. One delete event per message and one for the box."""
+    if box.name == INBOX:
+        raise BadRequest("cannot delete INBOX")
+    await lock_account(uow, model, box.account_id)
+    mail = model.table("mail")
+    removed = 0
+    while True:
+        rows = await records.fetch(uow.conn, model, mail, mail.sa.c.mail_box_id == box.id, limit=500)
+        if not rows:
+            break
+        ids = [r.id for r in rows]
+        if mail.group_join is not None:
+            j = model.table(mail.group_join).sa
+            await uow.conn.execute(j.delete().where(j.c["mail_id"].in_(ids)))
+        await uow.conn.execute(mail.sa.delete().where(mail.sa.c.id.in_(ids)))
+        for r in rows:
+            await uow.emit(
+                EventDraft("mail", "delete", r.ref, records.event_payload(mail, r.attrs), r.grants, box.owner_ref)
+            )
+        removed += len(rows)
+    x = model.table("mail_expunged").sa
+    await uow.conn.execute(x.delete().where(x.c.mail_box_id == box.id))
+    tm = model.table(BOX_TABLE)
+    row = await records.fetch_one(uow.conn, model, tm, row_id=box.id)
+    if row is not None:
+        await records.delete(uow, model, tm, row, actor=box.owner_ref)
+    return removed

@@ -12,6 +12,10 @@ caller's transaction commit together or not at all; events are published after t
     await store.mailbox(account_id, name) / mailbox_by_role(account_id, "\\Junk") -> Mailbox | None
     await store.create_mailbox(uow, account, name, role="") -> Mailbox
     await store.ensure_standard(uow, account_id) -> list[Mailbox]
+    await store.rename_mailbox(uow, mailbox, new_name) -> Mailbox      # new UIDVALIDITY; INBOX refused
+    await store.delete_mailbox(uow, mailbox) -> int                    # with its messages; INBOX refused
+    await store.set_subscribed(uow, mailbox, bool)
+    await store.find_message_id(mailbox_id, message_id) -> list[int]  # UIDs (Sent de-duplication)
     # messages
     await store.deliver(uow, [Target(mailbox, flags, recipient)], raw, envelope=None, verdict=None,
                         internal_date=None) -> list[Stored]            # one message into N boxes, atomic
@@ -34,6 +38,7 @@ it on the changed rows (`mail.modseq`) or on the tombstones of expunged UIDs (`m
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +61,7 @@ from portside.tools import jsonutil
 MAIL_TABLE = "mail"
 EXPUNGED_TABLE = "mail_expunged"
 CHUNK = 500
+THREAD_FROM = 64 * 1024  # bytes: larger messages are parsed and compressed in a worker thread
 
 
 class HasModel(Protocol):
@@ -168,6 +174,23 @@ class MailStore:
     async def ensure_standard(self, uow: UnitOfWork, account_id: int) -> list[Mailbox]:
         return await boxes.ensure_standard(uow, self.model, account_id)
 
+    async def rename_mailbox(self, uow: UnitOfWork, mailbox: Mailbox, new_name: str) -> Mailbox:
+        return await boxes.rename_mailbox(uow, self.model, mailbox, new_name)
+
+    async def delete_mailbox(self, uow: UnitOfWork, mailbox: Mailbox) -> int:
+        return await boxes.delete_mailbox(uow, self.model, mailbox)
+
+    async def set_subscribed(self, uow: UnitOfWork, mailbox: Mailbox, subscribed: bool) -> None:
+        await boxes.set_subscribed(uow, self.model, mailbox, subscribed)
+
+    async def find_message_id(self, mailbox_id: int, message_id: str) -> list[int]:
+        """UIDs of the messages of a mailbox with this Message-ID (a client's APPEND to Sent of a message
+        the server already stored there, e.g. after SMTP submission, can be recognised)."""
+        t = self.model.table(MAIL_TABLE).sa
+        q = sa.select(t.c.uid).where(t.c.mail_box_id == mailbox_id, t.c.message_id == message_id[:500])
+        async with self.db.read() as conn:
+            return [int(u) for u in (await conn.scalars(q.order_by(t.c.uid))).all()]
+
     # -- UIDs and modseqs --------------------------------------------------------------------------
 
     async def _take(self, uow: UnitOfWork, box_id: int, uids: int) -> tuple[int, int]:
@@ -198,8 +221,10 @@ class MailStore:
             return []
         model = self.model
         tm = model.table(MAIL_TABLE)
-        parsed = message.parse(raw)
-        stored_form = message.encode(raw)
+        if len(raw) > THREAD_FROM:  # parsing and compressing megabytes must not stall the event loop
+            parsed, stored_form = await asyncio.to_thread(lambda: (message.parse(raw), message.encode(raw)))
+        else:
+            parsed, stored_form = message.parse(raw), message.encode(raw)
         env = envelope or Envelope()
         when = internal_date or records.now()
         common: dict[str, Any] = {

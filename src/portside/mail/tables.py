@@ -64,6 +64,9 @@ MAIL_SCHEMA: dict[str, Any] = {
             "Columns": [
                 col("username", "email", "varchar(100)", IsUnique=True, IsIndexed=True),
                 col("password", "password", "varchar(200)", IsNullable=True),
+                # the next UIDVALIDITY of a new mailbox of this account: only grows, so a box deleted and created
+                # again never repeats one (mail.boxes)
+                col("next_uidvalidity", "measurement", "bigint", DefaultValue="0", ExcludeFromApi=True),
             ],
             "Validations": [{"ColumnName": "username", "Tags": "required,email"}],
             "Conformations": [{"ColumnName": "username", "Tags": "email"}],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from portside.smtp.protocol import PortsideSMTP
 from portside.tools.lifecycle import Listener
 
 logger = log.get("smtp")
+# aiosmtpd logs every command line (addresses included) at INFO; Portside's own lines say what matters
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 # per connection: how often each verb may be sent (aiosmtpd answers 421 and closes beyond it)
 CALL_LIMITS = {"*": 100, "MAIL": 10000, "RCPT": 100000, "DATA": 10000, "RSET": 10000, "NOOP": 1000, "AUTH": 5}
 
