@@ -479,3 +479,54 @@ def ports_entry(server: Server, admin: str, name: str) -> dict[str, Any] | None:
             if e["name"] == name:
                 return dict(e)
     return None
+
+
+def test_arc_chain_pass_and_fail(world: MailWorld, key: tuple[bytes, str]) -> None:
+    base = text_message("list@signed.org", "alice@example.com", "arc-good", body="via a list\r\n")
+    with_ar = b"Authentication-Results: relay.signed.org; spf=pass smtp.mailfrom=list@signed.org\r\n" + base
+    arc = b"".join(dkim.arc_sign(with_ar, b"sel1", b"signed.org", key[0], b"relay.signed.org"))
+    good = arc + with_ar
+    bad = arc + with_ar.replace(b"arc-good", b"arc-bad").replace(b"via a list", b"changed")
+    with mx(world) as s:
+        for raw in (good, bad):
+            s.mail("list@signed.org")
+            s.rcpt("alice@example.com")
+            assert s.data(raw)[0] == 250
+    [ok] = mails(world.server, world.alice, subject="arc-good")
+    assert json.loads(ok["spam_verdict"])["arc"] == "pass"
+    assert b"arc=pass" in stored_raw(world, "arc-good")
+    [bad_row] = mails(world.server, world.alice, subject="arc-bad")
+    verdict = json.loads(bad_row["spam_verdict"])
+    assert verdict["arc"] == "fail" and {"check": "arc", "result": "fail", "score": 1.0} in verdict["reasons"]
+
+
+def test_uid_counter_and_an_account_without_mailboxes(world: MailWorld) -> None:
+    with world.server.client(world.admin) as c:
+        add_account(c, world.refs["example.com"], "old@example.com", "pw-old-1", user_ref(world.server, world.bob))
+    engine = sa.create_engine(sync_url(world.server.database_url))
+    try:  # an account from before the standard mailboxes (imported Daptin data): no boxes at all
+        with engine.begin() as conn:
+            account = conn.execute(sa.text("SELECT id FROM mail_account WHERE username = 'old@example.com'")).scalar()
+            conn.execute(sa.text("DELETE FROM mail_box WHERE mail_account_id = :a"), {"a": account})
+        with mx(world) as s:
+            for n in (1, 2):
+                assert s.sendmail("x@ext.org", ["old@example.com"], text_message("x@ext.org", "o", f"old-{n}")) == {}
+        with engine.connect() as conn:
+            names = {
+                r[0]
+                for r in conn.execute(sa.text("SELECT name FROM mail_box WHERE mail_account_id = :a"), {"a": account})
+            }
+            inbox = conn.execute(
+                sa.text("SELECT id, nextuid FROM mail_box WHERE mail_account_id = :a AND name = 'INBOX'"),
+                {"a": account},
+            ).one()
+            uids = [
+                r[0]
+                for r in conn.execute(
+                    sa.text("SELECT uid FROM mail WHERE mail_box_id = :b ORDER BY uid"), {"b": inbox[0]}
+                )
+            ]
+    finally:
+        engine.dispose()
+    assert names == {"INBOX", "Sent", "Drafts", "Junk", "Trash", "Archive"}
+    assert uids == [1, 2] and inbox[1] == 3
