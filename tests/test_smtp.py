@@ -530,3 +530,30 @@ def test_uid_counter_and_an_account_without_mailboxes(world: MailWorld) -> None:
         engine.dispose()
     assert names == {"INBOX", "Sent", "Drafts", "Junk", "Trash", "Archive"}
     assert uids == [1, 2] and inbox[1] == 3
+
+
+def test_application_password_logs_in_and_revoking_it_ends_the_session(world: MailWorld) -> None:
+    with world.server.client(world.alice) as c:
+        r = c.post("/action/user_account/create_app_password", json={"attributes": {"name": "mail client"}})
+        assert r.status_code == 200, r.text
+        out = next(x["Attributes"] for x in r.json() if x["ResponseType"] == "action.response")
+    with submission(world, login=False) as s, pytest.raises(smtplib.SMTPAuthenticationError):
+        s.login("bob@example.com", out["secret"])  # alice's application password is not bob's
+    s = submission(world, password=out["secret"])  # alice's account, her owner's application password
+    assert s.mail("alice@example.com")[0] == 250
+    with world.server.client(world.alice) as c:
+        r = c.delete(f"/api/app_password/{out['reference_id']}")
+        assert r.status_code in (200, 204), r.text
+    deadline = time.monotonic() + 10
+    closed = False
+    while time.monotonic() < deadline and not closed:
+        try:
+            s.noop()
+            time.sleep(0.2)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            closed = True
+    assert closed, "the session of a revoked application password stays open"
+    with submission(world, login=False) as s2, pytest.raises(smtplib.SMTPAuthenticationError):
+        s2.login("alice@example.com", out["secret"])
+    with submission(world, login=False) as s3, pytest.raises(smtplib.SMTPAuthenticationError):
+        s3.login("alice@example.com", "secret123")  # the user's sign-in password is not a mail password

@@ -18,6 +18,8 @@ import dns.resolver
 import spf
 
 TIMEOUT = 5.0
+# one answer cache per resolver setting (records are kept for their TTL, as any resolver does)
+_CACHES: dict[str, dns.resolver.LRUCache] = {}
 _current: contextvars.ContextVar[dns.resolver.Resolver | None] = contextvars.ContextVar("mail_dns", default=None)
 
 
@@ -35,6 +37,7 @@ class Lookup:
             r = dns.resolver.Resolver()
         r.lifetime = timeout
         r.timeout = timeout
+        r.cache = _CACHES.setdefault(self.setting, dns.resolver.LRUCache(10_000))  # answers live for their TTL
         self.resolver = r
 
     def txt(self, name: str) -> list[bytes]:
