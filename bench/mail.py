@@ -74,7 +74,15 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 def start_portside(data: Path, database_url: str) -> tuple[subprocess.Popen[str], str]:
-    args = [str(BIN / "python"), "-m", "portside.cli.main", "serve", "--port", "0", "--data-dir", str(data)]
+    args = [
+        str(BIN / "python"),
+        *(os.environ.get("BENCH_PORTSIDE_PREFIX", "-m portside.cli.main").split()),
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data),
+    ]
     args += ["--log-level", "warning"] + (["--database-url", database_url] if database_url else [])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None

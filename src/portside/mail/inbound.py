@@ -99,8 +99,11 @@ class Inbound:
         domain = _domain(address)
         if "@" not in address or not domain:
             return Reply(501, "5.1.3 Bad recipient address syntax")
-        if domain in await self.store.local_domains():
-            if await self.store.account(address) is not None:
+        async with self.db.read() as conn:  # one connection for both questions
+            local = domain in await boxes.local_domains(conn, self.model)
+            known = local and await boxes.account_by_address(conn, self.model, address) is not None
+        if local:
+            if known:
                 return OK_RECIPIENT
             return Reply(550, f"5.1.1 <{address[:200]}>: Recipient address rejected: User unknown")
         if session.actor is not None:
@@ -112,17 +115,18 @@ class Inbound:
         queue_id = uuid.uuid4().hex
         local: dict[int, tuple[Account, str]] = {}
         remote: list[str] = []
-        domains = await self.store.local_domains()
-        for rcpt in dict.fromkeys(rcpts):
-            if _domain(rcpt) in domains:
-                account = await self.store.account(rcpt)
-                if account is None:  # deleted since RCPT: the client retries and hears 550 then
-                    return TRY_LATER
-                local.setdefault(account.id, (account, rcpt))
-            elif session.actor is not None:
-                remote.append(rcpt)
-            else:
-                return Reply(454, "4.1.1 Error: Relay access denied")
+        async with self.db.read() as conn:
+            domains = await boxes.local_domains(conn, self.model)
+            for rcpt in dict.fromkeys(rcpts):
+                if _domain(rcpt) in domains:
+                    account = await boxes.account_by_address(conn, self.model, rcpt)
+                    if account is None:  # deleted since RCPT: the client retries and hears 550 then
+                        return TRY_LATER
+                    local.setdefault(account.id, (account, rcpt))
+                elif session.actor is not None:
+                    remote.append(rcpt)
+                else:
+                    return Reply(454, "4.1.1 Error: Relay access denied")
         received = self._received(session, queue_id, rcpts[0] if len(rcpts) == 1 else "")
         verdict: Verdict | None = None
         if session.actor is not None:
