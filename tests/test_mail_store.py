@@ -408,3 +408,27 @@ def test_mailbox_create_rename_subscribe_delete(world: MailWorld) -> None:
             await db.dispose()
 
     asyncio.run(main())
+
+
+def test_mail_follows_the_account_to_a_new_owner(world: MailWorld) -> None:
+    with world.server.client(world.owner) as c:
+        mine = len(c.get("/api/mail", params={"page[size]": 500}).json()["data"])
+        assert mine > 0 and len(c.get("/api/mail_box", params={"page[size]": 50}).json()["data"]) >= 6
+    with world.server.client(world.stranger) as c:
+        new_owner = me(c)["id"]
+    with world.server.client(world.admin) as c:
+        r = c.patch(
+            f"/api/mail_account/{world.account_ref}",
+            json={
+                "data": {"type": "mail_account", "id": world.account_ref, "attributes": {"user_account_id": new_owner}}
+            },
+        )
+        assert r.status_code == 200, r.text
+    with world.server.client(world.owner) as c:
+        assert c.get("/api/mail").json()["data"] == [] and c.get("/api/mail_box").json()["data"] == []
+    with world.server.client(world.stranger) as c:
+        assert len(c.get("/api/mail", params={"page[size]": 500}).json()["data"]) == mine
+        assert {b["attributes"]["name"] for b in c.get("/api/mail_box", params={"page[size]": 50}).json()["data"]} >= {
+            "INBOX",
+            "Sent",
+        }

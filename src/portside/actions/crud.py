@@ -39,7 +39,7 @@ from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Conflict, Forbidden, Kind, NotFound
-from portside.mail.store import create_standard_mailboxes
+from portside.mail.store import create_standard_mailboxes, reassign_mail
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -386,7 +386,10 @@ class Crud:
         writes.check_links(actor, tm, to_link)
         if to_link:
             await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
-        return await records.update(uow, model, tm, row.id, values, actor=actor.ref)
+        updated = await records.update(uow, model, tm, row.id, values, actor=actor.ref)
+        if table == "mail_account" and OWNER_COLUMN in values:  # the mail goes with the account
+            await reassign_mail(uow, model, row.id)
+        return updated
 
     async def change_links(self, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:
         """Relationship endpoint writes: mode add (POST), replace (PATCH) or remove (DELETE)."""

@@ -314,3 +314,23 @@ async def delete_mailbox(uow: UnitOfWork, model: Model, box: Mailbox) -> int:
     if row is not None:
         await records.delete(uow, model, tm, row, actor=box.owner_ref)
     return removed
+
+
+async def reassign(uow: UnitOfWork, model: Model, account_id: int) -> None:
+    """Give the account's mailboxes, messages and tombstones the account's current owner (one update event per
+    mailbox; messages are changed in bulk: clients re-read a mailbox whose owner changed)."""
+    account = await account_by_id(uow.conn, model, account_id)
+    if account is None:
+        return
+    await lock_account(uow, model, account_id)
+    tm = model.table(BOX_TABLE)
+    box_ids = [b.id for b in await mailboxes_of(uow.conn, model, account_id)]
+    for name in ("mail", "mail_expunged"):
+        t = model.table(name).sa
+        for start in range(0, len(box_ids), 500):
+            chunk = box_ids[start : start + 500]
+            await uow.conn.execute(
+                t.update().where(t.c.mail_box_id.in_(chunk)).values({OWNER_COLUMN: account.owner_id})
+            )
+    for box_id in box_ids:
+        await records.update(uow, model, tm, box_id, {OWNER_COLUMN: account.owner_id}, actor=account.owner_ref)
