@@ -23,6 +23,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from portside import log
 from portside.auth.permissions import Actor
@@ -31,7 +32,7 @@ from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model
 from portside.mail import boxes, checks, message
-from portside.mail.boxes import Account
+from portside.mail.boxes import Account, Mailbox
 from portside.mail.flags import JUNK
 from portside.mail.store import Envelope, MailStore, Target, Verdict
 from portside.tools import names
@@ -143,8 +144,11 @@ class Inbound:
             mail_from=mail_from if mail_from != "<>" else "", ip_addr=session.peer_ip, is_tls=session.tls
         )
         try:
+            junk = verdict is not None and verdict.spam
+            async with self.db.read() as conn:  # found outside the write: the write only locks and inserts
+                found = {aid: await self._box(conn, acc.id, junk) for aid, (acc, _) in local.items()}
             async with self.db.transaction() as uow:
-                targets = [await self._target(uow, acc, rcpt, verdict) for acc, rcpt in local.values()]
+                targets = [await self._target(uow, acc, rcpt, junk, found[aid]) for aid, (acc, rcpt) in local.items()]
                 await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict)
                 if remote:
                     await self._relay(uow, session, mail_from, remote, received + raw, raw)
@@ -161,22 +165,16 @@ class Inbound:
         )
         return Reply(250, f"2.0.0 OK: queued as {queue_id}")
 
-    async def _target(self, uow: UnitOfWork, account: Account, rcpt: str, verdict: Verdict | None) -> Target:
-        junk = verdict is not None and verdict.spam
-        role = "\\Junk" if junk else ""
-        model = self.model
-        box = (
-            await boxes.mailbox_by_role(uow.conn, model, account.id, role)
-            if junk
-            else await boxes.mailbox_by_name(uow.conn, model, account.id, boxes.INBOX)
-        )
+    async def _box(self, conn: Any, account_id: int, junk: bool) -> Mailbox | None:
+        if junk:
+            return await boxes.mailbox_by_role(conn, self.model, account_id, "\\Junk")
+        return await boxes.mailbox_by_name(conn, self.model, account_id, boxes.INBOX)
+
+    async def _target(self, uow: UnitOfWork, account: Account, rcpt: str, junk: bool, box: Mailbox | None) -> Target:
+        """Where the copy for `rcpt` goes (a box deleted since it was looked up fails the UID step: 451)."""
         if box is None:  # an account from before the standard mailboxes
-            await boxes.ensure_standard(uow, model, account.id)
-            box = (
-                await boxes.mailbox_by_role(uow.conn, model, account.id, role)
-                if junk
-                else await boxes.mailbox_by_name(uow.conn, model, account.id, boxes.INBOX)
-            )
+            await boxes.ensure_standard(uow, self.model, account.id)
+            box = await self._box(uow.conn, account.id, junk)
         assert box is not None
         return Target(box, [JUNK] if junk else [], rcpt)
 

@@ -196,9 +196,13 @@ class MailStore:
     async def _take(self, uow: UnitOfWork, box_id: int, uids: int) -> tuple[int, int]:
         """(first of `uids` new UIDs, new modseq) of a mailbox; the row stays locked until commit."""
         b = self.model.table(boxes.BOX_TABLE).sa
-        result = await uow.conn.execute(
-            b.update().where(b.c.id == box_id).values(nextuid=b.c.nextuid + uids, modseq=b.c.modseq + 1)
-        )
+        bump = b.update().where(b.c.id == box_id).values(nextuid=b.c.nextuid + uids, modseq=b.c.modseq + 1)
+        if uow.conn.dialect.name in ("sqlite", "postgresql"):  # one statement (MariaDB has no UPDATE RETURNING)
+            got = (await uow.conn.execute(bump.returning(b.c.nextuid, b.c.modseq))).first()
+            if got is None:
+                raise NotFound("no such mailbox")
+            return int(got[0]) - uids, int(got[1])
+        result = await uow.conn.execute(bump)
         if result.rowcount != 1:
             raise NotFound("no such mailbox")
         row = (await uow.conn.execute(sa.select(b.c.nextuid, b.c.modseq).where(b.c.id == box_id))).one()
