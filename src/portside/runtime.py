@@ -24,6 +24,7 @@ from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
 from portside.actions.files import files_doc
 from portside.actions.live_access import LiveAccess
+from portside.actions.mail_servers import mail_servers_doc
 from portside.actions.services import Services
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
@@ -50,12 +51,14 @@ from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
+from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.live_session import LiveService
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
+from portside.smtp import servers as smtp_servers
 from portside.storage.assets import AssetFiles
 from portside.storage.sites import SiteDirectory
 from portside.storage.stores import StoreService
@@ -86,6 +89,7 @@ class Portside:
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
+        self.mail_servers: smtp_servers.MailServers | None = None  # SMTP listeners from mail_server rows
 
     async def __aenter__(self) -> Portside:
         await self.start()
@@ -144,7 +148,7 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc()]
+        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc(), mail_doc(), mail_servers_doc()]
         catalog = Catalog(db, config, docs, data, s.schema)
         dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path
         await migrate_base(db)
@@ -198,6 +202,8 @@ class Portside:
         await self._apply_https()
         self._ftp = ftp_server.FtpEdge(svc, self.listeners)
         await self._ftp.apply()
+        self.mail_servers = smtp_servers.MailServers(svc, self.listeners)
+        await self._apply_mail()
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -320,6 +326,7 @@ class Portside:
             self._switch.clear()
             try:
                 await self._apply_https()
+                await self._apply_mail()
             except Exception:
                 logger.exception("applying the listener configuration failed")
             try:
@@ -327,6 +334,11 @@ class Portside:
                     await self._ftp.apply()
             except Exception:
                 logger.exception("applying the FTP configuration failed")
+
+    async def _apply_mail(self) -> None:
+        """SMTP listeners follow the enabled mail_server rows (smtp/servers.py)."""
+        if self.mail_servers is not None:
+            await self.mail_servers.apply()
 
     async def stop(self) -> None:
         """Everything that started, in reverse order (listeners drain first); safe to call twice."""
@@ -356,8 +368,10 @@ class Portside:
             self.websub.on_events([event], local=False)
         if event.table == CONFIG_TABLE:
             await svc.config.load()
-            if event.data.get("name") in LISTENER_KEYS:
+            if event.data.get("name") in LISTENER_KEYS | smtp_servers.KEYS:
                 self._switch.set()
+        elif event.table == smtp_servers.SERVER_TABLE:
+            self._switch.set()
         elif event.table == MEMBERSHIP:
             await svc.catalog.refresh_open_mode()
         elif event.table in RELOAD_TABLES:

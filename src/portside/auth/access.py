@@ -192,3 +192,8 @@ def calendar_acl(grants: Grants) -> list[tuple[str, str | None, list[str]]]:
     if public:
         aces.append(("all", None, public))
     return aces
+
+
+def may_read_mailbox(actor: Actor, grants: Grants) -> bool:
+    """A mailbox (and the mail in it) is read by its owner, the mail account's owner (and administrators)."""
+    return allowed(actor, READ, grants)

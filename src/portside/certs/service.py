@@ -57,14 +57,23 @@ class CertificateService:
 
     # -- TLS ---------------------------------------------------------------------------------------
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, default: str | None = None) -> ssl.SSLContext:
+        """A context choosing the certificate by SNI; without SNI (or an unknown name) `default`'s, else the
+        fallback host name's (a mail listener passes its own host name)."""
         ctx = certx.base_context()
-        ctx.sni_callback = self._sni
+        if default is None:
+            ctx.sni_callback = self._sni
+        else:
+            ctx.sni_callback = lambda obj, name, c: self._sni(obj, name, c, default)
         return ctx
 
-    def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+    def _sni(
+        self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext, default: str | None = None
+    ) -> int | None:
         name = (server_name or "").lower().rstrip(".")
-        chosen = self._contexts.get(name) or self._contexts.get(self.fallback)
+        chosen = (
+            self._contexts.get(name) or (default and self._contexts.get(default)) or self._contexts.get(self.fallback)
+        )
         if chosen is None:
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         sslobj.context = chosen

@@ -158,3 +158,40 @@ def dav_error(exc: PortsideError) -> tuple[int, str | None, dict[str, str] | Non
     """(status, precondition element name or None, headers) for an error on the DAV edge."""
     own = getattr(exc, "precondition", None)
     return exc.status, own if isinstance(own, str) else DAV_ERROR[exc.kind], retry_headers(exc)
+
+
+# -- SMTP ----------------------------------------------------------------------------------------------------
+
+SMTP_REPLY: dict[Kind, str] = {
+    Kind.BAD_REQUEST: "501 5.5.4",
+    Kind.VALIDATION_FAILED: "501 5.5.4",
+    Kind.SCHEMA_INVALID: "501 5.5.4",
+    Kind.UNSUPPORTED_EXPRESSION: "501 5.5.4",
+    Kind.UNAUTHORIZED: "530 5.7.0",
+    Kind.LOGIN_FAILED: "535 5.7.8",
+    Kind.TOKEN_EXPIRED: "535 5.7.8",
+    Kind.TOKEN_REVOKED: "535 5.7.8",
+    Kind.FORBIDDEN: "550 5.7.1",
+    Kind.NOT_FOUND: "550 5.1.1",
+    Kind.TABLE_NOT_FOUND: "550 5.1.1",
+    Kind.ROW_NOT_FOUND: "550 5.1.1",
+    Kind.METHOD_NOT_ALLOWED: "502 5.5.1",
+    Kind.CONFLICT: "451 4.3.0",
+    Kind.UNIQUE_VIOLATION: "451 4.3.0",
+    Kind.PAYLOAD_TOO_LARGE: "552 5.3.4",
+    Kind.UNSUPPORTED_MEDIA_TYPE: "554 5.6.0",
+    Kind.TOO_MANY_REQUESTS: "454 4.7.0",
+    Kind.RATE_LIMITED: "454 4.7.0",
+    Kind.INTERNAL: "451 4.3.0",
+    Kind.UPSTREAM_FAILED: "451 4.4.0",
+    Kind.UNAVAILABLE: "421 4.3.0",
+    Kind.GOING_AWAY: "421 4.3.2",
+    Kind.TOO_SLOW: "421 4.4.2",
+}
+
+
+def smtp_reply(exc: PortsideError) -> str:
+    """One SMTP reply line for an error: code, enhanced status code, and the error's detail (one line)."""
+    detail: str = exc.detail or exc.title
+    text = " ".join(detail.split())[:200]  # one line: no CR/LF from a detail can reach the wire
+    return f"{SMTP_REPLY[exc.kind]} {text}"

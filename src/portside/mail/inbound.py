@@ -1,0 +1,222 @@
+"""Receiving mail (the service behind the SMTP edge): who may send, who may receive, and storing a message.
+
+Decisions, in order:
+
+- MAIL FROM: an authenticated session may only use an address it owns (a `mail_account` username of the
+  signed-in user; 553 5.7.1 otherwise, and never the null sender). Anyone else may use any sender: SPF judges.
+- RCPT TO (per recipient): a local domain (mail_server hostnames and their `domains`) with an account ->
+  accepted; a local domain without one -> `550 5.1.1` now, not after DATA; a foreign domain -> accepted for
+  an authenticated session (relay through the outbox), else `454 4.1.1 Error: Relay access denied: <domain>`.
+- DATA: unauthenticated mail is checked (SPF, DKIM, ARC, DMARC: `mail.checks`) in a worker thread; a
+  `Received` and an `Authentication-Results` field are prepended (forged ones claiming our name dropped);
+  junk goes to the Junk mailbox with `$Junk`. Every local copy, the outbox rows of foreign recipients and
+  the sender's one Sent copy are written in ONE transaction, committed before the reply: `250` means stored
+  durably for every recipient, any failure is `451 4.3.0` for all (nothing stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from portside import log
+from portside.auth.permissions import Actor
+from portside.core import records
+from portside.core.config import ConfigStore
+from portside.core.db import Database, UnitOfWork
+from portside.core.model import OWNER_COLUMN, Model
+from portside.mail import boxes, checks, message
+from portside.mail.boxes import Account, Mailbox
+from portside.mail.flags import JUNK
+from portside.mail.store import Envelope, MailStore, Target, Verdict
+from portside.tools import names
+
+logger = log.get("mail.inbound")
+RESOLVER_KEY = "mail.dns_resolver"
+OUTBOX_TABLE = "outbox"
+_HELO = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
+_SAFE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]{1,64}@[A-Za-z0-9.\-]{1,190}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+OK_SENDER = Reply(250, "2.1.0 OK")
+OK_RECIPIENT = Reply(250, "2.1.5 OK")
+TRY_LATER = Reply(451, "4.3.0 Error: could not store the message, try again later")
+
+
+@dataclass
+class Session:
+    """What the SMTP edge knows about one connection."""
+
+    hostname: str  # the listener's mail_server hostname (EHLO name, authserv-id)
+    server_id: int | None
+    peer_ip: str = ""
+    helo: str = ""
+    tls: bool = False
+    actor: Actor | None = None  # the signed-in account's owner
+    account_id: int | None = None  # the signed-in mail account
+    login_name: str = ""
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
+
+
+class Inbound:
+    def __init__(self, db: Database, config: ConfigStore, store: MailStore):
+        self.db, self.config, self.store = db, config, store
+
+    @property
+    def model(self) -> Model:
+        return self.store.model
+
+    async def sender(self, session: Session, address: str) -> Reply:
+        if session.actor is None:
+            return OK_SENDER
+        account = await self.store.account(address) if address and address != "<>" else None
+        if account is None or account.owner_id != session.actor.user_id or account.owner_id is None:
+            return Reply(553, f"5.7.1 Sender address rejected: not owned by {session.login_name}")
+        return OK_SENDER
+
+    async def recipient(self, session: Session, address: str) -> Reply:
+        try:
+            names.email(names.identifier(address, "address", 320))
+        except (names.BadName, ValueError):
+            return Reply(501, "5.1.3 Bad recipient address syntax")
+        domain = _domain(address)
+        if "@" not in address or not domain:
+            return Reply(501, "5.1.3 Bad recipient address syntax")
+        async with self.db.read() as conn:  # one connection for both questions
+            local = domain in await boxes.local_domains(conn, self.model)
+            known = local and await boxes.account_by_address(conn, self.model, address) is not None
+        if local:
+            if known:
+                return OK_RECIPIENT
+            return Reply(550, f"5.1.1 <{address[:200]}>: Recipient address rejected: User unknown")
+        if session.actor is not None:
+            return OK_RECIPIENT
+        return Reply(454, f"4.1.1 Error: Relay access denied: {domain[:200]}")
+
+    async def receive(self, session: Session, mail_from: str, rcpts: Sequence[str], raw: bytes) -> Reply:
+        """Store one message for every recipient, or nothing (see the module text)."""
+        queue_id = uuid.uuid4().hex
+        local: dict[int, tuple[Account, str]] = {}
+        remote: list[str] = []
+        async with self.db.read() as conn:
+            domains = await boxes.local_domains(conn, self.model)
+            for rcpt in dict.fromkeys(rcpts):
+                if _domain(rcpt) in domains:
+                    account = await boxes.account_by_address(conn, self.model, rcpt)
+                    if account is None:  # deleted since RCPT: the client retries and hears 550 then
+                        return TRY_LATER
+                    local.setdefault(account.id, (account, rcpt))
+                elif session.actor is not None:
+                    remote.append(rcpt)
+                else:
+                    return Reply(454, "4.1.1 Error: Relay access denied")
+        received = self._received(session, queue_id, rcpts[0] if len(rcpts) == 1 else "")
+        verdict: Verdict | None = None
+        if session.actor is not None:
+            trace = received + checks.authenticated_results(session.hostname, session.login_name)
+        else:
+            resolver = self.config.get(RESOLVER_KEY) or ""
+            results = await asyncio.to_thread(
+                checks.check, raw, ip=session.peer_ip, mail_from=mail_from, helo=session.helo, resolver=resolver
+            )
+            trace = received + checks.authentication_results(session.hostname, results, mail_from)
+            verdict = Verdict(results.score, results.junk, results.detail())
+        stored = trace + checks.strip_forged_results(raw, session.hostname)
+        envelope = Envelope(
+            mail_from=mail_from if mail_from != "<>" else "", ip_addr=session.peer_ip, is_tls=session.tls
+        )
+        try:
+            junk = verdict is not None and verdict.spam
+            async with self.db.read() as conn:  # found outside the write: the write only locks and inserts
+                found = {aid: await self._box(conn, acc.id, junk) for aid, (acc, _) in local.items()}
+            async with self.db.transaction() as uow:
+                targets = [await self._target(uow, acc, rcpt, junk, found[aid]) for aid, (acc, rcpt) in local.items()]
+                await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict)
+                if remote:
+                    await self._relay(uow, session, mail_from, remote, received + raw, raw)
+        except Exception:
+            logger.exception("storing message %s from %s failed", queue_id, session.peer_ip)
+            return TRY_LATER
+        logger.info(
+            "stored %s from=%s local=%d relay=%d score=%s",
+            queue_id,
+            mail_from,
+            len(local),
+            len(remote),
+            None if verdict is None else verdict.score,
+        )
+        return Reply(250, f"2.0.0 OK: queued as {queue_id}")
+
+    async def _box(self, conn: Any, account_id: int, junk: bool) -> Mailbox | None:
+        if junk:
+            return await boxes.mailbox_by_role(conn, self.model, account_id, "\\Junk")
+        return await boxes.mailbox_by_name(conn, self.model, account_id, boxes.INBOX)
+
+    async def _target(self, uow: UnitOfWork, account: Account, rcpt: str, junk: bool, box: Mailbox | None) -> Target:
+        """Where the copy for `rcpt` goes (a box deleted since it was looked up fails the UID step: 451)."""
+        if box is None:  # an account from before the standard mailboxes
+            await boxes.ensure_standard(uow, self.model, account.id)
+            box = await self._box(uow.conn, account.id, junk)
+        assert box is not None
+        return Target(box, [JUNK] if junk else [], rcpt)
+
+    async def _relay(
+        self, uow: UnitOfWork, session: Session, mail_from: str, rcpts: list[str], outgoing: bytes, original: bytes
+    ) -> None:
+        """One outbox row per foreign recipient (the delivery side sends them) and one Sent copy."""
+        model = self.model
+        tm = model.table(OUTBOX_TABLE)
+        encoded = message.encode(outgoing)
+        now = records.now()
+        for rcpt in rcpts:
+            values = {
+                "from_address": mail_from[:200],
+                "to_address": rcpt[:200],
+                "to_host": _domain(rcpt)[:200],
+                "mail": encoded,
+                "sent": False,
+                "retry_count": 0,
+                "next_retry_at": now,
+                "mail_server_id": session.server_id,
+                OWNER_COLUMN: None,
+            }
+            await records.insert(uow, model, tm, values, permission=0, actor=None)
+        sender = await boxes.account_by_address(uow.conn, model, mail_from)
+        if sender is None:
+            return
+        sent = await boxes.mailbox_by_role(uow.conn, model, sender.id, "\\Sent")
+        if sent is None:
+            await boxes.ensure_standard(uow, model, sender.id)
+            sent = await boxes.mailbox_by_role(uow.conn, model, sender.id, "\\Sent")
+        assert sent is not None
+        await self.store.deliver(uow, [Target(sent, ["\\Seen"])], original)
+
+    @staticmethod
+    def _received(session: Session, queue_id: str, rcpt: str) -> bytes:
+        helo = _HELO.sub("", session.helo)[:100] or "unknown"
+        ip = _HELO.sub("", session.peer_ip)[:60]
+        proto = "ESMTP" + ("S" if session.tls else "") + ("A" if session.actor is not None else "")
+        host = _HELO.sub("", session.hostname)[:100]
+        date = email.utils.format_datetime(dt.datetime.now(dt.UTC))
+        line = f"Received: from {helo} ({ip})\r\n\tby {host} (Portside) with {proto} id {queue_id}"
+        if rcpt and _SAFE_ADDRESS.fullmatch(rcpt):
+            line += f"\r\n\tfor <{rcpt}>"
+        return (line + f";\r\n\t{date}\r\n").encode()
