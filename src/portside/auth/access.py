@@ -57,6 +57,11 @@ def administers(actor: Actor) -> bool:
     return actor.is_admin
 
 
+def owns_or_administers(actor: Actor, owner_ref: str | None) -> bool:
+    """The caller is the owner named (a user's own home, principal or collection) or an administrator."""
+    return actor.is_admin or (owner_ref is not None and owner_ref == actor.ref)
+
+
 def may_administer(actor: Actor, *, open_mode: bool = False) -> bool:
     """Administrator-only operations (schema changes, certificates); before the first administrator exists
     (`open_mode`) anyone may, as in Daptin."""

@@ -130,7 +130,7 @@ async def resolve(store: DavStore, actor: Actor, path: str) -> Target:
         user = await store.user(segments[1])
     if user is None:
         return Target("missing", segments)
-    own = actor.is_admin or user[1] == actor.ref
+    own = access.owns_or_administers(actor, user[1])
     if len(segments) == 2:
         return Target("principal" if own else "missing", segments, user)
     assert home is not None

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from starlette.responses import Response
 
+from portside.auth import access
 from portside.auth.permissions import CREATE, DELETE, READ, UPDATE
 from portside.dav import xml
 from portside.dav.context import HOMES, MAX_OBJECT_BODY, Ctx, resolve
@@ -93,7 +94,7 @@ async def do_DELETE(ctx: Ctx) -> Response:
         return Response(status_code=204)
     if t.kind == "collection" and t.coll is not None:
         ctx.require(DELETE)
-        if t.coll.owner_ref != ctx.actor.ref and not ctx.actor.is_admin:
+        if not access.owns_or_administers(ctx.actor, t.coll.owner_ref):
             raise Forbidden("only the owner deletes a collection")
         await ctx.store.delete_collection(ctx.actor, t.coll)
         return Response(status_code=204)
@@ -150,7 +151,7 @@ async def _make(ctx: Ctx, calendar_only: bool) -> Response:
         if t.kind in ("collection", "home", "principal", "root", "users"):
             return Response(status_code=405, headers={"Allow": "PROPFIND, PROPPATCH, DELETE"})
         raise Conflict("a collection is made inside a home set")
-    if t.user[1] != ctx.actor.ref and not ctx.actor.is_admin:
+    if not access.owns_or_administers(ctx.actor, t.user[1]):
         raise Forbidden("not your home set")
     kind = HOMES[t.home]
     body = await ctx.body()
