@@ -100,7 +100,12 @@ class MailServers:
         listener = SmtpListener(name, settings, self._context(settings, row_id), lambda: self._tls(settings.hostname))
         try:
             if certs is not None and certs.material(settings.hostname) is None:
-                await certs.ensure(settings.hostname)
+                try:
+                    await certs.ensure(settings.hostname)
+                except Exception:  # another node may have made it at the same moment: take theirs
+                    await certs.reload()
+                    if certs.material(settings.hostname) is None:
+                        raise
                 await certs.reload()
         except Exception as exc:
             why = f"no certificate for {settings.hostname}: {exc}"
