@@ -147,6 +147,7 @@ MAIL_SCHEMA: dict[str, Any] = {
                 col("retry_count", "measurement", "int(11)", DefaultValue="0"),
                 col("last_error", "content", "text", IsNullable=True),
                 col("next_retry_at", "datetime", "timestamp", IsNullable=True, IsIndexed=True),
+                col("failed", "truefalse", "boolean", DefaultValue="false", IsIndexed=True),  # bounced: no retry
             ],
         },
     ],

@@ -1,0 +1,231 @@
+"""Talking to other mail servers: MX lookup through the configured resolver, SMTP with verified STARTTLS.
+
+- Routes: the smarthost of config `mail.smarthost` (`host:port`, optional AUTH with `mail.smarthost_username`
+  / `mail.smarthost_password`), else the recipient domain's MX hosts by preference (no MX: the domain itself,
+  RFC 5321 §5.1; a null MX `.` means the domain takes no mail: permanent failure), each host's addresses
+  looked up through the same resolver (config `mail.dns_resolver`, `address:port`, empty = the system's), port
+  config `mail.delivery_port` (25).
+- A session: EHLO with the outbox row's mail server name, STARTTLS whenever offered with certificate and
+  host name verification (SNI = the MX host; a failure fails the attempt; extra trusted CAs from config
+  `mail.delivery_ca_file`), then one MAIL/RCPT/DATA per message over the same connection.
+- Outcomes: a 5xx reply is permanent (the caller fails the row and bounces), everything else (4xx, no
+  connection, timeouts, TLS failures, DNS trouble) is temporary (retried with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosmtplib
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+
+from portside import log
+
+logger = log.get("mail.delivery")
+DEFAULT_PORT = 25
+CONNECT_TIMEOUT = 30.0
+MAX_MX = 10
+
+
+@dataclass(frozen=True)
+class Message:
+    """One outbox row to deliver: envelope plus raw bytes."""
+
+    key: int
+    sender: str
+    recipient: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Result:
+    key: int
+    ok: bool
+    permanent: bool = False
+    error: str = ""
+    code: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    resolver: str = ""
+    port: int = DEFAULT_PORT
+    smarthost: str = ""
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+    timeout: float = CONNECT_TIMEOUT
+
+
+class RouteError(Exception):
+    def __init__(self, text: str, *, permanent: bool):
+        super().__init__(text)
+        self.permanent = permanent
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """`host:port`, `[v6]:port`, or a bare host; ValueError otherwise."""
+    value = text.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else str(default_port)
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return host, int(port)
+
+
+def make_resolver(setting: str, timeout: float = 5.0) -> dns.asyncresolver.Resolver:
+    if setting.strip():
+        host, port = parse_hostport(setting, 53)
+        r = dns.asyncresolver.Resolver(configure=False)
+        r.nameservers = [host]
+        r.port = port
+    else:
+        r = dns.asyncresolver.Resolver()
+    r.lifetime = timeout
+    r.timeout = timeout
+    return r
+
+
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    return ctx
+
+
+async def _addresses(resolver: dns.asyncresolver.Resolver, host: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    out: list[str] = []
+    for qtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(host, qtype, raise_on_no_answer=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+            continue
+        out.extend(r.to_text() for r in answer)
+    return out
+
+
+async def mx_hosts(resolver: dns.asyncresolver.Resolver, domain: str) -> list[str]:
+    """The hosts that take mail for `domain`, best first (RouteError when there are none)."""
+    try:
+        answer = await resolver.resolve(domain, "MX", raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        raise RouteError(f"domain {domain} does not exist", permanent=True) from None
+    except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
+        raise RouteError(f"MX lookup for {domain} failed: {type(exc).__name__}", permanent=False) from None
+    records = sorted(((r.preference, r.exchange.to_text().rstrip(".")) for r in answer), key=lambda p: p[0])
+    if not records:
+        return [domain]  # implicit MX: the domain itself
+    if len(records) == 1 and records[0][1] in ("", "."):
+        raise RouteError(f"domain {domain} accepts no mail (null MX)", permanent=True)
+    return [host for _, host in records if host][:MAX_MX]
+
+
+async def targets(settings: Settings, domain: str) -> list[tuple[str, str, int]]:
+    """(name for TLS, address, port) to try in order."""
+    if settings.smarthost:
+        host, port = parse_hostport(settings.smarthost, 587)
+        return [(host, host, port)]
+    resolver = make_resolver(settings.resolver)
+    out: list[tuple[str, str, int]] = []
+    for host in await mx_hosts(resolver, domain):
+        try:
+            for addr in await _addresses(resolver, host):
+                out.append((host, addr, settings.port))
+        except dns.exception.DNSException:
+            continue
+    if not out:
+        raise RouteError(f"no address for the mail hosts of {domain}", permanent=False)
+    return out
+
+
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}"[:500]
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+async def _session(
+    settings: Settings, ehlo: str, name: str, addr: str, port: int, batch: Sequence[Message]
+) -> list[Result]:
+    """One SMTP connection delivering `batch`; raises for a failure of the connection as a whole."""
+    smtp = aiosmtplib.SMTP(
+        hostname=addr, port=port, local_hostname=ehlo or None, start_tls=False, timeout=settings.timeout
+    )
+    await smtp.connect()
+    try:
+        await smtp.ehlo()
+        if smtp.supports_extension("starttls"):
+            await smtp.starttls(server_hostname=name, tls_context=tls_context(settings.ca_file))
+            await smtp.ehlo()
+        if settings.smarthost and settings.username:
+            await smtp.login(settings.username, settings.password)
+        results: list[Result] = []
+        for m in batch:
+            try:
+                errors, _ = await smtp.sendmail(m.sender, [m.recipient], m.raw)
+                if errors:
+                    code, text = next(iter(errors.values()))
+                    results.append(Result(m.key, False, code >= 500, f"{code} {text}"[:500], code))
+                else:
+                    results.append(Result(m.key, True))
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0] if exc.recipients else None
+                code = refused.code if refused is not None else 450
+                results.append(Result(m.key, False, code >= 500, _text(refused or exc), code))
+                await _reset(smtp)
+            except aiosmtplib.SMTPResponseException as exc:
+                results.append(Result(m.key, False, exc.code >= 500, _text(exc), exc.code))
+                await _reset(smtp)
+        return results
+    finally:
+        try:
+            await smtp.quit()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            smtp.close()
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        await smtp.rset()
+
+
+async def deliver(settings: Settings, ehlo: str, domain: str, batch: Sequence[Message]) -> list[Result]:
+    """Deliver messages for one recipient domain; one Result per message, in order."""
+    try:
+        hosts = await targets(settings, domain)
+    except RouteError as exc:
+        return [Result(m.key, False, exc.permanent, str(exc)[:500]) for m in batch]
+    except ValueError as exc:
+        return [Result(m.key, False, False, f"mail.smarthost: {exc}"[:500]) for m in batch]
+    last = "no mail host tried"
+    for name, addr, port in hosts:
+        try:
+            results = await _session(settings, ehlo, name, addr, port, batch)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500 and settings.smarthost:  # the smarthost refuses us: the same for every try
+                return [Result(m.key, False, True, _text(exc), exc.code) for m in batch]
+            last = f"{name}[{addr}]:{port}: {_text(exc)}"
+            continue
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
+            last = f"{name}[{addr}]:{port}: {_text(exc)}"
+            logger.info("delivery to %s failed: %s", domain, last)
+            continue
+        return results
+    return [Result(m.key, False, False, last[:500]) for m in batch]
