@@ -14,6 +14,7 @@ html, attachments (file-column form), reply_to, mail_server_hostname (else confi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,10 @@ SIGNED_IN = masks.combine(masks.AUTH_EXECUTE, masks.guest(masks.PEEK))
 MAX_BODY = 5 * 1024 * 1024
 DEFAULT_MAX_RECIPIENTS = 10_000
 DEFAULT_MAX_ATTACHMENTS = 20 * 1024 * 1024
-DKIM_KEY_PREFIX = "mail.dkim.private_key."
+def dkim_config_key(domain: str) -> str:
+    """`dkim.<10 hex of sha256(domain)>.private_key`: a secret key (write-only through the API), short
+    enough for the event log's reference column (config events carry `backend/<key>`, at most 36)."""
+    return f"dkim.{hashlib.sha256(domain.encode()).hexdigest()[:10]}.private_key"
 
 
 def _field(name: str, ctype: str = "label") -> dict[str, Any]:
@@ -135,13 +139,13 @@ def dkim_key(s: Services, domain: str) -> str | None:
     """The DKIM signing key of a domain: the key of its `certificate` row when that is RSA (Daptin's and ACME
     rows); Portside's own self-signed certificates have EC keys, which DKIM cannot use (rsa-sha256), so
     such a domain signs with an RSA key of its own, made by the `dkim_dns_record` action and kept encrypted
-    in config `mail.dkim.private_key.<domain>` (a secret key: never readable through the API)."""
+    in config (`dkim_config_key`, a secret key: never readable through the API)."""
     material = s.certs.material(domain) if s.certs is not None else None
     if material is None:
         return None
     if _is_rsa(material.key_pem):
         return material.key_pem
-    stored = s.config.get(DKIM_KEY_PREFIX + domain)
+    stored = s.config.get(dkim_config_key(domain))
     if not stored:
         return None
     try:
@@ -160,7 +164,7 @@ async def ensure_dkim_key(s: Services, domain: str) -> str:
     pem = fresh.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode("ascii")
-    stored = await s.config.setdefault(DKIM_KEY_PREFIX + domain, crypto.encrypt(s.crud.secret, pem))
+    stored = await s.config.setdefault(dkim_config_key(domain), crypto.encrypt(s.crud.secret, pem))
     return crypto.decrypt(s.crud.secret, stored)
 
 

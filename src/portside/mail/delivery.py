@@ -9,7 +9,8 @@
   host name verification (SNI = the MX host; a failure fails the attempt; extra trusted CAs from config
   `mail.delivery_ca_file`), then one MAIL/RCPT/DATA per message over the same connection.
 - Outcomes: a 5xx reply is permanent (the caller fails the row and bounces), everything else (4xx, no
-  connection, timeouts, TLS failures, DNS trouble) is temporary (retried with backoff).
+  connection, timeouts, TLS failures, DNS trouble, a refused greeting, EHLO or AUTH: a configuration matter,
+  not the message's) is temporary (retried with backoff).
 """
 
 from __future__ import annotations
@@ -218,11 +219,6 @@ async def deliver(settings: Settings, ehlo: str, domain: str, batch: Sequence[Me
     for name, addr, port in hosts:
         try:
             results = await _session(settings, ehlo, name, addr, port, batch)
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500 and settings.smarthost:  # the smarthost refuses us: the same for every try
-                return [Result(m.key, False, True, _text(exc), exc.code) for m in batch]
-            last = f"{name}[{addr}]:{port}: {_text(exc)}"
-            continue
         except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
             last = f"{name}[{addr}]:{port}: {_text(exc)}"
             logger.info("delivery to %s failed: %s", domain, last)
