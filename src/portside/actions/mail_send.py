@@ -39,6 +39,8 @@ SIGNED_IN = masks.combine(masks.AUTH_EXECUTE, masks.guest(masks.PEEK))
 MAX_BODY = 5 * 1024 * 1024
 DEFAULT_MAX_RECIPIENTS = 10_000
 DEFAULT_MAX_ATTACHMENTS = 20 * 1024 * 1024
+
+
 def dkim_config_key(domain: str) -> str:
     """`dkim.<10 hex of sha256(domain)>.private_key`: a secret key (write-only through the API), short
     enough for the event log's reference column (config events carry `backend/<key>`, at most 36)."""
