@@ -110,11 +110,16 @@ class Courier:
             gate = asyncio.Semaphore(concurrency)
             timeout = max(policy.ttl * 0.8, 1.0)
 
+            domains = sorted({domain for _, domain in groups})
+            found = await asyncio.gather(*(delivery.route(settings, d) for d in domains))  # one lookup each
+            routes = dict(zip(domains, found, strict=True))
+
             async def one(ehlo: str, domain: str, rows: list[Claimed]) -> list[delivery.Result]:
                 batch = [delivery.Message(r.id, r.sender, r.recipient, r.raw or b"") for r in rows]
                 async with gate:
                     try:
-                        return await asyncio.wait_for(delivery.deliver(settings, ehlo, domain, batch), timeout)
+                        job = delivery.deliver(settings, ehlo, domain, batch, routes[domain])
+                        return await asyncio.wait_for(job, timeout)
                     except TimeoutError:
                         return [delivery.Result(m.key, False, False, "delivery timed out") for m in batch]
 
@@ -132,11 +137,13 @@ class Courier:
         summary = Summary(claimed=len(rows))
         model = self.store.model
         async with self.db.transaction() as uow:
+            delivered = [res.key for res in results if res.ok]
+            if delivered:
+                await outbox.mark_sent(uow, model, delivered)
+                summary.sent = len(delivered)
             for res in results:
                 row = rows[res.key]
                 if res.ok:
-                    await outbox.mark_sent(uow, model, row.id)
-                    summary.sent += 1
                     continue
                 final = await outbox.mark_failure(uow, model, policy, row, res.error, permanent=res.permanent)
                 if not final:

@@ -207,14 +207,29 @@ async def _reset(smtp: aiosmtplib.SMTP) -> None:
         await smtp.rset()
 
 
-async def deliver(settings: Settings, ehlo: str, domain: str, batch: Sequence[Message]) -> list[Result]:
-    """Deliver messages for one recipient domain; one Result per message, in order."""
+async def route(settings: Settings, domain: str) -> list[tuple[str, str, int]] | Result:
+    """The hosts to try for a domain, or the Result (key 0) every message for it gets."""
     try:
-        hosts = await targets(settings, domain)
+        return await targets(settings, domain)
     except RouteError as exc:
-        return [Result(m.key, False, exc.permanent, str(exc)[:500]) for m in batch]
+        return Result(0, False, exc.permanent, str(exc)[:500])
     except ValueError as exc:
-        return [Result(m.key, False, False, f"mail.smarthost: {exc}"[:500]) for m in batch]
+        return Result(0, False, False, f"mail.smarthost: {exc}"[:500])
+
+
+async def deliver(
+    settings: Settings,
+    ehlo: str,
+    domain: str,
+    batch: Sequence[Message],
+    hosts: list[tuple[str, str, int]] | Result | None = None,
+) -> list[Result]:
+    """Deliver messages for one recipient domain (over `hosts` from `route`, looked up when not given);
+    one Result per message, in order."""
+    if hosts is None:
+        hosts = await route(settings, domain)
+    if isinstance(hosts, Result):
+        return [Result(m.key, False, hosts.permanent, hosts.error) for m in batch]
     last = "no mail host tried"
     for name, addr, port in hosts:
         try:

@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from portside.core import masks, records
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
+from portside.core.events import EventDraft
 from portside.core.masks import PEEK, READ
 from portside.core.model import OWNER_COLUMN, Model
+from portside.core.records import RowData
 from portside.mail import message
 
 TABLE = "outbox"
@@ -33,6 +35,7 @@ SERVER_TABLE = "mail_server"
 PERMISSION = masks.owner(PEEK, READ)
 DEFAULT_TTL = 90
 DEFAULT_ATTEMPTS = 5
+CHUNK = 500
 DEFAULT_BASE = 60.0  # seconds: the n-th failure waits base * 2**n (Daptin: 2, 4, 8, 16 minutes)
 
 
@@ -89,7 +92,7 @@ async def enqueue(
     """One waiting row per recipient (due now); their refs. The owner (the sender's user) may read them."""
     tm = model.table(TABLE)
     stored = message.encode(raw)
-    refs: list[str] = []
+    ids: list[int] = []
     for rcpt in recipients:
         values: dict[str, Any] = {
             "from_address": sender[:200],
@@ -103,9 +106,21 @@ async def enqueue(
             "mail_server_id": mail_server_id,
             OWNER_COLUMN: owner_id,
         }
-        row = await records.insert(uow, model, tm, values, permission=PERMISSION, actor=owner_ref)
-        refs.append(row.ref)
-    return refs
+        ids.append(await records.insert_row(uow, model, tm, values, permission=PERMISSION, actor=owner_ref))
+    return [row.ref for row in await _emit_rows(uow, model, ids, "create", owner_ref)]
+
+
+async def _emit_rows(uow: UnitOfWork, model: Model, ids: Sequence[int], kind: str, actor: str | None) -> list[RowData]:
+    """One event per row, the rows read back in chunks (a 2,000-recipient message is 4 reads, not 2,000)."""
+    tm = model.table(TABLE)
+    out: list[RowData] = []
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start : start + CHUNK])
+        rows = await records.fetch(uow.conn, model, tm, tm.sa.c.id.in_(chunk), order_by=[tm.sa.c.id])
+        for row in rows:
+            await uow.emit(EventDraft(TABLE, kind, row.ref, records.event_payload(tm, row.attrs), row.grants, actor))
+        out.extend(rows)
+    return out
 
 
 def _due(t: sa.Table, now: dt.datetime, attempts: int) -> Any:
@@ -184,9 +199,17 @@ async def next_due(db: Database, model: Model, policy: Policy) -> dt.datetime | 
     return value if isinstance(value, dt.datetime) else None
 
 
-async def mark_sent(uow: UnitOfWork, model: Model, row_id: int) -> None:
+async def mark_sent(uow: UnitOfWork, model: Model, row_ids: Sequence[int]) -> None:
+    """Delivered: one UPDATE per chunk, one event per row."""
+    t = model.table(TABLE).sa
     values = {"sent": True, "last_error": None, "next_retry_at": None}
-    await records.update(uow, model, model.table(TABLE), row_id, values, actor=None)
+    for start in range(0, len(row_ids), CHUNK):
+        chunk = list(row_ids[start : start + CHUNK])
+        stamp = records.now()
+        await uow.conn.execute(
+            t.update().where(t.c.id.in_(chunk)).values(**values, version=t.c.version + 1, updated_at=stamp)
+        )
+    await _emit_rows(uow, model, row_ids, "update", None)
 
 
 async def mark_failure(
