@@ -155,6 +155,10 @@ async def targets(settings: Settings, domain: str) -> list[tuple[str, str, int]]
     return out
 
 
+def _clip(text: str) -> str:
+    return text[:500]
+
+
 def _text(exc: BaseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}"[:500]
@@ -212,7 +216,7 @@ async def route(settings: Settings, domain: str) -> list[tuple[str, str, int]] |
     try:
         return await targets(settings, domain)
     except RouteError as exc:
-        return Result(0, False, exc.permanent, str(exc)[:500])
+        return Result(0, False, exc.permanent, _clip(str(exc)))
     except ValueError as exc:
         return Result(0, False, False, f"mail.smarthost: {exc}"[:500])
 
