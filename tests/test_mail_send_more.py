@@ -294,3 +294,42 @@ def test_mailbox_status_shows_only_what_the_caller_may_see(world: World) -> None
         assert r.status_code == 400, (bad, r.text)
     with world.c() as c:
         assert c.post("/action/mail_box/status", json={"attributes": {}}).status_code in (401, 403)
+
+
+# -- mail.send as the performer of a user-defined action -----------------------------------------------
+
+NOTIFY_SCHEMA = f"""
+Actions:
+  - Name: notify_by_mail
+    Label: Notify by mail
+    OnType: world
+    InstanceOptional: true
+    InFields:
+      - ColumnName: who
+        ColumnType: email
+    OutFields:
+      - Type: mail.send
+        Method: EXECUTE
+        Attributes:
+          from: bob@{DOMAIN}
+          to: "~who"
+          subject: Notice
+          body: "Hello $who"
+"""
+
+
+def test_mail_send_as_an_outcome_of_a_schema_action(world: World) -> None:
+    from support import schema_upload
+
+    with world.c(world.admin) as c:
+        r = schema_upload(c, NOTIFY_SCHEMA)
+        assert r.status_code == 200, r.text
+    got = len(world.sink.recipients())
+    with world.c(world.owner) as c:  # bob@ belongs to the owner
+        r = c.post("/action/world/notify_by_mail", json={"attributes": {"who": f"zoe@{DOMAIN}"}})
+        assert r.status_code == 200, r.text
+    world.sink.wait(got + 1)
+    assert world.sink.messages[-1].rcpt_tos == [f"zoe@{DOMAIN}"] and b"Hello zoe@" in world.sink.messages[-1].data
+    with world.c(world.stranger) as c:  # the outcome runs as the caller: not the account's owner
+        r = c.post("/action/world/notify_by_mail", json={"attributes": {"who": f"zoe@{DOMAIN}"}})
+        assert r.status_code == 403, r.text
