@@ -91,7 +91,7 @@ class Received:
 @dataclass
 class _Handler:
     messages: list[Received] = field(default_factory=list)
-    rules: Callable[[str], str | None] | None = None
+    close_after: int | None = None  # answer 421 (and close) to every message after this many
 
     async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str, options: Any) -> str:
         local = address.split("@", 1)[0].lower()
@@ -103,6 +103,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        if self.close_after is not None and len(self.messages) >= self.close_after:
+            return "421 4.3.2 shutting down"
         login = session.auth_data
         self.messages.append(
             Received(
@@ -136,8 +138,16 @@ def free_port() -> int:
 class Sink:
     """An aiosmtpd server on a free port of 127.0.0.1 (optionally STARTTLS, optionally AUTH required)."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None):
-        self.handler = _Handler()
+    def __init__(
+        self,
+        *,
+        tls: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        close_after: int | None = None,
+    ):
+        self.handler = _Handler(close_after=close_after)
         kwargs: dict[str, Any] = {}
         if tls is not None:
             kwargs.update(tls_context=tls)
@@ -148,8 +158,8 @@ class Sink:
                 auth_require_tls=False,
                 auth_exclude_mechanism=[],
             )
-        self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
+        self.port = port or free_port()
+        self.controller = Controller(self.handler, hostname=host, port=self.port, **kwargs)
         self.controller.start()
 
     @property

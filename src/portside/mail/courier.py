@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,12 +117,14 @@ class Courier:
 
             async def one(ehlo: str, domain: str, rows: list[Claimed]) -> list[delivery.Result]:
                 batch = [delivery.Message(r.id, r.sender, r.recipient, r.raw or b"") for r in rows]
+                done: dict[int, delivery.Result] = {}
                 async with gate:
                     try:
-                        job = delivery.deliver(settings, ehlo, domain, batch, routes[domain])
+                        job = delivery.deliver(settings, ehlo, domain, batch, routes[domain], done)
                         return await asyncio.wait_for(job, timeout)
-                    except TimeoutError:
-                        return [delivery.Result(m.key, False, False, "delivery timed out") for m in batch]
+                    except TimeoutError:  # what the server accepted before stays delivered
+                        late = delivery.Result(0, False, False, "delivery timed out")
+                        return [done.get(m.key) or dataclasses.replace(late, key=m.key) for m in batch]
 
             jobs = []
             for (ehlo, domain), rows in groups.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ logger = log.get("mail.delivery")
 DEFAULT_PORT = 25
 CONNECT_TIMEOUT = 30.0
 MAX_MX = 10
+CLOSING = 421
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,17 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
         host, port = value.split(":")
     else:
         host, port = value, str(default_port)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not host:port")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not _is_host(host):
+        raise ValueError(f"{text[:100]!r} is not host:port")
     return host, int(port)
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_RE.match(host))
 
 
 def make_resolver(setting: str, timeout: float = 5.0) -> dns.asyncresolver.Resolver:
@@ -167,9 +180,10 @@ def _text(exc: BaseException) -> str:
 
 
 async def _session(
-    settings: Settings, ehlo: str, name: str, addr: str, port: int, batch: Sequence[Message]
-) -> list[Result]:
-    """One SMTP connection delivering `batch`; raises for a failure of the connection as a whole."""
+    settings: Settings, ehlo: str, name: str, addr: str, port: int, batch: Sequence[Message], done: dict[int, Result]
+) -> None:
+    """One SMTP connection delivering `batch`, each outcome recorded in `done` as soon as it is known (a
+    message the server accepted is never offered again); raises when the connection as a whole fails."""
     smtp = aiosmtplib.SMTP(
         hostname=addr, port=port, local_hostname=ehlo or None, start_tls=False, timeout=settings.timeout
     )
@@ -181,24 +195,26 @@ async def _session(
             await smtp.ehlo()
         if settings.smarthost and settings.username:
             await smtp.login(settings.username, settings.password)
-        results: list[Result] = []
         for m in batch:
             try:
                 errors, _ = await smtp.sendmail(m.sender, [m.recipient], m.raw)
                 if errors:
                     code, text = next(iter(errors.values()))
-                    results.append(Result(m.key, False, code >= 500, f"{code} {text}"[:500], code))
+                    done[m.key] = Result(m.key, False, code >= 500, f"{code} {text}"[:500], code)
                 else:
-                    results.append(Result(m.key, True))
+                    done[m.key] = Result(m.key, True)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0] if exc.recipients else None
                 code = refused.code if refused is not None else 450
-                results.append(Result(m.key, False, code >= 500, _text(refused or exc), code))
+                if code == CLOSING:
+                    raise
+                done[m.key] = Result(m.key, False, code >= 500, _text(refused or exc), code)
                 await _reset(smtp)
             except aiosmtplib.SMTPResponseException as exc:
-                results.append(Result(m.key, False, exc.code >= 500, _text(exc), exc.code))
+                if exc.code == CLOSING:  # the server is going away: this and the rest go to the next host
+                    raise
+                done[m.key] = Result(m.key, False, exc.code >= 500, _text(exc), exc.code)
                 await _reset(smtp)
-        return results
     finally:
         try:
             await smtp.quit()
@@ -227,20 +243,26 @@ async def deliver(
     domain: str,
     batch: Sequence[Message],
     hosts: list[tuple[str, str, int]] | Result | None = None,
+    done: dict[int, Result] | None = None,
 ) -> list[Result]:
     """Deliver messages for one recipient domain (over `hosts` from `route`, looked up when not given);
-    one Result per message, in order."""
+    one Result per message, in order. Outcomes land in `done` as they happen (a caller that gives up
+    waiting keeps what was delivered); a host that fails part-way leaves the rest to the next host."""
+    done = {} if done is None else done
     if hosts is None:
         hosts = await route(settings, domain)
     if isinstance(hosts, Result):
-        return [Result(m.key, False, hosts.permanent, hosts.error) for m in batch]
+        return [done.setdefault(m.key, Result(m.key, False, hosts.permanent, hosts.error)) for m in batch]
     last = "no mail host tried"
     for name, addr, port in hosts:
+        pending = [m for m in batch if m.key not in done]
+        if not pending:
+            break
         try:
-            results = await _session(settings, ehlo, name, addr, port, batch)
+            await _session(settings, ehlo, name, addr, port, pending, done)
         except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
             last = f"{name}[{addr}]:{port}: {_text(exc)}"
             logger.info("delivery to %s failed: %s", domain, last)
             continue
-        return results
-    return [Result(m.key, False, False, last[:500]) for m in batch]
+        break
+    return [done.get(m.key) or Result(m.key, False, False, last[:500]) for m in batch]
