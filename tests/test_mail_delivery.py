@@ -54,3 +54,24 @@ def test_routes_that_cannot_work() -> None:
         assert not r.ok and not r.permanent and "mail.smarthost" in r.error
     finally:
         dns.stop()
+
+
+def test_one_message_to_many_recipients_is_one_transaction_with_per_recipient_outcomes() -> None:
+    dns = TestDNS()
+    sink = Sink()
+    try:
+        dns.mx("many.test", (10, "mx.many.test"))
+        settings = delivery.Settings(resolver=dns.address, port=sink.port)
+        raw = b"Subject: shared\r\n\r\nsame bytes\r\n"
+        names = ["ok1", "perm-a", "ok2", "temp-b", *(f"x{i}" for i in range(60))]
+        batch = [delivery.Message(n, "a@example.com", f"{name}@many.test", raw) for n, name in enumerate(names)]
+        results = asyncio.run(delivery.deliver(settings, "p.test", "many.test", batch))
+        by_name = {names[r.key]: r for r in results}
+        assert by_name["ok1"].ok and by_name["ok2"].ok and all(by_name[f"x{i}"].ok for i in range(60))
+        assert by_name["perm-a"].permanent and by_name["perm-a"].code == 550
+        assert not by_name["temp-b"].ok and not by_name["temp-b"].permanent and by_name["temp-b"].code == 451
+        assert len(sink.messages) == 2  # 62 accepted recipients: two transactions of at most 50 RCPTs
+        assert sorted(sink.recipients()) == sorted(f"{n}@many.test" for n in names if n[:4] not in ("perm", "temp"))
+    finally:
+        sink.stop()
+        dns.stop()

@@ -28,7 +28,8 @@ from portside.mail.outbox import Claimed, Policy
 from portside.mail.store import MailStore, Target
 
 logger = log.get("mail.courier")
-BATCH = 500
+BATCH = 250
+ROUNDS = 2
 PER_CONNECTION = 50
 IDLE_CHECK = 30.0
 DEFAULT_CONCURRENCY = 10
@@ -54,7 +55,7 @@ class Courier:
         self.hostname = hostname
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._busy = asyncio.Lock()
+        self._rounds = asyncio.Semaphore(ROUNDS)  # rounds at once: one delivers while the next claims
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class Courier:
 
     async def run_once(self, limit: int = BATCH) -> Summary:
         """Claim and deliver one batch of due rows (the `process_outbox` action calls this too)."""
-        async with self._busy:
+        async with self._rounds:
             policy = Policy.of(self.config)
             claimed = await outbox.claim(self.db, self.store.model, policy, limit)
             if not claimed:
@@ -183,8 +184,7 @@ class Courier:
         while True:
             self._wake.clear()  # a wake-up from here on (a commit during this round) is not lost
             try:
-                while (await self.run_once()).claimed:
-                    pass
+                await self._drain()
                 wait = await self._idle_time()
             except asyncio.CancelledError:
                 raise
@@ -193,6 +193,15 @@ class Courier:
                 wait = 5.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _drain(self) -> None:
+        """Rounds until nothing is due, `ROUNDS` at a time (leases keep their rows apart)."""
+
+        async def worker() -> None:
+            while (await self.run_once()).claimed:
+                pass
+
+        await asyncio.gather(*(worker() for _ in range(ROUNDS)))
 
     async def _idle_time(self) -> float:
         due = await outbox.next_due(self.db, self.store.model, Policy.of(self.config))

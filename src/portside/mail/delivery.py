@@ -35,6 +35,7 @@ DEFAULT_PORT = 25
 CONNECT_TIMEOUT = 30.0
 MAX_MX = 10
 CLOSING = 421
+MAX_RCPT = 50  # recipients per SMTP transaction (RFC 5321 servers take at least 100)
 _HOST_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -195,31 +196,60 @@ async def _session(
             await smtp.ehlo()
         if settings.smarthost and settings.username:
             await smtp.login(settings.username, settings.password)
-        for m in batch:
-            try:
-                errors, _ = await smtp.sendmail(m.sender, [m.recipient], m.raw)
-                if errors:
-                    code, text = next(iter(errors.values()))
-                    done[m.key] = Result(m.key, False, code >= 500, f"{code} {text}"[:500], code)
-                else:
-                    done[m.key] = Result(m.key, True)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refused = exc.recipients[0] if exc.recipients else None
-                code = refused.code if refused is not None else 450
-                if code == CLOSING:
-                    raise
-                done[m.key] = Result(m.key, False, code >= 500, _text(refused or exc), code)
-                await _reset(smtp)
-            except aiosmtplib.SMTPResponseException as exc:
-                if exc.code == CLOSING:  # the server is going away: this and the rest go to the next host
-                    raise
-                done[m.key] = Result(m.key, False, exc.code >= 500, _text(exc), exc.code)
-                await _reset(smtp)
+        for group in transactions(batch):
+            await _transaction(smtp, group, done)
     finally:
         try:
             await smtp.quit()
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             smtp.close()
+
+
+def transactions(batch: Sequence[Message]) -> list[list[Message]]:
+    """Messages with the same sender and bytes (one mail.send to many recipients of a domain) share one SMTP
+    transaction, up to `MAX_RCPT` distinct recipients each, as MTAs do; order is kept otherwise."""
+    groups: list[list[Message]] = []
+    open_groups: dict[tuple[str, bytes], list[Message]] = {}
+    for m in batch:
+        key = (m.sender, m.raw)
+        group = open_groups.get(key)
+        if group is None or len(group) >= MAX_RCPT or any(x.recipient == m.recipient for x in group):
+            group = open_groups[key] = []
+            groups.append(group)
+        group.append(m)
+    return groups
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, group: list[Message], done: dict[int, Result]) -> None:
+    """MAIL, one RCPT per message of the group, DATA once; each message's outcome is its RCPT's (or the
+    transaction's). 421 (the server is closing) propagates: the group goes to the next host."""
+    first = group[0]
+    try:
+        errors, _ = await smtp.sendmail(first.sender, [m.recipient for m in group], first.raw)
+    except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient refused
+        by_rcpt = {r.recipient: r for r in exc.recipients}
+        if any(r.code == CLOSING for r in exc.recipients):
+            raise
+        for m in group:
+            refused = by_rcpt.get(m.recipient)
+            code = refused.code if refused is not None else 450
+            done[m.key] = Result(m.key, False, code >= 500, _text(refused or exc), code)
+        await _reset(smtp)
+        return
+    except aiosmtplib.SMTPResponseException as exc:  # MAIL FROM or DATA refused: the same for all
+        if exc.code == CLOSING:  # the server is going away: this and the rest go to the next host
+            raise
+        for m in group:
+            done[m.key] = Result(m.key, False, exc.code >= 500, _text(exc), exc.code)
+        await _reset(smtp)
+        return
+    for m in group:
+        refused_reply = errors.get(m.recipient)
+        if refused_reply is None:
+            done[m.key] = Result(m.key, True)
+        else:
+            code = refused_reply.code
+            done[m.key] = Result(m.key, False, code >= 500, f"{code} {refused_reply.message}"[:500], code)
 
 
 async def _reset(smtp: aiosmtplib.SMTP) -> None:
