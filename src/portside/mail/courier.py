@@ -110,7 +110,8 @@ class Courier:
                 else:
                     groups[(row.ehlo or self.hostname, row.domain)].append(row)
             gate = asyncio.Semaphore(concurrency)
-            timeout = max(policy.ttl * 0.8, 1.0)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(policy.ttl * 0.8, 1.0)
 
             domains = sorted({domain for _, domain in groups})
             found = await asyncio.gather(*(delivery.route(settings, d) for d in domains))  # one lookup each
@@ -119,13 +120,16 @@ class Courier:
             async def one(ehlo: str, domain: str, rows: list[Claimed]) -> list[delivery.Result]:
                 batch = [delivery.Message(r.id, r.sender, r.recipient, r.raw or b"") for r in rows]
                 done: dict[int, delivery.Result] = {}
-                async with gate:
-                    try:
-                        job = delivery.deliver(settings, ehlo, domain, batch, routes[domain], done)
-                        return await asyncio.wait_for(job, timeout)
-                    except TimeoutError:  # what the server accepted before stays delivered
-                        late = delivery.Result(0, False, False, "delivery timed out")
-                        return [done.get(m.key) or dataclasses.replace(late, key=m.key) for m in batch]
+
+                async def run() -> list[delivery.Result]:
+                    async with gate:
+                        return await delivery.deliver(settings, ehlo, domain, batch, routes[domain], done)
+
+                try:  # the whole round ends well inside the lease: no row is delivered after it expired
+                    return await asyncio.wait_for(run(), max(deadline - loop.time(), 0.1))
+                except TimeoutError:  # what the server accepted before stays delivered
+                    late = delivery.Result(0, False, False, "delivery timed out")
+                    return [done.get(m.key) or dataclasses.replace(late, key=m.key) for m in batch]
 
             jobs = []
             for (ehlo, domain), rows in groups.items():
