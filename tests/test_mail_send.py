@@ -175,14 +175,26 @@ def test_only_the_accounts_owner_or_an_admin_sends_as_it(world: SendWorld) -> No
         {"to": "bob@dest.test", "attachments": [{"name": "a.txt", "file": "%%%not base64"}]},
         {"to": "bob@dest.test", "attachments": "nope"},
         {"to": "bob@dest.test", "mail_server_hostname": "unknown.example"},
+        {"to": "bob@dest.test", "subject": "x" * 1000},  # longer than a header line may be
+        {"to": "bob@dest.test", "reply_to": "a@b.test, c@d.test"},
+        {"to": "bob@dest.test", "attachments": [{"name": "../../etc/passwd\x01", "file": "aGk="}]},
+        {"to": [f"r{i}@dest.test" for i in range(4)]},  # over mail.send_max_recipients (set to 3 here)
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(world: SendWorld, attrs: dict[str, Any]) -> None:
     before = world.rows("SELECT count(*) FROM outbox")[0][0]
-    with world.c(world.owner) as c:
-        r = send(c, **{"from": ALICE, "body": "x", **attrs})
+    sent_before = len(world.box_mail("Sent"))
+    with world.c(world.admin) as c:
+        set_config(c, "mail.send_max_recipients", "3")
+    try:
+        with world.c(world.owner) as c:
+            r = send(c, **{"from": ALICE, "body": "x", **attrs})
+    finally:
+        with world.c(world.admin) as c:
+            set_config(c, "mail.send_max_recipients", "10000")
     assert r.status_code == 400, r.text
     assert world.rows("SELECT count(*) FROM outbox")[0][0] == before
+    assert len(world.box_mail("Sent")) == sent_before
 
 
 def test_send_signs_stores_one_sent_copy_and_delivers_within_a_second(world: SendWorld) -> None:  # spec §I.23, 26
