@@ -191,7 +191,7 @@ class Portside:
     async def _start_courier(self, svc: Services) -> None:
         """Outbox delivery: woken by committed outbox rows (this node's and, through the bus, others')."""
         courier = svc.courier = Courier(svc.db, MailStore(svc.db, svc.catalog), svc.config, self.settings.hostname)
-        svc.db.after_commit.append(courier.on_commit)
+        svc.db.after_commit.insert(0, courier.on_commit)  # only sets an event: first, so delivery starts early
         await self._life.enter("mail courier", courier.start, courier.stop)
 
     async def _start_yjs(self, svc: Services, cluster: str) -> None:

@@ -201,11 +201,13 @@ class Courier:
     async def _drain(self) -> None:
         """Rounds until nothing is due, `ROUNDS` at a time (leases keep their rows apart)."""
 
-        async def worker() -> None:
-            while (await self.run_once()).claimed:
-                pass
+        async def worker(first: int) -> None:
+            limit = first
+            while (await self.run_once(limit)).claimed:
+                limit = BATCH
 
-        await asyncio.gather(*(worker() for _ in range(ROUNDS)))
+        # a small first round gets the first messages out at once; the other round takes a full batch
+        await asyncio.gather(worker(PER_CONNECTION), *(worker(BATCH) for _ in range(ROUNDS - 1)))
 
     async def _idle_time(self) -> float:
         due = await outbox.next_due(self.db, self.store.model, Policy.of(self.config))
