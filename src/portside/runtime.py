@@ -24,6 +24,8 @@ from portside.actions.certs import certs_doc
 from portside.actions.crud import Crud
 from portside.actions.files import files_doc
 from portside.actions.live_access import LiveAccess
+from portside.actions.mail_more import more_actions_doc
+from portside.actions.mail_send import mail_actions_doc
 from portside.actions.mail_servers import mail_servers_doc
 from portside.actions.services import Services
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
@@ -51,6 +53,8 @@ from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
+from portside.mail.courier import Courier
+from portside.mail.store import MailStore
 from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
@@ -148,7 +152,8 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc(), mail_doc(), mail_servers_doc()]
+        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc()]
+        docs += [mail_doc(), mail_servers_doc(), mail_actions_doc(), more_actions_doc()]
         catalog = Catalog(db, config, docs, data, s.schema)
         dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path
         await migrate_base(db)
@@ -192,6 +197,7 @@ class Portside:
                 await svc.certs.refresh(committed)  # the next TLS handshake already sees a changed certificate
 
         db.after_commit.insert(0, invalidate)
+        await self._start_courier(svc)
         self._schema_stamp = self._stamp()
         life.task(self._watch_events(), "portside-events")
         life.task(self._watch_schema_files(), "portside-schema-files")
@@ -209,6 +215,12 @@ class Portside:
         gc.collect()
         gc.freeze()
         self.started.set()
+
+    async def _start_courier(self, svc: Services) -> None:
+        """Outbox delivery: woken by committed outbox rows (this node's and, through the bus, others')."""
+        courier = svc.courier = Courier(svc.db, MailStore(svc.db, svc.catalog), svc.config, self.settings.hostname)
+        svc.db.after_commit.insert(0, courier.on_commit)  # only sets an event: first, so delivery starts early
+        await self._life.enter("mail courier", courier.start, courier.stop)
 
     async def _start_yjs(self, svc: Services, cluster: str) -> None:
         svc.yjs = RoomManager(svc.db, svc.config, YjsRows(svc))  # row-bound rooms: seed, write-back, re-checks
@@ -361,6 +373,8 @@ class Portside:
 
     async def _on_event(self, svc: Services, event: Event) -> None:
         svc.invalidate([event])  # other nodes' writes
+        if svc.courier is not None:
+            svc.courier.on_events([event])
         if svc.certs is not None:
             svc.certs.on_events([event])
         if self.feeds is not None and self.websub is not None:

@@ -17,6 +17,7 @@ from portside.core.config import ConfigStore
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.core.model import Model
+from portside.mail.courier import Courier
 from portside.realtime.bus import Bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.live_session import LiveService
@@ -44,6 +45,7 @@ class Services:
     sessions: SessionRegistry | None = None  # long-lived sessions, re-checked when rights change
     stores: StoreService | None = None  # cloud stores (storage/)
     sites: SiteDirectory | None = None
+    courier: Courier | None = None  # outbox delivery (mail.send, process_outbox)
 
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""

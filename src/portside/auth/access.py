@@ -202,3 +202,11 @@ def calendar_acl(grants: Grants) -> list[tuple[str, str | None, list[str]]]:
 def may_read_mailbox(actor: Actor, grants: Grants) -> bool:
     """A mailbox (and the mail in it) is read by its owner, the mail account's owner (and administrators)."""
     return allowed(actor, READ, grants)
+
+
+def may_send_as(actor: Actor, account_owner_ref: str | None) -> bool:
+    """Sending mail from an address (mail.send, SMTP submission): the owner of its mail account, or an
+    administrator."""
+    if actor.is_admin:
+        return True
+    return actor.ref is not None and account_owner_ref is not None and actor.ref == account_owner_ref

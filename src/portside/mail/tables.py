@@ -12,6 +12,8 @@ Daptin's tables and column names are kept where a client could notice; the diffe
   `seen`/`recent`/`deleted`/`flags`; `modseq` per message; `junk` and `spam_verdict` (JSON: which checks,
   which score) for the spam decision; the raw message (`mail`) is not part of API rows or events (it can be
   25 MiB) - `mail.store.MailStore.raw` reads it.
+- `outbox.failed` (new): the row failed for good (a 5xx reply or the last retry; the sender got a DSN), so it
+  is never picked again whatever the retry settings become.
 - `mail_expunged` (new, hidden): one row per expunged UID with the modseq of the expunge, so IMAP QRESYNC
   can answer VANISHED.
 
@@ -150,6 +152,7 @@ MAIL_SCHEMA: dict[str, Any] = {
                 col("retry_count", "measurement", "int(11)", DefaultValue="0"),
                 col("last_error", "content", "text", IsNullable=True),
                 col("next_retry_at", "datetime", "timestamp", IsNullable=True, IsIndexed=True),
+                col("failed", "truefalse", "boolean", DefaultValue="false", IsIndexed=True),  # bounced: no retry
             ],
         },
     ],
