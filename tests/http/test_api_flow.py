@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from support import Server, World, create, me, schema_upload, setup_world, signin, signup, stored_config
+from support import Server, World, create, me, read_events, schema_upload, setup_world, signin, signup, stored_config
 
 OWNER_ALL, GROUP_READ = 16256, 32768
 NOTE_SCHEMA = f"""
@@ -595,3 +595,17 @@ def test_cors_from_live_config(world: World) -> None:
         assert c.delete("/_config/backend/cors.config").status_code == 204
     with world.c() as g:
         assert "access-control-allow-origin" not in g.get("/api/note", headers={"Origin": app_origin}).headers
+
+
+def test_long_config_keys_are_stored_and_announced(world: World) -> None:
+    """A config key of up to 100 characters works on every database (its change event's reference is
+    `backend/<key>`, longer than a UUID)."""
+    key = "mail.dkim." + "k" * 76 + ".example.com"
+    assert len(key) == 98
+    after = read_events(world.db_url)[-1]["offset"]
+    with world.c(world.admin) as c:
+        r = c.post(f"/_config/backend/{key}", content='"v1"')
+        assert r.status_code == 200, r.text
+        assert c.get(f"/_config/backend/{key}").text == "v1"
+    refs = [e["ref"] for e in read_events(world.db_url, after) if e["table"] == "_config"]
+    assert f"backend/{key}" in refs

@@ -24,7 +24,8 @@ event_log = sa.Table(
     sa.Column("offset", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
     sa.Column("table_name", sa.String(100), nullable=False),
     sa.Column("event_type", sa.String(20), nullable=False),
-    sa.Column("reference_id", sa.String(36), nullable=False),
+    # a row UUID, or a longer key such as `backend/<config key>` (config names have up to 100 characters)
+    sa.Column("reference_id", sa.String(255), nullable=False),
     sa.Column("data", sa.Text().with_variant(mysql.LONGTEXT(), "mysql"), nullable=False),
     sa.Column("grants", sa.Text(), nullable=False),
     sa.Column("actor", sa.String(36), nullable=True),

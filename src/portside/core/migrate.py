@@ -11,6 +11,7 @@ gave a nondeterministic ICU collation on PostgreSQL is not something Portside cr
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -55,6 +56,27 @@ def _inexact_tables(conn: Connection, collation: str) -> set[str]:
     return {str(name) for name in conn.execute(q, {"c": collation}).scalars()}
 
 
+def _widen(conn: Connection, table: sa.Table, have: dict[str, Any]) -> list[str]:
+    """Text columns the model declares longer than the database has them are widened (never narrowed)."""
+    done: list[str] = []
+    prep = conn.dialect.identifier_preparer
+    for col in table.columns:
+        old = have.get(col.name)
+        want = col.type.length if isinstance(col.type, sa.String) and not isinstance(col.type, sa.Text) else None
+        length = getattr(old["type"], "length", None) if old is not None else None
+        if old is None or want is None or length is None or length >= want:
+            continue
+        ddl = col.type.compile(dialect=conn.dialect)
+        name, column = prep.format_table(table), prep.format_column(col)
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(f"ALTER TABLE {name} ALTER COLUMN {column} TYPE {ddl}"))
+        else:
+            null = "" if old.get("nullable", True) else " NOT NULL"
+            conn.execute(sa.text(f"ALTER TABLE {name} MODIFY {column} {ddl}{null}"))
+        done.append(f"widen column {table.name}.{col.name} to {ddl}")
+    return done
+
+
 def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
     insp = sa.inspect(conn)
     existing = set(insp.get_table_names())
@@ -87,7 +109,10 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
                 sa.text(f"ALTER TABLE {prep.format_table(table)} CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}")
             )
             done.append(f"convert table {table.name} to {collation}")
-        have_cols = {c["name"] for c in insp.get_columns(table.name)}
+        have = {c["name"]: c for c in insp.get_columns(table.name)}
+        have_cols = set(have)
+        if not sqlite:  # SQLite does not enforce lengths
+            done += _widen(conn, table, have)
         for col in table.columns:
             if col.name in have_cols:
                 continue
