@@ -48,8 +48,18 @@ async def take(sub: Subscription, n: int) -> list[Event]:
 
 
 async def assert_quiet(sub: Subscription) -> None:
+    """Nothing arrives for QUIET seconds: only where no marker can follow (e.g. Redis is down)."""
     with pytest.raises(TimeoutError):
         await sub.get(timeout=QUIET)
+
+
+async def assert_no_more(db: Database, *subs: Subscription) -> Event:
+    """Nothing more is delivered: a marker event written now is the next thing each subscription gets (events
+    arrive in log order), instead of waiting for silence. Returns the marker."""
+    [marker] = await write(db, draft("marker"))
+    for sub in subs:
+        assert (await sub.get(timeout=WAIT)).offset == marker.offset
+    return marker
 
 
 def offsets(evs: list[Event]) -> list[int]:
@@ -124,7 +134,7 @@ async def test_local_publish_delivers_in_order_exactly_once(db: Database) -> Non
             assert offsets(got) == offsets(written)
             assert [e.to_json() for e in got] == [e.to_json() for e in written]
             assert sub.last_offset == written[-1].offset
-            await assert_quiet(sub)
+        await assert_no_more(db, one, two)
     assert offsets(written) == sorted(offsets(written))
 
 
@@ -135,13 +145,12 @@ async def test_rolled_back_transaction_delivers_nothing(db: Database) -> None:
             async with db.transaction() as uow:
                 await uow.emit(draft("ghost"))
                 raise RuntimeError("boom")
-        await assert_quiet(sub)
-        [good] = await write(db, draft("real"))
+        [good] = await write(db, draft("real"))  # the next delivery is this one: nothing of the ghost before it
         assert (await sub.get(timeout=WAIT)).offset == good.offset
-        await assert_quiet(sub)
+        await assert_no_more(db, sub)
         async with bus.subscribe(after=0) as replay:  # the log has no trace of it either
-            assert [e.ref for e in await take(replay, 1)] == ["real"]
-            await assert_quiet(replay)
+            assert [e.ref for e in await take(replay, 2)] == ["real", "marker"]
+            await assert_no_more(db, replay)
 
 
 async def test_resume_replays_the_log_then_continues_live(db: Database) -> None:
@@ -156,11 +165,10 @@ async def test_resume_replays_the_log_then_continues_live(db: Database) -> None:
         assert offsets(got) == offsets(before[2:] + during)
         after = await write_each(db, ["r3", "new"])
         assert offsets(await take(sub, 2)) == offsets(after)
-        await assert_quiet(sub)
+        marker = await assert_no_more(db, sub)
         sub.close()
-        # resuming at the head yields only what comes next
-        async with bus.subscribe(after=after[-1].offset) as tail:
-            await assert_quiet(tail)
+        # resuming at the head yields only what comes next (the next write is the next delivery)
+        async with bus.subscribe(after=marker.offset) as tail:
             [nxt] = await write(db, draft("next"))
             assert offsets(await take(tail, 1)) == [nxt.offset]
 
@@ -170,8 +178,7 @@ async def test_live_subscription_starts_now(db: Database) -> None:
     await write_each(db, ["old1", "old2"])
     async with bus, bus.subscribe() as sub:
         assert sub.last_offset == bus.head == 2
-        await assert_quiet(sub)
-        [new] = await write(db, draft("new"))
+        [new] = await write(db, draft("new"))  # the first delivery: nothing older came before it
         assert offsets(await take(sub, 1)) == [new.offset]
 
 
@@ -185,7 +192,7 @@ async def test_overflow_refills_from_the_log(db: Database) -> None:
         written += await write_each(db, [f"r{i % 3}" for i in range(10)])  # overflow again mid-way
         got += await take(sub, len(written) - 5)
         assert offsets(got) == offsets(written)
-        await assert_quiet(sub)
+        await assert_no_more(db, sub)
 
 
 async def test_trimmed_log_raises_lagged(db: Database) -> None:

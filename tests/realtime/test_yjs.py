@@ -16,7 +16,7 @@ import redis
 import websockets
 
 from portside.realtime import yjs_protocol as yp
-from support import REDIS, Server, create, new_user, schema_upload
+from support import REDIS, Server, create, new_user, schema_upload, stored_config
 from yclient import YClient, node_ready, run_node
 
 SCHEMA = """
@@ -531,13 +531,15 @@ def test_a_node_that_lost_its_relay_subscription_catches_up_from_the_database(
 ) -> None:
     """Pub/sub is at-most-once: updates relayed while a node resubscribes are lost to it. After resubscribing,
     the node re-reads its rooms' stored updates, so its clients converge anyway."""
-    _, a, b = cluster
+    url, a, b = cluster
     _, alice = new_user(a, "ralice")
     room = f"resync-{uuid.uuid4().hex[:8]}"
     admin = redis.Redis.from_url(REDIS)
+    # this cluster's relays only (other clusters may share the Redis)
+    name = f"portside-yjs-relay:portside:yjs:{stored_config(url, 'cluster.id')}"
 
     def cut_relay_subscriptions() -> int:
-        ids = [c["id"] for c in admin.client_list() if c.get("name") == "portside-yjs-relay"]
+        ids = [c["id"] for c in admin.client_list() if c.get("name") == name]
         for cid in ids:
             admin.client_kill_filter(_id=cid)
         return len(ids)

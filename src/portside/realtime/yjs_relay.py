@@ -21,7 +21,7 @@ from portside.realtime import yjs_protocol as yp
 
 logger = log.get("yjs.relay")
 NODE_ID_BYTES = 8
-CLIENT_NAME = "portside-yjs-relay"  # how the subscription shows in Redis `CLIENT LIST`
+CLIENT_NAME = "portside-yjs-relay"  # how the subscription shows in Redis `CLIENT LIST`: `NAME:<channel>`
 
 
 class RedisRelay:
@@ -91,7 +91,8 @@ class RedisRelay:
         delay = 0.1
         first = True
         while True:
-            client: Redis[bytes] = Redis.from_url(self.url, client_name=CLIENT_NAME)
+            # named per channel (one per cluster), so one cluster's relays can be told from another's on a shared Redis
+            client: Redis[bytes] = Redis.from_url(self.url, client_name=f"{CLIENT_NAME}:{self.channel}")
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
