@@ -18,6 +18,7 @@ from portside.core.db import Database
 from portside.core.events import Event
 from portside.core.model import Model
 from portside.mail.courier import Courier
+from portside.mail.directory import MailDirectory
 from portside.realtime.bus import Bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.live_session import LiveService
@@ -46,12 +47,14 @@ class Services:
     stores: StoreService | None = None  # cloud stores (storage/)
     sites: SiteDirectory | None = None
     courier: Courier | None = None  # outbox delivery (mail.send, process_outbox)
+    mail_directory: MailDirectory = field(default_factory=MailDirectory)  # local domains/accounts (SMTP)
 
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""
         self.actors.on_events(events)
         self.crud.gates.on_events(events)
         self.crud.counts.on_events(events)
+        self.mail_directory.on_events(events)
         if self.stores is not None:
             self.stores.on_events(events)
         if self.sites is not None:

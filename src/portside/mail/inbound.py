@@ -11,7 +11,8 @@ Decisions, in order:
   `Received` and an `Authentication-Results` field are prepended (forged ones claiming our name dropped);
   junk goes to the Junk mailbox with `$Junk`. Every local copy, the outbox rows of foreign recipients and
   the sender's one Sent copy are written in ONE transaction, committed before the reply: `250` means stored
-  durably for every recipient, any failure is `451 4.3.0` for all (nothing stored).
+  durably for every recipient, any failure is `451 4.3.0` for all (nothing stored). Concurrent sessions'
+  messages share transactions (`mail.commit`: group commit), each 250 sent only after its own commit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model
 from portside.mail import boxes, checks, message
+from portside.mail.commit import GroupCommit
+from portside.mail.directory import MailDirectory
 from portside.mail.boxes import Account, Mailbox
 from portside.mail.flags import JUNK
 from portside.mail.store import Envelope, MailStore, Target, Verdict
@@ -77,8 +80,9 @@ def _domain(address: str) -> str:
 
 
 class Inbound:
-    def __init__(self, db: Database, config: ConfigStore, store: MailStore):
-        self.db, self.config, self.store = db, config, store
+    def __init__(self, db: Database, config: ConfigStore, store: MailStore, directory: MailDirectory):
+        self.db, self.config, self.store, self.directory = db, config, store, directory
+        self.writer = GroupCommit(db)
 
     @property
     def model(self) -> Model:
@@ -87,7 +91,7 @@ class Inbound:
     async def sender(self, session: Session, address: str) -> Reply:
         if session.actor is None:
             return OK_SENDER
-        account = await self.store.account(address) if address and address != "<>" else None
+        account = await self.directory.account(self.db, self.model, address) if address and address != "<>" else None
         if account is None or account.owner_id != session.actor.user_id or account.owner_id is None:
             return Reply(553, f"5.7.1 Sender address rejected: not owned by {session.login_name}")
         return OK_SENDER
@@ -100,9 +104,8 @@ class Inbound:
         domain = _domain(address)
         if "@" not in address or not domain:
             return Reply(501, "5.1.3 Bad recipient address syntax")
-        async with self.db.read() as conn:  # one connection for both questions
-            local = domain in await boxes.local_domains(conn, self.model)
-            known = local and await boxes.account_by_address(conn, self.model, address) is not None
+        local = domain in await self.directory.local_domains(self.db, self.model)
+        known = local and await self.directory.account(self.db, self.model, address) is not None
         if local:
             if known:
                 return OK_RECIPIENT
@@ -116,18 +119,17 @@ class Inbound:
         queue_id = uuid.uuid4().hex
         local: dict[int, tuple[Account, str]] = {}
         remote: list[str] = []
-        async with self.db.read() as conn:
-            domains = await boxes.local_domains(conn, self.model)
-            for rcpt in dict.fromkeys(rcpts):
-                if _domain(rcpt) in domains:
-                    account = await boxes.account_by_address(conn, self.model, rcpt)
-                    if account is None:  # deleted since RCPT: the client retries and hears 550 then
-                        return TRY_LATER
-                    local.setdefault(account.id, (account, rcpt))
-                elif session.actor is not None:
-                    remote.append(rcpt)
-                else:
-                    return Reply(454, "4.1.1 Error: Relay access denied")
+        domains = await self.directory.local_domains(self.db, self.model)
+        for rcpt in dict.fromkeys(rcpts):
+            if _domain(rcpt) in domains:
+                account = await self.directory.account(self.db, self.model, rcpt)
+                if account is None:  # deleted since RCPT: the client retries and hears 550 then
+                    return TRY_LATER
+                local.setdefault(account.id, (account, rcpt))
+            elif session.actor is not None:
+                remote.append(rcpt)
+            else:
+                return Reply(454, "4.1.1 Error: Relay access denied")
         received = self._received(session, queue_id, rcpts[0] if len(rcpts) == 1 else "")
         verdict: Verdict | None = None
         if session.actor is not None:
@@ -145,13 +147,16 @@ class Inbound:
         )
         try:
             junk = verdict is not None and verdict.spam
-            async with self.db.read() as conn:  # found outside the write: the write only locks and inserts
-                found = {aid: await self._box(conn, acc.id, junk) for aid, (acc, _) in local.items()}
-            async with self.db.transaction() as uow:
+            # found outside the write (cached): the write only locks and inserts
+            found = {aid: await self.directory.delivery_box(self.db, self.model, aid, junk) for aid in local}
+
+            async def write(uow: UnitOfWork) -> None:
                 targets = [await self._target(uow, acc, rcpt, junk, found[aid]) for aid, (acc, rcpt) in local.items()]
                 await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict)
                 if remote:
                     await self._relay(uow, session, mail_from, remote, received + raw, raw)
+
+            await self.writer.write(write)  # returns once the transaction holding it has committed
         except Exception:
             logger.exception("storing message %s from %s failed", queue_id, session.peer_ip)
             return TRY_LATER

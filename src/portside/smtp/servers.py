@@ -35,7 +35,7 @@ class MailServers:
     def __init__(self, svc: Services, listeners: Listeners):
         self.svc, self.listeners = svc, listeners
         self.store = MailStore(svc.db, svc.catalog)
-        self.inbound = Inbound(svc.db, svc.config, self.store)
+        self.inbound = Inbound(svc.db, svc.config, self.store, svc.mail_directory)
         self._running: dict[str, Settings] = {}
         self._lock = asyncio.Lock()
 
@@ -127,3 +127,4 @@ class MailServers:
         for name in list(self._running):
             await self.listeners.stop(name)
         self._running.clear()
+        await self.inbound.writer.close()

@@ -1,0 +1,91 @@
+"""Group commit: deliveries of many SMTP sessions written by one writer task, several per transaction.
+
+Each caller hands in its write (a coroutine function taking the unit of work) and waits for ITS outcome:
+`write` returns only after the transaction holding the write has committed (so a `250` still means stored
+durably), and raises what the write raised when it failed. The writer takes every write queued so far (up
+to `MAX_BATCH`) into one transaction: one BEGIN/COMMIT and one write-lock turn for all of them. When a
+batch fails, its writes are retried one transaction each, so one bad message never fails the others and a
+failed write leaves nothing behind (its transaction rolled back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from portside import log
+from portside.core.db import Database, UnitOfWork
+
+logger = log.get("mail.commit")
+MAX_BATCH = 64
+Write = Callable[[UnitOfWork], Awaitable[None]]
+
+
+@dataclass
+class _Job:
+    write: Write
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH):
+        self.db = db
+        self.max_batch = max(1, max_batch)
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, write: Write) -> None:
+        """Run `write` in a transaction shared with other queued writes; return once it is committed."""
+        if self._queue is None or self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._writer(self._queue), name="mail-commit")
+        job = _Job(write)
+        self._queue.put_nowait(job)
+        # the write goes on even when this caller is cancelled (a client gone before its 250)
+        await asyncio.shield(job.done)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _writer(self, queue: asyncio.Queue[_Job]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._run(batch)
+            except asyncio.CancelledError:
+                for job in batch:
+                    if not job.done.done():
+                        job.done.set_exception(RuntimeError("mail writer stopped"))
+                raise
+
+    async def _run(self, batch: list[_Job]) -> None:
+        if len(batch) > 1:
+            try:
+                async with self.db.transaction() as uow:
+                    for job in batch:
+                        await job.write(uow)
+            except Exception:
+                logger.info("a batch of %d deliveries failed; writing them one by one", len(batch))
+            else:
+                for job in batch:
+                    if not job.done.done():
+                        job.done.set_result(None)
+                return
+        for job in batch:
+            try:
+                async with self.db.transaction() as uow:
+                    await job.write(uow)
+            except Exception as exc:
+                if not job.done.done():
+                    job.done.set_exception(exc)
+            else:
+                if not job.done.done():
+                    job.done.set_result(None)
