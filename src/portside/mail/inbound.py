@@ -33,9 +33,9 @@ from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model
 from portside.mail import boxes, checks, message
+from portside.mail.boxes import Account, Mailbox
 from portside.mail.commit import GroupCommit
 from portside.mail.directory import MailDirectory
-from portside.mail.boxes import Account, Mailbox
 from portside.mail.flags import JUNK
 from portside.mail.store import Envelope, MailStore, Target, Verdict
 from portside.tools import names
