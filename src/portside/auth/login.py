@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portside import log
 from portside.auth.identity import actor_for_user
 from portside.auth.permissions import Actor
-from portside.auth.sessions import APP_PASSWORD_TABLE, app_password_credential
+from portside.auth.sessions import APP_PASSWORD_TABLE, app_password_credential, password_stamp
 from portside.auth.throttle import LoginThrottle
 from portside.core import fieldtypes, records
 from portside.core.db import Database, UnitOfWork
@@ -171,6 +171,10 @@ class MailLogin:
     actor: Actor  # the mail account's owner
     account_id: int  # the `mail_account` row signed in to
     credential: str  # "mail_password" or "app_password:<row reference id>"
+    # for "mail_password": the account's reference and a fingerprint of the password hash checked, so a
+    # long-lived session can be ended when the password changes (`sessions.mail_password_credential`)
+    account_ref: str = ""
+    stamp: str = ""
 
 
 MAIL_ACCOUNT_TABLE = "mail_account"
@@ -195,7 +199,7 @@ async def login_mail(
         if found is None:
             logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)
             raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
-        account_id, user_ref, credential, stale = found
+        account_id, user_ref, credential, stale, account_ref, stamp = found
         attempt.succeeded()
         actor = await actor_for_user(conn, model, ref=user_ref)
     if actor is None:
@@ -203,17 +207,17 @@ async def login_mail(
     if stale is not None:
         await _touch(db, model, stale, None)
     logger.info("login ok protocol=%s account=%s address=%s credential=%s", protocol, account, address, credential)
-    return MailLogin(actor, account_id, credential)
+    return MailLogin(actor, account_id, credential, account_ref, stamp)
 
 
 async def _check_mail(
     conn: AsyncConnection, model: Model, account: str, secret: Any, protocol: str
-) -> tuple[int, str, str, int | None] | None:
+) -> tuple[int, str, str, int | None, str, str] | None:
     m = model.table(MAIL_ACCOUNT_TABLE).sa
     u = model.table("user_account").sa
     row = (
         await conn.execute(
-            sa.select(m.c.id, m.c.password, u.c.reference_id, u.c.email)
+            sa.select(m.c.id, m.c.password, u.c.reference_id, u.c.email, m.c.reference_id.label("account_ref"))
             .select_from(m.join(u, u.c.id == m.c[OWNER_COLUMN]))
             .where(m.c.username == account)
         )
@@ -223,8 +227,10 @@ async def _check_mail(
     if row is not None and _app_password_ref(secret) is not None:
         found = await _check(conn, model, row.email, secret, protocol)
         if found is not None and found[1] != "password":
-            return int(row.id), found[0], found[1], found[2]
+            return int(row.id), found[0], found[1], found[2], str(row.account_ref), ""
         return None
     hashed = row.password if row is not None and isinstance(row.password, str) and row.password else None
     ok = await asyncio.to_thread(crypto.check_password, secret, hashed or _dummy_hash())
-    return (int(row.id), row.reference_id, "mail_password", None) if ok and row is not None and hashed else None
+    if not ok or row is None or not hashed:
+        return None
+    return int(row.id), row.reference_id, "mail_password", None, str(row.account_ref), password_stamp(hashed)

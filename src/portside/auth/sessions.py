@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import sqlalchemy as sa
 
 from portside import log
 from portside.auth.identity import actor_for_user
@@ -37,6 +40,8 @@ from portside.core.model import MEMBERSHIP
 logger = log.get("sessions")
 
 APP_PASSWORD_TABLE = "app_password"
+MAIL_ACCOUNT_TABLE = "mail_account"
+MAIL_PASSWORD_CHANGED = "mail account password changed"
 CREDENTIALS_CHANGED = "credentials changed"
 APP_PASSWORD_REVOKED = "application password revoked"
 RECENT = 10.0  # seconds: a session opened this soon after a change to its user is re-checked at once
@@ -48,8 +53,24 @@ def app_password_credential(ref: str) -> str:
     return f"{APP_PASSWORD_TABLE}:{ref}"
 
 
+def password_stamp(hashed: str) -> str:
+    """A fingerprint of a stored password hash (the hash itself never leaves the login path)."""
+    return hashlib.sha256(hashed.encode()).hexdigest()[:32]
+
+
+def mail_password_credential(account_ref: str, stamp: str) -> str:
+    """The credential of a session that logged in with mail account `account_ref`'s own password, whose
+    hash had fingerprint `stamp`: it ends when the account is deleted or its password changes."""
+    return f"{MAIL_ACCOUNT_TABLE}:{account_ref}:{stamp}"
+
+
 def token_credential(jti: str) -> str:
     return f"token:{jti}"
+
+
+def _mail_account_of(credential: str) -> str:
+    kind, _, rest = credential.partition(":")
+    return rest.partition(":")[0] if kind == MAIL_ACCOUNT_TABLE else ""
 
 
 class EventStream(Protocol):
@@ -104,6 +125,10 @@ class SessionRegistry:
         if actor.ref is not None and changed is not None and time.monotonic() - changed < RECENT:
             # authenticated just before a change that arrived while it was not registered yet: re-check it
             self._refresh_later(actor.ref)
+        account = _mail_account_of(credential)
+        changed = self._recent.get(f"{MAIL_ACCOUNT_TABLE}:{account}") if account else None
+        if account and changed is not None and time.monotonic() - changed < RECENT:
+            self._recheck_account_later(account, deleted=False)
         return session
 
     def close(self, session: Session) -> None:
@@ -159,6 +184,10 @@ class SessionRegistry:
         if event.table == APP_PASSWORD_TABLE and event.type == "delete":
             self.end_credential(app_password_credential(event.ref), APP_PASSWORD_REVOKED)
             return
+        if event.table == MAIL_ACCOUNT_TABLE:
+            self._recent[f"{MAIL_ACCOUNT_TABLE}:{event.ref}"] = time.monotonic()
+            self._recheck_account_later(event.ref, deleted=event.type == "delete")
+            return
         users: set[str] = set()
         if event.table == "user_account":
             users.add(event.ref)
@@ -182,6 +211,34 @@ class SessionRegistry:
         for session in doomed:
             self._end(session, reason)
         return len(doomed)
+
+    def _recheck_account_later(self, account_ref: str, *, deleted: bool) -> None:
+        prefix = f"{MAIL_ACCOUNT_TABLE}:{account_ref}:"
+        if not any(c.startswith(prefix) for c in self._by_credential):
+            return
+        task = asyncio.create_task(self._recheck_account(account_ref, deleted), name="portside-sessions-mail")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recheck_account(self, account_ref: str, deleted: bool) -> None:
+        try:
+            await self.recheck_mail_account(account_ref, deleted)
+        except Exception:
+            logger.exception("re-checking the sessions of mail account %s failed", account_ref)
+
+    async def recheck_mail_account(self, account_ref: str, deleted: bool = False) -> int:
+        """End the sessions signed in with mail account `account_ref`'s password when that password is no
+        longer the one they used (or the account is gone); how many were ended."""
+        current = ""
+        if not deleted:
+            m = self.catalog.model.table(MAIL_ACCOUNT_TABLE).sa
+            async with self.db.read() as conn:
+                hashed = await conn.scalar(sa.select(m.c.password).where(m.c.reference_id == account_ref))
+            if isinstance(hashed, str) and hashed:
+                current = mail_password_credential(account_ref, password_stamp(hashed))
+        prefix = f"{MAIL_ACCOUNT_TABLE}:{account_ref}:"
+        doomed = [c for c in self._by_credential if c.startswith(prefix) and c != current]
+        return sum(self.end_credential(c, MAIL_PASSWORD_CHANGED) for c in doomed)
 
     def _end(self, session: Session, reason: str) -> None:
         self.close(session)

@@ -35,6 +35,7 @@ class GroupCommit:
         self.max_batch = max(1, max_batch)
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.largest_batch = 0  # the most writes one transaction was tried with (stats, tests)
 
     async def write(self, write: Write) -> None:
         """Run `write` in a transaction shared with other queued writes; return once it is committed."""
@@ -58,6 +59,7 @@ class GroupCommit:
             batch = [await queue.get()]
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+            self.largest_batch = max(self.largest_batch, len(batch))
             try:
                 await self._run(batch)
             except asyncio.CancelledError:

@@ -14,7 +14,7 @@ from aiosmtpd.smtp import Session as AioSession
 
 from portside import log
 from portside.auth.login import login_mail
-from portside.auth.sessions import SessionRegistry
+from portside.auth.sessions import SessionRegistry, mail_password_credential
 from portside.auth.throttle import LoginThrottle
 from portside.core.db import Database
 from portside.mail.inbound import Inbound, Session
@@ -64,8 +64,11 @@ class Handler:
             async def recheck(_actor: Any) -> None:
                 return None
 
+            credential = found.credential
+            if credential == "mail_password" and found.account_ref and found.stamp:
+                credential = mail_password_credential(found.account_ref, found.stamp)  # ends on a new password
             self.registered = self.ctx.sessions.open(
-                found.actor, "smtp", found.credential, recheck=recheck, end=lambda _why: server.close_now()
+                found.actor, "smtp", credential, recheck=recheck, end=lambda _why: server.close_now()
             )
         return True
 
