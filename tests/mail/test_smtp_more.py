@@ -6,11 +6,13 @@ and a failing write in a shared batch fails only itself (data layer, every datab
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import threading
 import time
 from collections.abc import Iterator
 
+import dkim
 import pytest
 import sqlalchemy as sa
 
@@ -25,6 +27,7 @@ from mailsupport import (
     wait_listener,
 )
 from portside.core.db import Database, UnitOfWork
+from portside.mail import message
 from portside.mail.commit import GroupCommit, Write
 from support import fresh_database, me, start_server, sync_url
 
@@ -42,12 +45,14 @@ def world(request: pytest.FixtureRequest) -> Iterator[tuple[MailWorld, str]]:
     with server.client(w.admin) as c:
         w.refs["example.com"] = add_server(c, "example.com", authentication_required=False, always_on_tls=False)
         w.refs["submit.example.com"] = add_server(
-            c, "submit.example.com", authentication_required=True, always_on_tls=False
+            c, "submit.example.com", authentication_required=True, always_on_tls=False, domains="mail.example.com"
         )
         w.refs["alice"] = add_account(
             c, w.refs["example.com"], "alice@example.com", ALICE_PW, user_ref(server, w.alice)
         )
         w.refs["bob"] = add_account(c, w.refs["example.com"], "bob@example.com", BOB_PW, user_ref(server, w.bob))
+        # a local domain without a certificate row: its mail cannot be signed
+        add_account(c, w.refs["submit.example.com"], "al@mail.example.com", ALICE_PW, user_ref(server, w.alice))
     for host in ("example.com", "submit.example.com"):
         w.ports[host] = wait_listener(server, f"smtp-{host}")
     yield w, url
@@ -231,3 +236,55 @@ def test_group_commit_isolates_a_failing_write(db_url: str) -> None:
     assert largest == 6  # all six were queued before the writer ran: one shared transaction was tried
     assert outcomes == ["1:ok", "2:ok", "3:failed", "4:ok", "5:ok", "6:ok"]
     assert stored == [1, 2, 4, 5, 6]  # nothing of the failed write, everything of the others
+
+
+def outbox_rows(w: MailWorld, sender: str) -> list[dict[str, object]]:
+    with w.server.client(w.admin) as c:
+        r = c.get("/api/outbox", params={"page[size]": 200})
+        assert r.status_code == 200, r.text
+        return [d["attributes"] for d in r.json()["data"] if d["attributes"]["from_address"] == sender]
+
+
+def test_relayed_submission_is_dkim_signed_like_mail_send(world: tuple[MailWorld, str]) -> None:
+    w, url = world
+    raw = b"From: alice@example.com\r\nTo: dave@far.example\r\nSubject: signed relay\r\n\r\nHallo\r\n"
+    with submission(w, "alice@example.com", ALICE_PW) as s:
+        assert s.sendmail("alice@example.com", ["dave@far.example"], raw) == {}
+    with w.server.client(w.admin) as c:
+        q = json.dumps([{"column": "hostname", "operator": "is", "value": "example.com"}])
+        cert = c.get("/api/certificate", params={"query": q}).json()["data"][0]["id"]
+        r = c.post("/action/certificate/dkim_dns_record", json={"attributes": {"certificate_id": cert}})
+        assert r.status_code == 200, r.text
+        record = r.json()[0]["Attributes"]
+    assert record["name"] == "d1._domainkey.example.com"
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        return record["value"].encode() if name.decode().rstrip(".") == record["name"] else b""
+
+    engine = sa.create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                sa.text("SELECT mail FROM outbox WHERE to_address = 'dave@far.example' ORDER BY id DESC")
+            ).first()
+    finally:
+        engine.dispose()
+    assert stored is not None
+    sent = message.decode(stored[0])
+    signed = sent[sent.index(b"DKIM-Signature:") :]  # below our Received line
+    head = signed.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+    for tag in (b"a=rsa-sha256", b"c=relaxed/relaxed", b"d=example.com", b"s=d1"):
+        assert tag in head.replace(b" ", b"") or tag in head
+    assert dkim.verify(signed, dnsfunc=lookup), "dkimpy does not verify the relayed message"
+    assert not dkim.verify(signed.replace(b"Hallo", b"Hullo"), dnsfunc=lookup)
+
+
+def test_relay_from_a_domain_without_a_key_is_refused(world: tuple[MailWorld, str]) -> None:  # spec §I.18
+    w, _ = world
+    raw = b"From: al@mail.example.com\r\nTo: dave@far.example\r\nSubject: no key relay\r\n\r\nhi\r\n"
+    with submission(w, "al@mail.example.com", ALICE_PW) as s:
+        assert s.mail("al@mail.example.com")[0] == 250
+        assert s.rcpt("dave@far.example")[0] == 250
+        code, text = s.data(raw)
+    assert (code, text) == (554, b"5.5.0 Error: private key not found for signing outgoing email")
+    assert outbox_rows(w, "al@mail.example.com") == []

@@ -135,6 +135,21 @@ def _is_rsa(pem: str) -> bool:
 
 
 _RSA_CACHE: dict[str, bool] = {}
+SELECTOR_KEY = "mail.dkim_selector"
+
+
+class DkimKeys:
+    """`signing.KeySource` for SMTP submission relayed through the outbox: the key of the sender domain's
+    certificate row (its own RSA key made on first use when the certificate's key is EC, as
+    `dkim_dns_record` does); None when the domain has no certificate."""
+
+    def __init__(self, s: Services):
+        self.s = s
+
+    async def signing_key(self, domain: str) -> str | None:
+        if self.s.certs is None or self.s.certs.material(domain) is None:
+            return None
+        return await ensure_dkim_key(self.s, domain)
 
 
 def dkim_key(s: Services, domain: str) -> str | None:
@@ -195,8 +210,7 @@ async def queue_message(
     key = dkim_key(s, domain)
     if key is not None:
         try:
-            sel = signing.selector(s.config.get("mail.dkim_selector"))
-            raw = signing.sign(raw, domain, key, sel)
+            raw = signing.sign_as(raw, domain, key, s.config.get(SELECTOR_KEY))
         except signing.SigningError as exc:
             raise BadRequest(str(exc)) from None
     store = MailStore(s.db, s.catalog)

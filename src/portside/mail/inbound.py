@@ -11,8 +11,10 @@ Decisions, in order:
   `Received` and an `Authentication-Results` field are prepended (forged ones claiming our name dropped);
   junk goes to the Junk mailbox with `$Junk`. Every local copy, the outbox rows of foreign recipients and
   the sender's one Sent copy are written in ONE transaction, committed before the reply: `250` means stored
-  durably for every recipient, any failure is `451 4.3.0` for all (nothing stored). Concurrent sessions'
-  messages share transactions (`mail.commit`: group commit), each 250 sent only after its own commit.
+  durably for every recipient, any failure is `451 4.3.0` for all (nothing stored). Relayed mail is
+  DKIM-signed with the sender domain's key first (`signing.KeySource`; none: `554 5.5.0`, nothing stored).
+  Concurrent sessions' messages share transactions (`mail.commit`: group commit), each 250 sent only after
+  its own commit.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from portside.core import records
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model
-from portside.mail import boxes, checks, message
+from portside.mail import boxes, checks, message, signing
 from portside.mail.boxes import Account, Mailbox
 from portside.mail.commit import GroupCommit
 from portside.mail.directory import MailDirectory
@@ -59,6 +61,8 @@ class Reply:
 OK_SENDER = Reply(250, "2.1.0 OK")
 OK_RECIPIENT = Reply(250, "2.1.5 OK")
 TRY_LATER = Reply(451, "4.3.0 Error: could not store the message, try again later")
+NO_KEY = Reply(554, "5.5.0 Error: private key not found for signing outgoing email")
+SELECTOR_KEY = "mail.dkim_selector"
 
 
 @dataclass
@@ -80,8 +84,15 @@ def _domain(address: str) -> str:
 
 
 class Inbound:
-    def __init__(self, db: Database, config: ConfigStore, store: MailStore, directory: MailDirectory):
-        self.db, self.config, self.store, self.directory = db, config, store, directory
+    def __init__(
+        self,
+        db: Database,
+        config: ConfigStore,
+        store: MailStore,
+        directory: MailDirectory,
+        keys: signing.KeySource | None = None,
+    ):
+        self.db, self.config, self.store, self.directory, self.keys = db, config, store, directory, keys
         self.writer = GroupCommit(db)
 
     @property
@@ -142,6 +153,12 @@ class Inbound:
             trace = received + checks.authentication_results(session.hostname, results, mail_from)
             verdict = Verdict(results.score, results.junk, results.detail())
         stored = trace + checks.strip_forged_results(raw, session.hostname)
+        outgoing = raw
+        if remote:  # relayed mail leaves DKIM-signed by the sender's domain, as mail.send's (spec §I.18)
+            signed = await self._sign(mail_from, raw)
+            if isinstance(signed, Reply):
+                return signed
+            outgoing = signed
         envelope = Envelope(
             mail_from=mail_from if mail_from != "<>" else "", ip_addr=session.peer_ip, is_tls=session.tls
         )
@@ -154,7 +171,7 @@ class Inbound:
                 targets = [await self._target(uow, acc, rcpt, junk, found[aid]) for aid, (acc, rcpt) in local.items()]
                 await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict)
                 if remote:
-                    await self._relay(uow, session, mail_from, remote, received + raw, raw)
+                    await self._relay(uow, session, mail_from, remote, received + outgoing, outgoing)
 
             await self.writer.write(write)  # returns once the transaction holding it has committed
         except Exception:
@@ -169,6 +186,22 @@ class Inbound:
             None if verdict is None else verdict.score,
         )
         return Reply(250, f"2.0.0 OK: queued as {queue_id}")
+
+    async def _sign(self, mail_from: str, raw: bytes) -> bytes | Reply:
+        """`raw` signed with the sender domain's DKIM key; 554 without a key (nothing is queued then)."""
+        domain = _domain(mail_from)
+        try:
+            key = await self.keys.signing_key(domain) if self.keys is not None and domain else None
+        except Exception:
+            logger.exception("finding the DKIM key of %s failed", domain)
+            return TRY_LATER
+        if key is None:
+            return NO_KEY
+        try:
+            return await asyncio.to_thread(signing.sign_as, raw, domain, key, self.config.get(SELECTOR_KEY))
+        except signing.SigningError as exc:
+            logger.info("signing mail from %s failed: %s", domain, exc)
+            return NO_KEY
 
     async def _box(self, conn: Any, account_id: int, junk: bool) -> Mailbox | None:
         if junk:

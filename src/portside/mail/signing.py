@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Protocol
 
 import dkim
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +21,12 @@ _SELECTOR_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[
 
 class SigningError(ValueError):
     """The key or the message cannot be signed."""
+
+
+class KeySource(Protocol):
+    """Where a sender domain's DKIM key comes from (actions.mail_send.DkimKeys: the domain's certificate)."""
+
+    async def signing_key(self, domain: str) -> str | None: ...
 
 
 def selector(configured: str | None) -> str:
@@ -57,6 +64,12 @@ def sign(raw: bytes, domain: str, key_pem: str, sel: str = DEFAULT_SELECTOR) -> 
     except (dkim.DKIMException, UnicodeError, ValueError) as exc:
         raise SigningError(f"DKIM signing failed: {type(exc).__name__}") from None
     return bytes(signature) + raw
+
+
+def sign_as(raw: bytes, domain: str, key_pem: str, configured_selector: str | None) -> bytes:
+    """`sign` with the selector of config `mail.dkim_selector` (the one signing path of mail.send and of
+    SMTP submission relayed through the outbox)."""
+    return sign(raw, domain, key_pem, selector(configured_selector))
 
 
 def dns_record(domain: str, public_key_pem: str, sel: str = DEFAULT_SELECTOR) -> dict[str, str]:

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from portside import log
+from portside.actions.mail_send import DkimKeys
 from portside.actions.services import Services
 from portside.mail import servers as mail_servers
 from portside.mail.inbound import Inbound
@@ -35,7 +36,7 @@ class MailServers:
     def __init__(self, svc: Services, listeners: Listeners):
         self.svc, self.listeners = svc, listeners
         self.store = MailStore(svc.db, svc.catalog)
-        self.inbound = Inbound(svc.db, svc.config, self.store, svc.mail_directory)
+        self.inbound = Inbound(svc.db, svc.config, self.store, svc.mail_directory, DkimKeys(svc))
         self._running: dict[str, Settings] = {}
         self._lock = asyncio.Lock()
 
