@@ -1,13 +1,21 @@
-"""Mail benchmark, inbound: Postfix's `smtp-source` against Portside's MX listener and, in the same run,
-against aiosmtpd's `Sink` handler (no checks, no storage).
+"""Mail benchmark (issue 13): inbound (Postfix's `smtp-source` against Portside's MX listener and, in the
+same run, against aiosmtpd's `Sink`) and outbound (one `mail.send` to 2,000 recipients delivered by the
+courier to a local sink, against aiosmtplib straight to the sink: bench/mail_outbound.py).
 
-Run: `.venv/bin/python bench/mail.py [--sessions 20] [--messages 2000] [--size 4096] [--database-url URL]
-[--smtp-source PATH]`. `smtp-source` comes from Debian's `postfix` package; the script also finds it in a
-`dpkg -x` of the package (`--smtp-source /x/usr/sbin/smtp-source`, libraries beside it in
-`/x/usr/lib/postfix`), so no mail daemon needs to be installed. Results are printed and written to
-bench/RESULTS.md, section `## mail (bench/mail.py)`.
+Run: `PYTHONPATH=src .venv/bin/python bench/mail.py [--inbound] [--outbound]` (both when neither is given)
+`[--sessions 20] [--messages 2000] [--size 4096] [--repeat 3] [--database-url URL] [--smtp-source PATH]
+[--recipients 2000] [--outbound-database sqlite|postgresql]`. Results are printed and written to
+bench/RESULTS.md, section `## mail (bench/mail.py)`: one table with the inbound and the outbound rows (a
+part not run this time keeps its rows from the last run).
 
-Method
+Getting `smtp-source` (a new user needs nothing installed): it comes from Debian's `postfix` package. The
+script looks for `--smtp-source`, then `smtp-source` on PATH, then its cache
+(`$XDG_CACHE_HOME/portside-bench/postfix`, default `~/.cache/...`); failing all three it runs
+`apt-get download postfix` (no root needed) and unpacks the package there with `dpkg -x`, so no mail
+daemon is installed or started. The libraries the tool needs sit beside it (`usr/lib/postfix`) and are put
+on `LD_LIBRARY_PATH` for it.
+
+Inbound method
   1. Portside (`portside serve`, SQLite by default) with one `mail_server` row (MX: no AUTH, plaintext,
      `max_clients` above the session count) and one account `rcpt@bench.test`; config `mail.dns_resolver`
      points at a dnslib server in this process answering the sender domain's SPF (`ip4:127.0.0.1 -all`) and
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import shutil
 import socket
@@ -31,10 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import mail_outbound
 from common import RESULTS, expect, request, update_results
 
 from mailsupport import start_dns
@@ -50,10 +61,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "portside-bench" / "postfix"
+
+
+def fetch_smtp_source(cache: Path = CACHE) -> str:
+    """`smtp-source` from Debian's postfix package, downloaded and unpacked into `cache` (once)."""
+    tool = cache / "root" / "usr" / "sbin" / "smtp-source"
+    if tool.exists():
+        return str(tool)
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"fetching smtp-source: apt-get download postfix into {cache}", flush=True)
+    r = subprocess.run(["apt-get", "download", "postfix"], cwd=cache, capture_output=True, text=True)
+    debs = sorted(cache.glob("postfix_*.deb"))
+    if r.returncode != 0 or not debs:
+        raise SystemExit(f"apt-get download postfix failed: {r.stderr[-400:]} (pass --smtp-source PATH)")
+    subprocess.run(["dpkg", "-x", str(debs[-1]), str(cache / "root")], check=True)
+    if not tool.exists():
+        raise SystemExit(f"{debs[-1].name} holds no usr/sbin/smtp-source")
+    return str(tool)
+
+
 def smtp_source(path: str | None) -> tuple[str, dict[str, str]]:
     found = path or shutil.which("smtp-source") or ""
     if not found or not Path(found).exists():
-        raise SystemExit("smtp-source not found: install postfix or pass --smtp-source (see the module text)")
+        found = fetch_smtp_source()
     env = dict(os.environ)
     libs = Path(found).resolve().parent.parent / "lib" / "postfix"
     if libs.is_dir():
@@ -211,15 +242,23 @@ def count_stored(database_url: str, data: Path) -> int:
         return int(c.execute("SELECT COUNT(*) FROM mail WHERE recipient = 'rcpt@bench.test'").fetchone()[0])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--sessions", type=int, default=20)
-    p.add_argument("--messages", type=int, default=2000)
-    p.add_argument("--size", type=int, default=4096)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--database-url", default="")
-    p.add_argument("--smtp-source", default=None)
-    opts = p.parse_args()
+OUT_HEADING = "## mail outbound (bench/mail_out.py)"  # the old separate section, dropped once folded in
+
+
+@dataclass
+class Inbound:
+    sessions: int
+    messages: int
+    size: int
+    repeat: int
+    db: str
+    sink: float
+    ours: float
+    stored: int
+    sent: int
+
+
+def run_inbound(opts: argparse.Namespace) -> Inbound:
     tool, env = smtp_source(opts.smtp_source)
     dns = start_dns()
     dns.zone.add("src.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
@@ -243,31 +282,101 @@ def main() -> None:
             ours.append(run_source(tool, env, mx_port, opts.sessions, opts.messages, opts.size))
             print(f"round: portside {ours[-1]:.1f} msg/s, sink {theirs[-1]:.1f} msg/s", flush=True)
         stored = count_stored(opts.database_url, data)
-        sent = opts.repeat * opts.messages
     finally:
         proc.terminate()
         sink.terminate()
         proc.wait(30)
         sink.wait(30)
         dns.stop()
-    o, t = statistics.median(ours), statistics.median(theirs)
     db = "PostgreSQL" if opts.database_url.startswith("postgres") else "SQLite"
-    correct = "OK" if stored == sent else "MISSING"
+    return Inbound(
+        opts.sessions,
+        opts.messages,
+        opts.size,
+        opts.repeat,
+        db,
+        statistics.median(theirs),
+        statistics.median(ours),
+        stored,
+        opts.repeat * opts.messages,
+    )
+
+
+def inbound_rows(r: Inbound) -> str:
+    ok = "OK" if r.stored == r.sent else "MISSING"
+    goal = "met" if r.ours >= 0.5 * r.sink else "NOT met"
+    return (
+        f"| inbound | aiosmtpd Sink (reference) | {r.sink:,.1f} msg/s | | | |\n"
+        f"| inbound | Portside MX ({r.db}), `smtp-source -s {r.sessions} -m {r.messages} -l {r.size}`, median of "
+        f"{r.repeat} | {r.ours:,.1f} msg/s | {r.ours / r.sink:.2f} | >= 0.5x sink: {goal} | "
+        f"{ok}: {r.stored:,}/{r.sent:,} in the INBOX |\n"
+    )
+
+
+def outbound_rows(r: mail_outbound.Outbound, kind: str) -> str:
+    done = "yes" if r.complete else f"no ({r.delivered}/{r.recipients})"
+    goal = "met" if r.complete and r.rate >= 500 and r.first <= 1 else "NOT met"
+    return (
+        f"| outbound | aiosmtplib -> sink (reference), 50 rcpt/transaction | {r.ref_rate:,.0f} deliveries/s | | | "
+        f"{r.ref_seconds:.2f} s total |\n"
+        f"| outbound | aiosmtplib -> sink (reference), 1 rcpt/transaction | {r.one_rate:,.0f} deliveries/s | | | "
+        f"{r.one_seconds:.2f} s total |\n"
+        f"| outbound | Portside `mail.send` to {r.recipients:,} ({kind}), courier -> sink | {r.rate:,.0f} deliveries/s "
+        f"| {r.rate / r.ref_rate:.2f} | >= 500/s, first <= 1 s: {goal} | delivered once: {done}; first "
+        f"{r.first:.3f} s, last {r.last:.2f} s after commit |\n"
+    )
+
+
+def previous_rows(kind: str) -> str:
+    """The rows of `kind` (inbound/outbound) in the current table, kept when that part is not re-run."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    m = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    rows = [line for line in (m.group(0) if m else "").splitlines() if line.startswith(f"| {kind} |")]
+    return "".join(line + "\n" for line in rows) or f"| {kind} | (not run yet) | | | | |\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--inbound", action="store_true", help="run the inbound part (default: both)")
+    p.add_argument("--outbound", action="store_true", help="run the outbound part (default: both)")
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--messages", type=int, default=2000)
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--database-url", default="", help="inbound: Portside's database (default: SQLite)")
+    p.add_argument("--smtp-source", default=None)
+    p.add_argument("--recipients", type=int, default=2000)
+    p.add_argument("--outbound-database", choices=("sqlite", "postgresql"), default="sqlite")
+    opts = p.parse_args()
+    both = not opts.inbound and not opts.outbound
+    load = Path("/proc/loadavg").read_text().strip()
+    inbound = run_inbound(opts) if opts.inbound or both else None
+    outbound = mail_outbound.run(opts.recipients, opts.outbound_database) if opts.outbound or both else None
+    load_end = Path("/proc/loadavg").read_text().strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rows = (inbound_rows(inbound) if inbound else previous_rows("inbound")) + (
+        outbound_rows(outbound, opts.outbound_database) if outbound else previous_rows("outbound")
+    )
     table = (
         f"{SECTION}\n\n"
-        f"Inbound: `smtp-source -s {opts.sessions} -m {opts.messages} -l {opts.size}` to one local account over\n"
-        f"the MX listener ({db}); Portside checks SPF/DKIM/DMARC against a local dnslib DNS and commits every message\n"
-        "before its 250. Reference in the same run: aiosmtpd's `Sink` (no checks, no storage). Median of\n"
-        f"{opts.repeat} alternating rounds. Goal: Portside >= 0.5x the sink.\n\n"
-        "| run | messages/s | ratio (Portside/sink) | stored |\n|---|---:|---:|---|\n"
-        f"| aiosmtpd Sink | {t:,.1f} | | |\n"
-        f"| Portside MX ({db}) | {o:,.1f} | {o / t:.2f} | {correct}: {stored:,}/{sent:,} in the INBOX |\n\n"
-        f"Goal {'met' if o >= 0.5 * t else 'NOT met'}. Each message is its own transaction (UID taken under the\n"
-        "mailbox row lock, row + change event written, commit before the 250); on SQLite those commits are\n"
-        "serialised, which bounds the rate (batching concurrent deliveries into one commit is the next step).\n"
+        f"- last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, portside commit {commit}, "
+        f"parts: {'both' if both else ('inbound' if opts.inbound else '') + ('outbound' if opts.outbound else '')}\n"
+        f"- machine: nproc {os.cpu_count()}, {platform.machine()}, python {platform.python_version()}; "
+        f"load average at start {load}, at end {load_end} (2 cores shared with other work: rates vary)\n\n"
+        "Inbound: smtp-source to one local account over the MX listener; Portside checks SPF/DKIM/DMARC against "
+        "a local\ndnslib DNS and commits every message before its 250 (concurrent sessions' messages share "
+        "commits: group\ncommit). Reference in the same run: aiosmtpd's `Sink` (no checks, no storage), "
+        "alternating rounds.\nOutbound: one `mail.send` (4 KB, DKIM-signed), the courier looks up the MX on the "
+        "local DNS and delivers\nto an aiosmtpd sink, 50 recipients per SMTP transaction; reference: aiosmtplib "
+        "straight to the same sink.\n\n"
+        "| part | run | rate | ratio | goal | check |\n|---|---|---:|---:|---|---|\n" + rows
     )
     print(table)
     update_results(RESULTS, SECTION, table)
+    text = RESULTS.read_text()
+    old = re.compile(rf"^{re.escape(OUT_HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if old.search(text):
+        RESULTS.write_text(old.sub("", text).rstrip() + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
-"""Outbound mail benchmark: one `mail.send` to 2,000 recipients, delivered by the outbox courier to a local
-aiosmtpd sink found through MX lookup on a local test DNS (dnslib).
-
-Run: `PYTHONPATH=src .venv/bin/python bench/mail_out.py [--recipients 2000] [--database sqlite|postgresql]`.
-Results are printed and written to bench/RESULTS.md, section `## mail outbound (bench/mail_out.py)`.
+"""The outbound half of bench/mail.py (run that script: `bench/mail.py --outbound`): one `mail.send` to
+2,000 recipients, delivered by the outbox courier to a local aiosmtpd sink found through MX lookup on a
+local test DNS (dnslib).
 
 Method
   1. A Portside process (`python -m portside.cli.main serve`, this checkout's sources) on a fresh database;
@@ -21,16 +19,15 @@ Method
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +38,8 @@ from dnslib import MX, QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, expect, request, update_results
+from common import expect, request
 
-HEADING = "## mail outbound (bench/mail_out.py)"
 LISTEN_RE = re.compile(r"portside: http listening on (http://\S+)")
 BODY = ("Portside outbound benchmark line of text, about seventy characters long..\n" * 56)[:4096]
 
@@ -185,20 +181,30 @@ async def reference(port: int, count: int, raw: bytes, per_transaction: int) -> 
     return time.monotonic() - start
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--recipients", type=int, default=2000)
-    ap.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    args = ap.parse_args()
-    n = args.recipients
-    load = Path("/proc/loadavg").read_text().strip()
+@dataclass
+class Outbound:
+    recipients: int
+    delivered: int
+    complete: bool
+    http_seconds: float
+    first: float
+    last: float
+    rate: float
+    ref_seconds: float
+    ref_rate: float
+    one_seconds: float
+    one_rate: float
+
+
+def run(n: int, kind: str) -> Outbound:
+    """Portside's courier and the aiosmtplib reference, same sink, same run."""
     dns = DNSServer(Zone(), port=0, address="127.0.0.1", logger=DNSLogger(logf=lambda _l: None))
     dns.start_thread()
     stamp = Stamp()
     sink_port = free_port()
     sink = Controller(stamp, hostname="127.0.0.1", port=sink_port)
     sink.start()
-    db_url, drop = database(args.database)
+    db_url, drop = database(kind)
     proc, url = start_portside(tempfile.mkdtemp(prefix="bench-mail-data-"), db_url)
     try:
         token = setup(url, dns.server.server_address[1], sink_port)
@@ -230,35 +236,7 @@ def main() -> int:
         sink.stop()
         dns.stop()
         drop()
-    commit_hash = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    section = f"""{HEADING}
-
-- date: {time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())}
-- machine: nproc {os.cpu_count()}, {platform.processor() or platform.machine()}
-- python: {platform.python_version()}; database: {args.database}; portside commit: {commit_hash}
-- load average at start: {load}
-- command: `PYTHONPATH=src .venv/bin/python bench/mail_out.py --recipients {n} --database {args.database}`
-
-Setup: one `mail.send` (4 KB body, DKIM-signed) to {n} recipients at `dest.test`; the courier looks up the MX
-on a local dnslib server and delivers to an aiosmtpd sink in the bench process. "commit" = the action's
-response (its transaction committed before it answered; the HTTP call took {commit - sent_at:.2f} s).
-The courier sends one SMTP transaction per 50 recipients of the same message and domain (MAIL, 50 RCPT,
-one DATA), as MTAs do. Reference, same run: aiosmtplib handing the same message (same size) for {n}
-recipients straight to the same sink over 10 connections, 50 recipients per transaction (the same work with
-no database, queue, DNS or DKIM), and, for scale, one transaction per recipient.
-
-| measure | Portside | reference, 50 rcpt/transaction | reference, 1 rcpt/transaction | goal |
-|---|---:|---:|---:|---|
-| all recipients delivered exactly once | {"yes" if complete else f"no ({len(set(names))}/{n})"} | yes | yes | all |
-| first delivery after commit | {first:.3f} s | - | - | <= 1 s |
-| last delivery after commit | {last:.2f} s | {ref_seconds:.2f} s (total) | {one_seconds:.2f} s (total) | - |
-| deliveries/s | {rate:,.0f} | {ref_rate:,.0f} | {one_rate:,.0f} | >= 500 |
-| ratio (Portside / reference at 50) | {rate / ref_rate:.2f} | 1.00 | - | - |
-"""
-    print(section)
-    update_results(RESULTS, HEADING, section)
-    return 0 if complete else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    delivered = len(set(names))
+    return Outbound(
+        n, delivered, complete, commit - sent_at, first, last, rate, ref_seconds, ref_rate, one_seconds, one_rate
+    )
