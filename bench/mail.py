@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,8 @@ def start_portside(data: Path, database_url: str) -> tuple[subprocess.Popen[str]
     for line in proc.stdout:
         m = ANY_LISTEN.match(line.strip())
         if m and m.group(1) == "http":
+            # keep reading: a full pipe would stop the server at its next log line
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, m.group(2)
     raise RuntimeError("portside did not start")
 

@@ -164,12 +164,13 @@ class Inbound:
         )
         try:
             junk = verdict is not None and verdict.spam
-            # found outside the write (cached): the write only locks and inserts
+            # found and parsed outside the write (boxes cached): the shared write only locks and inserts
             found = {aid: await self.directory.delivery_box(self.db, self.model, aid, junk) for aid in local}
+            prepared = await self.store.prepare(stored) if local else None
 
             async def write(uow: UnitOfWork) -> None:
                 targets = [await self._target(uow, acc, rcpt, junk, found[aid]) for aid, (acc, rcpt) in local.items()]
-                await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict)
+                await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict, prepared=prepared)
                 if remote:
                     await self._relay(uow, session, mail_from, remote, received + outgoing, outgoing)
 

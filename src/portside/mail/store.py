@@ -210,6 +210,13 @@ class MailStore:
 
     # -- writes ----------------------------------------------------------------------------------
 
+    @staticmethod
+    async def prepare(raw: bytes) -> tuple[message.Parsed, str]:
+        """The parsed columns and the stored form of `raw` (in a thread for a large message)."""
+        if len(raw) > THREAD_FROM:  # parsing and compressing megabytes must not stall the event loop
+            return await asyncio.to_thread(lambda: (message.parse(raw), message.encode(raw)))
+        return message.parse(raw), message.encode(raw)
+
     async def deliver(
         self,
         uow: UnitOfWork,
@@ -219,16 +226,15 @@ class MailStore:
         envelope: Envelope | None = None,
         verdict: Verdict | None = None,
         internal_date: dt.datetime | None = None,
+        prepared: tuple[message.Parsed, str] | None = None,
     ) -> list[Stored]:
-        """Store `raw` once per target (byte-exact), each with a fresh UID of its mailbox."""
+        """Store `raw` once per target (byte-exact), each with a fresh UID of its mailbox. `prepared` is
+        `prepare(raw)` done before the transaction (the parse stays out of a shared write)."""
         if not targets:
             return []
         model = self.model
         tm = model.table(MAIL_TABLE)
-        if len(raw) > THREAD_FROM:  # parsing and compressing megabytes must not stall the event loop
-            parsed, stored_form = await asyncio.to_thread(lambda: (message.parse(raw), message.encode(raw)))
-        else:
-            parsed, stored_form = message.parse(raw), message.encode(raw)
+        parsed, stored_form = prepared if prepared is not None else await self.prepare(raw)
         env = envelope or Envelope()
         when = internal_date or records.now()
         common: dict[str, Any] = {
