@@ -314,6 +314,25 @@ def test_sharing_through_a_group_link(env: tuple[Server, World, dict[str, DavUse
     with client(srv, member) as m:
         assert {"write-content", "bind", "unbind"} <= _privileges(m, url)
         assert m.put(url + "new.ics", content=event("by-member")).status_code == 201
+    # the same sharing on /api: the members see the shared calendar's events as rows, strangers do not
+    with srv.client(member.token) as api:
+        uids = {r["attributes"]["uid"] for r in api.get("/api/calendar", params={"page[size]": "500"}).json()["data"]}
+        assert {"shared-1", "by-member"} <= uids
+    with srv.client(users["stranger"].token) as api:
+        uids = {r["attributes"]["uid"] for r in api.get("/api/calendar", params={"page[size]": "500"}).json()["data"]}
+        assert not {"shared-1", "by-member"} & uids
+    with srv.client(world.admin) as admin:
+        r = admin.request(
+            "DELETE",
+            f"/api/collection/{ref}/relationships/usergroup_id",
+            json={"data": [{"type": "usergroup", "id": world.team}]},
+        )
+        assert r.status_code == 204, r.text
+    with srv.client(member.token) as api:
+        uids = {r["attributes"]["uid"] for r in api.get("/api/calendar", params={"page[size]": "500"}).json()["data"]}
+        assert not {"shared-1", "by-member"} & uids
+    with client(srv, member) as m:
+        assert m.get(url + "m.ics").status_code == 404
 
 
 def test_carddav_vcard3_and_4_query_and_multiget(env: tuple[Server, World, dict[str, DavUser]]) -> None:
