@@ -66,6 +66,8 @@ class DavApp:
         except Exception:
             logger.exception("DAV %s %s failed", request.method, request.url.path)
             response = Response(b"internal error", 500, media_type="text/plain")
+        peer = request.client.host if request.client is not None else "-"
+        logger.info("%s %s %s %d", peer, request.method, request.url.path[:300], response.status_code)  # no headers
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
