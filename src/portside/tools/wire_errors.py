@@ -103,3 +103,38 @@ WS_CLOSE: dict[Kind, int] = {
 def ws_close_code(kind: Kind) -> int:
     """The WebSocket close code a session ends with for `kind`."""
     return WS_CLOSE[kind]
+
+
+# -- IMAP ----------------------------------------------------------------------------------------------------
+
+IMAP_REPLY: dict[Kind, tuple[str, str | None]] = {
+    Kind.BAD_REQUEST: ("BAD", None),
+    Kind.VALIDATION_FAILED: ("BAD", None),
+    Kind.SCHEMA_INVALID: ("BAD", None),
+    Kind.UNSUPPORTED_EXPRESSION: ("BAD", None),
+    Kind.UNAUTHORIZED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.LOGIN_FAILED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.TOKEN_EXPIRED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.TOKEN_REVOKED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.FORBIDDEN: ("NO", "NOPERM"),
+    Kind.NOT_FOUND: ("NO", "NONEXISTENT"),
+    Kind.TABLE_NOT_FOUND: ("NO", "NONEXISTENT"),
+    Kind.ROW_NOT_FOUND: ("NO", "NONEXISTENT"),
+    Kind.METHOD_NOT_ALLOWED: ("NO", "CANNOT"),
+    Kind.CONFLICT: ("NO", "INUSE"),
+    Kind.UNIQUE_VIOLATION: ("NO", "ALREADYEXISTS"),
+    Kind.PAYLOAD_TOO_LARGE: ("NO", "TOOBIG"),
+    Kind.UNSUPPORTED_MEDIA_TYPE: ("NO", "CANNOT"),
+    Kind.TOO_MANY_REQUESTS: ("NO", "UNAVAILABLE"),
+    Kind.RATE_LIMITED: ("NO", "UNAVAILABLE"),
+    Kind.INTERNAL: ("NO", "SERVERBUG"),
+    Kind.UPSTREAM_FAILED: ("NO", "UNAVAILABLE"),
+    Kind.UNAVAILABLE: ("NO", "UNAVAILABLE"),
+    Kind.GOING_AWAY: ("BYE", None),
+    Kind.TOO_SLOW: ("BYE", None),
+}
+
+
+def imap_reply(kind: Kind) -> tuple[str, str | None]:
+    """(status word `NO`/`BAD`/`BYE`, response code or None) an IMAP command ends with for `kind`."""
+    return IMAP_REPLY[kind]
