@@ -43,6 +43,7 @@ from portside.feeds.websub import WebSubHub
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
+from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.yjs_relay import RedisRelay
@@ -127,7 +128,7 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc()], data, s.schema)
+        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), mail_doc()], data, s.schema)
         await migrate_base(db)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()

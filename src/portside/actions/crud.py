@@ -39,6 +39,7 @@ from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Conflict, Forbidden, Kind, NotFound
+from portside.mail.store import create_standard_mailboxes
 from portside.tools.ids import parse_uuid
 
 logger = log.get("crud")
@@ -347,6 +348,8 @@ class Crud:
             await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row_id).values({OWNER_COLUMN: row_id}))
         if to_link:
             await links.link(self, uow, actor, tm, row_id, to_link, replace=False, announce=False)
+        if table == "mail_account":  # the standard mailboxes exist as soon as the account does
+            await create_standard_mailboxes(uow, model, row_id)
         # one create event, carrying the row's final owner and group grants
         return await records.emit_row(uow, model, tm, row_id, "create", actor.ref)
 

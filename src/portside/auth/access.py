@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from portside.auth.permissions import UPDATE, Actor, allowed
+from portside.auth.permissions import READ, UPDATE, Actor, allowed
 from portside.core.events import Grants
 
 Mode = Literal["rw", "ro"]
@@ -50,3 +50,8 @@ def may_set_topic_permission(actor: Actor, grants: Grants) -> bool:
 def document_mode(actor: Actor, row_grants: Grants, *, table_allows_update: bool) -> Mode:
     """A row-bound Yjs document: read-write when the caller may update the row and the table lets them."""
     return "rw" if allowed(actor, UPDATE, row_grants) and table_allows_update else "ro"
+
+
+def may_read_mailbox(actor: Actor, grants: Grants) -> bool:
+    """A mailbox (and the mail in it) is read by its owner, the mail account's owner (and administrators)."""
+    return allowed(actor, READ, grants)

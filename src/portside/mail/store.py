@@ -1,0 +1,414 @@
+"""MailStore: the one place mail is written and read, for SMTP, IMAP, mail.send and the outbox.
+
+API (every write takes the caller's unit of work, so a delivery to several mailboxes and the rest of the
+caller's transaction commit together or not at all; events are published after the commit):
+
+    store = MailStore(db, catalog)                       # catalog: anything with a `.model`
+    # accounts and mailboxes (rows; see mail.boxes)
+    await store.account(address) -> Account | None        # by username (NFC, lower-cased)
+    await store.local_domains() -> set[str]                 # mail_server hostnames + their `domains`
+    await store.mailboxes(actor, account_id=None) -> list[Mailbox]     # what the actor may read
+    await store.mailboxes_of(account_id) -> list[Mailbox]   # all boxes of one account (edges after login)
+    await store.mailbox(account_id, name) / mailbox_by_role(account_id, "\\Junk") -> Mailbox | None
+    await store.create_mailbox(uow, account, name, role="") -> Mailbox
+    await store.ensure_standard(uow, account_id) -> list[Mailbox]
+    # messages
+    await store.deliver(uow, [Target(mailbox, flags, recipient)], raw, envelope=None, verdict=None,
+                        internal_date=None) -> list[Stored]            # one message into N boxes, atomic
+    await store.append(uow, mailbox, raw, flags=(), internal_date=None) -> Stored   # IMAP APPEND, Sent copy
+    await store.set_flags(uow, mailbox, uids, flags, mode="set"|"add"|"remove", unchanged_since=None,
+                          clear_recent=False) -> FlagResult
+    await store.expunge(uow, mailbox, uids=None, only_deleted=True) -> list[int]    # expunged UIDs
+    await store.copy(uow, source, uids, target) -> list[tuple[int, int]]            # (old uid, new uid)
+    await store.messages(mailbox_id, since_uid=0, changed_since=None) -> list[MessageMeta]
+    await store.vanished(mailbox_id, since_modseq) -> list[int]
+    await store.raw(mail_id) -> bytes                       # byte-exact, any stored form (mail.message)
+
+UIDs (spec §A.11, made atomic): the delivering transaction runs `UPDATE mail_box SET nextuid = nextuid + n,
+modseq = modseq + 1 WHERE id = ?` and reads the new values back. The UPDATE takes the row lock on
+PostgreSQL and MariaDB (SQLite has one writer), so two transactions on any nodes never get the same UID,
+and `nextuid` only grows: a UID is never reused after EXPUNGE. Boxes are locked in id order (no deadlock).
+MODSEQ: every change of a mailbox's messages (new, flags, expunge) takes the box's next `modseq` and stamps
+it on the changed rows (`mail.modseq`) or on the tombstones of expunged UIDs (`mail_expunged`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from portside.auth import access
+from portside.auth.permissions import Actor
+from portside.core import records
+from portside.core.db import Database, UnitOfWork
+from portside.core.events import EventDraft
+from portside.core.model import OWNER_COLUMN, Model
+from portside.errors import NotFound
+from portside.mail import boxes, flags, message
+from portside.mail.boxes import Account, Mailbox
+from portside.mail.tables import OWNER_READ
+from portside.tools import jsonutil
+
+MAIL_TABLE = "mail"
+EXPUNGED_TABLE = "mail_expunged"
+CHUNK = 500
+
+
+class HasModel(Protocol):
+    @property
+    def model(self) -> Model: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one copy of a message goes."""
+
+    mailbox: Mailbox
+    flags: Sequence[str] = ()
+    recipient: str = ""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the SMTP session knew about a received message."""
+
+    mail_from: str = ""
+    ip_addr: str = ""
+    is_tls: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The spam decision, explainable: `detail` says which checks gave which score."""
+
+    score: float = 0.0
+    spam: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: int
+    ref: str
+    mailbox_id: int
+    uid: int
+    modseq: int
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    id: int
+    ref: str
+    uid: int
+    modseq: int
+    flags: list[str]
+    recent: bool
+    size: int
+    internal_date: dt.datetime | None
+    message_id: str
+
+
+@dataclass
+class FlagResult:
+    changed: list[tuple[int, int, list[str]]]  # (uid, modseq, flags) of the messages whose flags changed
+    failed: list[int]  # UIDs refused because they changed after `unchanged_since` (CONDSTORE)
+    modseq: int  # the mailbox's highest modseq afterwards
+
+
+class MailStore:
+    def __init__(self, db: Database, catalog: HasModel):
+        self.db = db
+        self.catalog = catalog
+
+    @property
+    def model(self) -> Model:
+        return self.catalog.model
+
+    # -- accounts and mailboxes ------------------------------------------------------------------
+
+    async def account(self, address: str) -> Account | None:
+        async with self.db.read() as conn:
+            return await boxes.account_by_address(conn, self.model, address)
+
+    async def local_domains(self) -> set[str]:
+        async with self.db.read() as conn:
+            return await boxes.local_domains(conn, self.model)
+
+    async def mailboxes(self, actor: Actor, account_id: int | None = None) -> list[Mailbox]:
+        """The mailboxes `actor` may read (their own accounts'), optionally of one account."""
+        if actor.user_id is None:
+            return []
+        async with self.db.read() as conn:
+            accounts = await boxes.accounts_of(conn, self.model, actor.user_id)
+            out: list[Mailbox] = []
+            for acc in accounts:
+                if account_id is None or acc.id == account_id:
+                    out.extend(await boxes.mailboxes_of(conn, self.model, acc.id))
+        return [b for b in out if access.may_read_mailbox(actor, b.grants)]
+
+    async def mailboxes_of(self, account_id: int) -> list[Mailbox]:
+        async with self.db.read() as conn:
+            return await boxes.mailboxes_of(conn, self.model, account_id)
+
+    async def mailbox(self, account_id: int, name: str) -> Mailbox | None:
+        async with self.db.read() as conn:
+            return await boxes.mailbox_by_name(conn, self.model, account_id, name)
+
+    async def mailbox_by_role(self, account_id: int, role: str) -> Mailbox | None:
+        async with self.db.read() as conn:
+            return await boxes.mailbox_by_role(conn, self.model, account_id, role)
+
+    async def create_mailbox(self, uow: UnitOfWork, account: Account, name: str, *, role: str = "") -> Mailbox:
+        return await boxes.create_mailbox(uow, self.model, account, name, role=role)
+
+    async def ensure_standard(self, uow: UnitOfWork, account_id: int) -> list[Mailbox]:
+        return await boxes.ensure_standard(uow, self.model, account_id)
+
+    # -- UIDs and modseqs --------------------------------------------------------------------------
+
+    async def _take(self, uow: UnitOfWork, box_id: int, uids: int) -> tuple[int, int]:
+        """(first of `uids` new UIDs, new modseq) of a mailbox; the row stays locked until commit."""
+        b = self.model.table(boxes.BOX_TABLE).sa
+        result = await uow.conn.execute(
+            b.update().where(b.c.id == box_id).values(nextuid=b.c.nextuid + uids, modseq=b.c.modseq + 1)
+        )
+        if result.rowcount != 1:
+            raise NotFound("no such mailbox")
+        row = (await uow.conn.execute(sa.select(b.c.nextuid, b.c.modseq).where(b.c.id == box_id))).one()
+        return int(row[0]) - uids, int(row[1])
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def deliver(
+        self,
+        uow: UnitOfWork,
+        targets: Sequence[Target],
+        raw: bytes,
+        *,
+        envelope: Envelope | None = None,
+        verdict: Verdict | None = None,
+        internal_date: dt.datetime | None = None,
+    ) -> list[Stored]:
+        """Store `raw` once per target (byte-exact), each with a fresh UID of its mailbox."""
+        if not targets:
+            return []
+        model = self.model
+        tm = model.table(MAIL_TABLE)
+        parsed = message.parse(raw)
+        stored_form = message.encode(raw)
+        env = envelope or Envelope()
+        when = internal_date or records.now()
+        common: dict[str, Any] = {
+            **parsed.columns(),
+            "mail": stored_form,
+            "size": len(raw),
+            "internal_date": when,
+            "ip_addr": env.ip_addr[:50],
+            "is_tls": env.is_tls,
+            "return_path": env.mail_from[:255],
+        }
+        if env.mail_from:
+            common["from_address"] = env.mail_from[:200]
+        if verdict is not None:
+            common.update(
+                spam=verdict.spam,
+                spam_score=float(verdict.score),
+                spam_verdict=jsonutil.dumps_str(verdict.detail),
+            )
+        order = sorted(range(len(targets)), key=lambda i: targets[i].mailbox.id)
+        out: list[Stored | None] = [None] * len(targets)
+        for i in order:
+            t = targets[i]
+            box = t.mailbox
+            uid, modseq = await self._take(uow, box.id, 1)
+            values = dict(common)
+            values.update(flags.to_columns(flags.normalize(t.flags), recent=True))
+            values.update(uid=uid, modseq=modseq, mail_box_id=box.id, recipient=t.recipient[:200])
+            values[OWNER_COLUMN] = box.owner_id
+            row = await records.insert(uow, model, tm, values, permission=OWNER_READ, actor=box.owner_ref)
+            out[i] = Stored(row.id, row.ref, box.id, uid, modseq)
+        return [s for s in out if s is not None]
+
+    async def append(
+        self,
+        uow: UnitOfWork,
+        mailbox: Mailbox,
+        raw: bytes,
+        *,
+        flags: Sequence[str] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> Stored:
+        """One message into one mailbox (IMAP APPEND, the Sent copy of mail.send)."""
+        return (await self.deliver(uow, [Target(mailbox, flags)], raw, internal_date=internal_date))[0]
+
+    async def _rows(self, conn: Any, box_id: int, uids: Iterable[int] | None, *cols: str) -> list[Any]:
+        t = self.model.table(MAIL_TABLE).sa
+        base = sa.select(t.c.id, t.c.uid, *(t.c[c] for c in cols)).where(t.c.mail_box_id == box_id)
+        if uids is None:
+            return list((await conn.execute(base.order_by(t.c.uid))).all())
+        wanted = sorted({int(u) for u in uids})
+        out: list[Any] = []
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            out.extend((await conn.execute(base.where(t.c.uid.in_(chunk)).order_by(t.c.uid))).all())
+        return out
+
+    async def set_flags(
+        self,
+        uow: UnitOfWork,
+        mailbox: Mailbox,
+        uids: Iterable[int],
+        change: Iterable[str],
+        *,
+        mode: str = "set",
+        unchanged_since: int | None = None,
+        clear_recent: bool = False,
+    ) -> FlagResult:
+        """STORE: change the flags of the messages with these UIDs (unknown UIDs are skipped). Messages whose
+        flags end up as they were keep their modseq; with `unchanged_since`, a message changed later is left
+        alone and reported in `failed`."""
+        model = self.model
+        tm = model.table(MAIL_TABLE)
+        wanted = list(change)
+        cols = (*flags.FLAG_COLUMNS, "keywords", "recent", "modseq")
+        rows = await self._rows(uow.conn, mailbox.id, uids, *cols)
+        plan: list[tuple[int, int, list[str], bool]] = []
+        failed: list[int] = []
+        for r in rows:
+            current = flags.of_row(r._mapping)
+            new = flags.apply(current, wanted, mode)
+            recent = bool(r.recent) and not clear_recent
+            if new == current and recent == bool(r.recent):
+                continue
+            if unchanged_since is not None and int(r.modseq or 0) > unchanged_since:
+                failed.append(int(r.uid))
+                continue
+            plan.append((int(r.id), int(r.uid), new, recent))
+        if not plan:
+            return FlagResult([], failed, mailbox.modseq)
+        _, modseq = await self._take(uow, mailbox.id, 0)
+        changed: list[tuple[int, int, list[str]]] = []
+        for row_id, uid, new, recent in plan:
+            values = {**flags.to_columns(new, recent=recent), "modseq": modseq}
+            await records.update(uow, model, tm, row_id, values, actor=mailbox.owner_ref)
+            changed.append((uid, modseq, new))
+        return FlagResult(changed, failed, modseq)
+
+    async def expunge(
+        self, uow: UnitOfWork, mailbox: Mailbox, uids: Iterable[int] | None = None, *, only_deleted: bool = True
+    ) -> list[int]:
+        """Remove messages (those marked `\\Deleted`, optionally only among `uids`; `only_deleted=False`
+        removes the given UIDs whatever their flags, for MOVE). Returns the removed UIDs, ascending; each
+        leaves a tombstone with the expunge's modseq."""
+        model = self.model
+        tm = model.table(MAIL_TABLE)
+        rows = await self._rows(uow.conn, mailbox.id, uids, "deleted")
+        gone = [(int(r.id), int(r.uid)) for r in rows if r.deleted or not only_deleted]
+        if not gone:
+            return []
+        _, modseq = await self._take(uow, mailbox.id, 0)
+        t = tm.sa
+        tomb = model.table(EXPUNGED_TABLE)
+        for start in range(0, len(gone), CHUNK):
+            chunk = gone[start : start + CHUNK]
+            ids = [i for i, _ in chunk]
+            found = await records.fetch(
+                uow.conn,
+                model,
+                tm,
+                t.c.id.in_(ids),
+                fields=("reference_id", "permission", OWNER_COLUMN, "uid", "mail_box_id"),
+            )
+            if tm.group_join is not None:
+                j = model.table(tm.group_join).sa
+                await uow.conn.execute(j.delete().where(j.c[f"{MAIL_TABLE}_id"].in_(ids)))
+            await uow.conn.execute(t.delete().where(t.c.id.in_(ids)))
+            for uid_row in chunk:
+                await records.insert_row(
+                    uow,
+                    model,
+                    tomb,
+                    {"uid": uid_row[1], "modseq": modseq, "mail_box_id": mailbox.id, OWNER_COLUMN: mailbox.owner_id},
+                    permission=OWNER_READ,
+                    actor=mailbox.owner_ref,
+                )
+            for f in found:
+                payload = records.event_payload(tm, f.attrs)
+                await uow.emit(EventDraft(MAIL_TABLE, "delete", f.ref, payload, f.grants, mailbox.owner_ref))
+        return sorted(u for _, u in gone)
+
+    async def copy(
+        self, uow: UnitOfWork, source: Mailbox, uids: Iterable[int], target: Mailbox
+    ) -> list[tuple[int, int]]:
+        """COPY: new rows in `target` with fresh UIDs, the same raw message and flags, `\\Recent` set."""
+        model = self.model
+        tm = model.table(MAIL_TABLE)
+        t = tm.sa
+        skip = {"id", "reference_id", "created_at", "updated_at", "version", "permission", "uid", "modseq"}
+        keep = [c.name for c in t.c if c.name not in skip and c.name not in ("mail_box_id", OWNER_COLUMN)]
+        rows = await self._rows(uow.conn, source.id, uids, *keep)
+        if not rows:
+            return []
+        first, modseq = await self._take(uow, target.id, len(rows))
+        pairs: list[tuple[int, int]] = []
+        for n, r in enumerate(rows):
+            values = {c: r._mapping[c] for c in keep}
+            values.update(uid=first + n, modseq=modseq, recent=True, mail_box_id=target.id)
+            values[OWNER_COLUMN] = target.owner_id
+            await records.insert(uow, model, tm, values, permission=OWNER_READ, actor=target.owner_ref)
+            pairs.append((int(r.uid), first + n))
+        return pairs
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def messages(
+        self, mailbox_id: int, *, since_uid: int = 0, changed_since: int | None = None
+    ) -> list[MessageMeta]:
+        """Messages of a mailbox in UID order (UID > `since_uid`; modseq > `changed_since` when given)."""
+        t = self.model.table(MAIL_TABLE).sa
+        cols = (*flags.FLAG_COLUMNS, "keywords", "recent", "modseq", "size", "internal_date", "message_id")
+        q = sa.select(t.c.id, t.c.reference_id, t.c.uid, *(t.c[c] for c in cols)).where(
+            t.c.mail_box_id == mailbox_id, t.c.uid > since_uid
+        )
+        if changed_since is not None:
+            q = q.where(t.c.modseq > changed_since)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q.order_by(t.c.uid))).all()
+        return [
+            MessageMeta(
+                int(r.id),
+                r.reference_id,
+                int(r.uid),
+                int(r.modseq or 0),
+                flags.of_row(dict(r._mapping)),
+                bool(r.recent),
+                int(r.size or 0),
+                r.internal_date,
+                r.message_id or "",
+            )
+            for r in rows
+        ]
+
+    async def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
+        """UIDs expunged from a mailbox after `since_modseq` (QRESYNC VANISHED (EARLIER))."""
+        x = self.model.table(EXPUNGED_TABLE).sa
+        q = sa.select(x.c.uid).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq).order_by(x.c.uid)
+        async with self.db.read() as conn:
+            return [int(u) for u in (await conn.scalars(q)).all()]
+
+    async def raw(self, mail_id: int) -> bytes:
+        t = self.model.table(MAIL_TABLE).sa
+        async with self.db.read() as conn:
+            stored = await conn.scalar(sa.select(t.c.mail).where(t.c.id == mail_id))
+        if stored is None:
+            raise NotFound("no such message")
+        return message.decode(stored)
+
+
+async def create_standard_mailboxes(uow: UnitOfWork, model: Model, account_row_id: int) -> None:
+    """Called by the record service in the transaction that creates a `mail_account` row."""
+    await boxes.ensure_standard(uow, model, account_row_id)
