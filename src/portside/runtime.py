@@ -43,6 +43,9 @@ from portside.feeds.websub import WebSubHub
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
+from portside.imap import config as imap_config
+from portside.imap.ports import ImapPorts
+from portside.imap.rows import RowsBackend
 from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
@@ -56,7 +59,7 @@ from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_sign
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
 HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
-LISTENER_KEYS = frozenset({HTTPS_PORT_KEY})
+LISTENER_KEYS = frozenset({HTTPS_PORT_KEY}) | imap_config.KEYS
 
 
 class Portside:
@@ -75,6 +78,7 @@ class Portside:
         self._reload_dirty = False
         self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
+        self._imap: ImapPorts | None = None
 
     async def __aenter__(self) -> Portside:
         await self.start()
@@ -171,6 +175,7 @@ class Portside:
         await self._serve_http(svc, http)
         life.task(self._switch_listeners(), "portside-listeners")
         await self._apply_https()
+        await self._start_imap(svc)
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -292,8 +297,25 @@ class Portside:
             self._switch.clear()
             try:
                 await self._apply_https()
+                await self._apply_imap()
             except Exception:
                 logger.exception("applying the listener configuration failed")
+
+    async def _start_imap(self, svc: Services) -> None:
+        """IMAP over the mail rows: one backend (logins, sessions, push from the bus), listeners by config."""
+        assert svc.certs is not None
+        backend = RowsBackend(svc.db, svc.catalog, svc.bus, svc.logins, svc.sessions)
+        await self._life.enter("imap", backend.start, backend.stop)
+        self._imap = ImapPorts(backend, svc.certs, self.settings.host)
+        await self._apply_imap()
+
+    async def _apply_imap(self) -> None:
+        if self._imap is None or self.services is None:
+            return
+        ports = await self._imap.apply(self.services.config.get, self.listeners)
+        for name in ("imap", "imaps"):
+            self.ports.pop(name, None)
+        self.ports.update(ports)
 
     async def stop(self) -> None:
         """Everything that started, in reverse order (listeners drain first); safe to call twice."""

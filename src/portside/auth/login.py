@@ -164,3 +164,67 @@ async def _touch(db: Database, model: Model, row_id: int, uow: UnitOfWork | None
             await records.update(own, model, tm, row_id, {"last_used": records.now()}, actor=None)
     except Exception:
         logger.exception("recording the last use of application password %d failed", row_id)
+
+
+@dataclass(frozen=True)
+class MailLogin:
+    actor: Actor  # the mail account's owner
+    account_id: int  # the `mail_account` row signed in to
+    credential: str  # "mail_password" or "app_password:<row reference id>"
+
+
+MAIL_ACCOUNT_TABLE = "mail_account"
+
+
+async def login_mail(
+    db: Database,
+    model: Model,
+    throttle: LoginThrottle,
+    *,
+    identifier: str,
+    secret: Any,
+    address: str,
+    protocol: str,
+) -> MailLogin:
+    """SMTP AUTH / IMAP LOGIN: a `mail_account` username with that account's password or an application
+    password of the account's owner. Same refusals, throttle and timing rules as `login`."""
+    account = names.email(identifier if isinstance(identifier, str) else "")
+    attempt = throttle.begin(account, address)
+    async with db.read() as conn:
+        found = await _check_mail(conn, model, account, secret, protocol)
+        if found is None:
+            logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)
+            raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
+        account_id, user_ref, credential, stale = found
+        attempt.succeeded()
+        actor = await actor_for_user(conn, model, ref=user_ref)
+    if actor is None:
+        raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
+    if stale is not None:
+        await _touch(db, model, stale, None)
+    logger.info("login ok protocol=%s account=%s address=%s credential=%s", protocol, account, address, credential)
+    return MailLogin(actor, account_id, credential)
+
+
+async def _check_mail(
+    conn: AsyncConnection, model: Model, account: str, secret: Any, protocol: str
+) -> tuple[int, str, str, int | None] | None:
+    m = model.table(MAIL_ACCOUNT_TABLE).sa
+    u = model.table("user_account").sa
+    row = (
+        await conn.execute(
+            sa.select(m.c.id, m.c.password, u.c.reference_id, u.c.email)
+            .select_from(m.join(u, u.c.id == m.c[OWNER_COLUMN]))
+            .where(m.c.username == account)
+        )
+    ).first()
+    if not isinstance(secret, str) or not secret or len(secret) > 1024:
+        return None
+    if row is not None and _app_password_ref(secret) is not None:
+        found = await _check(conn, model, row.email, secret, protocol)
+        if found is not None and found[1] != "password":
+            return int(row.id), found[0], found[1], found[2]
+        return None
+    hashed = row.password if row is not None and isinstance(row.password, str) and row.password else None
+    ok = await asyncio.to_thread(crypto.check_password, secret, hashed or _dummy_hash())
+    return (int(row.id), row.reference_id, "mail_password", None) if ok and row is not None and hashed else None

@@ -80,9 +80,10 @@ class Selected:
         return b"FLAGS " + flag_list(self.flags_of(uid))
 
     def update(self, messages: list[MessageInfo]) -> None:
-        for m in messages:
-            if m.uid in self.info:
-                self.info[m.uid] = m
+        for m in messages:  # flags and modseq change; the rest of what the client knows stays
+            old = self.info.get(m.uid)
+            if old is not None:
+                self.info[m.uid] = replace(old, flags=m.flags, modseq=m.modseq)
         if messages:
             top = max(m.modseq for m in messages)
             if top > self.mailbox.highestmodseq:

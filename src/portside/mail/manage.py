@@ -1,0 +1,110 @@
+"""Mailbox management and per-mailbox reads the IMAP server needs next to `MailStore`: counts for STATUS,
+delete / rename / subscribe, claiming `\\Recent`, and the raw message by UID.
+
+Writes take the caller's unit of work and emit the rows' events (a deleted mailbox's messages each get
+their `mail` delete event, as an EXPUNGE does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from portside.core import records
+from portside.core.db import Database, UnitOfWork
+from portside.core.model import Model
+from portside.errors import Conflict, Kind, NotFound
+from portside.mail import boxes, message
+from portside.mail.boxes import Mailbox
+from portside.mail.store import EXPUNGED_TABLE, MAIL_TABLE, MailStore
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Counts:
+    messages: int = 0
+    unseen: int = 0
+    recent: int = 0
+    deleted: int = 0
+    size: int = 0
+
+
+async def counts(db: Database, model: Model, box_id: int) -> Counts:
+    t = model.table(MAIL_TABLE).sa
+
+    def n(cond: Any) -> Any:
+        return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
+
+    q = sa.select(
+        sa.func.count(t.c.id),
+        n(t.c.seen == sa.false()),
+        n(t.c.recent == sa.true()),
+        n(t.c.deleted == sa.true()),
+        sa.func.coalesce(sa.func.sum(t.c.size), 0),
+    ).where(t.c.mail_box_id == box_id)
+    async with db.read() as conn:
+        row = (await conn.execute(q)).one()
+    return Counts(*(int(v or 0) for v in row))
+
+
+async def raw_by_uid(db: Database, model: Model, box_id: int, uid: int) -> bytes | None:
+    t = model.table(MAIL_TABLE).sa
+    async with db.read() as conn:
+        stored = await conn.scalar(sa.select(t.c.mail).where(t.c.mail_box_id == box_id, t.c.uid == uid))
+    return None if stored is None else message.decode(stored)
+
+
+async def claim_recent(uow: UnitOfWork, model: Model, box_id: int, uids: list[int]) -> set[int]:
+    """The UIDs among `uids` still marked recent, now cleared: the session that claims them is the one that
+    reports them as `\\Recent` (RFC 3501 §2.3.2). No event: `\\Recent` is session state."""
+    t = model.table(MAIL_TABLE).sa
+    claimed: set[int] = set()
+    wanted = sorted(set(uids))
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        cond = sa.and_(t.c.mail_box_id == box_id, t.c.recent == sa.true(), t.c.uid.in_(chunk))
+        found = [int(u) for u in (await uow.conn.scalars(sa.select(t.c.uid).where(cond))).all()]
+        if found:
+            await uow.conn.execute(t.update().where(cond).values(recent=False))
+            claimed.update(found)
+    return claimed
+
+
+async def set_subscribed(uow: UnitOfWork, model: Model, box: Mailbox, on: bool) -> None:
+    if box.subscribed != on:
+        await records.update(uow, model, model.table(boxes.BOX_TABLE), box.id, {"subscribed": on}, actor=box.owner_ref)
+
+
+async def delete_mailbox(uow: UnitOfWork, model: Model, store: MailStore, box: Mailbox) -> None:
+    """The mailbox, its messages (each with its delete event) and its expunge tombstones."""
+    await store.expunge(uow, box, None, only_deleted=False)
+    x = model.table(EXPUNGED_TABLE).sa
+    await uow.conn.execute(x.delete().where(x.c.mail_box_id == box.id))
+    tm = model.table(boxes.BOX_TABLE)
+    row = await records.fetch_one(uow.conn, model, tm, row_id=box.id)
+    if row is None:
+        raise NotFound("no such mailbox")
+    await records.delete(uow, model, tm, row, actor=box.owner_ref)
+
+
+async def rename_mailbox(uow: UnitOfWork, model: Model, box: Mailbox, new: str) -> None:
+    """A new name for a mailbox (its UIDs, UIDVALIDITY and messages stay); Conflict when the name is taken."""
+    key = boxes.mailbox_name(new)
+    await boxes.lock_account(uow, model, box.account_id)
+    if await boxes.mailbox_by_name(uow.conn, model, box.account_id, key) is not None:
+        raise Conflict("mailbox already exists", kind=Kind.UNIQUE_VIOLATION)
+    await records.update(uow, model, model.table(boxes.BOX_TABLE), box.id, {"name": key}, actor=box.owner_ref)
+
+
+async def move_all(uow: UnitOfWork, store: MailStore, source: Mailbox, target: Mailbox) -> int:
+    """Every message of `source` into `target` (RENAME INBOX): copied with new UIDs, then removed."""
+    metas = await store.messages(source.id)
+    uids = [m.uid for m in metas]
+    if not uids:
+        return 0
+    await store.copy(uow, source, uids, target)
+    await store.expunge(uow, source, uids, only_deleted=False)
+    return len(uids)
