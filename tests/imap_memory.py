@@ -96,7 +96,8 @@ class MemoryAccount:
 
     async def snapshot(self, name: str) -> Snapshot:
         box = self._box(name)
-        return Snapshot(box.info(), [box.messages[u][0] for u in sorted(box.messages)])
+        recent = frozenset(u for u, (_, _, r) in box.messages.items() if r)
+        return Snapshot(box.info(), [box.messages[u][0] for u in sorted(box.messages)], recent)
 
     async def changes(self, name: str, since: int) -> Changes:
         box = self._box(name)

@@ -91,14 +91,14 @@ class MailboxCommands(SessionBase):
         except NotFound:
             raise Refused("Mailbox doesn't exist: " + name[:100], "NONEXISTENT") from None
         uids = [m.uid for m in snap.messages]
-        recent = set() if readonly else await account.claim_recent(name, uids)
+        recent = set(snap.recent) if readonly else await account.claim_recent(name, uids)
         sel = Selected(name, readonly, snap, recent)
         sel.condstore = self.condstore
         box = snap.mailbox
         for line in sel.flags_lines():
             self.queue(b"* " + line)
         self.queue(b"* %d EXISTS" % len(uids))
-        self.queue(b"* %d RECENT" % (len(recent) if not readonly else box.recent))
+        self.queue(b"* %d RECENT" % len(recent))
         first_unseen = next((i + 1 for i, m in enumerate(snap.messages) if "\\Seen" not in m.flags), None)
         if first_unseen is not None:
             self.queue(f"* OK [UNSEEN {first_unseen}] First unseen.".encode())

@@ -249,8 +249,8 @@ class RowsAccount:
 
     async def create(self, name: str, special_use: str | None = None) -> MailboxInfo:
         async with self.db.transaction() as uow:
-            try:
-                box = await self.mail.create_mailbox(uow, self.account, name, role=special_use or "")
+            try:  # IMAP CREATE does not subscribe (clients SUBSCRIBE themselves)
+                box = await manage.create_mailbox(uow, self.mail.model, self.account, name, role=special_use or "")
             except Conflict:
                 raise Conflict("Mailbox already exists", kind=Kind.UNIQUE_VIOLATION) from None
         return self._info(box)
@@ -264,7 +264,7 @@ class RowsAccount:
         box = await self._box(old)
         async with self.db.transaction() as uow:
             if box.name == boxes.INBOX:  # RFC 3501: INBOX's messages move to the new name, INBOX stays
-                target = await self.mail.create_mailbox(uow, self.account, new)
+                target = await manage.create_mailbox(uow, self.mail.model, self.account, new)
                 await manage.move_all(uow, self.mail, box, target)
             else:
                 await manage.rename_mailbox(uow, self.mail.model, box, new)
@@ -282,7 +282,7 @@ class RowsAccount:
         info = self._info(box)
         if top != info.highestmodseq:
             info = MailboxInfo(**{**info.__dict__, "highestmodseq": top})
-        return Snapshot(info, messages)
+        return Snapshot(info, messages, frozenset(m.uid for m in metas if m.recent))
 
     async def changes(self, name: str, since: int) -> Changes:
         box = await self._box(name)

@@ -51,6 +51,7 @@ class MessageInfo:
 class Snapshot:
     mailbox: MailboxInfo
     messages: list[MessageInfo]  # ascending UID
+    recent: frozenset[int] = frozenset()  # UIDs no session has claimed as \\Recent yet
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ their `mail` delete event, as an EXPUNGE does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,10 @@ from portside.mail.boxes import Mailbox
 from portside.mail.store import EXPUNGED_TABLE, MAIL_TABLE, MailStore
 
 CHUNK = 500
+# (account id, name) -> UIDVALIDITY of a mailbox deleted by this process: created again within the same
+# second, the new one must still get a different UIDVALIDITY (RFC 3501 §2.3.1.1)
+_deleted: dict[tuple[int, str], int] = {}
+MAX_DELETED = 10_000
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,25 @@ async def set_subscribed(uow: UnitOfWork, model: Model, box: Mailbox, on: bool) 
         await records.update(uow, model, model.table(boxes.BOX_TABLE), box.id, {"subscribed": on}, actor=box.owner_ref)
 
 
+async def create_mailbox(
+    uow: UnitOfWork, model: Model, account: boxes.Account, name: str, *, role: str = ""
+) -> Mailbox:
+    """A mailbox created by a client (IMAP CREATE): not subscribed, and never with the UIDVALIDITY of a
+    mailbox of that name deleted just before."""
+    box = await boxes.create_mailbox(uow, model, account, name, role=role, subscribed=False)
+    before = _deleted.get((account.id, box.name))
+    if before is not None and box.uidvalidity <= before:
+        b = model.table(boxes.BOX_TABLE).sa
+        await uow.conn.execute(b.update().where(b.c.id == box.id).values(uidvalidity=before + 1))
+        box = replace(box, uidvalidity=before + 1)
+    return box
+
+
 async def delete_mailbox(uow: UnitOfWork, model: Model, store: MailStore, box: Mailbox) -> None:
     """The mailbox, its messages (each with its delete event) and its expunge tombstones."""
+    if len(_deleted) >= MAX_DELETED:
+        _deleted.clear()
+    _deleted[(box.account_id, box.name)] = box.uidvalidity
     await store.expunge(uow, box, None, only_deleted=False)
     x = model.table(EXPUNGED_TABLE).sa
     await uow.conn.execute(x.delete().where(x.c.mail_box_id == box.id))
