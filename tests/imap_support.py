@@ -10,10 +10,19 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from support import Server, create, me, new_user, start_server
+from portside.actions.builtin import builtin_doc
+from portside.actions.certs import certs_doc
+from portside.core.db import Database
+from portside.core.model import Model, build
+from portside.core.systables import system_doc
+from portside.mail.store import MailStore, Target
+from portside.mail.tables import mail_doc
+from portside.realtime.redis_bus import RedisBus
+from support import REDIS, Server, create, me, new_user, start_server, stored_config
 
 ALICE, ALICE_PW = "alice@example.com", "pw1"
 BOB, BOB_PW = "bob@example.com", "pw2"
+CAROL, CAROL_PW = "carol@example.com", "pw3"
 
 
 @dataclass
@@ -97,6 +106,7 @@ def start_imap_world(db_url: str, *extra: str) -> ImapWorld:
             other_ref = me(oc)["id"]
         alice = mail_account(c, ALICE, ALICE_PW, owner_ref, server_ref)
         bob = mail_account(c, BOB, BOB_PW, other_ref, server_ref)
+        mail_account(c, CAROL, CAROL_PW, other_ref, server_ref)
     world = ImapWorld(server, db_url, admin, owner, other, alice, bob, server_ref)
     mark = len(server.log)
     world.config("imap.listen_interface", "127.0.0.1:0")
@@ -115,3 +125,81 @@ def message(subject: str = "hello", sender: str = "Bob <bob@ext.org>", body: str
         f"From: {sender}\r\nTo: alice@example.com\r\nSubject: {subject}\r\n"
         f"Message-ID: <{uuid.uuid4().hex}@ext.org>\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
     ).encode()
+
+
+class _Holder:
+    def __init__(self, model: Model):
+        self.model = model
+
+
+async def deliver(db_url: str, username: str, raw: bytes, mailbox: str = "INBOX", *, publish: bool = True) -> int:
+    """Store a message as another node would (SMTP delivery there): through `MailStore`, its events
+    published on the cluster's Redis channel. Returns the new UID."""
+    db = Database(db_url)
+    bus = None
+    try:
+        store = MailStore(db, _Holder(build([system_doc(), builtin_doc(), certs_doc(), mail_doc()])))
+        if publish:
+            bus = RedisBus(db, REDIS, f"portside:events:{stored_config(db_url, 'cluster.id')}")
+            await bus.start()
+            db.after_commit.append(bus.publish)
+        account = await store.account(username)
+        assert account is not None
+        box = await store.mailbox(account.id, mailbox)
+        assert box is not None
+        async with db.transaction() as uow:
+            [stored] = await store.deliver(uow, [Target(box)], raw)
+        return stored.uid
+    finally:
+        if bus is not None:
+            await bus.stop()
+        await db.dispose()
+
+
+def untagged_within(m: imaplib.IMAP4, predicate: object, seconds: float) -> tuple[bytes, float]:
+    """Read lines from an IDLE-ing connection until one satisfies `predicate`; (line, seconds taken)."""
+    sock = m.socket()
+    start = time.monotonic()
+    deadline = start + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching untagged response within {seconds} s")
+        sock.settimeout(left)
+        line = m.readline()
+        if not line:
+            raise AssertionError("connection closed")
+        if predicate(line):  # type: ignore[operator]
+            return line, time.monotonic() - start
+
+
+def idle(m: imaplib.IMAP4, tag: bytes = b"I1") -> None:
+    m.send(tag + b" IDLE\r\n")
+    line = m.readline()
+    assert line.startswith(b"+"), line
+
+
+def idle_done(m: imaplib.IMAP4, tag: bytes = b"I1") -> list[bytes]:
+    m.send(b"DONE\r\n")
+    m.socket().settimeout(10)
+    lines = []
+    while True:
+        line = m.readline()
+        lines.append(line)
+        if line.startswith(tag + b" "):
+            assert line.startswith(tag + b" OK"), line
+            return lines
+
+
+def raw_command(m: imaplib.IMAP4, line: bytes, tag: bytes = b"R1") -> list[bytes]:
+    """Send one command line as is; every response line up to the tagged one."""
+    m.send(tag + b" " + line + b"\r\n")
+    m.socket().settimeout(10)
+    out = []
+    while True:
+        got = m.readline()
+        if not got:
+            raise AssertionError("connection closed")
+        out.append(got)
+        if got.startswith(tag + b" "):
+            return out

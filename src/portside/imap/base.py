@@ -226,6 +226,11 @@ class SessionBase:
             if status == "BYE":
                 raise Bye(exc.detail) from None
             await self.tagged(status, exc.detail, code)
+        except (wire.Closed, ConnectionError, Bye, asyncio.CancelledError):
+            raise
+        except Exception:  # a bug or a storage failure: this command fails, the session goes on
+            logger.exception("IMAP %s from %s failed", self.command, self.address)
+            await self.tagged("NO", "Internal error", "SERVERBUG")
 
     async def done(self, text: str | None = None, code: str | None = None) -> None:
         """Report pending mailbox changes, then the tagged OK."""

@@ -313,8 +313,9 @@ class RowsAccount:
         if len(message) > self.backend.append_limit:
             raise PayloadTooLarge("Message too large")
         box = await self._box(name)
+        when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
         async with self.db.transaction() as uow:
-            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=date)
+            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
         return box.uidvalidity, stored.uid
 
     async def store(
