@@ -212,6 +212,8 @@ class SessionBase:
             if self.state not in allowed:
                 raise wire.ParseError(f"{name} not allowed now")
             method: Callable[[list[bytes]], Awaitable[None]] = getattr(self, f"cmd_{name}")
+            if self.selected is not None and self.selected.dirty and name not in ("UID", "IDLE"):
+                await self.sync(expunge=name not in NO_EXPUNGE)  # the command sees what changed meanwhile
             await method(rest)
             self._bad = 0
         except wire.ParseError as exc:

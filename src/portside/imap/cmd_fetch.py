@@ -241,4 +241,6 @@ class FetchCommand(SessionBase):
             parts.append(sec.label.encode() + b" " + body)
         if seen_now and "FLAGS" not in simple:
             parts.append(sel.flags_item(uid))
+        if seen_now and self.condstore and "MODSEQ" not in simple:  # RFC 7162 §3.1: a flag change carries it
+            parts.append(b"MODSEQ (%d)" % sel.info[uid].modseq)
         self.queue(b"* %d FETCH (" % (seq or 0) + b" ".join(parts) + b")")

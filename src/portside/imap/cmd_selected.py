@@ -26,6 +26,8 @@ class SelectedCommands(SessionBase):
             raise wire.ParseError("Unknown UID command")
         self.uid = True
         self.command = name
+        if self.selected is not None and self.selected.dirty:
+            await self.sync(expunge=True)  # UID commands may report expunges first
         method: Callable[[list[bytes]], Awaitable[None]] = getattr(self, f"cmd_{name}")
         await method([rest, *args[1:]])
 
