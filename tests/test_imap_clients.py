@@ -156,5 +156,5 @@ def test_offlineimap_sync(world: ImapWorld, cert: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     m.select("Offline")
     typ, data = m.search(None, "SUBJECT", '"from offline"')
-    assert len((data[0] or b"").split()) == 1, (data, r.stdout + r.stderr)
+    assert typ == "OK" and len((data[0] or b"").split()) == 1, (data, r.stdout + r.stderr)
     m.logout()
