@@ -61,7 +61,11 @@ def plain(world: ImapWorld) -> imaplib.IMAP4:
 
 def connect(world: ImapWorld, user: str = ALICE, password: str = ALICE_PW) -> imaplib.IMAP4:
     """A STARTTLS session, logged in."""
-    m = plain(world)
+    return connect_port(world.port("imap"), user, password)
+
+
+def connect_port(port: int, user: str = ALICE, password: str = ALICE_PW) -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", port, timeout=20)
     m.starttls(tls_context())
     typ, _ = m.login(user, password)
     assert typ == "OK"
