@@ -46,6 +46,7 @@ from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.imap import config as imap_config
 from portside.imap.ports import ImapPorts
 from portside.imap.rows import RowsBackend
+from portside.mail.subscriptions import subscriptions_doc
 from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
@@ -132,7 +133,9 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        catalog = Catalog(db, config, [system_doc(), builtin_doc(), certs_doc(), mail_doc()], data, s.schema)
+        catalog = Catalog(
+            db, config, [system_doc(), builtin_doc(), certs_doc(), mail_doc(), subscriptions_doc()], data, s.schema
+        )
         await migrate_base(db)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()

@@ -7,7 +7,7 @@ import datetime as dt
 import re
 
 from portside.errors import Kind, NotFound
-from portside.imap import names, seqset, wire
+from portside.imap import mime, names, seqset, wire
 from portside.imap.base import Refused, SessionBase
 from portside.imap.response import MONTHS, astring, sequence_set
 from portside.imap.selected import Selected
@@ -169,7 +169,7 @@ class MailboxCommands(SessionBase):
             use = known[0] if known else None
         if name == names.INBOX:
             raise Refused("INBOX already exists", "ALREADYEXISTS")
-        existing = {m.name for m in await account.mailboxes()}
+        existing = {m.name for m in await account.mailboxes() if m.exists}
         if name in existing:
             raise Refused("Mailbox already exists", "ALREADYEXISTS")
         for parent in names.parents(name):
@@ -198,7 +198,7 @@ class MailboxCommands(SessionBase):
             raise wire.ParseError("RENAME expects two mailbox names")
         old = names.canonical(wire.text(tokens[0], "mailbox name"))
         new = names.check(wire.text(tokens[1], "mailbox name"))
-        existing = {m.name for m in await account.mailboxes()}
+        existing = {m.name for m in await account.mailboxes() if m.exists}
         if old not in existing:
             raise Refused("Mailbox doesn't exist", "NONEXISTENT")
         if new in existing or new == names.INBOX:
@@ -279,6 +279,7 @@ class MailboxCommands(SessionBase):
             date = parse_date_time(wire.text(middle.pop(0), "date-time"))
         if middle:
             raise wire.ParseError("unexpected APPEND arguments")
+        message = mime.without_nul(message)
         if len(message) > self.backend.append_limit:
             raise Refused("Message too large", "TOOBIG")
         try:

@@ -116,7 +116,9 @@ class SelectedCommands(SessionBase):
             if program.modseq and numbers:
                 pool = hits
                 if not {"ALL", "COUNT"} & set(returns):  # RFC 4731 §3.2: only the messages returned
-                    pool = [u for u, n in zip(hits, numbers, strict=True) if n in (min(numbers), max(numbers))]
+                    ends = {min(numbers)} if "MIN" in returns else set()
+                    ends |= {max(numbers)} if "MAX" in returns else set()
+                    pool = [u for u, n in zip(hits, numbers, strict=True) if n in ends]
                 parts.append(f"MODSEQ {max(sel.info[u].modseq for u in pool)}")
             await self.untagged("ESEARCH " + " ".join(parts))
         else:

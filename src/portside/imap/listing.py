@@ -55,14 +55,15 @@ async def run_list(session: SessionBase, account: Account, tokens: list[wire.Tok
         await session.untagged('LIST (\\Noselect) "/" ""')
         return
     boxes = await account.mailboxes()
-    by_name: dict[str, MailboxInfo] = {b.name: b for b in boxes}
+    by_name: dict[str, MailboxInfo] = {b.name: b for b in boxes if b.exists}
     every = set(by_name)
     virtual = {p for b in every for p in names.parents(b)} - every
     children = {p for b in every for p in names.parents(b)}
     subscribed = {b.name for b in boxes if b.subscribed}
     sub_parents = {p for s in subscribed for p in names.parents(s)}
     regexes = [names.pattern(ref, p) for p in patterns]
-    candidates = sorted(every | virtual, key=lambda n: (n != names.INBOX, n))
+    pool = every | virtual | (subscribed if "SUBSCRIBED" in selection else set())
+    candidates = sorted(pool, key=lambda n: (n != names.INBOX, n))
     for name in candidates:
         if not any(rx.match(name) for rx in regexes):
             continue
@@ -78,7 +79,7 @@ async def run_list(session: SessionBase, account: Account, tokens: list[wire.Tok
         if "SPECIAL-USE" in selection and (box is None or not box.special_use):
             continue
         if box is None:
-            attrs.append("\\NonExistent" if extended else "\\Noselect")
+            attrs.append("\\NonExistent" if extended and name not in children else "\\Noselect")
         attrs.append("\\HasChildren" if name in children else "\\HasNoChildren")
         if name in subscribed and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
             attrs.append("\\Subscribed")

@@ -8,6 +8,7 @@ IMAP sections must be the exact bytes that were stored.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import email.header
 import email.message
@@ -199,9 +200,13 @@ def _nstring(value: str | None) -> str | None:
     return value if value else None
 
 
-def _address(display: str | None, addr: str) -> list[Any]:
+_ROUTE = re.compile(r"<\s*(@[^:<>]+):\s*([^<>\s]+)\s*>")
+
+
+def _address(display: str | None, addr: str, routes: dict[str, str] | None = None) -> list[Any]:
     local, _, domain = addr.rpartition("@") if "@" in addr else (addr, "", "")
-    return [_nstring(display), None, _nstring(local), _nstring(domain)]
+    adl = (routes or {}).get(addr.lower())  # an obsolete source route (`<@relay:user@host>`)
+    return [_nstring(display), adl, _nstring(local), _nstring(domain)]
 
 
 def _addresses(entity: Entity, name: str) -> list[Any] | None:
@@ -224,10 +229,11 @@ def _addresses(entity: Entity, name: str) -> list[Any] | None:
                 if g.display_name is not None:
                     out.append([None, None, None, None])
             return out or None
+    routes = {m.group(2).lower(): m.group(1) for m in _ROUTE.finditer(joined)} if "<@" in joined else None
     for display, addr in email.utils.getaddresses([str(v) for v in values]):
         if not addr and not display:
             continue
-        out.append(_address(display, addr))
+        out.append(_address(display, addr, routes))
     return out or None
 
 
@@ -334,3 +340,21 @@ def bodystructure(entity: Entity, *, extended: bool = True) -> list[Any]:
 def structure_bytes(entity: Entity, *, extended: bool = True) -> bytes:
     """BODYSTRUCTURE (or BODY without extension data) as wire bytes."""
     return encode(bodystructure(entity, extended=extended))
+
+
+def without_nul(raw: bytes) -> bytes:
+    """A message APPENDed as a binary literal (RFC 3516) whose parts hold NUL bytes: those parts are
+    re-encoded as base64, so BODY[...] stays 8-bit text and BINARY[...] still returns the original bytes."""
+    if b"\x00" not in raw:
+        return raw
+    msg = _PARSER.parsebytes(raw)
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes) or b"\x00" not in payload:
+            continue
+        del part["Content-Transfer-Encoding"]
+        part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(base64.encodebytes(payload).decode("ascii").replace("\n", "\r\n"))
+    return msg.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))

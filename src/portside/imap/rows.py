@@ -38,7 +38,7 @@ from portside.imap.store import (
     StoreMode,
     StoreResult,
 )
-from portside.mail import boxes, manage
+from portside.mail import boxes, manage, subscriptions
 from portside.mail.boxes import Mailbox
 from portside.mail.store import MailStore
 from portside.realtime.bus import Bus
@@ -241,7 +241,10 @@ class RowsAccount:
         )  # fmt: skip
 
     async def mailboxes(self) -> list[MailboxInfo]:
-        return [self._info(b) for b in await self.mail.mailboxes_of(self.account_id)]
+        found = [self._info(b) for b in await self.mail.mailboxes_of(self.account_id)]
+        async with self.db.read() as conn:
+            lost = await subscriptions.names(conn, self.mail.model, self.account_id) - {b.name for b in found}
+        return found + [MailboxInfo(n, 0, 0, subscribed=True, exists=False) for n in sorted(lost)]
 
     async def status(self, name: str) -> MailboxInfo:
         box = await self._box(name)
@@ -253,12 +256,16 @@ class RowsAccount:
                 box = await manage.create_mailbox(uow, self.mail.model, self.account, name, role=special_use or "")
             except Conflict:
                 raise Conflict("Mailbox already exists", kind=Kind.UNIQUE_VIOLATION) from None
+            if await subscriptions.remove(uow, self.mail.model, self.account_id, box.name):  # subscribed before
+                await manage.set_subscribed(uow, self.mail.model, box, True)
         return self._info(box)
 
     async def delete(self, name: str) -> None:
         box = await self._box(name)
         async with self.db.transaction() as uow:
             await manage.delete_mailbox(uow, self.mail.model, self.mail, box)
+            if box.subscribed:  # the subscription outlives the mailbox (RFC 3501 §6.3.6)
+                await subscriptions.add(uow, self.mail.model, self.account, box.name)
 
     async def rename(self, old: str, new: str) -> None:
         box = await self._box(old)
@@ -270,9 +277,17 @@ class RowsAccount:
                 await manage.rename_mailbox(uow, self.mail.model, box, new)
 
     async def subscribe(self, name: str, on: bool) -> None:
-        box = await self._box(name)
+        try:
+            box: Mailbox | None = await self._box(name)
+        except NotFound:
+            box = None
         async with self.db.transaction() as uow:
-            await manage.set_subscribed(uow, self.mail.model, box, on)
+            if box is not None:
+                await manage.set_subscribed(uow, self.mail.model, box, on)
+            if on and box is None:
+                await subscriptions.add(uow, self.mail.model, self.account, name)
+            elif not on and not await subscriptions.remove(uow, self.mail.model, self.account_id, name) and box is None:
+                raise NotFound("Not subscribed")
 
     async def snapshot(self, name: str) -> Snapshot:
         box = await self._box(name)

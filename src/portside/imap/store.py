@@ -36,6 +36,7 @@ class MailboxInfo:
     deleted: int = 0
     size: int = 0
     keywords: tuple[str, ...] = ()
+    exists: bool = True  # False: a subscribed name without a mailbox (LSUB, LIST (SUBSCRIBED))
 
 
 @dataclass(frozen=True)
