@@ -32,13 +32,16 @@ from portside.errors import Conflict, Kind, NotFound, PayloadTooLarge, TooManyRe
 from portside.imap.store import (
     Changes,
     CopyResult,
+    Hint,
     MailboxInfo,
     MessageInfo,
     Snapshot,
     StoreMode,
     StoreResult,
+    Wake,
 )
 from portside.mail import boxes, manage, subscriptions
+from portside.mail import flags as mail_flags
 from portside.mail.boxes import Mailbox
 from portside.mail.store import MailStore
 from portside.realtime.bus import Bus
@@ -72,7 +75,7 @@ class RowsBackend:
         self.store = MailStore(db, catalog)
         self.append_limit = append_limit
         self.max_sessions = max_sessions
-        self._watchers: dict[str, set[Callable[[], None]]] = {}  # mailbox ref -> wake
+        self._watchers: dict[str, set[Wake]] = {}  # mailbox ref -> wake
         self._accounts: dict[int, set[RowsAccount]] = {}  # mail_account id -> open sessions
         self._ends: dict[RowsAccount, Callable[[str], None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -101,28 +104,35 @@ class RowsBackend:
             except Exception:  # e.g. lagged: wake everybody (they re-read), resubscribe
                 logger.exception("IMAP event subscription failed; resubscribing")
                 for ref in list(self._watchers):
-                    self._wake(ref)
+                    self._wake(ref, Hint())
                 await asyncio.sleep(0.5)
 
     def on_event(self, event: Event) -> None:
         if event.table == "mail":
             box = event.data.get("mail_box_id")
             if isinstance(box, str):
-                self._wake(box)
+                uid, modseq = event.data.get("uid"), event.data.get("modseq")
+                hint = Hint(
+                    uid if isinstance(uid, int) else None,
+                    modseq if isinstance(modseq, int) else None,
+                    event.type == "delete",
+                    frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
+                )
+                self._wake(box, hint if hint.uid is not None else Hint())
         elif event.table == boxes.BOX_TABLE:
-            self._wake(event.ref)
+            self._wake(event.ref, Hint())
         elif event.table == boxes.ACCOUNT_TABLE:
             for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
                 asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
 
-    def _wake(self, box_ref: str) -> None:
+    def _wake(self, box_ref: str, hint: Hint) -> None:
         for wake in list(self._watchers.get(box_ref, ())):
             try:
-                wake()
+                wake(hint)
             except Exception:
                 logger.exception("waking an IMAP session failed")
 
-    def watch(self, box_ref: str, wake: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, box_ref: str, wake: Wake) -> Callable[[], None]:
         self._watchers.setdefault(box_ref, set()).add(wake)
 
         def unwatch() -> None:
@@ -366,7 +376,7 @@ class RowsAccount:
         async with self.db.transaction() as uow:
             return await manage.claim_recent(uow, self.mail.model, box.id, list(uids))
 
-    def watch(self, name: str, wake: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, name: str, wake: Wake) -> Callable[[], None]:
         ref = self._refs.get(name)
         if ref is None:
             return lambda: None

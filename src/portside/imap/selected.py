@@ -14,9 +14,10 @@ import bisect
 from collections.abc import Callable
 from dataclasses import replace
 
+from portside.errors import NotFound
 from portside.imap.response import flags as flag_list
 from portside.imap.response import sequence_set
-from portside.imap.store import SYSTEM_FLAGS, Account, MessageInfo, Snapshot
+from portside.imap.store import SYSTEM_FLAGS, Account, Hint, MailboxInfo, MessageInfo, Snapshot
 
 
 class Selected:
@@ -29,6 +30,8 @@ class Selected:
         self.mailbox = snapshot.mailbox
         self.gone: set[int] = set()  # expunged in the store, not reported yet
         self.dirty = False
+        self.full = False  # the next refresh re-reads the whole mailbox
+        self.deleted_hints: set[int] = set()
         self.keywords = {f for m in snapshot.messages for f in m.flags if not f.startswith("\\")}
         self.keywords |= set(snapshot.mailbox.keywords)
         self.wake = asyncio.Event()
@@ -37,8 +40,20 @@ class Selected:
     def watch(self, account: Account) -> None:
         self._unwatch = account.watch(self.name, self.changed)
 
-    def changed(self) -> None:
+    def changed(self, hint: Hint) -> None:
+        """A change notification. Most are caught up by reading what changed since the highest modseq this
+        view knows; a change that did not move the modseq (a write that bypassed the mail store, e.g. an
+        /api PATCH or DELETE of a row), or one that says nothing specific, makes the next refresh re-read the
+        whole mailbox."""
         self.dirty = True
+        if hint.uid is None:
+            self.full = True
+        elif hint.deleted:
+            self.deleted_hints.add(hint.uid)
+        elif hint.modseq is not None and hint.modseq <= self.mailbox.highestmodseq and hint.uid in self.info:
+            known = self.info[hint.uid]  # a change the modseq does not show: only a full read finds it
+            if hint.modseq != known.modseq or (hint.flags is not None and hint.flags != known.flags):
+                self.full = True
         self.wake.set()
 
     def close(self) -> None:
@@ -116,24 +131,51 @@ class Selected:
             return []
         self.dirty = False
         self.wake.clear()
-        snap = await account.snapshot(self.name)
+        full = self.full or force
+        self.full = False
+        try:
+            if not full:
+                changes = await account.changes(self.name, self.mailbox.highestmodseq)
+                unexplained = {u for u in self.deleted_hints if u in self.info} - set(changes.vanished) - self.gone
+                if changes.complete and not unexplained:
+                    self.deleted_hints.clear()
+                    gone = [u for u in changes.vanished if u in self.info and u not in self.gone]
+                    return await self._apply(account, changes.mailbox, changes.changed, gone, expunge, qresync)
+            self.deleted_hints.clear()
+            snap = await account.snapshot(self.name)
+        except NotFound:  # the mailbox itself was deleted: nothing more to report here
+            return []
+        present = {m.uid for m in snap.messages}
+        gone = [u for u in self.uids if u not in present and u not in self.gone]
+        known = [m for m in snap.messages if m.uid not in self.info or self.info[m.uid] != m]
+        return await self._apply(account, snap.mailbox, known, gone, expunge, qresync)
+
+    async def _apply(
+        self,
+        account: Account,
+        mailbox: MailboxInfo,
+        changed_or_new: list[MessageInfo],
+        gone: list[int],
+        expunge: bool,
+        qresync: bool,
+    ) -> list[bytes]:
         lines: list[bytes] = []
-        present = {m.uid: m for m in snap.messages}
-        gone = [u for u in self.uids if u not in present]
-        if gone:
-            if expunge:
-                lines += self.remove(gone, qresync=qresync)
-            else:
-                self.gone.update(gone)
+        self.gone.update(gone)
+        if expunge and self.gone:
+            lines += self.remove(sorted(self.gone), qresync=qresync)
         top = self.uids[-1] if self.uids else 0
-        new = [m for m in snap.messages if m.uid > top and m.uid not in self.info]
+        new = [m for m in changed_or_new if m.uid > top and m.uid not in self.info]
         changed: list[MessageInfo] = []
-        for uid in self.uids:
-            fresh = present.get(uid)
-            old = self.info.get(uid)
-            if fresh is not None and old is not None and (fresh.flags != old.flags or fresh.modseq != old.modseq):
-                changed.append(fresh)
-                self.info[uid] = fresh
+        for fresh in changed_or_new:
+            old = self.info.get(fresh.uid)
+            if (
+                old is not None
+                and fresh.uid not in self.gone
+                and (fresh.flags, fresh.modseq) != (old.flags, old.modseq)
+            ):
+                self.info[fresh.uid] = replace(old, flags=fresh.flags, modseq=fresh.modseq)
+                if fresh.flags != old.flags or self.condstore:
+                    changed.append(fresh)
         lines += self.new_keywords(new + changed)
         if new:
             self.uids += [m.uid for m in new]
@@ -142,7 +184,7 @@ class Selected:
             self.recent |= await account.claim_recent(self.name, [m.uid for m in new])
             lines.append(b"%d EXISTS" % len(self.uids))
             lines.append(b"%d RECENT" % len(self.recent))
-        for m in changed:
+        for m in sorted(changed, key=lambda m: m.uid):
             seq = self.seq_of(m.uid)
             if seq is None:
                 continue
@@ -152,7 +194,8 @@ class Selected:
             if self.condstore:
                 parts.append(b"MODSEQ (%d)" % m.modseq)
             lines.append(b"%d FETCH (" % seq + b" ".join(parts) + b")")
-        self.mailbox = snap.mailbox
+        top_modseq = max([mailbox.highestmodseq, *(m.modseq for m in changed_or_new)])
+        self.mailbox = replace(mailbox, highestmodseq=max(top_modseq, self.mailbox.highestmodseq))
         return lines
 
     condstore = False  # set by the session when CONDSTORE is enabled (FETCH carries MODSEQ)

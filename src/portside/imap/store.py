@@ -64,6 +64,20 @@ class Changes:
 
 
 @dataclass(frozen=True)
+class Hint:
+    """What a change notification says: one message (its UID and modseq after the change; `deleted` when it
+    is gone) or, with no UID, "anything in the mailbox may have changed"."""
+
+    uid: int | None = None
+    modseq: int | None = None
+    deleted: bool = False
+    flags: frozenset[str] | None = None  # the message's flags after the change, when known
+
+
+Wake = Callable[[Hint], None]
+
+
+@dataclass(frozen=True)
 class StoreResult:
     changed: list[MessageInfo]  # messages whose flags changed (their new state)
     modified: list[int] = field(default_factory=list)  # UIDs refused by UNCHANGEDSINCE
@@ -113,8 +127,8 @@ class Account(Protocol):
 
     async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]: ...
 
-    def watch(self, name: str, wake: Callable[[], None]) -> Callable[[], None]:
-        """Call `wake()` (from the event loop) whenever mailbox `name` may have changed; returns the unwatch."""
+    def watch(self, name: str, wake: Wake) -> Callable[[], None]:
+        """Call `wake(hint)` (from the event loop) whenever mailbox `name` may have changed; returns the unwatch."""
         ...
 
     async def close(self) -> None: ...
