@@ -125,10 +125,8 @@ def start_portside(data: Path) -> tuple[Proc, int]:
     admin, admin_ref = sign_up_and_in(svc.url, "imap-admin")
     status, body = request("POST", f"{svc.url}/action/world/become_an_administrator", token=admin)
     assert status == 200, body
-    status, body = request(
-        "POST", f"{svc.url}/api/mail_server", {"data": {"type": "mail_server", "attributes": {"hostname": "example.com"}}},
-        token=admin,
-    )  # fmt: skip
+    server_doc = {"data": {"type": "mail_server", "attributes": {"hostname": "example.com"}}}
+    status, body = request("POST", f"{svc.url}/api/mail_server", server_doc, token=admin)
     assert status == 201, body
     server_ref = body["data"]["id"]
     doc = {
@@ -278,7 +276,7 @@ def push_latency(port: int, pushes: int) -> list[float]:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main(argv: list[str] | None = None) -> int:
