@@ -40,6 +40,7 @@ COMMANDS: dict[str, frozenset[State]] = {name: states for names, states in _COMM
 NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 MAX_BAD = 20  # consecutive malformed commands before the connection is dropped
 IDLE_TIMEOUT = 30 * 60.0
+FLUSH_AT = 64 * 1024  # buffered response bytes written at once
 LOGIN_TIMEOUT = 60.0
 
 
@@ -86,17 +87,33 @@ class SessionBase:
         self.command = ""
         self.uid = False  # the running command came as UID <command>
         self._bad = 0
+        self._out: list[bytes] = []
+        self._pending = 0
         self._close_session: Callable[[], None] | None = None
         self.ended: str | None = None
 
     # -- writing -----------------------------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        self.writer.write(data if data.endswith(b"\r\n") else data + b"\r\n")
-        await self.writer.drain()
+        self.queue(data)
+        await self.flush()
 
     def queue(self, data: bytes) -> None:
-        self.writer.write(data if data.endswith(b"\r\n") else data + b"\r\n")
+        """Buffer one response line (written by the next flush: one TLS record for many lines)."""
+        self._out.append(data if data.endswith(b"\r\n") else data + b"\r\n")
+        self._pending += len(data)
+
+    async def flush(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out))
+            self._out.clear()
+            self._pending = 0
+        await self.writer.drain()
+
+    async def maybe_flush(self) -> None:
+        """Flush once enough is buffered (a long FETCH streams instead of building up in memory)."""
+        if self._pending >= FLUSH_AT:
+            await self.flush()
 
     async def untagged(self, text: str | bytes) -> None:
         await self.send(b"* " + (text.encode() if isinstance(text, str) else text))
@@ -246,7 +263,7 @@ class SessionBase:
             return
         for line in await self.selected.refresh(self.account, expunge=expunge, qresync=self.qresync):
             self.queue(b"* " + line)
-        await self.writer.drain()
+        await self.flush()
 
     async def finish(self) -> None:
         if self._close_session is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from portside.imap import mime, wire
+from portside.imap import mime, seqset, wire
 from portside.imap.base import Refused, SessionBase
 from portside.imap.response import encode, internaldate, literal, sequence_set, string
 from portside.imap.selected import Selected
@@ -21,6 +21,7 @@ _SECTION = re.compile(
     r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?\Z", re.I
 )
 _PART = re.compile(r"(\d+(?:\.\d+)*)?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?(.*)\Z", re.I | re.S)
+PREFETCH = 100  # messages whose raw bytes are read from the store in one go
 RFC822_ALIASES = {"RFC822": ("BODY", ""), "RFC822.HEADER": ("BODY.PEEK", "HEADER"), "RFC822.TEXT": ("BODY", "TEXT")}
 
 
@@ -170,8 +171,9 @@ class FetchCommand(SessionBase):
             simple.append("MODSEQ")
         if vanished and changed_since is not None:
             changes = await account.changes(sel.name, changed_since)
-            wanted = set(uids) | set(range(1, (uids[-1] if uids else 0) + 1))
-            gone = [u for u in changes.vanished if u in wanted or (uids and u <= uids[-1])]
+            spec = seqset.parse(wire.atom(tokens[0]))
+            top = max(sel.uids[-1] if sel.uids else 0, sel.mailbox.uidnext - 1)
+            gone = [u for u in changes.vanished if spec.contains(u, top)]
             if gone:
                 self.queue(b"* VANISHED (EARLIER) " + sequence_set(gone).encode())
         seen_now: list[int] = []
@@ -182,14 +184,15 @@ class FetchCommand(SessionBase):
                 sel.update(result.changed)
                 seen_now = [m.uid for m in result.changed]
         seen_set = set(seen_now)
-        for uid in uids:
-            info = sel.info.get(uid)
-            if info is None:
-                continue
-            if changed_since is not None and info.modseq <= changed_since:
-                continue
-            await self._fetch_one(sel, uid, simple, sections, uid in seen_set)
-        await self.writer.drain()
+        wanted = [u for u in uids if u in sel.info and (changed_since is None or sel.info[u].modseq > changed_since)]
+        needs_body = bool(sections) or any(s in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for s in simple)
+        for start in range(0, len(wanted), PREFETCH):
+            chunk = wanted[start : start + PREFETCH]
+            if needs_body:
+                await account.prefetch(sel.name, chunk)  # one query per chunk, not one per message
+            for uid in chunk:
+                await self._fetch_one(sel, uid, simple, sections, uid in seen_set)
+                await self.maybe_flush()
         await self.done()
 
     async def _fetch_one(

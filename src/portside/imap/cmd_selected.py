@@ -89,6 +89,8 @@ class SelectedCommands(SessionBase):
         hits: list[int] = []  # UIDs
         max_uid = sel.uids[-1] if sel.uids else 0
         for seq, uid in enumerate(sel.uids, 1):
+            if program.needs_entity and (seq - 1) % 100 == 0:
+                await account.prefetch(sel.name, sel.uids[seq - 1 : seq + 99])
             info = sel.info[uid]
             item = search.Item(
                 seq, uid, info.flags, uid in sel.recent, info.internaldate, info.size, info.modseq,

@@ -92,4 +92,4 @@ async def run_list(session: SessionBase, account: Account, tokens: list[wire.Tok
             except Exception:
                 continue
             session.queue(b"* STATUS " + astring(name) + f" ({status_values(info, status_items)})".encode())
-    await session.writer.drain()
+    await session.flush()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -49,7 +50,9 @@ from portside.realtime.bus import Bus
 logger = log.get("imap")
 MAX_SESSIONS_PER_ACCOUNT = 100
 DEFAULT_APPEND_LIMIT = 25 * 1024 * 1024
-BODY_CACHE = 16  # raw messages kept per session (a FETCH of several items reads a message once)
+BODY_CACHE = 200  # raw messages kept per session (prefetched for a FETCH, or re-read by the next command)
+BODY_CACHE_BYTES = 16 * 1024 * 1024
+BOX_FRESH = 1.0  # seconds a mailbox row read by this session is reused for a write
 ENDED = "mail account credentials changed"
 
 
@@ -219,7 +222,9 @@ class RowsAccount:
         self.password_hash = password_hash
         self._refs: dict[str, str] = {}  # mailbox name -> ref (for watch), as last read
         self._ids: dict[str, int] = {}  # mailbox name -> row id, as last read
+        self._recent_boxes: dict[str, tuple[float, Mailbox]] = {}
         self._bodies: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._cached = 0  # bytes in _bodies
 
     @property
     def mail(self) -> MailStore:
@@ -240,7 +245,16 @@ class RowsAccount:
             raise NotFound("Mailbox doesn't exist")
         self._refs[box.name] = box.ref
         self._ids[box.name] = box.id
+        self._recent_boxes[box.name] = (time.monotonic(), box)
         return box
+
+    async def _box_for_write(self, name: str) -> Mailbox:
+        """The mailbox row as read in the last second (writes need its id and owner, which do not change;
+        the UID and modseq counters are taken inside the writing transaction)."""
+        seen = self._recent_boxes.get(name)
+        if seen is not None and time.monotonic() - seen[0] < BOX_FRESH:
+            return seen[1]
+        return await self._box(name)
 
     @staticmethod
     def _info(box: Mailbox, counts: manage.Counts | None = None) -> MailboxInfo:
@@ -272,6 +286,7 @@ class RowsAccount:
 
     async def delete(self, name: str) -> None:
         box = await self._box(name)
+        self._recent_boxes.pop(box.name, None)
         async with self.db.transaction() as uow:
             await manage.delete_mailbox(uow, self.mail.model, self.mail, box)
             if box.subscribed:  # the subscription outlives the mailbox (RFC 3501 §6.3.6)
@@ -279,6 +294,7 @@ class RowsAccount:
 
     async def rename(self, old: str, new: str) -> None:
         box = await self._box(old)
+        self._recent_boxes.clear()
         async with self.db.transaction() as uow:
             if box.name == boxes.INBOX:  # RFC 3501: INBOX's messages move to the new name, INBOX stays
                 target = await manage.create_mailbox(uow, self.mail.model, self.account, new)
@@ -320,24 +336,39 @@ class RowsAccount:
         if box_id is None:
             box_id = (await self._box(name)).id
         key = (box_id, uid)
-        raw = self._bodies.get(key)
-        if raw is None:
-            raw = await manage.raw_by_uid(self.db, self.mail.model, box_id, uid)
-            if raw is None:
-                return None
-            self._bodies[key] = raw
-            while len(self._bodies) > BODY_CACHE:
-                self._bodies.popitem(last=False)
-        else:
-            self._bodies.move_to_end(key)
+        raw = self._bodies.pop(key, None)  # a prefetched body is used once
+        if raw is not None:
+            self._cached -= len(raw)
+            self._keep(key, raw)
+            return raw
+        raw = await manage.raw_by_uid(self.db, self.mail.model, box_id, uid)
+        if raw is not None:
+            self._keep(key, raw)
         return raw
+
+    def _keep(self, key: tuple[int, int], raw: bytes) -> None:
+        self._bodies[key] = raw
+        self._cached += len(raw)
+        while self._bodies and (self._cached > BODY_CACHE_BYTES or len(self._bodies) > BODY_CACHE):
+            _, old = self._bodies.popitem(last=False)
+            self._cached -= len(old)
+
+    async def prefetch(self, name: str, uids: Sequence[int]) -> None:
+        box_id = self._ids.get(name)
+        if box_id is None:
+            box_id = (await self._box(name)).id
+        wanted = [u for u in uids if (box_id, u) not in self._bodies]
+        if len(wanted) < 2:
+            return
+        for uid, raw in (await manage.raw_by_uids(self.db, self.mail.model, box_id, wanted)).items():
+            self._keep((box_id, uid), raw)
 
     async def append(
         self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None
     ) -> tuple[int, int]:
         if len(message) > self.backend.append_limit:
             raise PayloadTooLarge("Message too large")
-        box = await self._box(name)
+        box = await self._box_for_write(name)
         when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
         async with self.db.transaction() as uow:
             stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
@@ -346,7 +377,7 @@ class RowsAccount:
     async def store(
         self, name: str, uids: Sequence[int], mode: StoreMode, flags: Sequence[str], unchanged_since: int | None
     ) -> StoreResult:
-        box = await self._box(name)
+        box = await self._box_for_write(name)
         if not uids:
             return StoreResult([])
         async with self.db.transaction() as uow:
@@ -356,13 +387,13 @@ class RowsAccount:
         return StoreResult(changed, result.failed)
 
     async def expunge(self, name: str, uids: Sequence[int] | None) -> list[int]:
-        box = await self._box(name)
+        box = await self._box_for_write(name)
         async with self.db.transaction() as uow:
             return await self.mail.expunge(uow, box, None if uids is None else list(uids))
 
     async def copy(self, name: str, uids: Sequence[int], target: str, *, move: bool) -> CopyResult:
-        src = await self._box(name)
-        dst = await self._box(target)
+        src = await self._box_for_write(name)
+        dst = await self._box_for_write(target)
         async with self.db.transaction() as uow:
             pairs = await self.mail.copy(uow, src, uids, dst)
             if move and pairs:
@@ -372,7 +403,7 @@ class RowsAccount:
     async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]:
         if not uids:
             return set()
-        box = await self._box(name)
+        box = await self._box_for_write(name)
         async with self.db.transaction() as uow:
             return await manage.claim_recent(uow, self.mail.model, box.id, list(uids))
 
@@ -384,3 +415,4 @@ class RowsAccount:
 
     async def close(self) -> None:
         self._bodies.clear()
+        self._cached = 0

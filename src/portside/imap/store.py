@@ -113,6 +113,10 @@ class Account(Protocol):
 
     async def body(self, name: str, uid: int) -> bytes | None: ...
 
+    async def prefetch(self, name: str, uids: Sequence[int]) -> None:
+        """A hint that `body` will be asked for these messages next (read them in one go)."""
+        ...
+
     async def append(
         self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None
     ) -> tuple[int, int]: ...

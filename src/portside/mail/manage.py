@@ -61,6 +61,19 @@ async def raw_by_uid(db: Database, model: Model, box_id: int, uid: int) -> bytes
     return None if stored is None else message.decode(stored)
 
 
+async def raw_by_uids(db: Database, model: Model, box_id: int, uids: list[int]) -> dict[int, bytes]:
+    t = model.table(MAIL_TABLE).sa
+    out: dict[int, bytes] = {}
+    async with db.read() as conn:
+        for start in range(0, len(uids), CHUNK):
+            chunk = uids[start : start + CHUNK]
+            q = sa.select(t.c.uid, t.c.mail).where(t.c.mail_box_id == box_id, t.c.uid.in_(chunk))
+            for uid, stored in (await conn.execute(q)).all():
+                if stored is not None:
+                    out[int(uid)] = message.decode(stored)
+    return out
+
+
 async def claim_recent(uow: UnitOfWork, model: Model, box_id: int, uids: list[int]) -> set[int]:
     """The UIDs among `uids` still marked recent, now cleared: the session that claims them is the one that
     reports them as `\\Recent` (RFC 3501 §2.3.2). No event: `\\Recent` is session state."""
