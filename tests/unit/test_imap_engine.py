@@ -179,9 +179,9 @@ def test_mime_sections_envelope_and_bodystructure() -> None:
             parse_section(bad)
     env = encode(mime.envelope(e))
     assert env.startswith(b'("Mon, 7 Feb 1994 21:52:25 -0800" "=?utf-8?q?h=C3=A9llo?=" (("A" NIL "a" "ext.org"))')
-    assert b'((NIL NIL "b" "example.com") ("Q, R" NIL "q" "r.example"))' in env
+    assert b'((NIL NIL "b" "example.com")("Q, R" NIL "q" "r.example"))' in env  # no spaces
     structure = mime.structure_bytes(e)
-    assert structure.startswith(b'(("text" "plain" ("CHARSET" "utf-8") NIL NIL "quoted-printable" 26 3')
+    assert structure.startswith(b'(("text" "plain" ("CHARSET" "utf-8") NIL NIL "quoted-printable" 26 2')
     assert b'("message" "rfc822" NIL NIL NIL "7bit" 28 (NIL "inner"' in structure
     assert structure.endswith(b' "mixed" ("BOUNDARY" "X Y") NIL NIL NIL)')
     assert mime.without_nul(b"A: b\r\n\r\n\x00\x01") != b"A: b\r\n\r\n\x00\x01"  # NUL bytes re-encoded

@@ -242,8 +242,8 @@ class FetchCommand(SessionBase):
                 data = data[sec.origin : sec.origin + (sec.length if sec.length is not None else len(data))]
             body = string(data, binary=True) if sec.kind == "BINARY" else literal(data)
             parts.append(sec.label.encode() + b" " + body)
-        if seen_now and "FLAGS" not in simple:
-            parts.append(sel.flags_item(uid))
+        if seen_now and "FLAGS" not in simple:  # first (after UID), as Dovecot does
+            parts.insert(1 if parts and parts[0].startswith(b"UID ") else 0, sel.flags_item(uid))
         if seen_now and self.condstore and "MODSEQ" not in simple:  # RFC 7162 §3.1: a flag change carries it
             parts.append(b"MODSEQ (%d)" % sel.info[uid].modseq)
         self.queue(b"* %d FETCH (" % (seq or 0) + b" ".join(parts) + b")")

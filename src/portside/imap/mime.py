@@ -161,6 +161,17 @@ class Entity:
     def header_values(self, name: str) -> list[str]:
         return [decode_words(v) for v in self.headers.get_all(name, [])]
 
+    def all_text(self) -> str:
+        """Every header (of every part) and every text body, decoded (SEARCH TEXT)."""
+        out = [self.header_text()]
+        if self.is_multipart:
+            out += [c.all_text() for c in self.children]
+        elif self.is_message:
+            out.append(self.children[0].all_text())
+        else:
+            out.append(self.text())
+        return "\n".join(out)
+
     def header_text(self) -> str:
         return "\n".join(f"{k}: {decode_words(v)}" for k, v in self.headers.items())
 
@@ -209,7 +220,12 @@ def _address(display: str | None, addr: str, routes: dict[str, str] | None = Non
     return [_nstring(display), adl, _nstring(local), _nstring(domain)]
 
 
-def _addresses(entity: Entity, name: str) -> list[Any] | None:
+def _addresses(entity: Entity, name: str) -> Raw | None:
+    found = _address_list(entity, name)
+    return Raw(b"(" + b"".join(encode(a) for a in found) + b")") if found else None
+
+
+def _address_list(entity: Entity, name: str) -> list[Any] | None:
     values = entity.headers.get_all(name)
     if not values:
         return None
@@ -252,7 +268,7 @@ def envelope(entity: Entity) -> list[Any]:
         return _nstring(str(value).strip()) if value is not None else None
 
     frm = _addresses(entity, "From")
-    return [
+    return [  # an address list is `(` 1*address `)`: no spaces between addresses (RFC 3501 §9)
         one("Date"),
         one("Subject"),
         frm,
@@ -294,7 +310,7 @@ def _language(msg: email.message.Message) -> list[str] | None:
 
 
 def _lines(data: bytes) -> int:
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return data.count(b"\n")  # line ends, as Dovecot counts (a last line without one is not counted)
 
 
 def bodystructure(entity: Entity, *, extended: bool = True) -> list[Any]:

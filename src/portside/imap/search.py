@@ -151,9 +151,7 @@ class _Parser:
 
             def body(item: Item) -> bool:
                 assert item.entity is not None
-                hay = item.entity.text()
-                if whole:
-                    hay = item.entity.header_text() + "\n" + hay
+                hay = item.entity.all_text() if whole else item.entity.text()
                 return want in _fold(hay)
 
             return body

@@ -118,10 +118,13 @@ class Selected:
             if uid in doomed and not qresync:
                 lines.append(b"%d EXPUNGE" % seq)
         self.uids = [u for u in self.uids if u not in doomed]
+        was_recent = len(self.recent)
         for u in doomed:
             self.info.pop(u, None)
             self.recent.discard(u)
             self.gone.discard(u)
+        if len(self.recent) != was_recent:
+            lines.append(b"%d RECENT" % len(self.recent))
         return lines
 
     # -- catching up ------------------------------------------------------------------------------------------
