@@ -35,52 +35,13 @@ from pathlib import Path
 from common import RESULTS, request, update_results
 from live import BIN, START_TIMEOUT, Proc, sign_up_and_in, spawn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import dovecot_ref
+
 SECTION = "## imap (bench/imap.py)"
 IMAPTEST = Path(__file__).resolve().parents[2] / "shared" / "tools" / "imaptest"
 SAMPLE = IMAPTEST / "tests" / "sample.mbox"
 USER, PASSWORD = "bench@example.com", "bench-pw-1"
-DOVECOT_CONF = """instance_name = portside-bench-{port}
-base_dir = {ref}/run
-state_dir = {ref}/state
-log_path = {ref}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{ref}/cert.pem
-ssl_key = <{ref}/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {ref}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home={ref}/home/%n
-}}
-mail_location = maildir:~/Maildir
-first_valid_uid = 1000
-mail_max_userip_connections = 500
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = 0
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
-service imap {{
-  process_limit = 512
-}}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def commit() -> str:
@@ -88,33 +49,6 @@ def commit() -> str:
 
 
 # -- servers -----------------------------------------------------------------------------------------------
-
-
-def start_dovecot(ref: Path) -> tuple[int, Path]:
-    """A private Dovecot on a free port (implicit TLS); (port, pid file)."""
-    (ref / "run").mkdir(parents=True)
-    (ref / "state").mkdir()
-    home = ref / "home"
-    home.mkdir()
-    shutil.chown(home, 65534, 65534)
-    os.chmod(ref, 0o755)
-    (ref / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(ref / "key.pem"), "-out", str(ref / "cert.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    port = free_port()
-    conf = ref / "dovecot.conf"
-    conf.write_text(DOVECOT_CONF.format(ref=ref, port=port))
-    subprocess.run(["dovecot", "-c", str(conf)], check=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return port, ref / "run" / "master.pid"
-        time.sleep(0.1)
-    raise RuntimeError("dovecot did not start: " + (ref / "dovecot.log").read_text()[-2000:])
 
 
 def start_portside(data: Path) -> tuple[Proc, int]:
@@ -287,11 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pushes", type=int, default=200)
     opts = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="portside-imap-bench-"))
-    os.chmod(work, 0o755)  # dovecot's auth and mail processes run as other users
     portside: Proc | None = None
-    dovecot_pid: Path | None = None
+    dovecot: dovecot_ref.Dovecot | None = None
     try:
-        dport, dovecot_pid = start_dovecot(work / "dovecot")
+        dovecot = dovecot_ref.start(USER, PASSWORD)
+        dport = dovecot.port
         portside, pport = start_portside(work / "portside")
         rows: dict[str, dict[str, float]] = {"Portside": {}, "Dovecot": {}}
         for name, port in (("Dovecot", dport), ("Portside", pport)):
@@ -345,9 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if portside is not None:
             portside.stop()
-        if dovecot_pid is not None and dovecot_pid.exists():
-            subprocess.run(["kill", dovecot_pid.read_text().strip()], check=False)
-            time.sleep(1)
+        if dovecot is not None:
+            dovecot.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
