@@ -435,3 +435,22 @@ def test_listeners_follow_the_config_keys(world: ImapWorld) -> None:
     m = connect(world)
     assert m.select("INBOX")[0] == "OK"
     m.logout()
+
+
+def test_command_rate_is_bounded_by_slowing_down(world: ImapWorld) -> None:
+    m = connect_tls(world, BOB, BOB_PW)
+    sock = m.socket()
+    count = 1400  # a burst of 1000 goes at once, the other 400 at 200 per second
+    started = time.monotonic()
+    sock.sendall(b"".join(b"n%d NOOP\r\n" % i for i in range(count)))
+    sock.settimeout(30)
+    answered = 0
+    while answered < count:
+        line = m.readline()
+        assert line, "connection closed"
+        if line.startswith(b"n"):
+            assert b" OK " in line, line
+            answered += 1
+    assert time.monotonic() - started >= 1.5
+    assert m.noop()[0] == "OK"  # slowed, not dropped
+    m.logout()

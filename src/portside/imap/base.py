@@ -41,6 +41,8 @@ NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 MAX_BAD = 20  # consecutive malformed commands before the connection is dropped
 IDLE_TIMEOUT = 30 * 60.0
 FLUSH_AT = 64 * 1024  # buffered response bytes written at once
+RATE = 200.0  # commands per second one session may send on average (a burst of BURST goes at once) ...
+BURST = 1000.0  # ... beyond that, reading its next command waits: the client is slowed, not dropped
 LOGIN_TIMEOUT = 60.0
 
 
@@ -87,6 +89,8 @@ class SessionBase:
         self.command = ""
         self.uid = False  # the running command came as UID <command>
         self._bad = 0
+        self._tokens = BURST
+        self._refilled = 0.0
         self._out: list[bytes] = []
         self._pending = 0
         self._close_session: Callable[[], None] | None = None
@@ -196,6 +200,7 @@ class SessionBase:
                         await self.tagged("BAD", str(exc))
                     await self._count_bad()
                     continue
+                await self._pace()
                 await self.handle(segments)
         except (wire.Closed, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
@@ -204,6 +209,16 @@ class SessionBase:
                 await self.untagged(f"BYE {exc}")
         finally:
             await self.finish()
+
+    async def _pace(self) -> None:
+        """The command rate bound (a token bucket per session)."""
+        now = asyncio.get_running_loop().time()
+        if self._refilled:
+            self._tokens = min(BURST, self._tokens + (now - self._refilled) * RATE)
+        self._refilled = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / RATE)
 
     async def greet(self) -> None:
         caps = " ".join(self.capabilities())
