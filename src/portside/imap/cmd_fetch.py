@@ -17,9 +17,8 @@ MACROS = {
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "MODSEQ"}
-_SECTION = re.compile(
-    r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?\Z", re.I
-)
+_KINDS = "|".join(re.escape(k) for k in ("BODY.PEEK", "BODY", "BINARY.PEEK", "BINARY.SIZE", "BINARY"))
+_SECTION = re.compile(rf"({_KINDS})\[([^\]]*)\](?:<(\d{{1,10}})(?:\.(\d{{1,10}}))?>)?\Z", re.I)
 _PART = re.compile(r"(\d+(?:\.\d+)*)?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?(.*)\Z", re.I | re.S)
 PREFETCH = 100  # messages whose raw bytes are read from the store in one go
 RFC822_ALIASES = {"RFC822": ("BODY", ""), "RFC822.HEADER": ("BODY.PEEK", "HEADER"), "RFC822.TEXT": ("BODY", "TEXT")}
