@@ -91,7 +91,8 @@ class MailboxCommands(SessionBase):
         except NotFound:
             raise Refused("Mailbox doesn't exist: " + name[:100], "NONEXISTENT") from None
         uids = [m.uid for m in snap.messages]
-        recent = set(snap.recent) if readonly else await account.claim_recent(name, uids)
+        # only messages still marked recent can be claimed (usually a handful, not the whole mailbox)
+        recent = set(snap.recent) if readonly else await account.claim_recent(name, sorted(snap.recent))
         sel = Selected(name, readonly, snap, recent)
         sel.condstore = self.condstore
         box = snap.mailbox

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -22,9 +24,9 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from portside import log
-from portside.auth.login import login_mail
+from portside.auth.login import MailLogin, login_mail
 from portside.auth.permissions import Actor
-from portside.auth.sessions import SessionRegistry
+from portside.auth.sessions import APP_PASSWORD_TABLE, SessionRegistry
 from portside.auth.throttle import LoginThrottle
 from portside.core.catalog import Catalog
 from portside.core.db import Database
@@ -54,6 +56,8 @@ BODY_CACHE = 200  # raw messages kept per session (prefetched for a FETCH, or re
 BODY_CACHE_BYTES = 16 * 1024 * 1024
 BOX_FRESH = 1.0  # seconds a mailbox row read by this session is reused for a write
 ENDED = "mail account credentials changed"
+LOGIN_CACHE_TTL = 300.0  # seconds a successful credential check is reused (dropped on any credential change)
+LOGIN_CACHE_MAX = 10_000
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime:
@@ -82,6 +86,9 @@ class RowsBackend:
         self._accounts: dict[int, set[RowsAccount]] = {}  # mail_account id -> open sessions
         self._ends: dict[RowsAccount, Callable[[str], None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._salt = secrets.token_bytes(16)
+        self._logins: dict[bytes, tuple[float, MailLogin]] = {}  # successful checks (see _login_mail)
+        self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -124,7 +131,9 @@ class RowsBackend:
                 self._wake(box, hint if hint.uid is not None else Hint())
         elif event.table == boxes.BOX_TABLE:
             self._wake(event.ref, Hint())
-        elif event.table == boxes.ACCOUNT_TABLE:
+        if event.table in (boxes.ACCOUNT_TABLE, APP_PASSWORD_TABLE, "user_account"):
+            self._logins.clear()  # a password or an application password may have changed
+        if event.table == boxes.ACCOUNT_TABLE:
             for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
                 asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
 
@@ -168,11 +177,40 @@ class RowsBackend:
 
     # -- Backend ------------------------------------------------------------------------------------
 
+    async def _login_mail(self, username: str, secret: str, address: str) -> MailLogin:
+        """auth.login_mail, with a short-lived cache of successful checks (as Dovecot's auth cache): a mail
+        client opens several connections with the same credentials at once and reconnects often; they wait
+        for one password check instead of each costing a bcrypt and counting against the login throttle
+        while in flight. Only successes are kept (failures always go to the throttle), keyed by a salted
+        hash of (address, account, secret), and dropped when the account or an application password
+        changes (`on_event`)."""
+        key = hashlib.sha256(self._salt + f"{address}\0{username}\0{secret}".encode()).digest()
+        hit = self._logins.get(key)
+        if hit is not None and time.monotonic() - hit[0] < LOGIN_CACHE_TTL:
+            return hit[1]
+        running = self._checking.get(key)
+        if running is None:
+            running = asyncio.ensure_future(
+                login_mail(
+                    self.db,
+                    self.catalog.model,
+                    self.throttle,
+                    identifier=username,
+                    secret=secret,
+                    address=address,
+                    protocol="imap",
+                )
+            )
+            self._checking[key] = running
+            running.add_done_callback(lambda _: self._checking.pop(key, None))
+        found = await asyncio.shield(running)
+        if len(self._logins) >= LOGIN_CACHE_MAX:
+            self._logins.clear()
+        self._logins[key] = (time.monotonic(), found)
+        return found
+
     async def login(self, username: str, secret: str, address: str) -> RowsAccount:
-        found = await login_mail(
-            self.db, self.catalog.model, self.throttle, identifier=username, secret=secret, address=address,
-            protocol="imap",
-        )  # fmt: skip
+        found = await self._login_mail(username, secret, address)
         open_now = self._accounts.get(found.account_id, set())
         if len(open_now) >= self.max_sessions:
             raise TooManyRequests("Too many sessions for this account", kind=Kind.RATE_LIMITED)
