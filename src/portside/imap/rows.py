@@ -419,7 +419,9 @@ class RowsAccount:
         if not uids:
             return StoreResult([])
         async with self.db.transaction() as uow:
-            result = await self.mail.set_flags(uow, box, uids, flags, mode=mode, unchanged_since=unchanged_since)
+            result = await manage.set_flags(
+                uow, self.mail, box, list(uids), list(flags), mode=mode, unchanged_since=unchanged_since
+            )
         when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         changed = [MessageInfo(uid, frozenset(fl), when, 0, modseq) for uid, modseq, fl in result.changed]
         return StoreResult(changed, result.failed)
