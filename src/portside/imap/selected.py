@@ -28,6 +28,9 @@ class Selected:
         self.info: dict[int, MessageInfo] = {m.uid: m for m in snapshot.messages}
         self.recent = recent
         self.mailbox = snapshot.mailbox
+        # every change up to this modseq has been read; own writes do not move it (a write by another session
+        # with a lower modseq may not have been read yet), only catching up does
+        self.synced = snapshot.mailbox.highestmodseq
         self.gone: set[int] = set()  # expunged in the store, not reported yet
         self.dirty = False
         self.full = False  # the next refresh re-reads the whole mailbox
@@ -50,7 +53,7 @@ class Selected:
             self.full = True
         elif hint.deleted:
             self.deleted_hints.add(hint.uid)
-        elif hint.modseq is not None and hint.modseq <= self.mailbox.highestmodseq and hint.uid in self.info:
+        elif hint.modseq is not None and hint.modseq <= self.synced and hint.uid in self.info:
             known = self.info[hint.uid]  # a change the modseq does not show: only a full read finds it
             if hint.modseq != known.modseq or (hint.flags is not None and hint.flags != known.flags):
                 self.full = True
@@ -138,7 +141,7 @@ class Selected:
         self.full = False
         try:
             if not full:
-                changes = await account.changes(self.name, self.mailbox.highestmodseq)
+                changes = await account.changes(self.name, self.synced)
                 unexplained = {u for u in self.deleted_hints if u in self.info} - set(changes.vanished) - self.gone
                 if changes.complete and not unexplained:
                     self.deleted_hints.clear()
@@ -198,6 +201,7 @@ class Selected:
                 parts.append(b"MODSEQ (%d)" % m.modseq)
             lines.append(b"%d FETCH (" % seq + b" ".join(parts) + b")")
         top_modseq = max([mailbox.highestmodseq, *(m.modseq for m in changed_or_new)])
+        self.synced = max(self.synced, top_modseq)
         self.mailbox = replace(mailbox, highestmodseq=max(top_modseq, self.mailbox.highestmodseq))
         return lines
 
