@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pushes", type=int, default=200)
     opts = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="portside-imap-bench-"))
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     portside: Proc | None = None
     dovecot: dovecot_ref.Dovecot | None = None
     try:
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             SECTION,
             "",
             f"- date: {time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}",
-            f"- machine: nproc {os.cpu_count()}",
+            f"- machine: nproc {os.cpu_count()}; load average at start {load_start}, at end "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
+            + " (other processes share the CPUs: compare the two columns, not runs)",
             f"- portside commit: {commit()}",
             f"- dovecot: {subprocess.run(['dovecot', '--version'], capture_output=True, text=True).stdout.strip()}",
             f"- command: `.venv/bin/python bench/imap.py --messages {opts.messages} --clients {opts.clients} "

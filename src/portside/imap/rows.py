@@ -345,12 +345,12 @@ class RowsAccount:
             box: Mailbox | None = await self._box(name)
         except NotFound:
             box = None
+        if box is None and on:  # as Dovecot: a name is subscribed while it exists (and stays so after DELETE)
+            raise NotFound("Mailbox doesn't exist")
         async with self.db.transaction() as uow:
             if box is not None:
                 await manage.set_subscribed(uow, self.mail.model, box, on)
-            if on and box is None:
-                await subscriptions.add(uow, self.mail.model, self.account, name)
-            elif not on and not await subscriptions.remove(uow, self.mail.model, self.account_id, name) and box is None:
+            if not on and not await subscriptions.remove(uow, self.mail.model, self.account_id, name) and box is None:
                 raise NotFound("Not subscribed")
 
     async def snapshot(self, name: str) -> Snapshot:

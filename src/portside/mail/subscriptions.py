@@ -1,6 +1,6 @@
-"""Subscriptions to mailbox names that do not exist (RFC 3501 §6.3.6: a subscription outlives its mailbox,
-and a client may subscribe to a name before it exists). An existing mailbox keeps its subscription in
-`mail_box.subscribed`; a name without a mailbox is a row of the hidden `mail_subscribed` table."""
+"""Subscriptions to mailbox names that no longer exist (RFC 3501 §6.3.6: a subscription outlives its
+mailbox). An existing mailbox keeps its subscription in `mail_box.subscribed`; a subscribed name whose
+mailbox was deleted is a row of the hidden `mail_subscribed` table until it is unsubscribed or created again."""
 
 from __future__ import annotations
 
