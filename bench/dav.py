@@ -335,6 +335,7 @@ def render(p: Target, r: Target, opts: argparse.Namespace, cmd: str) -> str:
         f"- python: {platform.python_version()}, radicale: {radicale_version()}",
         f"- portside commit: {commit()}",
         f"- command: `{cmd}`",
+        f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes share the CPUs)",
         "",
         "Method: docstring of bench/dav.py. Times are medians (whole initial sync; single requests otherwise),",
         "p99 over the single requests; ratio = Radicale time / Portside time (concurrent: Portside req/s /",

@@ -188,3 +188,19 @@ def refused(call: Any, *args: Any) -> str:
     except ftplib.error_perm as exc:
         return str(exc)
     raise AssertionError(f"expected a refusal, got {result!r}")
+
+
+def eventually(check: Any, timeout: float = 15.0) -> Any:
+    """`check()`'s first truthy result, retried until `timeout` (for changes that travel through events)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{check} never held within {timeout} s")
+        time.sleep(0.1)

@@ -53,8 +53,12 @@ from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
 from portside.http.wire import CaptureRawSend, ws_protocol
+from portside.imap import config as imap_config
+from portside.imap.ports import ImapPorts
+from portside.imap.rows import RowsBackend
 from portside.mail.courier import Courier
 from portside.mail.store import MailStore
+from portside.mail.subscriptions import subscriptions_doc
 from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
@@ -73,7 +77,7 @@ from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_sign
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
 HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
-LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, *ftp_server.KEYS})
+LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, *ftp_server.KEYS}) | imap_config.KEYS
 
 
 class Portside:
@@ -94,6 +98,7 @@ class Portside:
         self._reload_task: asyncio.Task[None] | None = None
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
         self.mail_servers: smtp_servers.MailServers | None = None  # SMTP listeners from mail_server rows
+        self._imap: ImapPorts | None = None
 
     async def __aenter__(self) -> Portside:
         await self.start()
@@ -153,7 +158,7 @@ class Portside:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
         docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc()]
-        docs += [mail_doc(), mail_servers_doc(), mail_actions_doc(), more_actions_doc()]
+        docs += [mail_doc(), mail_servers_doc(), mail_actions_doc(), more_actions_doc(), subscriptions_doc()]
         catalog = Catalog(db, config, docs, data, s.schema)
         dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path
         await migrate_base(db)
@@ -210,6 +215,7 @@ class Portside:
         await self._ftp.apply()
         self.mail_servers = smtp_servers.MailServers(svc, self.listeners)
         await self._apply_mail()
+        await self._start_imap(svc)
         # What start-up built (model, metadata, compiled statements, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which otherwise rescan it every time.
         gc.collect()
@@ -339,6 +345,7 @@ class Portside:
             try:
                 await self._apply_https()
                 await self._apply_mail()
+                await self._apply_imap()
             except Exception:
                 logger.exception("applying the listener configuration failed")
             try:
@@ -351,6 +358,22 @@ class Portside:
         """SMTP listeners follow the enabled mail_server rows (smtp/servers.py)."""
         if self.mail_servers is not None:
             await self.mail_servers.apply()
+
+    async def _start_imap(self, svc: Services) -> None:
+        """IMAP over the mail rows: one backend (logins, sessions, push from the bus), listeners by config."""
+        assert svc.certs is not None
+        backend = RowsBackend(svc.db, svc.catalog, svc.bus, svc.logins, svc.sessions)
+        await self._life.enter("imap", backend.start, backend.stop)
+        self._imap = ImapPorts(backend, svc.certs, self.settings.host)
+        await self._apply_imap()
+
+    async def _apply_imap(self) -> None:
+        if self._imap is None or self.services is None:
+            return
+        ports = await self._imap.apply(self.services.config.get, self.listeners)
+        for name in ("imap", "imaps"):
+            self.ports.pop(name, None)
+        self.ports.update(ports)
 
     async def stop(self) -> None:
         """Everything that started, in reverse order (listeners drain first); safe to call twice."""

@@ -314,6 +314,25 @@ def test_sharing_through_a_group_link(env: tuple[Server, World, dict[str, DavUse
     with client(srv, member) as m:
         assert {"write-content", "bind", "unbind"} <= _privileges(m, url)
         assert m.put(url + "new.ics", content=event("by-member")).status_code == 201
+    # the same sharing on /api: the members see the shared calendar's events as rows, strangers do not
+    with srv.client(member.token) as api:
+        uids = {r["attributes"]["uid"] for r in api.get("/api/calendar", params={"page[size]": "500"}).json()["data"]}
+        assert {"shared-1", "by-member"} <= uids
+    with srv.client(users["stranger"].token) as api:
+        uids = {r["attributes"]["uid"] for r in api.get("/api/calendar", params={"page[size]": "500"}).json()["data"]}
+        assert not {"shared-1", "by-member"} & uids
+    with srv.client(world.admin) as admin:
+        r = admin.request(
+            "DELETE",
+            f"/api/collection/{ref}/relationships/usergroup_id",
+            json={"data": [{"type": "usergroup", "id": world.team}]},
+        )
+        assert r.status_code == 204, r.text
+    with srv.client(member.token) as api:
+        uids = {r["attributes"]["uid"] for r in api.get("/api/calendar", params={"page[size]": "500"}).json()["data"]}
+        assert not {"shared-1", "by-member"} & uids
+    with client(srv, member) as m:
+        assert m.get(url + "m.ics").status_code == 404
 
 
 def test_carddav_vcard3_and_4_query_and_multiget(env: tuple[Server, World, dict[str, DavUser]]) -> None:
@@ -389,3 +408,46 @@ def test_caldav_enable_is_live(env: tuple[Server, World, dict[str, DavUser]]) ->
             assert admin.post("/_config/backend/caldav.enable", content="true").status_code == 200
     with client(srv, owner) as c:
         assert c.request("PROPFIND", owner.home(), headers={"Depth": "0"}).status_code == 207
+
+
+def test_copy_move_and_proppatch(env: tuple[Server, World, dict[str, DavUser]]) -> None:
+    srv, _, users = env
+    owner = users["owner"]
+    with client(srv, owner) as c:
+        a, b = mkcalendar(c, owner), mkcalendar(c, owner)
+        assert c.put(a + "x.ics", content=event("move-1")).status_code == 201
+        token = sync_token(sync(c, a))
+        r = c.request("COPY", a + "x.ics", headers={"Destination": srv.url + b + "x.ics"})
+        assert r.status_code == 201, r.text
+        assert c.request("COPY", a + "x.ics", headers={"Destination": b + "x.ics", "Overwrite": "F"}).status_code == 412
+        assert c.request("COPY", a + "x.ics", headers={"Destination": a + "y.ics"}).status_code == 409  # same UID
+        assert (
+            c.request("COPY", a + "x.ics", headers={"Destination": "http://elsewhere.example/z.ics"}).status_code == 403
+        )
+        assert c.request("COPY", a + "x.ics").status_code == 400  # no Destination
+        c.delete(b + "x.ics")
+        r = c.request("MOVE", a + "x.ics", headers={"Destination": b + "moved.ics"})
+        assert r.status_code == 201, r.text
+        assert c.get(a + "x.ics").status_code == 404 and "UID:move-1" in c.get(b + "moved.ics").text
+        delta = multistatus(sync(c, a, token))
+        assert list(delta) == [a + "x.ics"] and " 404 " in str(delta[a + "x.ics"]["status"])
+        # PROPPATCH: display name, colour, a dead property; protected ones refused as a whole
+        patch = (
+            '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:I="http://apple.com/ns/ical/" '
+            'xmlns:X="urn:example"><D:set><D:prop><D:displayname>Renamed</D:displayname>'
+            "<I:calendar-color>#FF0000</I:calendar-color><X:custom>kept</X:custom></D:prop></D:set></D:propertyupdate>"
+        )
+        assert c.request("PROPPATCH", b, content=patch).status_code == 207
+        asked = (
+            '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:I="http://apple.com/ns/ical/" '
+            'xmlns:X="urn:example"><D:prop><D:displayname/><I:calendar-color/><X:custom/></D:prop></D:propfind>'
+        )
+        props = multistatus(c.request("PROPFIND", b, headers={"Depth": "0"}, content=asked))[b]
+        assert getattr(props["{DAV:}displayname"], "text", None) == "Renamed"
+        assert getattr(props["{http://apple.com/ns/ical/}calendar-color"], "text", None) == "#FF0000"
+        assert getattr(props["{urn:example}custom"], "text", None) == "kept"
+        bad = patch.replace("<X:custom>kept</X:custom>", "<D:getetag>x</D:getetag>").replace("Renamed", "Nope")
+        r = c.request("PROPPATCH", b, content=bad)
+        assert r.status_code == 207 and "403" in r.text and "424" in r.text
+        props = multistatus(c.request("PROPFIND", b, headers={"Depth": "0"}, content=asked))[b]
+        assert getattr(props["{DAV:}displayname"], "text", None) == "Renamed"  # nothing applied

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from dav_support import DavUser, card, client, dav_world, event, multistatus, sync, sync_token
-from support import Server, World
+from support import Server, World, sync_url
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,52 @@ def test_collection_names_and_deletes_through_the_api(env: tuple[Server, World, 
         assert c.request("MKCALENDAR", url).status_code == 201  # the name is free again
         r = sync(c, url)
         assert multistatus(r) == {}
+
+
+QUERY = (
+    '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>'
+    '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+    '<C:time-range start="{start}" end="{end}"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>'
+)
+
+
+def test_time_ranges_from_the_indexes(env: tuple[Server, World, dict[str, DavUser]], db_url: str) -> None:
+    """Plain events (indexed span), recurring ones with absolute times (instance index) and floating ones
+    (expanded per query) answer the same way on every database."""
+    srv, _, users = env
+    owner = users["owner"]
+    url = owner.home() + "ranges/"
+    with client(srv, owner) as c:
+        assert c.request("MKCALENDAR", url).status_code == 201
+        c.put(url + "plain.ics", content=event("plain", "20260310T100000Z", "20260310T110000Z"))
+        c.put(
+            url + "weekly.ics",
+            content=event("weekly", extra="RRULE:FREQ=WEEKLY;BYDAY=MO\r\nEXDATE:20260112T100000Z\r\n"),
+        )
+        c.put(
+            url + "floating.ics",
+            content=event("floating", "20260311T100000", "20260311T110000", "RRULE:FREQ=DAILY;COUNT=2\r\n"),
+        )
+
+        def found(start: str, end: str) -> list[str]:
+            r = c.request("REPORT", url, headers={"Depth": "1"}, content=QUERY.format(start=start, end=end))
+            return sorted(h.rsplit("/", 1)[1] for h in multistatus(r))
+
+        assert found("20260310T000000Z", "20260313T000000Z") == ["floating.ics", "plain.ics"]
+        assert found("20260309T000000Z", "20260310T000000Z") == ["weekly.ics"]  # a Monday
+        assert found("20260112T000000Z", "20260113T000000Z") == []  # the excluded Monday
+        assert found("20270104T090000Z", "20270104T103000Z") == ["weekly.ics"]  # next year, from the index
+        assert found("20260310T103000Z", "20260310T103001Z") == ["plain.ics"]
+        assert found("20260310T110000Z", "20260310T120000Z") == []  # the end is exclusive
+    engine = sa.create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            listed = conn.execute(
+                sa.text(
+                    "SELECT COUNT(*) FROM _dav_instance i JOIN calendar o ON o.id = i.object_id "
+                    "WHERE o.uid = 'weekly' AND o.indexed_until IS NOT NULL"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert listed > 200  # five years of Mondays, minus one

@@ -13,7 +13,7 @@ import pytest
 from portside import errors
 from portside.errors import Kind, PortsideError, kind_for_status
 from portside.tools import wire_errors
-from portside.tools.wire_errors import WS_CLOSE, action_error, jsonapi_error, ws_close_code
+from portside.tools.wire_errors import IMAP_REPLY, WS_CLOSE, action_error, imap_reply, jsonapi_error, ws_close_code
 
 FSTRING_MIDDLE = getattr(tokenize, "FSTRING_MIDDLE", -1)  # Python 3.12+: the literal parts of an f-string
 SRC = Path(__file__).resolve().parents[2] / "src" / "portside"
@@ -106,6 +106,7 @@ def test_websocket_close_codes_are_written_in_one_place() -> None:
 
 def test_every_kind_has_a_status_a_stable_code_and_a_line_in_every_mapping() -> None:
     assert set(WS_CLOSE) == set(Kind)
+    assert set(IMAP_REPLY) == set(Kind)
     assert len({k.value for k in Kind}) == len(Kind)
     for kind in Kind:
         assert re.fullmatch(r"[a-z][a-z_]+", kind.value), kind
@@ -113,6 +114,8 @@ def test_every_kind_has_a_status_a_stable_code_and_a_line_in_every_mapping() -> 
         assert kind.general.status == kind.status and kind.general.general is kind.general
         assert kind_for_status(kind.status) is kind.general
         assert ws_close_code(kind) in (1001, 1003, 1007, 1008, 1009, 1011, 1013)
+        status, code = imap_reply(kind)
+        assert status in ("NO", "BAD", "BYE") and (code is None or re.fullmatch(r"[A-Z-]+", code)), kind
     # future protocol tables follow the same rule: total over the vocabulary
     for name in ("SMTP_REPLY", "IMAP_REPLY", "FTP_REPLY", "DAV_ERROR"):
         table = getattr(wire_errors, name, None)

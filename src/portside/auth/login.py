@@ -99,17 +99,18 @@ async def login(
 ) -> Login:
     """The actor these credentials name, or Unauthorized / TooManyRequests (see the module text)."""
     account = names.email(identifier if isinstance(identifier, str) else "")
-    attempt = throttle.begin(account, address)  # counted as a failure until it succeeds
-    if uow is not None:
-        found = await _check(uow.conn, model, account, secret, protocol)
-    else:
-        async with db.read() as conn:
-            found = await _check(conn, model, account, secret, protocol)
-    if found is None:
-        logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)
-        raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
-    user_ref, credential, stale = found
-    attempt.succeeded()
+    async with throttle.turn(account, address):
+        attempt = throttle.begin(account, address)  # counted as a failure until it succeeds
+        if uow is not None:
+            found = await _check(uow.conn, model, account, secret, protocol)
+        else:
+            async with db.read() as conn:
+                found = await _check(conn, model, account, secret, protocol)
+        if found is None:
+            logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)
+            raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
+        user_ref, credential, stale = found
+        attempt.succeeded()
     if uow is not None:
         actor = await actor_for_user(uow.conn, model, ref=user_ref)
     else:
@@ -193,8 +194,8 @@ async def login_mail(
     """SMTP AUTH / IMAP LOGIN: a `mail_account` username with that account's password or an application
     password of the account's owner. Same refusals, throttle and timing rules as `login`."""
     account = names.email(identifier if isinstance(identifier, str) else "")
-    attempt = throttle.begin(account, address)
-    async with db.read() as conn:
+    async with throttle.turn(account, address), db.read() as conn:
+        attempt = throttle.begin(account, address)
         found = await _check_mail(conn, model, account, secret, protocol)
         if found is None:
             logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)

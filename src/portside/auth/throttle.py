@@ -15,14 +15,21 @@ Attempts that are refused with 429 are not counted (nothing was checked). An att
 from the moment it starts, so concurrent guesses cannot all slip past the limits while the password
 hash is being checked; a correct password takes its own count back and clears its (account, address)
 failures. IPv6 clients are counted per /64, the block one subscriber gets. State is per process.
+
+Checks of one (account, address) run one at a time (`turn`): clients that open many sessions at once with
+the right password (lftp `--parallel`, FileZilla, IMAP clients with several connections) would otherwise
+look like concurrent guesses, and concurrent guesses gain nothing from running side by side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from portside.errors import Kind, TooManyRequests
@@ -104,6 +111,23 @@ class LoginThrottle:
         self._pair = _Series(lim.window, lim.per_pair, max_keys)
         self._address = _Series(lim.window, lim.per_address, max_keys)
         self._account = _Series(lim.window, max(1000, lim.account_soft + 64), max_keys)
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # (account, address) -> lock, holders + waiters
+
+    @asynccontextmanager
+    async def turn(self, account: str, address: str) -> AsyncIterator[None]:
+        """One password check at a time per (account, address); the entry goes when nobody uses it."""
+        key = f"{account_key(account)}\n{address_key(address)}"
+        lock, users = self._turns.get(key, (asyncio.Lock(), 0))
+        self._turns[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[key]
+            if users <= 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
 
     def wait(self, account: str, address: str) -> float:
         """Seconds this address must wait before trying a password for this account (0: go ahead)."""

@@ -28,7 +28,6 @@ from portside.auth.permissions import Actor
 from portside.dav import read, report, write, xml
 from portside.dav.context import Ctx, resolve
 from portside.davstore.store import DavStore
-from portside.davstore.tables import KIND_ADDRESSBOOK
 from portside.errors import PortsideError, Unauthorized
 from portside.tools.wire_errors import dav_error
 
@@ -67,6 +66,8 @@ class DavApp:
         except Exception:
             logger.exception("DAV %s %s failed", request.method, request.url.path)
             response = Response(b"internal error", 500, media_type="text/plain")
+        peer = request.client.host if request.client is not None else "-"
+        logger.info("%s %s %s %d", peer, request.method, request.url.path[:300], response.status_code)  # no headers
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
@@ -144,6 +145,23 @@ def options_response() -> Response:
     )
 
 
+PRECONDITION_NS = {
+    **dict.fromkeys(
+        ("valid-sync-token", "supported-report", "cannot-modify-protected-property", "valid-resourcetype"), xml.DAV
+    ),
+    **dict.fromkeys(("valid-address-data", "supported-address-data"), xml.CARDDAV),
+    **dict.fromkeys(
+        (
+            "valid-calendar-data",
+            "valid-calendar-object-resource",
+            "supported-calendar-data",
+            "supported-calendar-component",
+        ),
+        xml.CALDAV,
+    ),
+}
+
+
 def error_response(exc: PortsideError, request: Request) -> Response:
     status, precondition, headers = dav_error(exc)
     headers = dict(headers or {})
@@ -151,10 +169,9 @@ def error_response(exc: PortsideError, request: Request) -> Response:
         headers["WWW-Authenticate"] = REALM
     if precondition is None:
         return Response(exc.detail.encode(), status, headers=headers, media_type="text/plain; charset=utf-8")
-    carddav = request.url.path.startswith("/carddav") or getattr(exc, "collection_kind", None) == KIND_ADDRESSBOOK
-    ns = xml.DAV if precondition in ("valid-sync-token", "number-of-matches-within-limits") else None
-    if ns is None:
-        ns = xml.CARDDAV if carddav else xml.CALDAV
+    ns = PRECONDITION_NS.get(precondition)
+    if ns is None:  # defined by both CalDAV and CardDAV: the one the request went to
+        ns = xml.CARDDAV if "/addressbooks/" in request.url.path else xml.CALDAV
     body = xml.error_document(ns, precondition)
     return Response(body, status, headers=headers, media_type="application/xml; charset=utf-8")
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from starlette.responses import Response
 
 from portside.auth.permissions import READ
-from portside.dav import xml
+from portside.dav import fast, xml
 from portside.dav.context import HOMES, Ctx
 from portside.dav.props import ALLPROP, Res, properties
 from portside.dav.xml import DAV, tag
@@ -76,6 +76,20 @@ def propfind_request(body: bytes) -> tuple[str, list[str]]:
     raise BadRequest("DAV:propfind needs prop, allprop or propname")
 
 
+OBJECT_ALLPROP = [
+    tag(DAV, n) for n in ("resourcetype", "getetag", "getcontenttype", "getcontentlength", "getlastmodified")
+]
+
+
+def response_part(ctx: Ctx, res: Res, mode: str, names: list[str]) -> xml.Part:
+    """`prop_response`, through the object fast path where it applies."""
+    if res.kind == "object" and res.obj is not None and (mode == "prop" or (mode == "allprop" and not names)):
+        written = fast.object_response(res.path, res.obj, names if mode == "prop" else OBJECT_ALLPROP, None, None)
+        if written is not None:
+            return written
+    return prop_response(ctx, res, mode, names)
+
+
 def prop_response(ctx: Ctx, res: Res, mode: str, names: list[str]) -> ET.Element:
     have = properties(ctx, res)
     if mode == "propname":
@@ -94,7 +108,7 @@ async def do_PROPFIND(ctx: Ctx) -> Response:
     resources = [res]
     if depth != "0":
         resources += await children(ctx, res)
-    body = xml.multistatus(prop_response(ctx, r, mode, names) for r in resources)
+    body = xml.multistatus(response_part(ctx, r, mode, names) for r in resources)
     return Response(body, 207, media_type=MULTISTATUS)
 
 

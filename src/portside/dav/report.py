@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from starlette.responses import Response
 
 from portside.auth.permissions import READ
-from portside.dav import principals, xml
+from portside.dav import fast, principals, xml
 from portside.dav.context import Ctx
 from portside.dav.props import SYNC_NS, Res, properties, sync_token
 from portside.dav.read import MULTISTATUS, prop_response, target_res
@@ -157,20 +157,23 @@ def _props_of(root: ET.Element) -> tuple[str, list[str], ET.Element | None]:
 # -- answering --------------------------------------------------------------------------------------------
 
 
-def _object_response(
-    ctx: Ctx, coll: Coll, obj: Obj, mode: str, names: list[str], data: ET.Element | None
-) -> ET.Element:
-    res = Res("object", ctx.coll_url(coll) + obj.href, coll=coll, obj=obj)
+def _object_response(ctx: Ctx, coll: Coll, obj: Obj, mode: str, names: list[str], data: ET.Element | None) -> xml.Part:
+    path = ctx.coll_url(coll) + obj.href
     data_tags = {tag(CALDAV, "calendar-data"), tag(CARDDAV, "address-data")}
     wanted = [n for n in names if n not in data_tags]
-    el = prop_response(ctx, res, mode, wanted)
-    if data is not None and obj.content is not None:
-        text = obj.content
+    text = obj.content
+    if data is not None and text is not None:
         expand = data.find(tag(CALDAV, "expand"))
         if expand is not None and coll.kind == KIND_CALENDAR:
             tr = _range(expand)
             assert tr is not None
             text = query.expand(text, tr)
+    if mode == "prop":
+        written = fast.object_response(path, obj, wanted, data.tag if data is not None else None, text)
+        if written is not None:
+            return written
+    el = prop_response(ctx, Res("object", path, coll=coll, obj=obj), mode, wanted)
+    if data is not None and text is not None:
         ok = el.find("{DAV:}propstat/{DAV:}prop")
         if ok is None or el.find("{DAV:}propstat/{DAV:}status") is None:
             return el
@@ -247,7 +250,7 @@ async def addressbook_query(ctx: Ctx, root: ET.Element) -> Response:
         limit = int((lim.text or "0").strip())
     t = ctx.store.model.table(OBJECT).sa
     objs = await ctx.store.objects(coll, content=True, where=sa_and(query.card_prefilter(t, f)))
-    out: list[ET.Element] = []
+    out: list[xml.Part] = []
     truncated = False
     for obj in objs:
         if obj.content is not None and query.matches_card(obj.content, f):
@@ -277,7 +280,7 @@ async def multiget(ctx: Ctx, root: ET.Element) -> Response:
                 name = path[len(b) :]
         wanted.append((path, name))
     found = {o.href: o for o in await ctx.store.objects(coll, hrefs=[n for _, n in wanted if n], content=True)}
-    out = []
+    out: list[xml.Part] = []
     for path, name in wanted:
         obj = found.get(name or "")
         out.append(
@@ -357,7 +360,7 @@ async def sync_collection(ctx: Ctx, root: ET.Element) -> Response:
         truncated = True
     live = [h for h, deleted, _ in changed if not deleted]
     found = {o.href: o for o in await ctx.store.objects(coll, hrefs=live, content=data is not None)} if live else {}
-    out = []
+    out: list[xml.Part] = []
     for href, deleted, _ in changed:
         obj = found.get(href)
         if deleted or obj is None:

@@ -17,7 +17,7 @@ from portside.dav.read import MULTISTATUS
 from portside.dav.xml import CALDAV, CARDDAV, CS, DAV, ICAL, tag
 from portside.davstore.items import Invalid, decode, derive
 from portside.davstore.tables import KIND_ADDRESSBOOK, KIND_CALENDAR
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound, PortsideError
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound
 
 COMPONENTS = ("VEVENT", "VTODO", "VJOURNAL")
 MAX_DEAD_PROPS = 50
@@ -61,12 +61,10 @@ def _created(etag: str, created: bool) -> Response:
 
 async def do_PUT(ctx: Ctx) -> Response:
     t = ctx.target
+    if t.kind == "missing":
+        raise Conflict("no such collection")
     if t.kind != "object" or t.href is None:
-        raise (
-            Forbidden("PUT needs an object path inside a collection")
-            if t.kind != "missing"
-            else Conflict("no such collection")
-        )
+        raise Forbidden("PUT needs an object path inside a collection")
     if t.coll is None:
         raise Conflict("no such collection")
     coll = t.coll
@@ -103,7 +101,7 @@ async def do_DELETE(ctx: Ctx) -> Response:
     raise Forbidden("this resource cannot be deleted")
 
 
-def _collection_values(props: list[ET.Element], kind: str) -> dict[str, Any]:
+def _collection_values(props: list[ET.Element]) -> dict[str, Any]:
     """Column values (and dead properties) from DAV:set properties; refuses protected ones."""
     values: dict[str, Any] = {}
     dead: dict[str, str] = {}
@@ -132,7 +130,6 @@ def _collection_values(props: list[ET.Element], kind: str) -> dict[str, Any]:
         if len(dead) > MAX_DEAD_PROPS:
             raise BadRequest("too many properties")
         values["properties"] = dead
-    _ = kind
     return values
 
 
@@ -176,7 +173,7 @@ async def _make(ctx: Ctx, calendar_only: bool) -> Response:
         wanted = KIND_CALENDAR
     if wanted != kind:
         raise ValidPrecondition(f"a {wanted} is made in the {kind} home set", "valid-resourcetype")
-    values = _collection_values([p for p in props if p.tag != tag(DAV, "resourcetype")], kind)
+    values = _collection_values([p for p in props if p.tag != tag(DAV, "resourcetype")])
     name = t.segments[3]
     await ctx.store.create_collection(ctx.actor, t.user[0], kind, name, values)
     return Response(status_code=201, headers={"Cache-Control": "no-cache"})
@@ -214,7 +211,7 @@ async def do_PROPPATCH(ctx: Ctx) -> Response:
             touched.append(p.tag)
             try:
                 if op.tag == tag(DAV, "set"):
-                    found = _collection_values([p], coll.kind)
+                    found = _collection_values([p])
                     dead.update(found.pop("properties", {}))
                     values.update(found)
                 elif op.tag == tag(DAV, "remove"):
@@ -272,12 +269,7 @@ async def _transfer(ctx: Ctx, move: bool) -> Response:
     overwrite = (ctx.request.headers.get("overwrite") or "T").strip().upper() != "F"
     exists = await ctx.store.object(dest.coll, dest.href)
     ctx.require(UPDATE if exists is not None else CREATE, dest.coll)
-    try:
-        created = await ctx.store.copy_object(
-            ctx.actor, src, t.href, dest.coll, dest.href, overwrite=overwrite, move=move
-        )
-    except PortsideError:
-        raise
+    created = await ctx.store.copy_object(ctx.actor, src, t.href, dest.coll, dest.href, overwrite=overwrite, move=move)
     return Response(status_code=201 if created else 204)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -111,12 +112,19 @@ def status_response(path: str, code: int) -> ET.Element:
     return resp
 
 
-def multistatus(responses: Iterable[ET.Element], sync_token: str | None = None) -> bytes:
-    root = ET.Element(tag(DAV, "multistatus"))
-    root.extend(responses)
+Part = ET.Element | str  # a DAV:response as an element, or already written (object fast path, dav/fast.py)
+ROOT_OPEN = "<D:multistatus " + " ".join(f'xmlns:{p}="{ns}"' for ns, p in PREFIXES.items()) + ">"
+
+
+def multistatus(responses: Iterable[Part], sync_token: str | None = None) -> bytes:
+    """The multistatus document: the root declares every prefix, so written parts use them as they are."""
+    parts = ['<?xml version="1.0" encoding="utf-8"?>\n', ROOT_OPEN]
+    for r in responses:
+        parts.append(r if isinstance(r, str) else ET.tostring(r, encoding="unicode"))
     if sync_token is not None:
-        sub(root, tag(DAV, "sync-token"), sync_token)
-    return serialize(root)
+        parts.append(f"<D:sync-token>{escape(sync_token)}</D:sync-token>")
+    parts.append("</D:multistatus>")
+    return "".join(parts).encode("utf-8")
 
 
 def error_document(ns: str, name: str, text: str | None = None) -> bytes:

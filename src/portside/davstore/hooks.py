@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import Model, TableModel
-from portside.davstore import instances
+from portside.davstore import instances, shares
 from portside.davstore.items import Invalid, derive
 from portside.davstore.tables import CHANGE, COLLECTION, KIND_ADDRESSBOOK, KIND_CALENDAR, OBJECT
 from portside.errors import BadRequest, Conflict, Kind, PayloadTooLarge
@@ -112,6 +112,8 @@ async def object_hook(
         if moved and before is not None and before.get("collection_id") is not None:
             await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
         values["sync_seq"] = await bump(uow, model, int(coll_id), str(row["href"] or ""), deleted=False)
+        if kind == "create":
+            await shares.copy_links(uow, model, row_id, int(coll_id), actor)
     values["indexed_until"] = listed[1] if listed is not None else None
     await uow.conn.execute(t.update().where(t.c.id == row_id).values(**values))
     if listed is not None or (before is not None and before.get("indexed_until") is not None):
@@ -157,3 +159,4 @@ def register() -> None:
     """Install the hooks (idempotent); called by the runtime."""
     records.row_hooks[OBJECT] = object_hook
     records.row_hooks[COLLECTION] = collection_hook
+    records.row_hooks[shares.COLLECTION_LINKS] = shares.link_hook

@@ -8,7 +8,6 @@ and waited for by the session thread alone, so a slow call holds up nobody else.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -24,14 +23,11 @@ from portside.storage.store import Store
 
 T = TypeVar("T")
 CALL_TIMEOUT = 60.0
-MAX_LOGIN_LOCKS = 10_000
 
 
 class FtpBackend:
     def __init__(self, services: Services, loop: asyncio.AbstractEventLoop):
         self.services, self.loop = services, loop
-        self._logins: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -42,19 +38,12 @@ class FtpBackend:
             raise Unavailable("the server is busy") from None
 
     def login(self, user: str, password: str, address: str) -> Login:
-        """One login at a time per (account, address): clients that open many sessions at once (lftp
-        `mirror --parallel`, FileZilla) would otherwise look like concurrent guesses to the throttle, which
-        counts an attempt as failed until it succeeds."""
+        """Through auth.login (its throttle runs the checks of one account and address one at a time, so
+        clients that open many sessions at once are not taken for concurrent guesses)."""
         svc = self.services
-        key = (user.strip().lower(), address)
-        with self._guard:
-            if len(self._logins) > MAX_LOGIN_LOCKS:
-                self._logins.clear()  # locks held now stay valid for their holders
-            lock = self._logins.setdefault(key, threading.Lock())
-        with lock:
-            return self.call(
-                login(svc.db, svc.model, svc.logins, identifier=user, secret=password, address=address, protocol="ftp")
-            )
+        return self.call(
+            login(svc.db, svc.model, svc.logins, identifier=user, secret=password, address=address, protocol="ftp")
+        )
 
     def sites(self) -> list[Site]:
         """The FTP-enabled, enabled sites that have a store (one entry per hostname)."""

@@ -197,3 +197,39 @@ def smtp_reply(exc: PortsideError) -> str:
     detail: str = exc.detail or exc.title
     text = " ".join(detail.split())[:200]  # one line: no CR/LF from a detail can reach the wire
     return f"{SMTP_REPLY[exc.kind]} {text}"
+
+
+# -- IMAP ----------------------------------------------------------------------------------------------------
+
+IMAP_REPLY: dict[Kind, tuple[str, str | None]] = {
+    Kind.BAD_REQUEST: ("BAD", None),
+    Kind.VALIDATION_FAILED: ("BAD", None),
+    Kind.SCHEMA_INVALID: ("BAD", None),
+    Kind.UNSUPPORTED_EXPRESSION: ("BAD", None),
+    Kind.UNAUTHORIZED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.LOGIN_FAILED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.TOKEN_EXPIRED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.TOKEN_REVOKED: ("NO", "AUTHENTICATIONFAILED"),
+    Kind.FORBIDDEN: ("NO", "NOPERM"),
+    Kind.NOT_FOUND: ("NO", "NONEXISTENT"),
+    Kind.TABLE_NOT_FOUND: ("NO", "NONEXISTENT"),
+    Kind.ROW_NOT_FOUND: ("NO", "NONEXISTENT"),
+    Kind.METHOD_NOT_ALLOWED: ("NO", "CANNOT"),
+    Kind.CONFLICT: ("NO", "INUSE"),
+    Kind.PRECONDITION_FAILED: ("NO", "CANNOT"),
+    Kind.UNIQUE_VIOLATION: ("NO", "ALREADYEXISTS"),
+    Kind.PAYLOAD_TOO_LARGE: ("NO", "TOOBIG"),
+    Kind.UNSUPPORTED_MEDIA_TYPE: ("NO", "CANNOT"),
+    Kind.TOO_MANY_REQUESTS: ("NO", "UNAVAILABLE"),
+    Kind.RATE_LIMITED: ("NO", "UNAVAILABLE"),
+    Kind.INTERNAL: ("NO", "SERVERBUG"),
+    Kind.UPSTREAM_FAILED: ("NO", "UNAVAILABLE"),
+    Kind.UNAVAILABLE: ("NO", "UNAVAILABLE"),
+    Kind.GOING_AWAY: ("BYE", None),
+    Kind.TOO_SLOW: ("BYE", None),
+}
+
+
+def imap_reply(kind: Kind) -> tuple[str, str | None]:
+    """(status word `NO`/`BAD`/`BYE`, response code or None) an IMAP command ends with for `kind`."""
+    return IMAP_REPLY[kind]

@@ -1,0 +1,458 @@
+"""The IMAP storage protocol bound to the mail rows: `RowsBackend` (login, sessions, change events) and one
+`RowsAccount` per login, over `mail.store.MailStore` and `mail.manage`.
+
+Push: the backend follows the event bus (every node's committed writes: SMTP delivery, /api, other IMAP
+sessions) and wakes the sessions that selected the mailbox a `mail` or `mail_box` event names; the woken
+session re-reads the mailbox and reports the difference. Nothing polls.
+
+A login is one mail account (`auth.login.login_mail`: the account's password or an application password of
+its owner, throttled); the session is registered with the session registry and ends when that application
+password is deleted, the owner's credentials change, or the mail account's password changes or it is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+
+from portside import log
+from portside.auth.login import MailLogin, login_mail
+from portside.auth.permissions import Actor
+from portside.auth.sessions import APP_PASSWORD_TABLE, SessionRegistry
+from portside.auth.throttle import LoginThrottle
+from portside.core.catalog import Catalog
+from portside.core.db import Database
+from portside.core.events import Event
+from portside.errors import Conflict, Kind, NotFound, PayloadTooLarge, TooManyRequests
+from portside.imap.store import (
+    Changes,
+    CopyResult,
+    Hint,
+    MailboxInfo,
+    MessageInfo,
+    Snapshot,
+    StoreMode,
+    StoreResult,
+    Wake,
+)
+from portside.mail import boxes, manage, subscriptions
+from portside.mail import flags as mail_flags
+from portside.mail.boxes import Mailbox
+from portside.mail.store import MailStore
+from portside.realtime.bus import Bus
+
+logger = log.get("imap")
+MAX_SESSIONS_PER_ACCOUNT = 100
+DEFAULT_APPEND_LIMIT = 25 * 1024 * 1024
+BODY_CACHE = 200  # raw messages kept per session (prefetched for a FETCH, or re-read by the next command)
+BODY_CACHE_BYTES = 16 * 1024 * 1024
+BOX_FRESH = 1.0  # seconds a mailbox row read by this session is reused for a write
+ENDED = "mail account credentials changed"
+LOGIN_CACHE_TTL = 300.0  # seconds a successful credential check is reused (dropped on any credential change)
+LOGIN_CACHE_MAX = 10_000
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime:
+    if value is None:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+class RowsBackend:
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        bus: Bus,
+        throttle: LoginThrottle,
+        sessions: SessionRegistry | None,
+        *,
+        append_limit: int = DEFAULT_APPEND_LIMIT,
+        max_sessions: int = MAX_SESSIONS_PER_ACCOUNT,
+    ):
+        self.db, self.catalog, self.bus, self.throttle, self.sessions = db, catalog, bus, throttle, sessions
+        self.store = MailStore(db, catalog)
+        self.append_limit = append_limit
+        self.max_sessions = max_sessions
+        self._watchers: dict[str, set[Wake]] = {}  # mailbox ref -> wake
+        self._accounts: dict[int, set[RowsAccount]] = {}  # mail_account id -> open sessions
+        self._ends: dict[RowsAccount, Callable[[str], None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._salt = secrets.token_bytes(16)
+        self._logins: dict[bytes, tuple[float, MailLogin]] = {}  # successful checks (see _login_mail)
+        self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}
+
+    # -- life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow(), name="portside-imap-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async with self.bus.subscribe() as sub:
+                    async for event in sub:
+                        self.on_event(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. lagged: wake everybody (they re-read), resubscribe
+                logger.exception("IMAP event subscription failed; resubscribing")
+                for ref in list(self._watchers):
+                    self._wake(ref, Hint())
+                await asyncio.sleep(0.5)
+
+    def on_event(self, event: Event) -> None:
+        if event.table == "mail":
+            box = event.data.get("mail_box_id")
+            if isinstance(box, str):
+                uid, modseq = event.data.get("uid"), event.data.get("modseq")
+                hint = Hint(
+                    uid if isinstance(uid, int) else None,
+                    modseq if isinstance(modseq, int) else None,
+                    event.type == "delete",
+                    frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
+                )
+                self._wake(box, hint if hint.uid is not None else Hint())
+        elif event.table == boxes.BOX_TABLE:
+            self._wake(event.ref, Hint())
+        if event.table in (boxes.ACCOUNT_TABLE, APP_PASSWORD_TABLE, "user_account"):
+            self._logins.clear()  # a password or an application password may have changed
+        if event.table == boxes.ACCOUNT_TABLE:
+            for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
+                asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
+
+    def _wake(self, box_ref: str, hint: Hint) -> None:
+        for wake in list(self._watchers.get(box_ref, ())):
+            try:
+                wake(hint)
+            except Exception:
+                logger.exception("waking an IMAP session failed")
+
+    def watch(self, box_ref: str, wake: Wake) -> Callable[[], None]:
+        self._watchers.setdefault(box_ref, set()).add(wake)
+
+        def unwatch() -> None:
+            members = self._watchers.get(box_ref)
+            if members is not None:
+                members.discard(wake)
+                if not members:
+                    del self._watchers[box_ref]
+
+        return unwatch
+
+    async def _recheck(self, account: RowsAccount, deleted: bool) -> None:
+        """A mail_account row changed: a session whose password no longer matches (or whose account is
+        gone) ends."""
+        end = self._ends.get(account)
+        if end is None:
+            return
+        if not deleted and account.credential != "mail_password":
+            return
+        if not deleted and await self._password_hash(account.account_id) == account.password_hash:
+            return
+        self._ends.pop(account, None)
+        end(ENDED)
+
+    async def _password_hash(self, account_id: int) -> str | None:
+        m = self.catalog.model.table(boxes.ACCOUNT_TABLE).sa
+        async with self.db.read() as conn:
+            value = await conn.scalar(sa.select(m.c.password).where(m.c.id == account_id))
+        return value if isinstance(value, str) else None
+
+    # -- Backend ------------------------------------------------------------------------------------
+
+    async def _login_mail(self, username: str, secret: str, address: str) -> MailLogin:
+        """auth.login_mail, with a short-lived cache of successful checks (as Dovecot's auth cache): a mail
+        client opens several connections with the same credentials at once and reconnects often; they wait
+        for one password check instead of each costing a bcrypt and counting against the login throttle
+        while in flight. Only successes are kept (failures always go to the throttle), keyed by a salted
+        hash of (address, account, secret), and dropped when the account or an application password
+        changes (`on_event`)."""
+        key = hashlib.sha256(self._salt + f"{address}\0{username}\0{secret}".encode()).digest()
+        hit = self._logins.get(key)
+        if hit is not None and time.monotonic() - hit[0] < LOGIN_CACHE_TTL:
+            return hit[1]
+        running = self._checking.get(key)
+        if running is None:
+            running = asyncio.ensure_future(
+                login_mail(
+                    self.db,
+                    self.catalog.model,
+                    self.throttle,
+                    identifier=username,
+                    secret=secret,
+                    address=address,
+                    protocol="imap",
+                )
+            )
+            self._checking[key] = running
+            running.add_done_callback(lambda _: self._checking.pop(key, None))
+        found = await asyncio.shield(running)
+        if len(self._logins) >= LOGIN_CACHE_MAX:
+            self._logins.clear()
+        self._logins[key] = (time.monotonic(), found)
+        return found
+
+    async def login(self, username: str, secret: str, address: str) -> RowsAccount:
+        found = await self._login_mail(username, secret, address)
+        open_now = self._accounts.get(found.account_id, set())
+        if len(open_now) >= self.max_sessions:
+            raise TooManyRequests("Too many sessions for this account", kind=Kind.RATE_LIMITED)
+        async with self.db.read() as conn:
+            acc = await boxes.account_by_id(conn, self.catalog.model, found.account_id)
+        if acc is None:
+            raise NotFound("no such mail account")
+        account = RowsAccount(self, acc, found.actor, found.credential, await self._password_hash(acc.id))
+        self._accounts.setdefault(acc.id, set()).add(account)
+        return account
+
+    def end_session(self, account: object, end: Callable[[str], None]) -> Callable[[], None]:
+        assert isinstance(account, RowsAccount)
+        self._ends[account] = end
+        session = None
+        if self.sessions is not None:
+
+            async def recheck(actor: Actor) -> None:  # IMAP rights are the account owner's: nothing to downgrade
+                account.actor = actor
+
+            session = self.sessions.open(account.actor, "imap", account.credential, recheck=recheck, end=end)
+
+        def close() -> None:
+            self._ends.pop(account, None)
+            members = self._accounts.get(account.account_id)
+            if members is not None:
+                members.discard(account)
+                if not members:
+                    del self._accounts[account.account_id]
+            if session is not None and self.sessions is not None:
+                self.sessions.close(session)
+
+        return close
+
+
+class RowsAccount:
+    def __init__(
+        self, backend: RowsBackend, account: boxes.Account, actor: Actor, credential: str, password_hash: str | None
+    ):
+        self.backend = backend
+        self.account = account
+        self.account_id = account.id
+        self.ref = account.ref
+        self.username = account.username
+        self.actor = actor
+        self.credential = credential
+        self.password_hash = password_hash
+        self._refs: dict[str, str] = {}  # mailbox name -> ref (for watch), as last read
+        self._ids: dict[str, int] = {}  # mailbox name -> row id, as last read
+        self._recent_boxes: dict[str, tuple[float, Mailbox]] = {}
+        self._bodies: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._cached = 0  # bytes in _bodies
+
+    @property
+    def mail(self) -> MailStore:
+        return self.backend.store
+
+    @property
+    def db(self) -> Database:
+        return self.backend.db
+
+    async def _box(self, name: str) -> Mailbox:
+        try:
+            box = await self.mail.mailbox(self.account_id, name)
+        except Exception as exc:
+            if getattr(exc, "kind", None) in (Kind.BAD_REQUEST, Kind.VALIDATION_FAILED):
+                raise NotFound("Mailbox doesn't exist") from None
+            raise
+        if box is None:
+            raise NotFound("Mailbox doesn't exist")
+        self._refs[box.name] = box.ref
+        self._ids[box.name] = box.id
+        self._recent_boxes[box.name] = (time.monotonic(), box)
+        return box
+
+    async def _box_for_write(self, name: str) -> Mailbox:
+        """The mailbox row as read in the last second (writes need its id and owner, which do not change;
+        the UID and modseq counters are taken inside the writing transaction)."""
+        seen = self._recent_boxes.get(name)
+        if seen is not None and time.monotonic() - seen[0] < BOX_FRESH:
+            return seen[1]
+        return await self._box(name)
+
+    @staticmethod
+    def _info(box: Mailbox, counts: manage.Counts | None = None) -> MailboxInfo:
+        c = counts or manage.Counts()
+        return MailboxInfo(
+            box.name, box.uidvalidity, box.nextuid, box.modseq, box.role or None, box.subscribed,
+            c.messages, c.unseen, c.recent, c.deleted, c.size,
+        )  # fmt: skip
+
+    async def mailboxes(self) -> list[MailboxInfo]:
+        found = [self._info(b) for b in await self.mail.mailboxes_of(self.account_id)]
+        async with self.db.read() as conn:
+            lost = await subscriptions.names(conn, self.mail.model, self.account_id) - {b.name for b in found}
+        return found + [MailboxInfo(n, 0, 0, subscribed=True, exists=False) for n in sorted(lost)]
+
+    async def status(self, name: str) -> MailboxInfo:
+        box = await self._box(name)
+        return self._info(box, await manage.counts(self.db, self.mail.model, box.id))
+
+    async def create(self, name: str, special_use: str | None = None) -> MailboxInfo:
+        async with self.db.transaction() as uow:
+            try:  # IMAP CREATE does not subscribe (clients SUBSCRIBE themselves)
+                box = await manage.create_mailbox(uow, self.mail.model, self.account, name, role=special_use or "")
+            except Conflict:
+                raise Conflict("Mailbox already exists", kind=Kind.UNIQUE_VIOLATION) from None
+            if await subscriptions.remove(uow, self.mail.model, self.account_id, box.name):  # subscribed before
+                await manage.set_subscribed(uow, self.mail.model, box, True)
+        return self._info(box)
+
+    async def delete(self, name: str) -> None:
+        box = await self._box(name)
+        self._recent_boxes.pop(box.name, None)
+        async with self.db.transaction() as uow:
+            await manage.delete_mailbox(uow, self.mail.model, self.mail, box)
+            if box.subscribed:  # the subscription outlives the mailbox (RFC 3501 §6.3.6)
+                await subscriptions.add(uow, self.mail.model, self.account, box.name)
+
+    async def rename(self, old: str, new: str) -> None:
+        box = await self._box(old)
+        self._recent_boxes.clear()
+        async with self.db.transaction() as uow:
+            if box.name == boxes.INBOX:  # RFC 3501: INBOX's messages move to the new name, INBOX stays
+                target = await manage.create_mailbox(uow, self.mail.model, self.account, new)
+                await manage.move_all(uow, self.mail, box, target)
+            else:
+                await manage.rename_mailbox(uow, self.mail.model, box, new)
+
+    async def subscribe(self, name: str, on: bool) -> None:
+        try:
+            box: Mailbox | None = await self._box(name)
+        except NotFound:
+            box = None
+        if box is None and on:  # as Dovecot: a name is subscribed while it exists (and stays so after DELETE)
+            raise NotFound("Mailbox doesn't exist")
+        async with self.db.transaction() as uow:
+            if box is not None:
+                await manage.set_subscribed(uow, self.mail.model, box, on)
+            if not on and not await subscriptions.remove(uow, self.mail.model, self.account_id, name) and box is None:
+                raise NotFound("Not subscribed")
+
+    async def snapshot(self, name: str) -> Snapshot:
+        box = await self._box(name)
+        metas = await self.mail.messages(box.id)
+        messages = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
+        top = max([box.modseq, *(m.modseq for m in messages)])
+        info = self._info(box)
+        if top != info.highestmodseq:
+            info = MailboxInfo(**{**info.__dict__, "highestmodseq": top})
+        return Snapshot(info, messages, frozenset(m.uid for m in metas if m.recent))
+
+    async def changes(self, name: str, since: int) -> Changes:
+        box = await self._box(name)
+        metas = await self.mail.messages(box.id, changed_since=since)
+        changed = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
+        return Changes(self._info(box), changed, await self.mail.vanished(box.id, since))
+
+    async def body(self, name: str, uid: int) -> bytes | None:
+        box_id = self._ids.get(name)
+        if box_id is None:
+            box_id = (await self._box(name)).id
+        key = (box_id, uid)
+        raw = self._bodies.pop(key, None)  # a prefetched body is used once
+        if raw is not None:
+            self._cached -= len(raw)
+            self._keep(key, raw)
+            return raw
+        raw = await manage.raw_by_uid(self.db, self.mail.model, box_id, uid)
+        if raw is not None:
+            self._keep(key, raw)
+        return raw
+
+    def _keep(self, key: tuple[int, int], raw: bytes) -> None:
+        self._bodies[key] = raw
+        self._cached += len(raw)
+        while self._bodies and (self._cached > BODY_CACHE_BYTES or len(self._bodies) > BODY_CACHE):
+            _, old = self._bodies.popitem(last=False)
+            self._cached -= len(old)
+
+    async def prefetch(self, name: str, uids: Sequence[int]) -> None:
+        box_id = self._ids.get(name)
+        if box_id is None:
+            box_id = (await self._box(name)).id
+        wanted = [u for u in uids if (box_id, u) not in self._bodies]
+        if len(wanted) < 2:
+            return
+        for uid, raw in (await manage.raw_by_uids(self.db, self.mail.model, box_id, wanted)).items():
+            self._keep((box_id, uid), raw)
+
+    async def append(
+        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None
+    ) -> tuple[int, int]:
+        if len(message) > self.backend.append_limit:
+            raise PayloadTooLarge("Message too large")
+        box = await self._box_for_write(name)
+        when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
+        async with self.db.transaction() as uow:
+            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
+        return box.uidvalidity, stored.uid
+
+    async def store(
+        self, name: str, uids: Sequence[int], mode: StoreMode, flags: Sequence[str], unchanged_since: int | None
+    ) -> StoreResult:
+        box = await self._box_for_write(name)
+        if not uids:
+            return StoreResult([])
+        async with self.db.transaction() as uow:
+            result = await manage.set_flags(
+                uow, self.mail, box, list(uids), list(flags), mode=mode, unchanged_since=unchanged_since
+            )
+        when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        changed = [MessageInfo(uid, frozenset(fl), when, 0, modseq) for uid, modseq, fl in result.changed]
+        return StoreResult(changed, result.failed)
+
+    async def expunge(self, name: str, uids: Sequence[int] | None) -> list[int]:
+        box = await self._box_for_write(name)
+        async with self.db.transaction() as uow:
+            return await self.mail.expunge(uow, box, None if uids is None else list(uids))
+
+    async def copy(self, name: str, uids: Sequence[int], target: str, *, move: bool) -> CopyResult:
+        src = await self._box_for_write(name)
+        dst = await self._box_for_write(target)
+        async with self.db.transaction() as uow:
+            pairs = await self.mail.copy(uow, src, uids, dst)
+            if move and pairs:
+                await self.mail.expunge(uow, src, [old for old, _ in pairs], only_deleted=False)
+        return CopyResult(dst.uidvalidity, [old for old, _ in pairs], [new for _, new in pairs])
+
+    async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]:
+        if not uids:
+            return set()
+        box = await self._box_for_write(name)
+        async with self.db.transaction() as uow:
+            return await manage.claim_recent(uow, self.mail.model, box.id, list(uids))
+
+    def watch(self, name: str, wake: Wake) -> Callable[[], None]:
+        ref = self._refs.get(name)
+        if ref is None:
+            return lambda: None
+        return self.backend.watch(ref, wake)
+
+    async def close(self) -> None:
+        self._bodies.clear()
+        self._cached = 0
