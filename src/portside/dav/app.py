@@ -26,7 +26,7 @@ from portside.auth.identity import actor_for_user, actor_from_token
 from portside.auth.login import login
 from portside.auth.permissions import Actor
 from portside.dav import read, report, write, xml
-from portside.dav.context import Ctx, resolve
+from portside.dav.context import Ctx, load_gates, resolve
 from portside.davstore.store import DavStore
 from portside.errors import PortsideError, Unauthorized
 from portside.tools.wire_errors import dav_error
@@ -82,8 +82,9 @@ class DavApp:
             return Response(status_code=405, headers={"Allow": ALLOW})
         actor = await self.authenticate(request)
         prefix = next(p for p in PREFIXES if path == p or path.startswith(p + "/"))
-        target = await resolve(self.store, actor, path[len(prefix) :] or "/")
-        ctx = Ctx(request, self.svc, self.store, actor, prefix, target)
+        gates = await load_gates(self.svc)
+        target = await resolve(self.store, actor, path[len(prefix) :] or "/", gates)
+        ctx = Ctx(request, self.svc, self.store, actor, prefix, target, gates)
         return await handler(ctx)
 
     async def authenticate(self, request: Request) -> Actor:
