@@ -17,7 +17,7 @@ from portside.dav.read import MULTISTATUS
 from portside.dav.xml import CALDAV, CARDDAV, CS, DAV, ICAL, tag
 from portside.davstore.items import Invalid, decode, derive
 from portside.davstore.tables import KIND_ADDRESSBOOK, KIND_CALENDAR
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
 
 COMPONENTS = ("VEVENT", "VTODO", "VJOURNAL")
 MAX_DEAD_PROPS = 50
@@ -144,6 +144,9 @@ def _set_props(root: ET.Element) -> list[ET.Element]:
 
 async def _make(ctx: Ctx, calendar_only: bool) -> Response:
     t = ctx.target
+    ctype = (ctx.request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype not in ("", "text/xml", "application/xml"):  # RFC 4918 9.3.1: a body type MKCOL does not know
+        raise UnsupportedMediaType("MKCOL/MKCALENDAR take an XML body only")
     if t.kind != "missing" or len(t.segments) != 4 or t.user is None or t.home is None:
         if t.kind in ("collection", "home", "principal", "root", "users"):
             return Response(status_code=405, headers={"Allow": "PROPFIND, PROPPATCH, DELETE"})
