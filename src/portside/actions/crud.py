@@ -113,6 +113,19 @@ class Crud:
                 grants = await self._load_gate(conn, tm)
         self._pass_gate(actor, tm, right, grants)
 
+    async def gate_grants(self, table: str) -> Grants | None:
+        """A table gate's grants (cached), or None when the table has no `world` row (nobody but administrators
+        passes). For edges that decide with `auth.access` themselves (DAV)."""
+        tm = self.model.table(table)
+        grants = self.gates.get(tm.name)
+        if grants is None:
+            try:
+                async with self.db.read() as conn:
+                    grants = await self._load_gate(conn, tm)
+            except Forbidden:
+                return None
+        return grants
+
     async def _load_gate(self, conn: AsyncConnection, tm: TableModel) -> Grants:
         generation = self.gates.generation
         w = self.model.table("world")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from portside.actions.crud import Crud
 from portside.actions.registry import Registry, performers
 from portside.auth.identity import actor_cache
+from portside.auth.login_cache import BasicLoginCache
 from portside.auth.permissions import Actor
 from portside.auth.sessions import SessionRegistry
 from portside.auth.throttle import LoginThrottle
@@ -39,6 +40,7 @@ class Services:
     performers: Registry = field(default_factory=lambda: performers)
     logins: LoginThrottle = field(default_factory=LoginThrottle)
     actors: EventCache[str, Actor] = field(default_factory=actor_cache)
+    basic_logins: BasicLoginCache = field(default_factory=BasicLoginCache)  # DAV's Basic logins
     hub: LiveHub | None = None
     live: LiveService | None = None  # /live sessions (over the hub), served by the HTTP edge
     yjs: RoomManager | None = None
@@ -52,6 +54,7 @@ class Services:
     def invalidate(self, events: list[Event]) -> None:
         """Drop cached identities and table gates touched by these events (local or remote)."""
         self.actors.on_events(events)
+        self.basic_logins.on_events(events)
         self.crud.gates.on_events(events)
         self.crud.counts.on_events(events)
         self.mail_directory.on_events(events)

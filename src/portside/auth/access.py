@@ -14,13 +14,14 @@ Design for the protocols that come (each gets one function here, used by its edg
   READ, APPEND/COPY into it CREATE, STORE flags UPDATE, EXPUNGE DELETE, on that row's grants.
 - `site_right(actor, site_grants, right)` (done): FTP/DAV/HTTP paths inside a site resolve to the site row;
   listing needs PEEK, download READ, upload CREATE/UPDATE, delete DELETE.
-- `calendar_right(actor, collection_row, right)`: CalDAV/CardDAV collections are rows; PROPFIND PEEK,
+- `calendar_right(actor, gates, grants, right)` (done): CalDAV/CardDAV collections are rows; PROPFIND PEEK,
   GET/REPORT READ, PUT CREATE/UPDATE, DELETE DELETE; the DAV edge maps a refusal to 403 + precondition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from portside.auth.permissions import (
@@ -147,8 +148,9 @@ def guest_action(on_type: str, name: str) -> bool:
 
 
 # -- CalDAV / CardDAV collections ------------------------------------------------------------------------
-# A collection row's grants decide everything about it and its objects: PROPFIND needs PEEK (or READ),
-# GET/REPORT READ, PUT of a new object CREATE, PUT over one and PROPPATCH UPDATE, DELETE DELETE.
+# The table gates (`collection`, and `calendar` for objects) and then the collection row's grants decide
+# everything about it and its objects, as /api would: PROPFIND needs PEEK (or READ), GET/REPORT READ, PUT of a
+# new object CREATE, PUT over one and PROPPATCH UPDATE, DELETE DELETE.
 
 # DAV privilege (RFC 3744) -> the Portside right it needs
 DAV_PRIVILEGES: tuple[tuple[str, int], ...] = (
@@ -160,11 +162,43 @@ DAV_PRIVILEGES: tuple[tuple[str, int], ...] = (
 )
 
 
-def calendar_right(actor: Actor, grants: Grants, right: int) -> bool:
-    """May `actor` use `right` on a calendar or address book (and its objects) with these grants?"""
+@dataclass(frozen=True)
+class CalendarGates:
+    """The table gates DAV passes like /api does: the `collection` and the `calendar` (objects) tables'
+    `world` rows (None: the table has no gate row, so only administrators pass)."""
+
+    collection: Grants | None
+    objects: Grants | None
+
+
+def _gate_right(right: int) -> int:
+    # /api lists and reads behind the gate's PEEK; writes need the gate's CREATE/UPDATE/DELETE
+    return PEEK if right in (PEEK, READ) else right
+
+
+def _through_gate(actor: Actor, gate: Grants | None, right: int) -> bool:
+    if actor.is_admin:
+        return True
+    return gate is not None and allowed(actor, _gate_right(right), gate)
+
+
+def calendar_right(actor: Actor, gates: CalendarGates, grants: Grants, right: int, *, objects: bool = True) -> bool:
+    """May `actor` use `right` on a calendar or address book with these grants: on the collection itself
+    (`objects=False`: PROPFIND, PROPPATCH, delete) or on its objects (GET, REPORT, PUT, DELETE, COPY/MOVE)?
+    As /api decides: the `collection` table gate (and for objects the `calendar` table gate) AND the
+    collection row's grants."""
+    if not _through_gate(actor, gates.collection, PEEK if objects else right):
+        return False
+    if objects and not _through_gate(actor, gates.objects, right):
+        return False
     if right == PEEK:
         return allowed(actor, PEEK, grants) or allowed(actor, READ, grants)
     return allowed(actor, right, grants)
+
+
+def may_make_collection(actor: Actor, gates: CalendarGates, owner_ref: str | None) -> bool:
+    """MKCOL/MKCALENDAR in a home set: its owner (or an administrator), through the collection gate's CREATE."""
+    return owns_or_administers(actor, owner_ref) and _through_gate(actor, gates.collection, CREATE)
 
 
 def _privileges(has: set[int]) -> list[str]:
@@ -178,9 +212,9 @@ def _privileges(has: set[int]) -> list[str]:
     return out
 
 
-def calendar_privileges(actor: Actor, grants: Grants) -> list[str]:
-    """The DAV privileges `actor` holds on a collection (current-user-privilege-set)."""
-    return _privileges({r for _, r in DAV_PRIVILEGES if allowed(actor, r, grants)})
+def calendar_privileges(actor: Actor, gates: CalendarGates, grants: Grants) -> list[str]:
+    """The DAV privileges `actor` holds on a collection (current-user-privilege-set), table gates included."""
+    return _privileges({r for _, r in DAV_PRIVILEGES if calendar_right(actor, gates, grants, r)})
 
 
 def calendar_acl(grants: Grants) -> list[tuple[str, str | None, list[str]]]:

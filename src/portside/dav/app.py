@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -26,7 +23,7 @@ from portside.auth.identity import actor_for_user, actor_from_token
 from portside.auth.login import login
 from portside.auth.permissions import Actor
 from portside.dav import read, report, write, xml
-from portside.dav.context import Ctx, resolve
+from portside.dav.context import Ctx, load_gates, resolve
 from portside.davstore.store import DavStore
 from portside.errors import PortsideError, Unauthorized
 from portside.tools.wire_errors import dav_error
@@ -36,8 +33,6 @@ ENABLE_KEY = "caldav.enable"
 PREFIXES = ("/caldav", "/carddav")
 WELL_KNOWN = {"/.well-known/caldav": "/caldav/", "/.well-known/carddav": "/carddav/"}
 REALM = 'Basic realm="caldav", charset="UTF-8"'
-LOGIN_CACHE_SECONDS = 30.0
-LOGIN_CACHE_MAX = 10_000
 ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, MKCALENDAR, REPORT, COPY, MOVE"
 
 Handler = Callable[[Ctx], Awaitable[Response]]
@@ -49,8 +44,6 @@ class DavApp:
     def __init__(self, svc: Services, store: DavStore):
         self.svc = svc
         self.store = store
-        self._salt = secrets.token_bytes(16)
-        self._logins: dict[bytes, tuple[str, int, float]] = {}  # H(salt, Basic header) -> (user ref, version, until)
         self.methods: dict[str, Handler] = {}
         for module in (read, write, report):
             for name in dir(module):
@@ -82,8 +75,9 @@ class DavApp:
             return Response(status_code=405, headers={"Allow": ALLOW})
         actor = await self.authenticate(request)
         prefix = next(p for p in PREFIXES if path == p or path.startswith(p + "/"))
-        target = await resolve(self.store, actor, path[len(prefix) :] or "/")
-        ctx = Ctx(request, self.svc, self.store, actor, prefix, target)
+        gates = await load_gates(self.svc)
+        target = await resolve(self.store, actor, path[len(prefix) :] or "/", gates)
+        ctx = Ctx(request, self.svc, self.store, actor, prefix, target, gates)
         return await handler(ctx)
 
     async def authenticate(self, request: Request) -> Actor:
@@ -97,13 +91,12 @@ class DavApp:
             )
         if scheme != "basic" or not value.strip():
             raise Unauthorized("authentication required")
-        key = hashlib.sha256(self._salt + header.encode("utf-8", "replace")).digest()
-        cached = self._logins.get(key)
-        if cached is not None and cached[2] > time.monotonic():
-            actor = await self._actor(cached[0])
-            if actor is not None and actor.auth_version == cached[1]:
+        cached = svc.basic_logins.get(header)
+        if cached is not None:
+            actor = await self._actor(cached.user)
+            if actor is not None and actor.auth_version == cached.auth_version:
                 return actor
-            self._logins.pop(key, None)
+            svc.basic_logins.forget(header)
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -115,10 +108,8 @@ class DavApp:
         done = await login(
             svc.db, svc.model, svc.logins, identifier=user, secret=password, address=address, protocol="dav"
         )
-        if len(self._logins) >= LOGIN_CACHE_MAX:
-            self._logins.clear()
         assert done.actor.ref is not None
-        self._logins[key] = (done.actor.ref, done.actor.auth_version, time.monotonic() + LOGIN_CACHE_SECONDS)
+        svc.basic_logins.put(header, done.actor.ref, done.actor.auth_version, done.credential)
         return done.actor
 
     async def _actor(self, ref: str) -> Actor | None:

@@ -5,7 +5,7 @@ The tree (the same under `/caldav` and `/carddav`):
   /users/                                    the principals (lists the caller only)
   /users/<ref>/                              a principal (only the user themselves, or an administrator)
   /users/<ref>/calendars/ | addressbooks/    the home sets
-  /users/<ref>/calendars/<name>/             a collection (anyone its grants let PEEK)
+  /users/<ref>/calendars/<name>/             a collection (anyone the table gate and its grants let PEEK)
   /users/<ref>/calendars/<name>/<object>     an object of it
   /groups/<ref>/                             a group principal (ACL entries name it)
 A path that names something the caller may not see answers 404, exactly like one that names nothing.
@@ -22,7 +22,7 @@ from portside.actions.services import Services
 from portside.auth import access
 from portside.auth.permissions import PEEK, Actor
 from portside.davstore.store import Coll, DavStore
-from portside.davstore.tables import KIND_ADDRESSBOOK, KIND_CALENDAR
+from portside.davstore.tables import COLLECTION, KIND_ADDRESSBOOK, KIND_CALENDAR, OBJECT
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 
 HOMES = {"calendars": KIND_CALENDAR, "addressbooks": KIND_ADDRESSBOOK}
@@ -56,6 +56,7 @@ class Ctx:
     actor: Actor
     prefix: str
     target: Target
+    gates: access.CalendarGates
 
     def url(self, *segments: str, collection: bool = True) -> str:
         path = self.prefix + "/" + "/".join(segments)
@@ -93,17 +94,23 @@ class Ctx:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def require(self, right: int, coll: Coll | None = None) -> Coll:
-        """The target's collection when the caller holds `right` on it (403 otherwise)."""
+    def require(self, right: int, coll: Coll | None = None, *, objects: bool = True) -> Coll:
+        """The target's collection when the caller holds `right` on its objects (`objects=False`: on the
+        collection itself), table gates included (403 otherwise)."""
         coll = coll or self.target.coll
         if coll is None:
             raise NotFound("no such collection")
-        if not access.calendar_right(self.actor, coll.grants, right):
+        if not access.calendar_right(self.actor, self.gates, coll.grants, right, objects=objects):
             raise Forbidden("not allowed on this collection")
         return coll
 
 
-async def resolve(store: DavStore, actor: Actor, path: str) -> Target:
+async def load_gates(svc: Services) -> access.CalendarGates:
+    """The `collection` and `calendar` table gates (cached by /api's gate cache, dropped on their changes)."""
+    return access.CalendarGates(await svc.crud.gate_grants(COLLECTION), await svc.crud.gate_grants(OBJECT))
+
+
+async def resolve(store: DavStore, actor: Actor, path: str, gates: access.CalendarGates) -> Target:
     segments = [s for s in path.split("/") if s]
     if any(s in (".", "..") or "\x00" in s for s in segments):
         raise NotFound("no such resource")
@@ -137,7 +144,7 @@ async def resolve(store: DavStore, actor: Actor, path: str) -> Target:
     if len(segments) == 3:
         return Target("home" if own else "missing", segments, user, home)
     name = segments[3]
-    if coll is not None and not access.calendar_right(actor, coll.grants, PEEK):
+    if coll is not None and not access.calendar_right(actor, gates, coll.grants, PEEK, objects=False):
         coll = None
         if not own:  # someone else's collection the caller may not see: as if it did not exist
             return Target("missing", segments, user, home, None, None)

@@ -204,7 +204,7 @@ def _collection(ctx: Ctx, coll: Coll) -> dict[str, Builder]:
         tag(DAV, "supported-report-set"): _reports(coll.kind),
         tag(DAV, "current-user-privilege-set"): lambda: element(
             tag(DAV, "current-user-privilege-set"),
-            children=_privileges(access.calendar_privileges(ctx.actor, coll.grants)),
+            children=_privileges(access.calendar_privileges(ctx.actor, ctx.gates, coll.grants)),
         ),
         tag(DAV, "acl"): _acl(ctx, coll),
         tag(DAV, "resource-id"): _hrefs(tag(DAV, "resource-id"), f"urn:uuid:{coll.ref}"),

@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 
 from starlette.responses import Response
 
-from portside.auth.permissions import READ
+from portside.auth import access
+from portside.auth.permissions import PEEK, READ
 from portside.dav import fast, xml
 from portside.dav.context import HOMES, Ctx
 from portside.dav.props import ALLPROP, Res, properties
@@ -50,7 +51,8 @@ async def children(ctx: Ctx, res: Res) -> list[Res]:
         colls = await store.collections(res.user[0], res.home)
         if res.user[1] == ctx.actor.ref:
             colls += await store.shared(ctx.actor, res.home)
-        return [Res("collection", ctx.coll_url(c), res.user, coll=c) for c in colls]
+        seen = [c for c in colls if access.calendar_right(ctx.actor, ctx.gates, c.grants, PEEK, objects=False)]
+        return [Res("collection", ctx.coll_url(c), res.user, coll=c) for c in seen]
     if res.kind == "collection" and res.coll is not None:
         ctx.require(READ, res.coll)
         base = ctx.coll_url(res.coll)

@@ -17,7 +17,7 @@ from portside.dav.read import MULTISTATUS
 from portside.dav.xml import CALDAV, CARDDAV, CS, DAV, ICAL, tag
 from portside.davstore.items import Invalid, decode, derive
 from portside.davstore.tables import KIND_ADDRESSBOOK, KIND_CALENDAR
-from portside.errors import BadRequest, Conflict, Forbidden, NotFound
+from portside.errors import BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
 
 COMPONENTS = ("VEVENT", "VTODO", "VJOURNAL")
 MAX_DEAD_PROPS = 50
@@ -91,7 +91,7 @@ async def do_DELETE(ctx: Ctx) -> Response:
         await ctx.store.delete_object(ctx.actor, t.coll, t.href, if_match=ctx.request.headers.get("if-match"))
         return Response(status_code=204)
     if t.kind == "collection" and t.coll is not None:
-        ctx.require(DELETE)
+        ctx.require(DELETE, objects=False)
         if not access.owns_or_administers(ctx.actor, t.coll.owner_ref):
             raise Forbidden("only the owner deletes a collection")
         await ctx.store.delete_collection(ctx.actor, t.coll)
@@ -144,11 +144,14 @@ def _set_props(root: ET.Element) -> list[ET.Element]:
 
 async def _make(ctx: Ctx, calendar_only: bool) -> Response:
     t = ctx.target
+    ctype = (ctx.request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype not in ("", "text/xml", "application/xml"):  # RFC 4918 9.3.1: a body type MKCOL does not know
+        raise UnsupportedMediaType("MKCOL/MKCALENDAR take an XML body only")
     if t.kind != "missing" or len(t.segments) != 4 or t.user is None or t.home is None:
         if t.kind in ("collection", "home", "principal", "root", "users"):
             return Response(status_code=405, headers={"Allow": "PROPFIND, PROPPATCH, DELETE"})
         raise Conflict("a collection is made inside a home set")
-    if not access.owns_or_administers(ctx.actor, t.user[1]):
+    if not access.may_make_collection(ctx.actor, ctx.gates, t.user[1]):
         raise Forbidden("not your home set")
     kind = HOMES[t.home]
     body = await ctx.body()
@@ -195,7 +198,7 @@ async def do_PROPPATCH(ctx: Ctx) -> Response:
         if t.kind == "missing":
             raise NotFound("no such resource")
         raise Forbidden("only collections have writable properties")
-    coll = ctx.require(UPDATE)
+    coll = ctx.require(UPDATE, objects=False)
     root = xml.parse(await ctx.body())
     if root.tag != tag(DAV, "propertyupdate"):
         raise BadRequest("the body is not a DAV:propertyupdate")
@@ -261,7 +264,7 @@ async def _transfer(ctx: Ctx, move: bool) -> Response:
     prefix = next((p for p in ("/caldav", "/carddav") if path.startswith(p + "/")), None)
     if prefix is None:
         raise ValidPrecondition("the destination is not on this DAV server", "cannot-modify-protected-property")
-    dest = await resolve(ctx.store, ctx.actor, path[len(prefix) :])
+    dest = await resolve(ctx.store, ctx.actor, path[len(prefix) :], ctx.gates)
     if dest.kind != "object" or dest.coll is None or dest.href is None:
         raise Conflict("the destination collection does not exist")
     if dest.coll.kind != src.kind:

@@ -4,17 +4,22 @@ transaction (core.records.row_hooks, registered by the runtime).
 It validates `content` for its collection's kind (a malformed object fails the whole write), refuses a
 second object with the same UID in one collection, derives the indexed columns and the ETag, and appends the
 change to the collection's log with the next sequence number (the ctag / sync token), deletions included.
+Each bump also emits an `update` event of the collection row (its /api fields plus the new `sync_seq`, the
+number in the ctag and sync token), so /live followers of a collection see its ctag move as DAV clients do;
+a collection being deleted emits none for its objects.
 """
 
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
 
 from portside.core import records
 from portside.core.db import UnitOfWork
+from portside.core.events import EventDraft
 from portside.core.model import Model, TableModel
 from portside.davstore import instances, shares
 from portside.davstore.items import Invalid, derive
@@ -38,9 +43,19 @@ class TooLarge(PayloadTooLarge):
     precondition = "max-resource-size"
 
 
-async def bump(uow: UnitOfWork, model: Model, collection_id: int, href: str, *, deleted: bool) -> int:
-    """Log one change of `href` in the collection; returns the collection's new sequence number."""
-    c = model.table(COLLECTION).sa
+# collections whose delete is running in this task: their objects' deletes log and announce nothing
+_deleting: ContextVar[frozenset[int]] = ContextVar("dav_deleting", default=frozenset())
+
+
+async def bump(
+    uow: UnitOfWork, model: Model, collection_id: int, href: str, *, deleted: bool, actor: str | None = None
+) -> int:
+    """Log one change of `href` in the collection and announce the collection's new ctag (its update event);
+    returns the collection's new sequence number."""
+    if collection_id in _deleting.get():
+        return 0
+    ctm = model.table(COLLECTION)
+    c = ctm.sa
     bumped = sa.func.coalesce(c.c.sync_seq, 0) + 1
     await uow.conn.execute(c.update().where(c.c.id == collection_id).values(sync_seq=bumped))
     row = (await uow.conn.execute(sa.select(c.c.sync_seq, c.c.reference_id).where(c.c.id == collection_id))).first()
@@ -62,6 +77,10 @@ async def bump(uow: UnitOfWork, model: Model, collection_id: int, href: str, *, 
             deleted=deleted,
         )
     )
+    fresh = await records.fetch_one(uow.conn, model, ctm, row_id=collection_id)
+    if fresh is not None:  # the /api row (sync_seq is not an /api field) plus the new sequence number
+        payload = {**records.event_payload(ctm, fresh.attrs), "sync_seq": seq}
+        await uow.emit(EventDraft(COLLECTION, "update", fresh.ref, payload, fresh.grants, actor))
     return seq
 
 
@@ -79,7 +98,8 @@ async def object_hook(
         if before is not None and before.get("indexed_until") is not None:
             await instances.replace(uow, row_id, None)
         if before is not None and before.get("collection_id") is not None:
-            await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
+            coll_id = int(before["collection_id"])
+            await bump(uow, model, coll_id, str(before.get("href") or ""), deleted=True, actor=actor)
         return
     row = (await uow.conn.execute(sa.select(t).where(t.c.id == row_id))).mappings().first()
     if row is None:
@@ -110,8 +130,9 @@ async def object_hook(
             raise UidConflict(str(other))
         moved = before is not None and (before.get("collection_id") != coll_id or before.get("href") != row["href"])
         if moved and before is not None and before.get("collection_id") is not None:
-            await bump(uow, model, int(before["collection_id"]), str(before.get("href") or ""), deleted=True)
-        values["sync_seq"] = await bump(uow, model, int(coll_id), str(row["href"] or ""), deleted=False)
+            old = int(before["collection_id"])
+            await bump(uow, model, old, str(before.get("href") or ""), deleted=True, actor=actor)
+        values["sync_seq"] = await bump(uow, model, int(coll_id), str(row["href"] or ""), deleted=False, actor=actor)
         if kind == "create":
             await shares.copy_links(uow, model, row_id, int(coll_id), actor)
     values["indexed_until"] = listed[1] if listed is not None else None
@@ -144,8 +165,12 @@ async def collection_hook(
             raise BadRequest("the kind of a collection cannot change")
         return
     objects = model.table(OBJECT)
-    for obj in await records.fetch(uow.conn, model, objects, objects.sa.c.collection_id == row_id, groups=False):
-        await records.delete(uow, model, objects, obj, actor=actor)
+    token = _deleting.set(_deleting.get() | {row_id})
+    try:
+        for obj in await records.fetch(uow.conn, model, objects, objects.sa.c.collection_id == row_id, groups=False):
+            await records.delete(uow, model, objects, obj, actor=actor)
+    finally:
+        _deleting.reset(token)
     if before is not None:
         log = model.table(CHANGE).sa
         await uow.conn.execute(log.delete().where(log.c.collection_ref == before.get("reference_id")))

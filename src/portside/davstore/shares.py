@@ -5,7 +5,7 @@ links (same group, same mask), kept in step by write hooks on the collection's l
 - an object made in a collection gets the collection's links (before its create event, which carries them);
 - a link added to a collection, changed, or removed is copied to, changed on, or removed from every object.
 
-DAV itself decides on the collection's grants only (auth.access.calendar_right); these copies are for the
+DAV decides on the table gates and the collection's grants (auth.access.calendar_right); these copies are for the
 row-level permission checks of the other ports.
 """
 

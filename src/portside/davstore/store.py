@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from portside.auth.permissions import Actor
 from portside.core import records
 from portside.core.catalog import Catalog
-from portside.core.db import Database
+from portside.core.db import Database, UnitOfWork
 from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model
 from portside.davstore.hooks import valid_name
@@ -230,57 +230,74 @@ class DavStore:
         self, actor: Actor, coll: Coll, href: str, text: str, *, if_match: str | None, if_none_match: str | None
     ) -> tuple[str, bool]:
         """Create or replace an object; returns (etag, created). Raises PreconditionFailed on ETag mismatch."""
+        async with self.db.transaction() as uow:
+            return await self._put(uow, actor, coll, href, text, if_match=if_match, if_none_match=if_none_match)
+
+    async def _put(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        coll: Coll,
+        href: str,
+        text: str,
+        *,
+        if_match: str | None,
+        if_none_match: str | None,
+    ) -> tuple[str, bool]:
         if not valid_name(href):
             raise BadRequest("invalid object name")
         model = self.model
         tm = model.table(OBJECT)
         t = tm.sa
-        async with self.db.transaction() as uow:
-            row = (
-                await uow.conn.execute(
-                    sa.select(t.c.id, t.c.etag).where(t.c.collection_id == coll.id, t.c.href == href)
-                )
-            ).first()
-            check_preconditions(row.etag if row is not None else None, if_match, if_none_match)
-            if row is not None:
-                fresh = await records.update(uow, model, tm, int(row.id), {"content": text}, actor=actor.ref)
-                return str(fresh.attrs.get("etag") or ""), False
-            count = await uow.conn.scalar(sa.select(sa.func.count()).where(t.c.collection_id == coll.id))
-            if int(count or 0) >= MAX_COLLECTION_OBJECTS:
-                raise Conflict("the collection is full")
-            values = {"collection_id": coll.id, "href": href, "content": text, OWNER_COLUMN: coll.owner_id}
-            fresh = await records.insert(uow, model, tm, values, permission=coll.permission, actor=actor.ref)
-            return str(fresh.attrs.get("etag") or ""), True
+        row = (
+            await uow.conn.execute(sa.select(t.c.id, t.c.etag).where(t.c.collection_id == coll.id, t.c.href == href))
+        ).first()
+        check_preconditions(row.etag if row is not None else None, if_match, if_none_match)
+        if row is not None:
+            fresh = await records.update(uow, model, tm, int(row.id), {"content": text}, actor=actor.ref)
+            return str(fresh.attrs.get("etag") or ""), False
+        count = await uow.conn.scalar(sa.select(sa.func.count()).where(t.c.collection_id == coll.id))
+        if int(count or 0) >= MAX_COLLECTION_OBJECTS:
+            raise Conflict("the collection is full")
+        values = {"collection_id": coll.id, "href": href, "content": text, OWNER_COLUMN: coll.owner_id}
+        fresh = await records.insert(uow, model, tm, values, permission=coll.permission, actor=actor.ref)
+        return str(fresh.attrs.get("etag") or ""), True
 
     async def delete_object(self, actor: Actor, coll: Coll, href: str, *, if_match: str | None) -> None:
+        async with self.db.transaction() as uow:
+            await self._delete(uow, actor, coll, href, if_match=if_match)
+
+    async def _delete(self, uow: UnitOfWork, actor: Actor, coll: Coll, href: str, *, if_match: str | None) -> None:
         model = self.model
         tm = model.table(OBJECT)
         t = tm.sa
-        async with self.db.transaction() as uow:
-            obj_id = await uow.conn.scalar(sa.select(t.c.id).where(t.c.collection_id == coll.id, t.c.href == href))
-            if obj_id is None:
-                raise NotFound("no such object")
-            row = await records.fetch_one(uow.conn, model, tm, row_id=int(obj_id))
-            assert row is not None
-            check_preconditions(row.attrs.get("etag"), if_match, None)
-            await records.delete(uow, model, tm, row, actor=actor.ref)
+        obj_id = await uow.conn.scalar(sa.select(t.c.id).where(t.c.collection_id == coll.id, t.c.href == href))
+        if obj_id is None:
+            raise NotFound("no such object")
+        row = await records.fetch_one(uow.conn, model, tm, row_id=int(obj_id))
+        assert row is not None
+        check_preconditions(row.attrs.get("etag"), if_match, None)
+        await records.delete(uow, model, tm, row, actor=actor.ref)
 
     async def copy_object(
         self, actor: Actor, src: Coll, href: str, dest: Coll, dest_href: str, *, overwrite: bool, move: bool
     ) -> bool:
-        """Copy or move one object; returns True when the destination was created (False: replaced)."""
-        obj = await self.object(src, href)
-        if obj is None or obj.content is None:
-            raise NotFound("no such object")
+        """Copy or move one object in one transaction (a MOVE that cannot put the copy keeps the source);
+        returns True when the destination was created (False: replaced)."""
         if src.id == dest.id and href == dest_href:
             raise Forbidden("source and destination are the same")
-        exists = await self.object(dest, dest_href)
-        if exists is not None and not overwrite:
-            raise PreconditionFailed("the destination exists")
-        if move:
-            await self.delete_object(actor, src, href, if_match=None)
-        _, created = await self.put(actor, dest, dest_href, obj.content, if_match=None, if_none_match=None)
-        return created
+        t = self.model.table(OBJECT).sa
+        async with self.db.transaction() as uow:
+            content = await uow.conn.scalar(sa.select(t.c.content).where(t.c.collection_id == src.id, t.c.href == href))
+            if content is None:
+                raise NotFound("no such object")
+            exists = await uow.conn.scalar(sa.select(t.c.id).where(t.c.collection_id == dest.id, t.c.href == dest_href))
+            if exists is not None and not overwrite:
+                raise PreconditionFailed("the destination exists")
+            if move:
+                await self._delete(uow, actor, src, href, if_match=None)
+            _, created = await self._put(uow, actor, dest, dest_href, str(content), if_match=None, if_none_match=None)
+            return created
 
     async def create_collection(
         self, actor: Actor, owner_id: int, kind: str, name: str, values: dict[str, Any]
