@@ -137,6 +137,15 @@ def own_account_ref(actor: Actor, table: str, ref: str) -> str:
     return actor.ref if table == ACCOUNT_TABLE and ref == "mine" and actor.ref is not None else ref
 
 
+# tables whose changes may change what a password or application password opens (login caches drop them)
+CREDENTIAL_TABLES = frozenset({ACCOUNT_TABLE, "mail_account", *PERSONAL_TABLES})
+
+
+def changes_credentials(table: str) -> bool:
+    """A change to this table may change which credentials are valid (a cached login must be checked again)."""
+    return table in CREDENTIAL_TABLES
+
+
 def changes_identity(table: str) -> bool:
     """A change to this table changes who a user is (handled by the session registry)."""
     return table in IDENTITY_TABLES

@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from portside import log
+from portside.auth import access
 from portside.auth.login import MailLogin, login_mail
 from portside.auth.permissions import Actor
-from portside.auth.sessions import APP_PASSWORD_TABLE, SessionRegistry
+from portside.auth.sessions import SessionRegistry
 from portside.auth.throttle import LoginThrottle
 from portside.core.catalog import Catalog
 from portside.core.db import Database
@@ -131,7 +132,7 @@ class RowsBackend:
                 self._wake(box, hint if hint.uid is not None else Hint())
         elif event.table == boxes.BOX_TABLE:
             self._wake(event.ref, Hint())
-        if event.table in (boxes.ACCOUNT_TABLE, APP_PASSWORD_TABLE, "user_account"):
+        if access.changes_credentials(event.table):
             self._logins.clear()  # a password or an application password may have changed
         if event.table == boxes.ACCOUNT_TABLE:
             for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
