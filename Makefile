@@ -26,7 +26,7 @@ deps:
 	./.ci/deps
 
 test: lint deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadfile  # each test file on one worker (module fixtures stay whole)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
