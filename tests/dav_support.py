@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 
-from support import PASSWORD, Server, World, me, setup_world
+from support import PASSWORD, Server, World, fresh_database, me, setup_world, start_server
 
 NS = {"D": "DAV:", "C": "urn:ietf:params:xml:ns:caldav", "CR": "urn:ietf:params:xml:ns:carddav"}
 
@@ -96,3 +98,16 @@ SYNC = (
 def sync(c: httpx.Client, url: str, token: str = "", limit: int | None = None) -> httpx.Response:
     lim = f"<D:limit><D:nresults>{limit}</D:nresults></D:limit>" if limit else ""
     return c.request("REPORT", url, headers={"Depth": "1"}, content=SYNC.format(token=token, limit=lim))
+
+
+@contextmanager
+def running_dav_world(kind: str) -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
+    """A server on a fresh `kind` database with the DAV users of `dav_world`; stopped and dropped after."""
+    url, drop = fresh_database(kind)
+    srv = start_server(url)
+    try:
+        world, users = dav_world(srv, url)
+        yield srv, world, users
+    finally:
+        srv.stop()
+        drop()

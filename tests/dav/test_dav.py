@@ -17,26 +17,20 @@ from dav_support import (
     DavUser,
     card,
     client,
-    dav_world,
     event,
     mkcalendar,
     multistatus,
+    running_dav_world,
     sync,
     sync_token,
 )
-from support import Server, World, fresh_database, start_server
+from support import Server, World
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest) -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database(request.param)
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world(request.param) as env:
+        yield env
 
 
 PROPFIND_PRINCIPAL = (

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dav_support import NS, DavUser, card, dav_world, event
-from support import PASSWORD, Server, World, fresh_database, start_server
+from dav_support import NS, DavUser, card, event, running_dav_world
+from support import PASSWORD, Server, World
 
 
 def _free_port() -> int:
@@ -55,14 +55,8 @@ def radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def portside() -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database("sqlite")
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world("sqlite") as env:
+        yield env
 
 
 RECURRING = (

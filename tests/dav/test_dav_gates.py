@@ -10,22 +10,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dav_support import NS, DavUser, client, dav_world, event, mkcalendar, multistatus
-from support import Server, World, fresh_database, start_server
+from dav_support import NS, DavUser, client, event, mkcalendar, multistatus, running_dav_world
+from support import Server, World
 
 PRIVS = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:current-user-privilege-set/></D:prop></D:propfind>'
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest) -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database(request.param)
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world(request.param) as env:
+        yield env
 
 
 LINKS = "world_world_id_has_usergroup_usergroup_id"

@@ -10,20 +10,24 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dav_support import DavUser, card, client, dav_world, event, mkcalendar, multistatus, sync, sync_token
-from support import Server, World, fresh_database, start_server
+from dav_support import (
+    DavUser,
+    card,
+    client,
+    event,
+    mkcalendar,
+    multistatus,
+    running_dav_world,
+    sync,
+    sync_token,
+)
+from support import Server, World
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database("sqlite")
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world("sqlite") as env:
+        yield env
 
 
 BAD_CALENDARS = {

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dav_support import DavUser, dav_world
-from support import PASSWORD, Server, World, fresh_database, start_server
+from dav_support import DavUser, running_dav_world
+from support import PASSWORD, Server, World
 
 LITMUS = shutil.which("litmus")
 SUITES = ("basic", "copymove", "props", "http")
@@ -40,14 +40,8 @@ LINE = re.compile(r"^\s*\d+\.\s+(\w+)\.*\s+(pass|FAIL|SKIPPED)")
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database("sqlite")
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world("sqlite") as env:
+        yield env
 
 
 def _run(srv: Server, user: DavUser, suite: str) -> dict[str, str]:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import websockets
 
-from dav_support import DavUser, client, dav_world, event, mkcalendar, multistatus
-from support import Server, World, events, fresh_database, is_event, recv, start_server, until
+from dav_support import DavUser, client, event, mkcalendar, multistatus, running_dav_world
+from support import Server, World, events, is_event, recv, until
 
 CTAG = (
     '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
@@ -24,14 +24,8 @@ CTAG = (
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest) -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database(request.param)
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world(request.param) as env:
+        yield env
 
 
 def _ws(server: Server, token: str) -> str:

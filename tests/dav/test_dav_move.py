@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dav_support import DavUser, client, dav_world, event, multistatus, sync, sync_token
-from support import Server, World, fresh_database, start_server
+from dav_support import DavUser, client, event, multistatus, running_dav_world, sync, sync_token
+from support import Server, World
 
 TODO_ONLY = (
     '<?xml version="1.0"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
@@ -19,14 +19,8 @@ TODO_ONLY = (
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest) -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database(request.param)
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world(request.param) as env:
+        yield env
 
 
 def test_failed_move_keeps_the_source(env: tuple[Server, World, dict[str, DavUser]]) -> None:

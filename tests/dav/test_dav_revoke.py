@@ -10,20 +10,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dav_support import DavUser, dav_world
-from support import Server, World, fresh_database, start_server
+from dav_support import DavUser, running_dav_world
+from support import Server, World
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest) -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database(request.param)
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world(request.param) as env:
+        yield env
 
 
 def _app_password(srv: Server, token: str) -> tuple[str, str]:

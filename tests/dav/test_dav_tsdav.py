@@ -11,22 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from dav_support import DavUser, client, dav_world
-from support import PASSWORD, Server, World, fresh_database, start_server
+from dav_support import DavUser, client, running_dav_world
+from support import PASSWORD, Server, World
 
 CLIENTS = Path(__file__).parent.parent / "js" / "dav"
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database("sqlite")
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world("sqlite") as env:
+        yield env
 
 
 @pytest.fixture(scope="session")

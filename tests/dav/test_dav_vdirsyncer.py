@@ -12,22 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from dav_support import DavUser, card, client, dav_world, event
-from support import PASSWORD, Server, World, fresh_database, start_server
+from dav_support import DavUser, card, client, event, running_dav_world
+from support import PASSWORD, Server, World
 
 VDIRSYNCER = shutil.which("vdirsyncer") or str(Path(sys.executable).parent / "vdirsyncer")
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database("sqlite")
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world("sqlite") as env:
+        yield env
 
 
 def _config(tmp: Path, srv: Server, user: DavUser) -> Path:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dav_support import DavUser, dav_world
-from support import PASSWORD, Server, World, fresh_database, start_server
+from dav_support import DavUser, running_dav_world
+from support import PASSWORD, Server, World
 
 CREDENTIALS = ("--caldav-password", PASSWORD, "--format", "hints")
 RECORD = Path(__file__).parent.parent / "data" / "dav-server-tester.json"
@@ -28,14 +28,8 @@ TESTER = shutil.which("caldav-server-tester") or str(Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[Server, World, dict[str, DavUser]]]:
-    url, drop = fresh_database("sqlite")
-    srv = start_server(url)
-    try:
-        world, users = dav_world(srv, url)
-        yield srv, world, users
-    finally:
-        srv.stop()
-        drop()
+    with running_dav_world("sqlite") as env:
+        yield env
 
 
 def test_caldav_server_tester_profile(env: tuple[Server, World, dict[str, DavUser]]) -> None:
