@@ -56,6 +56,7 @@ from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.imap import config as imap_config
 from portside.imap.ports import ImapPorts
 from portside.imap.rows import RowsBackend
+from portside.mail import hooks as mail_hooks
 from portside.mail.courier import Courier
 from portside.mail.store import MailStore
 from portside.mail.subscriptions import subscriptions_doc
@@ -161,6 +162,7 @@ class Portside:
         docs += [mail_doc(), mail_servers_doc(), mail_actions_doc(), more_actions_doc(), subscriptions_doc()]
         catalog = Catalog(db, config, docs, data, s.schema)
         dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path
+        mail_hooks.register()  # messages written through /api keep their modseq, UID and tombstones
         await migrate_base(db)
         await dav_instances.create_table(db)  # the recurrence instance index (davstore)
         await asyncio.to_thread(self._warn_loose, data, db)

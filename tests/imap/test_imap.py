@@ -317,7 +317,7 @@ def test_idle_pushes_delivery_flags_and_expunge_within_a_second(world: ImapWorld
         with world.server.client(world.admin) as c:  # the API
             ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
             r = c.patch(f"/api/mail/{ref}", json={"data": {"type": "mail", "id": ref, "attributes": {"seen": True}}})
-            assert r.status_code == 200, r.text  # an administrator's write, bypassing the mail store's modseq
+            assert r.status_code == 200, r.text  # an administrator's write through the generic record path
             line, took = untagged_within(watcher, lambda x: b"FETCH" in x and b"\\Seen" in x, 5)
             assert took < PUSH_WITHIN, took
         other.uid("STORE", str(uid), "+FLAGS", "(\\Deleted)")
@@ -337,9 +337,47 @@ def test_api_delete_is_seen_by_a_selected_session(world: ImapWorld) -> None:
     ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
     with world.server.client(world.admin) as c:
         r = c.delete(f"/api/mail/{ref}")
-    assert r.status_code in (200, 204), r.text  # an administrator's delete: no tombstone, no modseq
+    assert r.status_code in (200, 204), r.text  # an administrator's delete through the generic record path
     lines = raw_command(m, b"NOOP")
     assert any(x.endswith(b" EXPUNGE\r\n") for x in lines), lines
+    m.logout()
+
+
+def _modseq(lines: list[bytes], key: bytes = b"HIGHESTMODSEQ") -> int:
+    return int(next(re.search(key + rb" (\d+)", x).group(1) for x in lines if key in x))  # type: ignore[union-attr]
+
+
+def test_api_writes_bump_modseq_for_condstore_and_qresync(world: ImapWorld) -> None:
+    m = connect(world, BOB, BOB_PW)
+    m.create("ApiSync")
+    for i in range(3):
+        m.append("ApiSync", None, None, message(f"api sync {i}"))
+    lines = raw_command(m, b"SELECT ApiSync (CONDSTORE)")
+    validity, high = _modseq(lines, b"UIDVALIDITY"), _modseq(lines)
+    m.logout()
+    refs = {uid: row(world, BOB, "ApiSync", uid)["reference_id"] for uid in (1, 2)}  # type: ignore[index]
+    with world.server.client(world.admin) as c:
+        body = {"data": {"type": "mail", "id": refs[1], "attributes": {"seen": True}}}
+        assert c.patch(f"/api/mail/{refs[1]}", json=body).status_code == 200
+    m = connect(world, BOB, BOB_PW)  # a client that was offline: only its HIGHESTMODSEQ to go by
+    lines = raw_command(m, b"SELECT ApiSync (CONDSTORE)")
+    after_patch = _modseq(lines)
+    assert after_patch > high, lines
+    lines = raw_command(m, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {high})".encode())
+    fetched = [x for x in lines if x.startswith(b"* ") and b" FETCH " in x]
+    assert len(fetched) == 1 and b"UID 1" in fetched[0] and b"\\Seen" in fetched[0], lines
+    assert re.search(rb"MODSEQ \((\d+)\)", fetched[0]).group(1) == str(after_patch).encode(), fetched  # type: ignore[union-attr]
+    m.logout()
+    with world.server.client(world.admin) as c:
+        r = c.delete(f"/api/mail/{refs[2]}")
+        assert r.status_code in (200, 204), r.text
+    m = connect(world, BOB, BOB_PW)
+    assert b"ENABLED" in b"".join(raw_command(m, b"ENABLE QRESYNC"))
+    lines = raw_command(m, f"SELECT ApiSync (QRESYNC ({validity} {after_patch}))".encode())
+    assert any(x.startswith(b"* VANISHED (EARLIER) 2\r\n") for x in lines), lines
+    assert _modseq(lines) > after_patch and not any(x.startswith(b"* ") and b" FETCH " in x for x in lines), lines
+    lines = raw_command(m, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {high} VANISHED)".encode())
+    assert any(x.startswith(b"* VANISHED (EARLIER) 2\r\n") for x in lines), lines
     m.logout()
 
 

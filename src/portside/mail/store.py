@@ -125,6 +125,22 @@ class FlagResult:
     modseq: int  # the mailbox's highest modseq afterwards
 
 
+async def take(uow: UnitOfWork, model: Model, box_id: int, uids: int) -> tuple[int, int]:
+    """(first of `uids` new UIDs, new modseq) of a mailbox; the row stays locked until commit."""
+    b = model.table(boxes.BOX_TABLE).sa
+    bump = b.update().where(b.c.id == box_id).values(nextuid=b.c.nextuid + uids, modseq=b.c.modseq + 1)
+    if uow.conn.dialect.name in ("sqlite", "postgresql"):  # one statement (MariaDB has no UPDATE RETURNING)
+        got = (await uow.conn.execute(bump.returning(b.c.nextuid, b.c.modseq))).first()
+        if got is None:
+            raise NotFound("no such mailbox")
+        return int(got[0]) - uids, int(got[1])
+    result = await uow.conn.execute(bump)
+    if result.rowcount != 1:
+        raise NotFound("no such mailbox")
+    row = (await uow.conn.execute(sa.select(b.c.nextuid, b.c.modseq).where(b.c.id == box_id))).one()
+    return int(row[0]) - uids, int(row[1])
+
+
 class MailStore:
     def __init__(self, db: Database, catalog: HasModel):
         self.db = db
@@ -194,19 +210,7 @@ class MailStore:
     # -- UIDs and modseqs --------------------------------------------------------------------------
 
     async def _take(self, uow: UnitOfWork, box_id: int, uids: int) -> tuple[int, int]:
-        """(first of `uids` new UIDs, new modseq) of a mailbox; the row stays locked until commit."""
-        b = self.model.table(boxes.BOX_TABLE).sa
-        bump = b.update().where(b.c.id == box_id).values(nextuid=b.c.nextuid + uids, modseq=b.c.modseq + 1)
-        if uow.conn.dialect.name in ("sqlite", "postgresql"):  # one statement (MariaDB has no UPDATE RETURNING)
-            got = (await uow.conn.execute(bump.returning(b.c.nextuid, b.c.modseq))).first()
-            if got is None:
-                raise NotFound("no such mailbox")
-            return int(got[0]) - uids, int(got[1])
-        result = await uow.conn.execute(bump)
-        if result.rowcount != 1:
-            raise NotFound("no such mailbox")
-        row = (await uow.conn.execute(sa.select(b.c.nextuid, b.c.modseq).where(b.c.id == box_id))).one()
-        return int(row[0]) - uids, int(row[1])
+        return await take(uow, self.model, box_id, uids)
 
     # -- writes ----------------------------------------------------------------------------------
 
