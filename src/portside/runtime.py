@@ -364,7 +364,9 @@ class Portside:
     async def _start_imap(self, svc: Services) -> None:
         """IMAP over the mail rows: one backend (logins, sessions, push from the bus), listeners by config."""
         assert svc.certs is not None
-        backend = RowsBackend(svc.db, svc.catalog, svc.bus, svc.logins, svc.sessions)
+        backend = RowsBackend(
+            svc.db, svc.catalog, svc.bus, svc.logins, svc.sessions, logins=svc.basic_logins, actors=svc.actors
+        )
         await self._life.enter("imap", backend.start, backend.stop)
         self._imap = ImapPorts(backend, svc.certs, self.settings.host)
         await self._apply_imap()

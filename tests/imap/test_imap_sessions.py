@@ -81,6 +81,8 @@ def test_a_changed_mail_account_password_ends_its_sessions(world: ImapWorld) -> 
         r = c.patch(f"/api/mail_account/{world.bob_ref}", json=body)
         assert r.status_code == 200, r.text
     assert b"credentials changed" in wait_bye(m)
+    with pytest.raises(Exception, match="Invalid username or password"):  # the cached login is gone at once
+        connect_tls(world, BOB, BOB_PW)
     connect_tls(world, BOB, "new-pw").logout()
     with world.server.client(world.admin) as c:  # back, for the other tests
         body = {"data": {"type": "mail_account", "id": world.bob_ref, "attributes": {"password": BOB_PW}}}

@@ -42,6 +42,7 @@ from portside.core.model import MEMBERSHIP
 from portside.errors import Conflict
 
 ACCOUNT_TABLE = "user_account"
+MAIL_ACCOUNT_TABLE = "mail_account"
 # rows that are a user's credentials (application passwords): deleted with the user, not passed to the heir
 PERSONAL_TABLES = ("app_password",)
 # tables whose changes change who a user is (password/auth version, group membership): the session registry
@@ -138,7 +139,7 @@ def own_account_ref(actor: Actor, table: str, ref: str) -> str:
 
 
 # tables whose changes may change what a password or application password opens (login caches drop them)
-CREDENTIAL_TABLES = frozenset({ACCOUNT_TABLE, "mail_account", *PERSONAL_TABLES})
+CREDENTIAL_TABLES = frozenset({ACCOUNT_TABLE, MAIL_ACCOUNT_TABLE, *PERSONAL_TABLES})
 
 
 def changes_credentials(table: str) -> bool:

@@ -6,8 +6,10 @@ sessions) and wakes the sessions that selected the mailbox a `mail` or `mail_box
 session re-reads the mailbox and reports the difference. Nothing polls.
 
 A login is one mail account (`auth.login.login_mail`: the account's password or an application password of
-its owner, throttled); the session is registered with the session registry and ends when that application
-password is deleted, the owner's credentials change, or the mail account's password changes or it is deleted.
+its owner, throttled; successful checks are kept briefly in the `auth.login_cache.BasicLoginCache` the
+other ports share, which drops them when the password or the application password changes); the session
+is registered with the session registry and ends when that application password is deleted, the owner's
+credentials change, or the mail account's password changes or it is deleted.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ import sqlalchemy as sa
 
 from portside import log
 from portside.auth import access
+from portside.auth.identity import actor_for_user
 from portside.auth.login import MailLogin, login_mail
+from portside.auth.login_cache import BasicLoginCache
 from portside.auth.permissions import Actor
 from portside.auth.sessions import SessionRegistry
 from portside.auth.throttle import LoginThrottle
+from portside.core.cache import EventCache
 from portside.core.catalog import Catalog
 from portside.core.db import Database
 from portside.core.events import Event
@@ -57,8 +62,6 @@ BODY_CACHE = 200  # raw messages kept per session (prefetched for a FETCH, or re
 BODY_CACHE_BYTES = 16 * 1024 * 1024
 BOX_FRESH = 1.0  # seconds a mailbox row read by this session is reused for a write
 ENDED = "mail account credentials changed"
-LOGIN_CACHE_TTL = 300.0  # seconds a successful credential check is reused (dropped on any credential change)
-LOGIN_CACHE_MAX = 10_000
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime:
@@ -78,8 +81,14 @@ class RowsBackend:
         *,
         append_limit: int = DEFAULT_APPEND_LIMIT,
         max_sessions: int = MAX_SESSIONS_PER_ACCOUNT,
+        logins: BasicLoginCache | None = None,
+        actors: EventCache[str, Actor] | None = None,
     ):
         self.db, self.catalog, self.bus, self.throttle, self.sessions = db, catalog, bus, throttle, sessions
+        # the runtime passes the services' cache, invalidated synchronously after each local commit
+        self._own_logins = logins is None
+        self.logins = logins if logins is not None else BasicLoginCache()
+        self.actors = actors
         self.store = MailStore(db, catalog)
         self.append_limit = append_limit
         self.max_sessions = max_sessions
@@ -88,8 +97,7 @@ class RowsBackend:
         self._ends: dict[RowsAccount, Callable[[str], None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._salt = secrets.token_bytes(16)
-        self._logins: dict[bytes, tuple[float, MailLogin]] = {}  # successful checks (see _login_mail)
-        self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}
+        self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}  # credential checks in flight
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -132,8 +140,8 @@ class RowsBackend:
                 self._wake(box, hint if hint.uid is not None else Hint())
         elif event.table == boxes.BOX_TABLE:
             self._wake(event.ref, Hint())
-        if access.changes_credentials(event.table):
-            self._logins.clear()  # a password or an application password may have changed
+        if self._own_logins and access.changes_credentials(event.table):
+            self.logins.on_events([event])  # a password or an application password may have changed
         if event.table == boxes.ACCOUNT_TABLE:
             for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
                 asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
@@ -179,16 +187,20 @@ class RowsBackend:
     # -- Backend ------------------------------------------------------------------------------------
 
     async def _login_mail(self, username: str, secret: str, address: str) -> MailLogin:
-        """auth.login_mail, with a short-lived cache of successful checks (as Dovecot's auth cache): a mail
+        """auth.login_mail, with the short-lived cache of successful checks (as Dovecot's auth cache): a mail
         client opens several connections with the same credentials at once and reconnects often; they wait
         for one password check instead of each costing a bcrypt and counting against the login throttle
-        while in flight. Only successes are kept (failures always go to the throttle), keyed by a salted
-        hash of (address, account, secret), and dropped when the account or an application password
-        changes (`on_event`)."""
-        key = hashlib.sha256(self._salt + f"{address}\0{username}\0{secret}".encode()).digest()
-        hit = self._logins.get(key)
-        if hit is not None and time.monotonic() - hit[0] < LOGIN_CACHE_TTL:
-            return hit[1]
+        while in flight. Only successes are kept (failures always go to the throttle), keyed by (address,
+        account, secret), and dropped when the mail account, the owner's password or an application
+        password changes (`BasicLoginCache.on_events`, and the owner's auth version checked here)."""
+        header = f"imap\0{address}\0{username}\0{secret}"
+        cached = self.logins.get(header)
+        if cached is not None and cached.account_id:
+            actor = await self._actor(cached.user)
+            if actor is not None and actor.auth_version == cached.auth_version:
+                return MailLogin(actor, cached.account_id, cached.credential, cached.account, cached.stamp)
+            self.logins.forget(header)
+        key = hashlib.sha256(self._salt + header.encode()).digest()
         running = self._checking.get(key)
         if running is None:
             running = asyncio.ensure_future(
@@ -205,10 +217,23 @@ class RowsBackend:
             self._checking[key] = running
             running.add_done_callback(lambda _: self._checking.pop(key, None))
         found = await asyncio.shield(running)
-        if len(self._logins) >= LOGIN_CACHE_MAX:
-            self._logins.clear()
-        self._logins[key] = (time.monotonic(), found)
+        if found.actor.ref is not None:
+            self.logins.put(
+                header, found.actor.ref, found.actor.auth_version, found.credential,
+                account_id=found.account_id, account=found.account_ref, stamp=found.stamp,
+            )  # fmt: skip
         return found
+
+    async def _actor(self, ref: str) -> Actor | None:
+        cache = self.actors
+        actor = cache.get(ref) if cache is not None else None
+        if actor is None:
+            generation = cache.generation if cache is not None else 0
+            async with self.db.read() as conn:
+                actor = await actor_for_user(conn, self.catalog.model, ref=ref)
+            if actor is not None and cache is not None:
+                cache.put(ref, actor, generation)
+        return actor
 
     async def login(self, username: str, secret: str, address: str) -> RowsAccount:
         found = await self._login_mail(username, secret, address)
