@@ -10,6 +10,7 @@ import imaplib
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ from support import REDIS, fresh_database, sync_url
 PUSH_WITHIN = 1.0  # seconds: the bound for push to an IDLE session
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "mysql"])
 def world(request: pytest.FixtureRequest) -> Iterator[ImapWorld]:
     url, drop = fresh_database(request.param)
     w = start_imap_world(url, "--redis-url", REDIS)
@@ -228,6 +229,30 @@ def test_copy_move_and_append(world: ImapWorld) -> None:
     stamp = imaplib.Internaldate2tuple(flat(data))
     assert stamp is not None and time.mktime(stamp) == 760686745  # the APPEND argument, 1994-02-08 05:52:25 UTC
     m.logout()
+
+
+def test_concurrent_appends_from_many_sessions_get_distinct_uids(world: ImapWorld) -> None:
+    sessions, each = 6, 5
+    clients = [connect(world, BOB, BOB_PW) for _ in range(sessions)]
+    clients[0].create("Busy")
+
+    def run(m: imaplib.IMAP4, n: int) -> list[int]:
+        out = []
+        for i in range(each):
+            typ, data = m.append("Busy", None, None, message(f"busy {n}.{i}"))
+            assert typ == "OK" and data[0] is not None, data
+            out.append(int(data[0].split()[2].rstrip(b"]")))  # [APPENDUID validity uid]
+        return out
+
+    with ThreadPoolExecutor(sessions) as pool:
+        uids = [u for got in pool.map(run, clients, range(sessions)) for u in got]
+    assert sorted(uids) == list(range(1, sessions * each + 1)), sorted(uids)  # unique and dense
+    m = clients[0]
+    m.select("Busy")
+    typ, data = m.uid("SEARCH", None, "ALL")  # type: ignore[arg-type]
+    assert typ == "OK" and sorted(int(u) for u in data[0].split()) == sorted(uids)  # type: ignore[union-attr]
+    for c in clients:
+        c.logout()
 
 
 def test_create_delete_rename(world: ImapWorld) -> None:
