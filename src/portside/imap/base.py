@@ -85,6 +85,7 @@ class SessionBase:
         self.account: Account | None = None
         self.selected: Selected | None = None
         self.enabled: set[str] = set()
+        self.saved: list[int] = []  # UIDs of the last `SEARCH RETURN (SAVE)` (SEARCHRES `$`)
         self.tag = "*"
         self.command = ""
         self.uid = False  # the running command came as UID <command>
@@ -134,6 +135,11 @@ class SessionBase:
     def qresync(self) -> bool:
         return "QRESYNC" in self.enabled
 
+    @property
+    def rev2(self) -> bool:
+        """IMAP4rev2 (RFC 9051) enabled: no `\\Recent`, ESEARCH for every SEARCH, no `[UNSEEN n]`."""
+        return "IMAP4REV2" in self.enabled
+
     def enable_condstore(self) -> None:
         """CONDSTORE switched on by a command that uses it (RFC 7162 §3.1): report HIGHESTMODSEQ once."""
         if "CONDSTORE" in self.enabled:
@@ -156,8 +162,8 @@ class SessionBase:
     def numbers(self, sel: Selected, token: wire.Token) -> list[int]:
         """The UIDs a sequence set (or, under UID, a UID set) names, ascending."""
         text = wire.atom(token, "sequence set")
-        if text == "$":
-            raise wire.ParseError("SEARCHRES is not supported")
+        if text == "$":  # RFC 5182: the saved search result (UIDs), whatever is still there
+            return sorted(u for u in set(self.saved) if u in sel.info)
         parsed = seqset.parse(text)
         if self.uid:
             return parsed.select(sel.uids)

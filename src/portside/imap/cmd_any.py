@@ -6,12 +6,13 @@ from portside.imap import wire
 from portside.imap.base import SessionBase
 from portside.imap.response import string
 
-BASE_CAPS = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE")
+BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE")
 AUTH_CAPS = (
     "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-    "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ESEARCH", "BINARY", "STATUS=SIZE",
+    "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
 )  # fmt: skip
-ENABLEABLE = ("CONDSTORE", "QRESYNC")
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "IMAP4REV2")
+ENABLED_NAMES = {"IMAP4REV2": "IMAP4rev2"}  # as advertised
 
 
 class AnyState(SessionBase):
@@ -61,11 +62,12 @@ class AnyState(SessionBase):
         for tok in tokens:
             cap = wire.atom(tok, "capability").upper()
             if cap in ENABLEABLE and cap not in self.enabled:
-                now.append(cap)
+                now.append(ENABLED_NAMES.get(cap, cap))
                 self.enabled.add(cap)
                 if cap == "QRESYNC" and "CONDSTORE" not in self.enabled:
                     self.enabled.add("CONDSTORE")
         if self.selected is not None:
             self.selected.condstore = self.condstore
+            self.selected.rev2 = self.rev2
         await self.untagged(" ".join(["ENABLED", *now]))
         await self.done()

@@ -83,8 +83,9 @@ class MailboxCommands(SessionBase):
         if self.selected is not None:
             self.selected.close()
             self.selected = None
+            self.saved = []
             self.state = "authenticated"
-            if self.qresync:
+            if self.qresync or self.rev2:
                 await self.untagged("OK [CLOSED] Previous mailbox closed.")
         try:
             snap = await account.snapshot(name)
@@ -92,17 +93,23 @@ class MailboxCommands(SessionBase):
             raise Refused("Mailbox doesn't exist: " + name[:100], "NONEXISTENT") from None
         uids = [m.uid for m in snap.messages]
         # only messages still marked recent can be claimed (usually a handful, not the whole mailbox)
-        recent = set(snap.recent) if readonly else await account.claim_recent(name, sorted(snap.recent))
+        if self.rev2:  # RFC 9051: no \\Recent, no RECENT response, no [UNSEEN n]
+            recent: set[int] = set()
+        elif readonly:
+            recent = set(snap.recent)
+        else:
+            recent = await account.claim_recent(name, sorted(snap.recent))
         sel = Selected(name, readonly, snap, recent)
-        sel.condstore = self.condstore
+        sel.condstore, sel.rev2 = self.condstore, self.rev2
         box = snap.mailbox
         for line in sel.flags_lines():
             self.queue(b"* " + line)
         self.queue(b"* %d EXISTS" % len(uids))
-        self.queue(b"* %d RECENT" % len(recent))
-        first_unseen = next((i + 1 for i, m in enumerate(snap.messages) if "\\Seen" not in m.flags), None)
-        if first_unseen is not None:
-            self.queue(f"* OK [UNSEEN {first_unseen}] First unseen.".encode())
+        if not self.rev2:
+            self.queue(b"* %d RECENT" % len(recent))
+            first_unseen = next((i + 1 for i, m in enumerate(snap.messages) if "\\Seen" not in m.flags), None)
+            if first_unseen is not None:
+                self.queue(f"* OK [UNSEEN {first_unseen}] First unseen.".encode())
         self.queue(f"* OK [UIDVALIDITY {box.uidvalidity}] UIDs valid".encode())
         self.queue(f"* OK [UIDNEXT {box.uidnext}] Predicted next UID".encode())
         self.queue(f"* OK [HIGHESTMODSEQ {box.highestmodseq}] Highest".encode())
@@ -147,6 +154,7 @@ class MailboxCommands(SessionBase):
         if self.selected is not None:
             self.selected.close()
         self.selected = None
+        self.saved = []
         self.state = "authenticated"
 
     # -- CREATE / DELETE / RENAME / SUBSCRIBE ---------------------------------------------------------------

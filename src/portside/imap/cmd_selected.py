@@ -43,6 +43,7 @@ class SelectedCommands(SessionBase):
                 await account.expunge(sel.name, None)
         sel.close()
         self.selected = None
+        self.saved = []
         self.state = "authenticated"
         await self.tagged("OK", "CLOSE completed")
 
@@ -72,18 +73,28 @@ class SelectedCommands(SessionBase):
         account = self.need_account()
         tokens = wire.tokenize(args)
         returns: list[str] | None = None
+        save = False
         if len(tokens) >= 2 and isinstance(tokens[0], wire.Atom) and tokens[0].upper() == "RETURN":
             returns = [wire.atom(t).upper() for t in wire.parenthesized(tokens[1], "return options")]
-            if any(r not in ("MIN", "MAX", "ALL", "COUNT") for r in returns):
+            if any(r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE") for r in returns):
                 raise wire.ParseError("unsupported search return option")
-            returns = returns or ["ALL"]
+            save = "SAVE" in returns  # SEARCHRES (RFC 5182): keep the result for `$`
+            returns = [r for r in returns if r != "SAVE"] or ([] if save else ["ALL"])
             tokens = tokens[2:]
+        elif self.rev2:  # IMAP4rev2: ESEARCH replaces the SEARCH response
+            returns = ["ALL"]
         if not tokens:
             raise wire.ParseError("search keys expected")
         try:
-            program = search.parse(tokens)
+            program = search.parse(tokens, saved=frozenset(self.saved))
         except search.BadCharset:
+            if save:
+                self.saved = []
             raise Refused("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)") from None
+        except wire.ParseError:
+            if save:
+                self.saved = []
+            raise
         if program.modseq:
             self.enable_condstore()
         hits: list[int] = []  # UIDs
@@ -104,6 +115,14 @@ class SelectedCommands(SessionBase):
             if program.match(item):
                 hits.append(uid)
         numbers = hits if self.uid else [sel.seq_of(u) or 0 for u in hits]
+        if save:
+            self.saved = list(hits)
+            if returns and hits and not {"ALL", "COUNT"} & set(returns):  # RFC 5182 §2.4: only MIN/MAX saved
+                ends = ([hits[0]] if "MIN" in returns else []) + ([hits[-1]] if "MAX" in returns else [])
+                self.saved = sorted(set(ends))
+            if not returns:  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
+                await self.done()
+                return
         if returns is not None:
             parts = [f'(TAG "{self.tag}")'] + (["UID"] if self.uid else [])
             if numbers:

@@ -102,8 +102,9 @@ def _internal_date(item: Item) -> dt.date:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token]):
+    def __init__(self, tokens: list[Token], saved: frozenset[int] = frozenset()):
         self.tokens = tokens
+        self.saved = saved  # UIDs of the saved search result (`$`, RFC 5182)
         self.pos = 0
         self.needs_entity = False
         self.modseq = False
@@ -124,7 +125,7 @@ class _Parser:
     def key(self) -> Pred:
         tok = self.next()
         if isinstance(tok, list):
-            sub = _Parser(tok)
+            sub = _Parser(tok, self.saved)
             if not tok:
                 raise ParseError("empty search list")
             pred = sub.program()
@@ -134,6 +135,9 @@ class _Parser:
         if not isinstance(tok, Atom):
             raise ParseError("search key expected")
         name = tok.upper()
+        if name == "$":
+            saved = self.saved
+            return lambda i: i.uid in saved
         simple = _SIMPLE.get(name)
         if simple is not None:
             return simple
@@ -175,7 +179,11 @@ class _Parser:
             a, b = self.key(), self.key()
             return lambda i: a(i) or b(i)
         if name == "UID":
-            uids = seqset.parse(text(self.next(), "UID set"))
+            given = text(self.next(), "UID set")
+            if given == "$":
+                saved = self.saved
+                return lambda i: i.uid in saved
+            uids = seqset.parse(given)
             return lambda i: uids.contains(i.uid, i.max_uid)
         if name == "MODSEQ":
             self.modseq = True
@@ -225,7 +233,7 @@ _SIMPLE: dict[str, Pred] = {
 }
 
 
-def parse(tokens: list[Token]) -> Program:
+def parse(tokens: list[Token], saved: frozenset[int] = frozenset()) -> Program:
     """A search program from the arguments after SEARCH (an optional `CHARSET name` first)."""
     charset = "UTF-8"
     if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].upper() == "CHARSET":
@@ -233,7 +241,7 @@ def parse(tokens: list[Token]) -> Program:
         if charset not in ("UTF-8", "US-ASCII"):
             raise BadCharset()
         tokens = tokens[2:]
-    parser = _Parser(tokens)
+    parser = _Parser(tokens, saved)
     pred = parser.program()
     return Program(pred, parser.needs_entity, parser.modseq, charset)
 

@@ -90,7 +90,7 @@ class Selected:
     def flags_of(self, uid: int) -> list[str]:
         info = self.info.get(uid)
         out = sorted(info.flags) if info else []
-        if uid in self.recent:
+        if uid in self.recent and not self.rev2:
             out.append("\\Recent")
         return out
 
@@ -126,7 +126,7 @@ class Selected:
             self.info.pop(u, None)
             self.recent.discard(u)
             self.gone.discard(u)
-        if len(self.recent) != was_recent:
+        if len(self.recent) != was_recent and not self.rev2:
             lines.append(b"%d RECENT" % len(self.recent))
         return lines
 
@@ -187,9 +187,10 @@ class Selected:
             self.uids += [m.uid for m in new]
             for m in new:
                 self.info[m.uid] = m
-            self.recent |= await account.claim_recent(self.name, [m.uid for m in new])
             lines.append(b"%d EXISTS" % len(self.uids))
-            lines.append(b"%d RECENT" % len(self.recent))
+            if not self.rev2:  # IMAP4rev2 has no \\Recent: nothing to claim or report
+                self.recent |= await account.claim_recent(self.name, [m.uid for m in new])
+                lines.append(b"%d RECENT" % len(self.recent))
         for m in sorted(changed, key=lambda m: m.uid):
             seq = self.seq_of(m.uid)
             if seq is None:
@@ -206,3 +207,4 @@ class Selected:
         return lines
 
     condstore = False  # set by the session when CONDSTORE is enabled (FETCH carries MODSEQ)
+    rev2 = False  # set by the session when IMAP4rev2 is enabled (no \\Recent)

@@ -1,0 +1,149 @@
+"""IMAP4rev2 (RFC 9051) where it differs from IMAP4rev1 for clients, over real sockets with imaplib's raw
+commands: the capability and `ENABLE IMAP4rev2`; after enabling, no `\\Recent` (no RECENT responses, no
+`\\Recent` in FLAGS, nothing claimed from rev1 sessions) and no `[UNSEEN n]`; ESEARCH answers every SEARCH;
+SEARCHRES (`RETURN (SAVE)` and `$`); OK [CLOSED] when another mailbox is selected; STATUS DELETED and SIZE."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from imap_support import (
+    ALICE,
+    ImapWorld,
+    connect,
+    deliver,
+    idle,
+    idle_done,
+    message,
+    raw_command,
+    start_imap_world,
+    untagged_within,
+)
+from support import REDIS, fresh_database
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[ImapWorld]:
+    url, drop = fresh_database("sqlite")
+    w = start_imap_world(url, "--redis-url", REDIS)
+    yield w
+    w.server.stop()
+    drop()
+
+
+def untagged(lines: list[bytes], word: bytes) -> list[bytes]:
+    return [x for x in lines if x.startswith(b"* ") and word in x]
+
+
+def rev2_session(world: ImapWorld) -> imaplib.IMAP4:
+    m = connect(world)
+    lines = raw_command(m, b"ENABLE IMAP4rev2")
+    assert b"* ENABLED IMAP4rev2\r\n" in lines and lines[-1].startswith(b"R1 OK"), lines
+    return m
+
+
+def test_capability_and_enable(world: ImapWorld) -> None:
+    m = connect(world)
+    caps = b"".join(untagged(raw_command(m, b"CAPABILITY"), b"CAPABILITY")).split()
+    assert b"IMAP4rev1" in caps and b"IMAP4rev2" in caps and b"SEARCHRES" in caps and b"ESEARCH" in caps, caps
+    assert b"STATUS=SIZE" in caps and b"LIST-STATUS" in caps, caps
+    assert b"* ENABLED IMAP4rev2\r\n" in raw_command(m, b"ENABLE IMAP4rev2")
+    assert b"* ENABLED\r\n" in raw_command(m, b"ENABLE IMAP4rev2")  # once only
+    m.logout()
+
+
+def test_no_recent_after_enabling_rev2_while_rev1_sessions_keep_it(world: ImapWorld) -> None:
+    m = connect(world)
+    m.create("Rev2Recent")
+    m.logout()
+    uid = asyncio.run(deliver(world.db_url, ALICE, message("fresh"), "Rev2Recent"))
+    m = rev2_session(world)
+    lines = raw_command(m, b"SELECT Rev2Recent")
+    assert lines[-1].startswith(b"R1 OK"), lines
+    assert not untagged(lines, b"RECENT") and not untagged(lines, b"[UNSEEN"), lines
+    assert b"* 1 EXISTS\r\n" in lines, lines
+    fetched = untagged(raw_command(m, b"FETCH 1 (FLAGS)"), b"FETCH")
+    assert fetched == [b"* 1 FETCH (FLAGS ())\r\n"], fetched
+    old = connect(world)  # an IMAP4rev1 session still gets the message as \Recent: rev2 claimed nothing
+    lines = raw_command(old, b"SELECT Rev2Recent")
+    assert b"* 1 RECENT\r\n" in lines and untagged(lines, b"[UNSEEN 1]"), lines
+    assert b"\\Recent" in b"".join(untagged(raw_command(old, f"UID FETCH {uid} (FLAGS)".encode()), b"FETCH"))
+    old.logout()
+    idle(m)  # push in rev2: EXISTS, never RECENT
+    asyncio.run(deliver(world.db_url, ALICE, message("pushed"), "Rev2Recent"))
+    line, _ = untagged_within(m, lambda x: x.endswith(b" EXISTS\r\n"), 5)
+    assert line == b"* 2 EXISTS\r\n", line
+    rest = idle_done(m)
+    assert not untagged(rest, b"RECENT"), rest
+    lines = raw_command(m, b"SEARCH RECENT")  # RFC 9051 has no \Recent: nothing is recent
+    assert lines[0] == b'* ESEARCH (TAG "R1")\r\n', lines
+    m.logout()
+
+
+def test_search_answers_with_esearch_in_rev2(world: ImapWorld) -> None:
+    m = connect(world)
+    m.create("Rev2Search")
+    for subject in ("alpha", "beta", "alpha again", "gamma"):
+        m.append("Rev2Search", None, None, message(subject))
+    m.select("Rev2Search")
+    lines = raw_command(m, b"SEARCH SUBJECT alpha")  # IMAP4rev1: the SEARCH response
+    assert lines[0] == b"* SEARCH 1 3\r\n", lines
+    m.logout()
+    m = rev2_session(world)
+    raw_command(m, b"SELECT Rev2Search")
+    assert raw_command(m, b"SEARCH SUBJECT alpha")[0] == b'* ESEARCH (TAG "R1") ALL 1,3\r\n'
+    assert raw_command(m, b"UID SEARCH ALL")[0] == b'* ESEARCH (TAG "R1") UID ALL 1:4\r\n'
+    assert raw_command(m, b"SEARCH SUBJECT nothing-like-it")[0] == b'* ESEARCH (TAG "R1")\r\n'
+    lines = raw_command(m, b"SEARCH RETURN (MIN MAX COUNT ALL) SUBJECT a")
+    assert lines[0] == b'* ESEARCH (TAG "R1") MIN 1 MAX 4 ALL 1:4 COUNT 4\r\n', lines
+    lines = raw_command(m, b"SEARCH RETURN () NOT SUBJECT alpha")
+    assert lines[0] == b'* ESEARCH (TAG "R1") ALL 2,4\r\n', lines
+    m.logout()
+
+
+def test_searchres_saves_a_result_for_dollar(world: ImapWorld) -> None:
+    m = connect(world)  # SEARCHRES works in IMAP4rev1 sessions too (it is advertised to both)
+    m.create("Saved")
+    for subject in ("keep one", "drop", "keep two", "keep three"):
+        m.append("Saved", None, None, message(subject))
+    m.select("Saved")
+    lines = raw_command(m, b"UID SEARCH RETURN (SAVE) SUBJECT keep")
+    assert lines[-1].startswith(b"R1 OK") and not untagged(lines, b"SEARCH"), lines  # SAVE alone: no answer
+    fetched = untagged(raw_command(m, b"UID FETCH $ (UID)"), b"FETCH")
+    assert [int(re.search(rb"UID (\d+)", x).group(1)) for x in fetched] == [1, 3, 4], fetched  # type: ignore[union-attr]
+    assert raw_command(m, b"UID STORE $ +FLAGS.SILENT (\\Flagged)")[-1].startswith(b"R1 OK")
+    assert raw_command(m, b"SEARCH FLAGGED")[0] == b"* SEARCH 1 3 4\r\n"
+    assert raw_command(m, b"SEARCH $ SUBJECT three")[0] == b"* SEARCH 4\r\n"  # `$` as a search key
+    assert raw_command(m, b"UID SEARCH UID $")[0] == b"* SEARCH 1 3 4\r\n"
+    lines = raw_command(m, b"SEARCH RETURN (SAVE MIN) SUBJECT keep")  # with MIN only: only the minimum is saved
+    assert lines[0] == b'* ESEARCH (TAG "R1") MIN 1\r\n', lines
+    assert len(untagged(raw_command(m, b"FETCH $ (FLAGS)"), b"FETCH")) == 1
+    raw_command(m, b"UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    raw_command(m, b"EXPUNGE")
+    fetched = untagged(raw_command(m, b"UID FETCH $ (UID)"), b"FETCH")  # what was saved is gone now
+    assert fetched == [], fetched
+    raw_command(m, b"UNSELECT")  # the saved result belongs to the selected mailbox
+    raw_command(m, b"SELECT Saved")
+    lines = raw_command(m, b"FETCH $ (UID)")
+    assert lines[-1].startswith(b"R1 OK") and not untagged(lines, b"FETCH"), lines
+    lines = raw_command(m, b"SEARCH RETURN (SAVE BOGUS) ALL")
+    assert lines[-1].startswith(b"R1 BAD"), lines
+    m.logout()
+
+
+def test_closed_on_reselect_and_status_items(world: ImapWorld) -> None:
+    m = rev2_session(world)
+    raw_command(m, b"SELECT INBOX")
+    lines = raw_command(m, b"SELECT Archive")
+    assert untagged(lines, b"[CLOSED]"), lines
+    m.create("Sized")
+    m.append("Sized", "(\\Deleted)", None, message("sized"))
+    lines = raw_command(m, b"STATUS Sized (MESSAGES DELETED SIZE)")
+    got = dict(re.findall(rb"([A-Z]+) (\d+)", b"".join(untagged(lines, b"STATUS"))))
+    assert got[b"MESSAGES"] == b"1" and got[b"DELETED"] == b"1" and int(got[b"SIZE"]) > 50, lines
+    m.logout()
