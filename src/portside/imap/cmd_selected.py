@@ -118,8 +118,8 @@ class SelectedCommands(SessionBase):
         if save:
             self.saved = list(hits)
             if returns and hits and not {"ALL", "COUNT"} & set(returns):  # RFC 5182 §2.4: only MIN/MAX saved
-                ends = ([hits[0]] if "MIN" in returns else []) + ([hits[-1]] if "MAX" in returns else [])
-                self.saved = sorted(set(ends))
+                edges = ([hits[0]] if "MIN" in returns else []) + ([hits[-1]] if "MAX" in returns else [])
+                self.saved = sorted(set(edges))
             if not returns:  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
                 await self.done()
                 return
