@@ -406,6 +406,29 @@ def test_api_writes_bump_modseq_for_condstore_and_qresync(world: ImapWorld) -> N
     m.logout()
 
 
+def test_api_and_imap_flag_writes_on_one_message_at_once_all_succeed(world: ImapWorld) -> None:
+    """An /api PATCH locks the mailbox before the message, as IMAP STORE does: no deadlock between them."""
+    uid = put(world, message("contended"), user=BOB)
+    ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
+    rounds = 12
+
+    def api() -> list[int]:
+        with world.server.client(world.admin) as c:
+            body = lambda on: {"data": {"type": "mail", "id": ref, "attributes": {"seen": on}}}  # noqa: E731
+            return [c.patch(f"/api/mail/{ref}", json=body(n % 2 == 0)).status_code for n in range(rounds)]
+
+    def imap() -> list[str]:
+        m = connect(world, BOB, BOB_PW)
+        m.select("INBOX")
+        out = [m.uid("STORE", str(uid), "+FLAGS" if n % 2 else "-FLAGS", "(\\Flagged)")[0] for n in range(rounds)]
+        m.logout()
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        from_api, from_imap = pool.submit(api), pool.submit(imap)
+        assert from_api.result() == [200] * rounds and from_imap.result() == ["OK"] * rounds
+
+
 # -- robustness -----------------------------------------------------------------------------------------
 
 

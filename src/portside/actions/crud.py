@@ -38,6 +38,7 @@ from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Forbidden, Kind, NotFound
+from portside.mail.hooks import lock_mailbox_of
 from portside.mail.store import create_standard_mailboxes, reassign_mail
 from portside.storage.assets import AssetFiles
 from portside.tools.ids import parse_uuid
@@ -403,6 +404,8 @@ class Crud:
         writes.check_links(actor, tm, to_link)
         if to_link:
             await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
+        if table == "mail":  # its row hook takes the mailbox's next modseq: lock in IMAP's order
+            await lock_mailbox_of(uow, model, row.id)
         updated = await records.update(uow, model, tm, row.id, values, actor=actor.ref)
         if table == "mail_account" and OWNER_COLUMN in values:  # the mail goes with the account
             await reassign_mail(uow, model, row.id)

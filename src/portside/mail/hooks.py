@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model, TableModel
+from portside.mail import boxes
 from portside.mail.store import EXPUNGED_TABLE, MAIL_TABLE, take
 from portside.mail.tables import OWNER_READ
 
@@ -54,6 +55,17 @@ async def mail_hook(
         return
     _, modseq = await take(uow, model, int(now.mail_box_id), 0)
     await uow.conn.execute(t.update().where(t.c.id == row_id).values(modseq=modseq))
+
+
+async def lock_mailbox_of(uow: UnitOfWork, model: Model, row_id: int) -> None:
+    """Lock the mailbox row of message `row_id` before the message row is written, so an /api write takes
+    its locks in the order IMAP and SMTP take them (mailbox, then messages) and the two cannot deadlock on
+    PostgreSQL or MariaDB (SQLite has one writer; FOR UPDATE is left out there)."""
+    t = model.table(MAIL_TABLE).sa
+    box_id = await uow.conn.scalar(sa.select(t.c.mail_box_id).where(t.c.id == row_id))
+    if box_id is not None:
+        b = model.table(boxes.BOX_TABLE).sa
+        await uow.conn.execute(sa.select(b.c.id).where(b.c.id == box_id).with_for_update())
 
 
 def register() -> None:
