@@ -53,7 +53,7 @@ from portside.feeds.websub import WebSubHub
 from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
-from portside.http.metrics import METRICS_KEY, RequestMetrics, ScrapePort
+from portside.http.metrics import METRICS_KEY, ScrapePort, instrument
 from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.imap import config as imap_config
 from portside.imap.ports import ImapPorts
@@ -294,7 +294,7 @@ class Portside:
         app.state.listeners = self.listeners
         # /caldav, /carddav and /.well-known/cal|carddav go to the DAV edge while config caldav.enable is "true"
         dav = mount_dav(app, svc, DavStore(svc.db, svc.catalog))
-        self._app = CaptureRawSend(RequestMetrics(dav, app.routes))  # every HTTP request counted, DAV too
+        self._app = CaptureRawSend(instrument(dav, app.routes))  # every HTTP request counted, DAV too
         self._life.push("listeners", self.listeners.stop_all, bounded=False)
         await self.listeners.start(http, fatal=True)
         self.ports["http"] = http.bound_port or 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,15 @@ LISTENER = "metrics"
 UNMATCHED = "other"
 PREFIXES = frozenset({"caldav", "carddav", ".well-known"})  # paths served outside the router (DAV)
 REALM = 'Basic realm="metrics", charset="UTF-8"'
+# debug switch (not an option): the HTTP application without `RequestMetrics`, for bench/metrics.py only
+DEBUG_NO_REQUEST_METRICS = "PORTSIDE_DEBUG_NO_REQUEST_METRICS"
+
+
+def instrument(app: ASGIApp, routes: list[BaseRoute]) -> ASGIApp:
+    """`app` with every HTTP request counted (unless the bench's debug switch says otherwise)."""
+    if os.environ.get(DEBUG_NO_REQUEST_METRICS) == "1":
+        return app
+    return RequestMetrics(app, routes)
 
 
 class RequestMetrics:
