@@ -5,6 +5,7 @@ config `metrics.listen_interface` (live, listed in /_ports); no secrets, emails 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ftplib
 import imaplib
@@ -25,6 +26,7 @@ from websockets.sync.client import connect
 from imap_support import tls_context
 from mailsupport import LocalDNS, add_account, add_server, start_dns, user_ref, wait_listener
 from support import PASSWORD, World, create, fresh_database, me, setup_world, start_server
+from yclient import YClient
 
 ALICE = "alice@example.com"
 ALICE_PW = "alice-mail-secret-1"
@@ -169,6 +171,19 @@ def test_http_requests_counted_by_route_template(env: Env) -> None:
     assert ref not in "".join(r or "" for r in routes) and "/no/such/path/at-all" not in routes
 
 
+def test_dav_requests_counted_under_their_prefix(env: Env) -> None:
+    w = env.world
+    set_key(w, "caldav.enable", "true")
+    before = scrape(env)
+    with w.c(w.admin) as c:
+        r = c.request("PROPFIND", "/caldav/", headers={"Depth": "0"})
+        assert r.status_code == 207, r.text
+    after = scrape(env)
+    labels = {"method": "PROPFIND", "route": "/caldav/*", "status": "2xx"}
+    name = "portside_http_requests_total"
+    assert value(after, name, **labels) - value(before, name, **labels) == 1
+
+
 def test_live_delivery_is_counted(env: Env) -> None:
     w = env.world
     base = w.server.url.replace("http://", "ws://")
@@ -193,6 +208,36 @@ def test_live_delivery_is_counted(env: Env) -> None:
     sockets = "portside_live_sockets_open"
     gone = wait_for(env, lambda s: value(s, sockets) == value(before, sockets))
     assert value(gone, sockets) == value(before, sockets)
+
+
+def test_yjs_rooms_and_updates_are_counted(env: Env) -> None:
+    w = env.world
+    url = w.server.url.replace("http://", "ws://") + f"/yjs/metrics-room?token={w.admin}"
+    before = scrape(env)
+
+    async def edit() -> Samples:
+        client = await YClient.connect(url)
+        try:
+            await client.edit(0, insert="counted")
+            deadline = time.monotonic() + 10
+            while True:
+                samples = scrape(env)
+                done = value(samples, "portside_yjs_write_batches_total") > value(
+                    before, "portside_yjs_write_batches_total"
+                )
+                if done or time.monotonic() > deadline:
+                    return samples
+                await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+    during = asyncio.run(edit())
+    assert value(during, "portside_yjs_rooms_open") >= 1 and value(during, "portside_yjs_clients") >= 1
+    updates = "portside_yjs_updates_applied_total"
+    assert value(during, updates) - value(before, updates) == 1
+    batch = "portside_db_write_batch_size_count"
+    assert value(during, batch, queue="yjs") > value(before, batch, queue="yjs")
+    assert value(during, "portside_sessions_open", kind="yjs") >= 1
 
 
 def test_smtp_message_is_counted(env: Env) -> None:
