@@ -124,7 +124,7 @@ def test_metrics_are_for_administrators(env: Env) -> None:
     with httpx.Client(base_url=w.server.url, timeout=30) as c:
         r = c.get("/metrics")
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic"), r.headers
-        assert "portside_" not in r.text
+        assert r.json()["errors"][0]["status"] == "401" and "portside_" not in r.text
         assert c.get("/metrics", headers={"Authorization": "Bearer garbage"}).status_code == 401
         assert c.get("/metrics", params={"token": w.admin}).status_code == 401  # never a token in the URL
         assert c.get("/metrics", headers=basic(env.emails["admin"], "wrong-password")).status_code == 401

@@ -29,10 +29,11 @@ from portside.auth import access
 from portside.auth.login import login
 from portside.auth.permissions import Actor
 from portside.errors import Forbidden, Unauthorized
-from portside.http.common import actor, credential, services
+from portside.http.common import JSONAPI, actor, credential, json_response, services
 from portside.http.listener import UvicornListener
 from portside.tools import metrics
 from portside.tools.lifecycle import Listeners
+from portside.tools.wire_errors import jsonapi_error
 
 METRICS_KEY = "metrics.listen_interface"  # host:port of the unauthenticated scrape listener; "" = none
 LISTENER = "metrics"
@@ -127,8 +128,9 @@ async def metrics_page(request: Request) -> Response:
         who = await scraper(request)
         if who is None:
             raise Unauthorized("sign in as an administrator to read the metrics")
-    except Unauthorized as exc:
-        return PlainTextResponse(exc.detail, 401, headers={"WWW-Authenticate": REALM})
+    except Unauthorized as exc:  # the usual error document, plus the challenge a Basic client waits for
+        status, doc, headers = jsonapi_error(exc)
+        return json_response(doc, status, JSONAPI, headers={**(headers or {}), "WWW-Authenticate": REALM})
     if not access.administers(who):
         raise Forbidden("the metrics are for administrators")
     await metrics.refresh()
