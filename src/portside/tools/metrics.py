@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # no `*_created` series next to every counter and histogram (process-wide: they double the series for nothing
 # a dashboard uses; the process start time is `process_start_time_seconds`)
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 OTHER = "other"
 
