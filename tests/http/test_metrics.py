@@ -260,6 +260,7 @@ def test_smtp_message_is_counted(env: Env) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert moved("portside_mail_messages_received_total", result="accepted") == 1
+    assert moved("portside_db_write_batch_size_count", queue="mail") == 1  # its group commit
     assert moved("portside_port_connections_total", protocol="smtp") == 1
     for verb in ("EHLO", "MAIL", "RCPT", "DATA", "QUIT"):
         assert moved("portside_port_commands_total", protocol="smtp", command=verb) == 1, verb
