@@ -27,6 +27,7 @@ from portside.actions.live_access import LiveAccess
 from portside.actions.mail_more import more_actions_doc
 from portside.actions.mail_send import mail_actions_doc
 from portside.actions.mail_servers import mail_servers_doc
+from portside.actions.metrics import source as metrics_source
 from portside.actions.services import Services
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
@@ -52,6 +53,7 @@ from portside.feeds.websub import WebSubHub
 from portside.ftp import server as ftp_server
 from portside.http.app import build_app
 from portside.http.listener import UvicornListener
+from portside.http.metrics import METRICS_KEY, ScrapePort, instrument
 from portside.http.wire import CaptureRawSend, ws_protocol
 from portside.imap import config as imap_config
 from portside.imap.ports import ImapPorts
@@ -71,14 +73,14 @@ from portside.smtp import servers as smtp_servers
 from portside.storage.assets import AssetFiles
 from portside.storage.sites import SiteDirectory
 from portside.storage.stores import StoreService
-from portside.tools import private_files
+from portside.tools import metrics, private_files
 from portside.tools.ids import uuid7_str
 from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
 
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
 HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
-LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, *ftp_server.KEYS}) | imap_config.KEYS
+LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, METRICS_KEY, *ftp_server.KEYS}) | imap_config.KEYS
 
 
 class Portside:
@@ -100,6 +102,7 @@ class Portside:
         self._schema_stamp: tuple[tuple[str, float], ...] = ()
         self.mail_servers: smtp_servers.MailServers | None = None  # SMTP listeners from mail_server rows
         self._imap: ImapPorts | None = None
+        self._scrape = ScrapePort(self.listeners, lambda app, port: self._uvicorn_config(app, port))
 
     async def __aenter__(self) -> Portside:
         await self.start()
@@ -181,6 +184,7 @@ class Portside:
         live = LiveService(db, catalog, config, hub, live_access)
         svc = Services(s, db, config, catalog, crud, bus, hub=hub, live=live)
         self.services = svc
+        self._life.push("metrics source", metrics.SAMPLED_COLLECTOR.add(metrics_source(svc)))
         await self._start_certs(svc)
         sessions = svc.sessions = SessionRegistry(db, catalog)
         await life.enter("sessions", lambda: sessions.start(bus), sessions.stop)
@@ -213,6 +217,7 @@ class Portside:
         await self._serve_http(svc, http)
         life.task(self._switch_listeners(), "portside-listeners")
         await self._apply_https()
+        await self._apply_metrics()
         self._ftp = ftp_server.FtpEdge(svc, self.listeners)
         await self._ftp.apply()
         self.mail_servers = smtp_servers.MailServers(svc, self.listeners)
@@ -290,7 +295,8 @@ class Portside:
         app.state.feeds, app.state.websub = self.feeds, self.websub
         app.state.listeners = self.listeners
         # /caldav, /carddav and /.well-known/cal|carddav go to the DAV edge while config caldav.enable is "true"
-        self._app = CaptureRawSend(mount_dav(app, svc, DavStore(svc.db, svc.catalog)))
+        dav = mount_dav(app, svc, DavStore(svc.db, svc.catalog))
+        self._app = CaptureRawSend(instrument(dav, app.routes))  # every HTTP request counted, DAV too
         self._life.push("listeners", self.listeners.stop_all, bounded=False)
         await self.listeners.start(http, fatal=True)
         self.ports["http"] = http.bound_port or 0
@@ -346,6 +352,7 @@ class Portside:
             self._switch.clear()
             try:
                 await self._apply_https()
+                await self._apply_metrics()
                 await self._apply_mail()
                 await self._apply_imap()
             except Exception:
@@ -355,6 +362,10 @@ class Portside:
                     await self._ftp.apply()
             except Exception:
                 logger.exception("applying the FTP configuration failed")
+
+    async def _apply_metrics(self) -> None:
+        assert self.services is not None
+        await self._scrape.apply(self.services.config.get(METRICS_KEY))
 
     async def _apply_mail(self) -> None:
         """SMTP listeners follow the enabled mail_server rows (smtp/servers.py)."""

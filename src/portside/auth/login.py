@@ -43,7 +43,7 @@ from portside.core import fieldtypes, records
 from portside.core.db import Database, UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model
 from portside.errors import Kind, Unauthorized
-from portside.tools import crypto, names
+from portside.tools import crypto, metrics, names
 
 logger = log.get("login")
 
@@ -108,6 +108,7 @@ async def login(
                 found = await _check(conn, model, account, secret, protocol)
         if found is None:
             logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)
+            metrics.login(protocol, ok=False)
             raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
         user_ref, credential, stale = found
         attempt.succeeded()
@@ -121,6 +122,7 @@ async def login(
     if stale is not None:
         await _touch(db, model, stale, uow)
     logger.info("login ok protocol=%s account=%s address=%s credential=%s", protocol, account, address, credential)
+    metrics.login(protocol, ok=True)
     return Login(actor, credential)
 
 
@@ -199,6 +201,7 @@ async def login_mail(
         found = await _check_mail(conn, model, account, secret, protocol)
         if found is None:
             logger.info("login failed protocol=%s account=%s address=%s", protocol, account, address)
+            metrics.login(protocol, ok=False)
             raise Unauthorized(WRONG, kind=Kind.LOGIN_FAILED)
         account_id, user_ref, credential, stale, account_ref, stamp = found
         attempt.succeeded()
@@ -208,6 +211,7 @@ async def login_mail(
     if stale is not None:
         await _touch(db, model, stale, None)
     logger.info("login ok protocol=%s account=%s address=%s credential=%s", protocol, account, address, credential)
+    metrics.login(protocol, ok=True)
     return MailLogin(actor, account_id, credential, account_ref, stamp)
 
 

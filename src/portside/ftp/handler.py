@@ -26,6 +26,7 @@ from portside.errors import Kind, PortsideError, TooManyRequests
 from portside.ftp.backend import FtpBackend
 from portside.ftp.tls import FtpTls
 from portside.ftp.vfs import SiteFS
+from portside.tools import metrics
 from portside.tools.wire_errors import ftp_reply
 
 logger = log.get("ftp")
@@ -107,6 +108,7 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
         self.ended: str | None = None
         self._greeted = False
         super().__init__(conn, server, ioloop)
+        metrics.connected("ftp")  # on_disconnect pairs with it
 
     @classmethod
     def get_ssl_context(cls) -> Any:
@@ -160,6 +162,7 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
             self.respond(f"421 Session ended: {self.ended}.")
             self.close_when_done()
             return
+        metrics.command("ftp", cmd, self.proto_cmds)
         super().process_command(cmd, *args, **kwargs)
 
     # -- session registry --------------------------------------------------------------------------
@@ -186,7 +189,12 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
         self._close_session()
 
     def on_disconnect(self) -> None:
+        metrics.disconnected("ftp")
         self._close_session()
+
+    def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool, elapsed: float, bytes: int) -> None:
+        (metrics.received if receive else metrics.sent)("ftp", bytes)
+        super().log_transfer(cmd, filename, receive, completed, elapsed, bytes)
 
     def flush_account(self) -> None:
         self._close_session()

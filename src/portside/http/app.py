@@ -17,7 +17,7 @@ from starlette.routing import Route
 from portside import log
 from portside.actions.services import Services
 from portside.errors import PortsideError, kind_for_status
-from portside.http import acme, action, api, assets, config, feed, live, openapi, ports, yjs
+from portside.http import acme, action, api, assets, config, feed, live, metrics, openapi, ports, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
 from portside.http.sites import SiteHosts
@@ -57,6 +57,7 @@ def build_app(services: Services) -> Starlette:
         *action.routes,
         *config.routes,
         *ports.routes,
+        *metrics.routes,
         *openapi.routes,
         *live.routes,
         *feed.routes,

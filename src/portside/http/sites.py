@@ -37,7 +37,7 @@ from portside.storage.store import Entry, Store
 
 API_PREFIXES = frozenset(
     {"api", "action", "meta", "stats", "feed", "asset", "jsmodel", "integration", "_config", ".well-known"}
-    | {"_ports", "live", "yjs", "ping", "openapi.yaml", "websub"}
+    | {"_ports", "live", "yjs", "ping", "openapi.yaml", "websub", "metrics"}
 )
 CHUNK = 64 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")

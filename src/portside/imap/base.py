@@ -20,6 +20,7 @@ from portside.errors import PortsideError
 from portside.imap import seqset, wire
 from portside.imap.selected import Selected
 from portside.imap.store import Account, Backend
+from portside.tools import metrics
 from portside.tools.wire_errors import imap_reply
 
 logger = log.get("imap")
@@ -244,6 +245,7 @@ class SessionBase:
         try:
             tag, name, rest = wire.split_head(segments)
             self.tag, self.command = tag, name
+            metrics.command("imap", name, COMMANDS)
             allowed = COMMANDS.get(name)
             if allowed is None:
                 raise wire.ParseError("Unknown command")

@@ -15,6 +15,7 @@ from portside import log
 from portside.imap.base import Options
 from portside.imap.session import ImapSession
 from portside.imap.store import Backend
+from portside.tools import metrics
 from portside.tools.lifecycle import Listener, TlsMode
 
 logger = log.get("imap")
@@ -52,6 +53,7 @@ class ImapListener(Listener):
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         session = ImapSession(reader, writer, self.backend, self.options, address)
         self._sessions.add(session)
+        metrics.connected("imap")
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -60,6 +62,7 @@ class ImapListener(Listener):
         except Exception:
             logger.exception("IMAP session from %s failed", address)
         finally:
+            metrics.disconnected("imap")
             self._sessions.discard(session)
             if task is not None:
                 self._tasks.discard(task)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from portside import log
 from portside.core.db import Database, UnitOfWork
+from portside.tools import metrics
 
 logger = log.get("mail.commit")
 MAX_BATCH = 64
@@ -60,6 +61,7 @@ class GroupCommit:
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
             self.largest_batch = max(self.largest_batch, len(batch))
+            metrics.write_batch("mail", len(batch))
             try:
                 await self._run(batch)
             except asyncio.CancelledError:

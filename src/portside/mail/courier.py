@@ -26,6 +26,7 @@ from portside.core.events import Event
 from portside.mail import boxes, delivery, dsn, outbox
 from portside.mail.outbox import Claimed, Policy
 from portside.mail.store import MailStore, Target
+from portside.tools import metrics
 
 logger = log.get("mail.courier")
 BATCH = 250
@@ -159,6 +160,7 @@ class Courier:
                     continue
                 summary.failed += 1
                 await self._bounce(uow, row, res)
+        metrics.mail_deliveries(sent=summary.sent, retried=summary.retried, failed=summary.failed)
         return summary
 
     async def _bounce(self, uow: UnitOfWork, row: Claimed, res: delivery.Result) -> None:

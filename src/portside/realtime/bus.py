@@ -285,6 +285,11 @@ class Bus:
         """Hand committed events on (registered as a `Database.after_commit` hook)."""
         raise NotImplementedError
 
+    def backlog(self) -> tuple[int, int]:
+        """(events waiting in this process's subscriptions, overflows so far), for the metrics."""
+        subs = list(self._subs)
+        return sum(len(s._buffer) + len(s._pending) for s in subs), sum(s.overflows for s in subs)
+
     def subscribe(self, after: int | None = None, *, max_queue: int = 10000) -> Subscription:
         """Register for events now; with `after`, replay the log after that offset first."""
         sub = Subscription(self, after, max_queue)

@@ -206,6 +206,7 @@ class LiveHub:
         self.delivered = 0  # event frames handed to sockets
         self.dispatched = 0  # events dispatched to at least one subscriber
         self.dispatch_cpu = 0.0  # this thread's CPU seconds spent in dispatch (decisions + socket writes)
+        self.dropped = 0  # sessions dropped because their send queue was full
 
     async def start(self) -> None:
         if self._task is None:
@@ -347,6 +348,7 @@ class LiveHub:
                         session.sent(event.table, event.offset)
                 else:
                     session.overflowed = True
+                    self.dropped += 1
                     self.drop(session)
         self.delivered += sent
         return sent

@@ -87,6 +87,7 @@ class RoomManager(RowBoundRooms, RoomRights, Presence):
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tick: asyncio.Task[None] | None = None
+        self.updates_applied = 0  # peers' updates integrated into a document (metrics)
 
     # -- settings ---------------------------------------------------------------------------------
 
@@ -279,6 +280,7 @@ class RoomManager(RowBoundRooms, RoomRights, Presence):
         if delta is None:
             return True
         room.size += len(delta)
+        self.updates_applied += 1
 
         def stored(failure: BaseException | None) -> None:
             if failure is not None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from portside import log
 from portside.core import yjs_store
 from portside.core.db import Database
+from portside.tools import metrics
 
 logger = log.get("yjs")
 
@@ -136,6 +137,7 @@ class UpdateWriter:
         try:
             await self.appender.append([(room, data) for room, data, _ in items])
             self.commits += 1
+            metrics.write_batch("yjs", len(items))
         except Exception as exc:
             logger.exception("storing %d yjs updates failed", len(items))
             outcome = exc

@@ -19,6 +19,7 @@ from portside.auth.throttle import LoginThrottle
 from portside.core.db import Database
 from portside.mail.inbound import Inbound, Session
 from portside.mail.store import HasModel
+from portside.tools import metrics
 
 logger = log.get("smtp")
 MAX_RECIPIENTS = 100
@@ -126,6 +127,7 @@ class Handler:
         if not isinstance(raw, bytes):  # pragma: no cover - decode_data is off
             raw = bytes(raw)
         reply = await self.ctx.inbound.receive(self.session, str(envelope.mail_from), list(envelope.rcpt_tos), raw)
+        metrics.mail_received(len(raw), accepted=reply.code == 250)
         return str(reply)
 
     async def handle_exception(self, error: Exception) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from portside import log
 from portside.smtp.handler import Context, Handler
 from portside.smtp.protocol import PortsideSMTP
+from portside.tools import metrics
 from portside.tools.lifecycle import Listener
 
 logger = log.get("smtp")
@@ -103,6 +104,7 @@ class SmtpListener(Listener):
             if handler.session.peer_ip == "" and isinstance(peer, tuple):
                 handler.session.peer_ip = str(peer[0])
             handler.session.tls = proto.is_tls
+            metrics.connected("smtp")
             made(transport)
 
         def connection_lost(error: Exception | None) -> None:
@@ -110,6 +112,7 @@ class SmtpListener(Listener):
             if not self._protocols:
                 self._idle.set()
             handler.closed()
+            metrics.disconnected("smtp")
             lost(error)
 
         proto.connection_made = connection_made  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from portside.errors import PortsideError
+from portside.tools import metrics
 from portside.tools.wire_errors import smtp_reply
 
 REWRITE = {
@@ -47,6 +48,7 @@ class PortsideSMTP(SMTP):
 
     def __init__(self, handler: Any, *, implicit_tls: bool, max_size: int, **kwargs: Any):
         super().__init__(handler, **kwargs)
+        self._smtp_methods = metrics.counting("smtp", self._smtp_methods)
         self.implicit_tls = implicit_tls
         self.max_size = max_size
 
