@@ -86,6 +86,18 @@ def site_right(actor: Actor, site_grants: Grants, right: int) -> bool:
     return allowed(actor, right, site_grants)
 
 
+def may_publish_store(actor: Actor, store_grants: Grants) -> bool:
+    """A site (an HTTP and FTP view of a store folder) may be placed on a store, or moved within it, by
+    whoever may change that store's files: Update on the `cloud_store` row (as Daptin's `create_site`)."""
+    return allowed(actor, UPDATE, store_grants)
+
+
+def may_claim_any_hostname(actor: Actor) -> bool:
+    """Administrators may give a site any hostname (even one another site or the server itself uses);
+    other users only names no other site holds and that are not the server's own."""
+    return actor.is_admin
+
+
 def document_mode(actor: Actor, row_grants: Grants, *, table_allows_update: bool) -> Mode:
     """A row-bound Yjs document: read-write when the caller may update the row and the table lets them."""
     return "rw" if allowed(actor, UPDATE, row_grants) and table_allows_update else "ro"
