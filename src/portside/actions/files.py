@@ -22,7 +22,7 @@ from typing import Any
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth import access
 from portside.auth.permissions import DELETE, READ, UPDATE
-from portside.core import assets, filetext
+from portside.core import assets, filetext, masks
 from portside.core.schema import SchemaDoc, parse_document
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.storage import archives, paths
@@ -36,12 +36,17 @@ def _field(name: str, ctype: str = "label") -> dict[str, Any]:
     return {"ColumnName": name, "ColumnType": ctype, "IsNullable": True}
 
 
+# any signed-in user may run them: each performer checks the right it needs on the store or site row
+SIGNED_IN = masks.combine(masks.AUTH_EXECUTE, masks.guest(masks.PEEK))
+
+
 def _action(name: str, on: str, fields: list[str], performer: str, label: str) -> dict[str, Any]:
     return {
         "Name": name,
         "Label": label,
         "OnType": on,
         "InstanceOptional": False,
+        "Permission": SIGNED_IN,
         "InFields": [_field(f, "file" if f == "file" else "label") for f in fields],
         "OutFields": [{"Type": performer, "Method": "EXECUTE", "Attributes": {}}],
     }

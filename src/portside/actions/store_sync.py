@@ -17,7 +17,7 @@ import hashlib
 import mimetypes
 from typing import Any
 
-from portside.actions.files import _path, _run, _site_store
+from portside.actions.files import SIGNED_IN, _path, _run, _site_store
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth import access
 from portside.auth.permissions import READ
@@ -65,6 +65,7 @@ SYNC_ACTIONS: dict[str, Any] = {
             "Label": "Sync site storage",
             "OnType": "site",
             "InstanceOptional": False,
+            "Permission": SIGNED_IN,  # the performer checks Read on the site row
             "InFields": [_field("path")],
             "OutFields": [{"Type": "site.storage.sync", "Method": "EXECUTE", "Attributes": {}}],
         },
