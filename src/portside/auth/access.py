@@ -13,7 +13,9 @@ Design for the protocols that come (each gets one function here, used by its edg
 - `mailbox_right(actor, mailbox_row, right)`: a mailbox is a row (owner + groups), so IMAP SELECT needs
   READ, APPEND/COPY into it CREATE, STORE flags UPDATE, EXPUNGE DELETE, on that row's grants.
 - `site_right(actor, site_grants, right)` (done): FTP/DAV/HTTP paths inside a site resolve to the site row;
-  listing needs PEEK, download READ, upload CREATE/UPDATE, delete DELETE.
+  listing needs PEEK, download READ, upload CREATE/UPDATE, delete DELETE. Where a site may point
+  (`may_publish_store`: Update on the store) and which hostnames a user may give it
+  (`may_claim_any_hostname`) are decided here too (actions/site_rows.py asks).
 - `calendar_right(actor, gates, grants, right)` (done): CalDAV/CardDAV collections are rows; PROPFIND PEEK,
   GET/REPORT READ, PUT CREATE/UPDATE, DELETE DELETE; the DAV edge maps a refusal to 403 + precondition.
 """

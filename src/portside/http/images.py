@@ -9,11 +9,12 @@ Parameters (applied in this order; all optional):
 - `format`: `png`, `jpeg`, `webp` or `gif` (default: the original's format, PNG when it has none);
 - `quality`: 1-95 for JPEG/WebP (default 85).
 
-Bounded: the source is read up to `MAX_INPUT` bytes, Pillow refuses images over `MAX_PIXELS` pixels before
-decoding them (decompression bombs), and a result may not exceed `MAX_SIDE` pixels a side or `MAX_PIXELS`
-in all. A file that is not an image Pillow can read answers 415; a bad parameter 400. The answer carries an
-`ETag` made of the file's MD5 (or size and name) and the parameters, so a repeated request is a 304 without
-decoding anything.
+Bounded: the source is read up to `MAX_INPUT` bytes; Pillow refuses images over `MAX_PIXELS` pixels
+before decoding them (decompression bombs); only common raster formats are decoded (PNG, JPEG, GIF, WebP,
+BMP, TIFF, ICO: never EPS, which Pillow would hand to Ghostscript); a result may not exceed `MAX_SIDE`
+pixels a side or `MAX_PIXELS` in all. A file that is not such an image answers 415, a bad parameter 400.
+The answer carries an `ETag` made of the file (name, MD5, size; for a stored file also its size and mtime
+in the store) and the parameters, so a repeated request is a 304 without decoding anything.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 8192
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# the decoders tried: common raster formats only (never EPS/PS, which Pillow hands to Ghostscript)
+READABLE = ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "ICO"]
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns past this and refuses past twice it; we refuse at the warning
 
 
@@ -102,7 +105,7 @@ def _open(data: bytes) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=READABLE)
             if img.width * img.height > MAX_PIXELS:
                 raise PayloadTooLarge(f"images over {MAX_PIXELS} pixels are not processed")
             img.load()
