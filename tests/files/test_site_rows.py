@@ -89,8 +89,9 @@ def test_path_form_serves_the_site(env: Env) -> None:
         assert r.status_code == 200 and r.text == "members only"
         r = c.get("/private.example.com/", headers={"Authorization": f"Bearer {env.world.stranger}"})
         assert r.status_code == 403
-        # unknown names, API paths and escapes are not sites
+        # unknown names, API paths, a bare first segment and escapes are not sites
         assert c.get("/nosuch.example.com/").status_code == 404
+        assert "home" not in c.get("/www.example.com").text
         assert c.get("/api/site").status_code in (200, 401, 403)
         raw = env.world.server.url + "/www.example.com/%2e%2e/%2e%2e/private/index.html"
         r = c.send(c.build_request("GET", httpx.URL(raw)))
@@ -147,6 +148,8 @@ def test_users_cannot_publish_what_is_not_theirs(env: Env) -> None:
         assert patch(c, ref, hostname="www.example.com").status_code == 409
         assert patch(c, ref, hostname="ok.example.com,www.example.com").status_code == 409
         assert patch(c, ref, hostname="localhost").status_code == 403
+        for bad in ("nodot", "bad_name.example.com", "a..b", "-x.example.com", "x.example.com/evil"):
+            assert patch(c, ref, hostname=bad).status_code == 400, bad
         # cloud stores (root folders, credentials) stay administrators'
         r = create(c, "cloud_store", name="mystore", store_type="local", root_path="/")
         assert r.status_code == 403, r.text

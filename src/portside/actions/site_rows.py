@@ -7,11 +7,13 @@ row itself, so they are checked on every create and update:
   site's own grants, so placing or moving it needs Update on the store row (`access.may_publish_store`),
   the same right `create_site` asks for; otherwise a user could publish any folder of any store;
 - its hostnames: a name another site holds, or the server's own `hostname` (or `localhost`), would take over
-  requests meant for them, so only administrators may use those (`access.may_claim_any_hostname`).
+  requests meant for them, so only administrators may use those (`access.may_claim_any_hostname`); other
+  users' names must be DNS names with a dot (letters, digits, hyphens).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,12 +25,13 @@ from portside.core import records
 from portside.core.config import ConfigStore
 from portside.core.model import Model
 from portside.core.records import RowData
-from portside.errors import Conflict, Forbidden
+from portside.errors import BadRequest, Conflict, Forbidden
 from portside.storage.sites import hostnames
 
 TABLE = "site"
 STORE = "cloud_store"
 RESERVED = frozenset({"localhost", "localhost.localdomain"})
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 async def check_write(
@@ -67,6 +70,9 @@ async def _check_hostnames(
     for name in wanted:
         if name in RESERVED or name in own:
             raise Forbidden(f"the hostname {name!r} is the server's own")
+        labels = name.split(".")
+        if len(name) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+            raise BadRequest(f"{name[:100]!r} is not a host name", pointer="/data/attributes/hostname")
     t = model.table(TABLE).sa
     query = sa.select(t.c.hostname)
     if current is not None:

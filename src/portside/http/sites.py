@@ -9,7 +9,8 @@ a file extension serves the root `index.html` (client-side routes); files stream
 their content type, `ETag` (`If-None-Match` -> 304), `Last-Modified` and single byte ranges (206/416).
 
 The path form (spec core §10.3): on any other host, `/<site hostname>/<rest>` serves `<rest>` of that site
-(the first segment must contain a dot, so a one-word route of the main host is never taken). A visitor
+(the first segment must contain a dot and be followed by `/`, so neither a one-word route nor a file such
+as `/index.html` of the main host is ever taken). A visitor
 without Execute gets 403 there, with no Basic challenge (the browser's credentials for the main host are
 not a site's); signing in by token header or cookie works as on the site's own host.
 """
@@ -65,12 +66,12 @@ class SiteHosts:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path") or "/")
-        first, _, rest = path.lstrip("/").partition("/")
+        first, slash, rest = path.lstrip("/").partition("/")
         if first in API_PREFIXES:
             await self.app(scope, receive, send)
             return
         site = await directory.by_host(_host(scope))
-        path_form = site is None and "." in first
+        path_form = site is None and "." in first and bool(slash)  # `/a.com/...`, never a bare `/index.html`
         if path_form:
             site = await directory.by_host(first)
             path = "/" + rest
