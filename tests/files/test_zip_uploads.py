@@ -116,7 +116,13 @@ def test_unsafe_archives_are_refused_whole(env: Env, members: list[tuple[str, by
 def test_not_a_zip_is_a_clear_error(env: Env) -> None:
     with env.world.c(env.world.admin) as c:
         r = upload(c, env.store, "broken.zip", b"PK\x03\x04 this is not an archive", path="unz/broken")
-    assert r.status_code == 400 and "archive" in r.text
+        assert r.status_code == 400 and "archive" in r.text
+        files = [{"name": "b64.zip", "contents": "not base64!"}]
+        r = c.post(
+            "/action/cloud_store/upload_file",
+            json={"attributes": {"file": files, "path": "unz/broken"}, "cloud_store_id": env.store},
+        )
+        assert r.status_code == 400, r.text
     assert not (env.root / "unz" / "broken").exists() or tree(env.root / "unz" / "broken") == []
 
 

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import mimetypes
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO
 
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth import access
@@ -136,13 +136,12 @@ def _write_files(store: Store, folder: paths.Segments, files: list[tuple[str, by
                 w.write(data[i : i + 1024 * 1024])
 
 
-def _unpack(store: Store, folder: paths.Segments, data: bytes, limits: archives.Limits) -> tuple[int, int]:
-    """A .zip upload unpacked from a temporary file (the archive is read member by member from disk)."""
-    with tempfile.TemporaryFile() as spool:
-        for i in range(0, len(data), 1024 * 1024):
-            spool.write(data[i : i + 1024 * 1024])
-        spool.seek(0)
-        return archives.extract(store, folder, spool, limits)
+def _spool(text: str) -> tuple[BinaryIO, int | None]:
+    """A .zip upload's bytes decoded into a temporary file (never whole in memory) and their count."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by upload_file
+    size = filetext.decode_into(text, spool)
+    spool.seek(0)
+    return spool, size
 
 
 def _extract_wanted(ctx: ActionContext) -> bool:
@@ -174,28 +173,39 @@ async def upload_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respon
     items = ctx.attributes.get("file")
     if not isinstance(items, list) or not items:
         raise BadRequest("file must be a list of files", pointer="/attributes/file")
-    decoded: list[tuple[str, bytes]] = []
-    for i, item in enumerate(items):  # every file checked before any is written
-        why = assets.file_problem(i, item)
-        data = filetext.decode(str(item.get("file") or item.get("contents") or "")) if not why else None
-        if why or data is None:
-            raise BadRequest(why or f"file {i} has no contents", pointer="/attributes/file")
-        if store.max_upload and len(data) > store.max_upload:
-            raise PayloadTooLarge(f"file {i} is larger than {store.max_upload} bytes")
-        decoded.append((str(item["name"]), data))
-    limits = _zip_limits(ctx)
-    plain, unpacked = 0, 0
-    while decoded:
-        name, data = decoded.pop(0)
-        if extract and archives.is_zip_name(name):
-            n, _size = await _run(_unpack, store, folder, data, limits)
-            unpacked += n
-        else:
-            await _run(_write_files, store, folder, [(name, data)])
-            plain += 1
-        del data
-    text = f"{plain} file(s) uploaded" + (f", {unpacked} unpacked from .zip archives" if unpacked else "")
-    return [notify("success", "Success", text)]
+    decoded: list[tuple[str, bytes | BinaryIO]] = []
+    try:
+        for i, item in enumerate(items):  # every file checked before any is written
+            why = assets.file_problem(i, item)
+            if why:
+                raise BadRequest(why, pointer="/attributes/file")
+            name, text = str(item["name"]), str(item.get("file") or item.get("contents") or "")
+            if extract and archives.is_zip_name(name):
+                spool, size = await asyncio.to_thread(_spool, text)
+                decoded.append((name, spool))  # the archive's bytes on disk, read member by member
+            else:
+                data = filetext.decode(text)
+                size = len(data) if data is not None else None
+                decoded.append((name, data or b""))
+            if size is None:
+                raise BadRequest(f"file {i} has no contents", pointer="/attributes/file")
+            if store.max_upload and size is not None and size > store.max_upload:
+                raise PayloadTooLarge(f"file {i} is larger than {store.max_upload} bytes")
+        limits = _zip_limits(ctx)
+        plain, unpacked = 0, 0
+        for name, content in decoded:
+            if isinstance(content, bytes):
+                await _run(_write_files, store, folder, [(name, content)])
+                plain += 1
+            else:
+                n, _size = await _run(archives.extract, store, folder, content, limits)
+                unpacked += n
+    finally:
+        for _, content in decoded:
+            if not isinstance(content, bytes):
+                content.close()
+    done = f"{plain} file(s) uploaded" + (f", {unpacked} unpacked from .zip archives" if unpacked else "")
+    return [notify("success", "Success", done)]
 
 
 @performers.register("cloudstore.folder.create")
