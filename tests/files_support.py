@@ -32,7 +32,7 @@ def group_bits(mask: int) -> int:
     return mask << 14
 
 
-PEEK, READ, CREATE, UPDATE, DELETE, EXECUTE = 1, 2, 4, 8, 16, 32
+PEEK, READ, CREATE, UPDATE, DELETE, EXECUTE, REFER = 1, 2, 4, 8, 16, 32, 64
 
 
 def free_port() -> int:

@@ -29,6 +29,7 @@ from portside.actions.mail_send import mail_actions_doc
 from portside.actions.mail_servers import mail_servers_doc
 from portside.actions.metrics import source as metrics_source
 from portside.actions.services import Services
+from portside.actions.store_sync import sync_doc
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
 from portside.certs import x509 as certx
@@ -161,7 +162,7 @@ class Portside:
         if db.sqlite_file is not None:
             await asyncio.to_thread(private_files.private_file, Path(db.sqlite_file))
         config = ConfigStore(db)
-        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), dav_doc()]
+        docs = [system_doc(), builtin_doc(), certs_doc(), files_doc(), sync_doc(), dav_doc()]
         docs += [mail_doc(), mail_servers_doc(), mail_actions_doc(), more_actions_doc(), subscriptions_doc()]
         catalog = Catalog(db, config, docs, data, s.schema)
         dav_hooks.register()  # calendar objects: validated, indexed and logged on every write path

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingErr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside import log
-from portside.actions import links
+from portside.actions import links, site_rows
+from portside.actions.asset_include import included_files
 from portside.actions.convert import to_values, translate_db_error
 from portside.auth import access, writes
 from portside.auth.permissions import (
@@ -67,6 +68,7 @@ class Page:
     size: int
     included: list[tuple[str, RowData]] = field(default_factory=list)
     linked: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # rel -> row id -> refs
+    files: list[dict[str, Any]] = field(default_factory=list)  # asset contents as included resources
 
 
 class Crud:
@@ -246,7 +248,9 @@ class Crud:
             page = Page(rows, total, lq.page, lq.size)
             if lq.include:
                 await self._include(conn, actor, tm, page, lq.include)
-            return page
+        if lq.include and self.files is not None:  # after the connection is back: store reads are slow
+            page.files = await included_files(self.files, self.config, tm, page.rows, lq.include)
+        return page
 
     async def get(self, actor: Actor, table: str, ref: str, include: Sequence[str] = ()) -> Page:
         model = self.model
@@ -257,7 +261,9 @@ class Crud:
             page = Page([row], 1, 1, 1)
             if include:
                 await self._include(conn, actor, tm, page, include)
-            return page
+        if include and self.files is not None:
+            page.files = await included_files(self.files, self.config, tm, page.rows, include)
+        return page
 
     async def _include(
         self, conn: AsyncConnection, actor: Actor, tm: TableModel, page: Page, names: Sequence[str]
@@ -341,6 +347,8 @@ class Crud:
         attrs = links.with_to_one(tm, attrs, relationships)
         ref = _client_ref(ref, attrs)
         values = await to_values(uow.conn, model, tm, actor, attrs, partial=False, secret=self.secret)
+        if table == site_rows.TABLE:  # where a site points and what it is called reach beyond the row
+            await site_rows.check_write(uow.conn, model, self.config, actor, values, None)
         if self.files is not None:
             values = await self.files.write(tm, values)  # asset columns kept in a cloud store
         permission = values.pop("permission", None)
@@ -396,6 +404,8 @@ class Crud:
         row = await self.row(uow.conn, actor, tm, ref, UPDATE)
         attrs = links.with_to_one(tm, attrs or {}, relationships)
         values = await to_values(uow.conn, model, tm, actor, attrs, partial=True, secret=self.secret, current=row)
+        if table == site_rows.TABLE:
+            await site_rows.check_write(uow.conn, model, self.config, actor, values, row)
         if self.files is not None:
             values = await self.files.write(tm, values)
         if access.revokes_tokens(table, values):

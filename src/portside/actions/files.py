@@ -5,8 +5,10 @@ On `cloud_store` (the row's rights: Read to list, Update to change its files, Cr
 `delete_path` (path), `create_site` (site_type, path, hostname). On `site` (the site row's rights through
 `auth.access.site_right`: Read to list and fetch, Delete to delete): `list_files` (path), `get_file` (path),
 `delete_file` (path). Paths are relative and pass `storage.paths`; store calls run off the event loop.
-Unlike Daptin the work is done before the response (nothing is queued and lost), and `.zip` files are
-stored as they are.
+Unlike Daptin the work is done before the response (nothing is queued and lost). A `.zip` file sent to
+`upload_file` is unpacked into the target folder as Daptin does, safely (`storage.archives`); `extract:
+false` stores it as it is. `sync_site_storage` (site) and `sync_column_storage` (world) copy nothing: the
+store is authoritative, so they check that the folder is reachable and report its files and bytes.
 """
 
 from __future__ import annotations
@@ -14,19 +16,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-from typing import Any
+import tempfile
+from typing import Any, BinaryIO
 
 from portside.actions.registry import ActionContext, Response, notify, performers, response
 from portside.auth import access
-from portside.auth.permissions import CREATE, DELETE, READ, UPDATE
-from portside.core import assets, filetext
+from portside.auth.permissions import DELETE, READ, UPDATE
+from portside.core import assets, filetext, masks
 from portside.core.schema import SchemaDoc, parse_document
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
-from portside.storage import paths
-from portside.storage.assets import in_store
+from portside.storage import archives, paths
 from portside.storage.sites import folder_of
-from portside.storage.store import Store
-from portside.tools import jsonutil
+from portside.storage.store import Store, UploadTooLarge
 
 MAX_GET_FILE = 16 * 1024 * 1024  # get_file answers inline (base64); larger files stream from the site's pages
 
@@ -35,12 +36,17 @@ def _field(name: str, ctype: str = "label") -> dict[str, Any]:
     return {"ColumnName": name, "ColumnType": ctype, "IsNullable": True}
 
 
+# any signed-in user may run them: each performer checks the right it needs on the store or site row
+SIGNED_IN = masks.combine(masks.AUTH_EXECUTE, masks.guest(masks.PEEK))
+
+
 def _action(name: str, on: str, fields: list[str], performer: str, label: str) -> dict[str, Any]:
     return {
         "Name": name,
         "Label": label,
         "OnType": on,
         "InstanceOptional": False,
+        "Permission": SIGNED_IN,
         "InFields": [_field(f, "file" if f == "file" else "label") for f in fields],
         "OutFields": [{"Type": performer, "Method": "EXECUTE", "Attributes": {}}],
     }
@@ -48,7 +54,7 @@ def _action(name: str, on: str, fields: list[str], performer: str, label: str) -
 
 FILE_ACTIONS: dict[str, Any] = {
     "Actions": [
-        _action("upload_file", "cloud_store", ["file", "path"], "cloudstore.file.upload", "Upload files"),
+        _action("upload_file", "cloud_store", ["file", "path", "extract"], "cloudstore.file.upload", "Upload files"),
         _action("create_folder", "cloud_store", ["path", "name"], "cloudstore.folder.create", "Create folder"),
         _action("move_path", "cloud_store", ["source", "destination"], "cloudstore.path.move", "Move path"),
         _action("delete_path", "cloud_store", ["path"], "cloudstore.path.delete", "Delete path"),
@@ -56,14 +62,6 @@ FILE_ACTIONS: dict[str, Any] = {
         _action("list_files", "site", ["path"], "site.file.list", "List files"),
         _action("get_file", "site", ["path"], "site.file.get", "Get file"),
         _action("delete_file", "site", ["path"], "site.file.delete", "Delete file"),
-        {
-            "Name": "import_files_from_store",
-            "Label": "Import files from a cloud store",
-            "OnType": "world",
-            "InstanceOptional": True,
-            "InFields": [_field("table_name")],
-            "OutFields": [{"Type": "cloud_store.files.import", "Method": "EXECUTE", "Attributes": {}}],
-        },
     ]
 }
 
@@ -124,6 +122,8 @@ async def _run(fn: Any, *args: Any) -> Any:
         raise NotFound("no such file or folder") from None
     except FileExistsError:
         raise BadRequest("already exists") from None
+    except UploadTooLarge as exc:
+        raise PayloadTooLarge(exc.strerror or "a file is too large") from None
     except OSError as exc:
         raise BadRequest(exc.strerror or "the store refused") from None
 
@@ -136,24 +136,76 @@ def _write_files(store: Store, folder: paths.Segments, files: list[tuple[str, by
                 w.write(data[i : i + 1024 * 1024])
 
 
+def _spool(text: str) -> tuple[BinaryIO, int | None]:
+    """A .zip upload's bytes decoded into a temporary file (never whole in memory) and their count."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by upload_file
+    size = filetext.decode_into(text, spool)
+    spool.seek(0)
+    return spool, size
+
+
+def _extract_wanted(ctx: ActionContext) -> bool:
+    raw = ctx.attributes.get("extract")
+    if raw is None or raw == "":
+        return True
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "1", "0"):
+        return raw.strip().lower() in ("true", "1")
+    raise BadRequest("extract must be true or false", pointer="/attributes/extract")
+
+
+def _zip_limits(ctx: ActionContext) -> archives.Limits:
+    config = ctx.services.config
+    return archives.Limits(
+        max(1, config.get_int(archives.MAX_MEMBERS_KEY, archives.DEFAULT_MAX_MEMBERS)),
+        max(0, config.get_int(archives.MAX_TOTAL_KEY, archives.DEFAULT_MAX_TOTAL)),
+    )
+
+
 @performers.register("cloudstore.file.upload")
 async def upload_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
+    """Every file is decoded and checked before any is written; `.zip` files are unpacked (unless `extract`
+    is false), each archive checked whole before its members are written."""
     store = await _store(ctx, UPDATE)
     folder = _path(ctx, "path")
+    extract = _extract_wanted(ctx)
     items = ctx.attributes.get("file")
     if not isinstance(items, list) or not items:
         raise BadRequest("file must be a list of files", pointer="/attributes/file")
-    files = []
-    for i, item in enumerate(items):
-        why = assets.file_problem(i, item)
-        data = filetext.decode(str(item.get("file") or item.get("contents") or "")) if not why else None
-        if why or data is None:
-            raise BadRequest(why or f"file {i} has no contents", pointer="/attributes/file")
-        if store.max_upload and len(data) > store.max_upload:
-            raise PayloadTooLarge(f"file {i} is larger than {store.max_upload} bytes")
-        files.append((str(item["name"]), data))
-    await _run(_write_files, store, folder, files)
-    return [notify("success", "Success", f"{len(files)} file(s) uploaded")]
+    decoded: list[tuple[str, bytes | BinaryIO]] = []
+    try:
+        for i, item in enumerate(items):  # every file checked before any is written
+            why = assets.file_problem(i, item)
+            if why:
+                raise BadRequest(why, pointer="/attributes/file")
+            name, text = str(item["name"]), str(item.get("file") or item.get("contents") or "")
+            if extract and archives.is_zip_name(name):
+                spool, size = await asyncio.to_thread(_spool, text)
+                decoded.append((name, spool))  # the archive's bytes on disk, read member by member
+            else:
+                data = filetext.decode(text)
+                size = len(data) if data is not None else None
+                decoded.append((name, data or b""))
+            if size is None:
+                raise BadRequest(f"file {i} has no contents", pointer="/attributes/file")
+            if store.max_upload and size is not None and size > store.max_upload:
+                raise PayloadTooLarge(f"file {i} is larger than {store.max_upload} bytes")
+        limits = _zip_limits(ctx)
+        plain, unpacked = 0, 0
+        for name, content in decoded:
+            if isinstance(content, bytes):
+                await _run(_write_files, store, folder, [(name, content)])
+                plain += 1
+            else:
+                n, _size = await _run(archives.extract, store, folder, content, limits)
+                unpacked += n
+    finally:
+        for _, content in decoded:
+            if not isinstance(content, bytes):
+                content.close()
+    done = f"{plain} file(s) uploaded" + (f", {unpacked} unpacked from .zip archives" if unpacked else "")
+    return [notify("success", "Success", done)]
 
 
 @performers.register("cloudstore.folder.create")
@@ -192,7 +244,7 @@ async def delete_path(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respon
 
 @performers.register("cloudstore.site.create")
 async def create_site(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
-    await _store(ctx, CREATE)
+    await _store(ctx, UPDATE)  # whoever may change a store's files may publish a folder of it (as in Daptin)
     assert ctx.subject is not None
     folder = _path(ctx, "path")
     hostname = ctx.attributes.get("hostname")
@@ -248,55 +300,3 @@ async def delete_file(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Respon
     store = await _site_store(ctx, DELETE)
     await _run(_delete, store, _path(ctx, "path", required=True))
     return [notify("success", "Success", "Deleted")]
-
-
-MAX_IMPORT = 10_000
-
-
-def _walk(store: Store, folder: paths.Segments, sub: paths.Segments = ()) -> list[tuple[str, str, int]]:
-    """(path below the folder, name, size) of every file under `folder`."""
-    out: list[tuple[str, str, int]] = []
-    for e in store.listdir((*folder, *sub)):
-        if e.is_dir:
-            out += _walk(store, folder, (*sub, e.name))
-        else:
-            out.append((paths.join(sub), e.name, e.size))
-        if len(out) > MAX_IMPORT:
-            raise OSError(27, f"more than {MAX_IMPORT} files to import")
-    return out
-
-
-@performers.register("cloud_store.files.import")
-async def import_files(ctx: ActionContext, _attrs: dict[str, Any]) -> list[Response]:
-    """One row per file of the store folder of each store-kept asset column of `table_name` that no row
-    holds yet (administrators only: it reads whole stores)."""
-    if not access.may_administer(ctx.actor, open_mode=ctx.services.catalog.open_mode):
-        raise Forbidden("only administrators may import files from a store")
-    table = ctx.attributes.get("table_name")
-    if not isinstance(table, str) and ctx.subject is not None:
-        table = ctx.subject.attrs.get("table_name")
-    if not isinstance(table, str) or not table:
-        raise BadRequest("table_name is required", pointer="/attributes/table_name")
-    tm = ctx.services.model.table(table)
-    files = ctx.services.crud.files
-    columns = [c for c in tm.columns.values() if in_store(c)]
-    if files is None or not columns:
-        raise BadRequest(f"{table} has no asset column kept in a cloud store", pointer="/attributes/table_name")
-    created = 0
-    for col in columns:
-        store, folder = await files.store_of(col)
-        found = await _run(_walk, store, folder)
-        t = tm.sa
-        held: set[tuple[str, str]] = set()
-        for (value,) in (await ctx.uow.conn.execute(t.select().with_only_columns(t.c[col.column_name]))).all():
-            entries = jsonutil.loads(value) if isinstance(value, str) and value.strip() else []
-            held.update((str(e.get("path") or ""), str(e.get("name"))) for e in entries if isinstance(e, dict))
-        for sub, name, size in found:
-            if (sub, name) in held:
-                continue
-            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            src = f"{sub}/{name}" if sub else name
-            meta = [{"name": name, "type": kind, "size": size, "md5": "", "path": sub, "src": src}]
-            await ctx.services.crud.create(ctx.actor, table, {col.column_name: meta}, uow=ctx.uow)
-            created += 1
-    return [notify("success", "Success", f"{created} file(s) imported into {table}")]

@@ -13,7 +13,9 @@ Design for the protocols that come (each gets one function here, used by its edg
 - `mailbox_right(actor, mailbox_row, right)`: a mailbox is a row (owner + groups), so IMAP SELECT needs
   READ, APPEND/COPY into it CREATE, STORE flags UPDATE, EXPUNGE DELETE, on that row's grants.
 - `site_right(actor, site_grants, right)` (done): FTP/DAV/HTTP paths inside a site resolve to the site row;
-  listing needs PEEK, download READ, upload CREATE/UPDATE, delete DELETE.
+  listing needs PEEK, download READ, upload CREATE/UPDATE, delete DELETE. Where a site may point
+  (`may_publish_store`: Update on the store) and which hostnames a user may give it
+  (`may_claim_any_hostname`) are decided here too (actions/site_rows.py asks).
 - `calendar_right(actor, gates, grants, right)` (done): CalDAV/CardDAV collections are rows; PROPFIND PEEK,
   GET/REPORT READ, PUT CREATE/UPDATE, DELETE DELETE; the DAV edge maps a refusal to 403 + precondition.
 """
@@ -85,6 +87,18 @@ def site_right(actor: Actor, site_grants: Grants, right: int) -> bool:
     site row's own grants count (no per-file rights): listing needs PEEK/READ, download READ, a new file or
     folder CREATE, overwrite and rename UPDATE, delete DELETE, a visit over HTTP EXECUTE."""
     return allowed(actor, right, site_grants)
+
+
+def may_publish_store(actor: Actor, store_grants: Grants) -> bool:
+    """A site (an HTTP and FTP view of a store folder) may be placed on a store, or moved within it, by
+    whoever may change that store's files: Update on the `cloud_store` row (as Daptin's `create_site`)."""
+    return allowed(actor, UPDATE, store_grants)
+
+
+def may_claim_any_hostname(actor: Actor) -> bool:
+    """Administrators may give a site any hostname (even one another site or the server itself uses);
+    other users only names no other site holds and that are not the server's own."""
+    return actor.is_admin
 
 
 def document_mode(actor: Actor, row_grants: Grants, *, table_allows_update: bool) -> Mode:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import urllib.parse
-from typing import Any
+from typing import Any, BinaryIO
 
 from portside.tools import jsonutil
 
@@ -89,3 +89,46 @@ def with_content(value: Any, content: str | bytes, default_name: str) -> list[di
     first.pop("file" if key == "contents" else "contents", None)
     first[key] = encoded
     return [first, *entries[1:]]
+
+
+_DECODE_CHUNK = 4 * 1024 * 1024  # characters of base64 decoded at a time (a multiple of 4)
+
+
+def decode_into(data: str, out: BinaryIO) -> int | None:
+    """`decode` written to `out` a chunk at a time (the decoded bytes never whole in memory): the number of
+    bytes written, None when malformed (`out` then holds a partial result the caller discards)."""
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        if not header.lower().endswith(";base64"):
+            raw = urllib.parse.unquote_to_bytes(data)
+            out.write(raw)
+            return len(raw)
+    for alt in (None, b"-_"):
+        out.seek(0)
+        out.truncate()
+        written = _decode_chunks(data, out, alt)
+        if written is not None:
+            return written
+    return None
+
+
+def _decode_chunks(data: str, out: BinaryIO, alt: bytes | None) -> int | None:
+    pending, written = "", 0
+    for start in range(0, len(data), _DECODE_CHUNK):
+        pending += "".join(data[start : start + _DECODE_CHUNK].split())
+        cut = len(pending) - len(pending) % 4
+        try:
+            chunk = base64.b64decode(pending[:cut], altchars=alt, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        out.write(chunk)
+        written += len(chunk)
+        pending = pending[cut:]
+    if pending:
+        try:
+            chunk = base64.b64decode(pending + "=" * (-len(pending) % 4), altchars=alt, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        out.write(chunk)
+        written += len(chunk)
+    return written

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from portside.core import masks
-from portside.core.masks import DELETE, EXECUTE, PEEK, READ, REFER, UPDATE
+from portside.core.masks import CREATE, DELETE, EXECUTE, PEEK, READ, REFER, UPDATE
 from portside.core.schema import SchemaDoc, parse_document
 
 
@@ -104,8 +104,16 @@ SYSTEM_SCHEMA: dict[str, Any] = {
             ],
         },
         {
+            # users create and manage their own sites (actions/site_rows.py checks the store and hostname);
+            # a new site is the owner's to change and anyone's to visit (guest Peek+Execute), as before
             "TableName": "site",
             "DefaultGroups": ADMINS,
+            "DefaultPermission": masks.combine(
+                masks.guest(PEEK, EXECUTE),
+                masks.owner(PEEK, READ, CREATE, UPDATE, DELETE, EXECUTE, REFER),
+                masks.group(PEEK, READ, EXECUTE),
+            ),
+            "AccessGroups": [{"Name": "users", "Permission": masks.group(PEEK, READ, CREATE, UPDATE, DELETE, EXECUTE)}],
             "Columns": [
                 col("name", "label", "varchar(100)"),
                 col("hostname", "label", "varchar(100)"),

@@ -1,7 +1,8 @@
 """`GET /asset/{table}/{ref}/{column}`: one file of an asset column, after the row's read checks.
 
 The first file, or `?index=n`, or `?file=<name>`. Files kept in a cloud store stream from it; inline files
-(base64 in the row) are decoded. The content type is the file entry's `type`.
+(base64 in the row) are decoded. The content type is the file entry's `type`. `?processImage=true` applies
+image filters first (`http.images`: crop, width/height, rotate, grayscale, format, quality).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from starlette.routing import Route
 
 from portside.core import filetext
 from portside.core.fieldtypes import ASSET_FAMILIES
-from portside.errors import BadRequest, NotFound
+from portside.errors import BadRequest, NotFound, PayloadTooLarge
+from portside.http import images
 from portside.http.common import actor, services
 from portside.storage.assets import in_store
 from portside.tools import jsonutil
@@ -57,6 +59,8 @@ async def asset(request: Request) -> Response:
     entries = jsonutil.loads(value) if isinstance(value, str) and value.strip() else value
     entry = _pick(entries if isinstance(entries, list) else [], request)
     kind = str(entry.get("type") or "application/octet-stream")
+    if (request.query_params.get("processImage") or "").lower() in ("true", "1"):
+        return await _processed(request, col, entry, ref)
     if not in_store(col):
         data = filetext.decode(str(entry.get("file") or entry.get("contents") or ""))
         if data is None:
@@ -78,6 +82,34 @@ async def asset(request: Request) -> Response:
             await asyncio.to_thread(stream.close)
 
     return StreamingResponse(body(), media_type=kind, headers={"Content-Length": str(size)})
+
+
+async def _processed(request: Request, col: Any, entry: dict[str, Any], ref: str) -> Response:
+    filters = images.parse(request.query_params)
+    source = f"{ref}/{col.column_name}/{entry.get('name')}/{entry.get('md5')}/{entry.get('size')}"
+    files = services(request).crud.files if in_store(col) else None
+    if in_store(col):
+        if files is None:
+            raise NotFound("cloud stores are not available on this server")
+        store, parts = await files.locate(col, entry)
+        found = await asyncio.to_thread(store.info, parts)
+        if found is None or found.is_dir:
+            raise NotFound("the file is not in the store")
+        source += f"/{found.size}/{found.mtime}"  # a file replaced in the store (FTP) gets a new tag
+    tag = images.etag(source, filters)
+    headers = {"ETag": tag, "Cache-Control": "private, max-age=300"}
+    if tag in [t.strip() for t in (request.headers.get("if-none-match") or "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    if files is not None:
+        data = await files.read(col, entry, images.MAX_INPUT)
+        if data is None:
+            raise PayloadTooLarge(f"images over {images.MAX_INPUT} bytes are not processed")
+    else:
+        data = filetext.decode(str(entry.get("file") or entry.get("contents") or ""))
+        if data is None:
+            raise NotFound("this file has no contents")
+    out, media = await asyncio.to_thread(images.process, data, filters)
+    return Response(out, media_type=media, headers=headers)
 
 
 routes = [Route("/asset/{table}/{ref}/{column}", asset, methods=["GET"])]

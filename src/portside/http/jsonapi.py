@@ -26,7 +26,7 @@ def resource(tm: TableModel, row: RowData, linked: dict[str, dict[int, list[str]
 
 
 def included(model: Model, page: Page) -> list[dict[str, Any]]:
-    return [resource(model.table(name), row) for name, row in page.included]
+    return [*(resource(model.table(name), row) for name, row in page.included), *page.files]
 
 
 def list_document(model: Model, tm: TableModel, page: Page, path: str, params: dict[str, str]) -> dict[str, Any]:
@@ -57,14 +57,14 @@ def list_document(model: Model, tm: TableModel, page: Page, path: str, params: d
         "meta": {"total": page.total, "page": page.page, "per_page": page.size, "last_page": last},
         "data": [resource(tm, r, page.linked) for r in page.rows],
     }
-    if page.included:
+    if page.included or page.files:
         doc["included"] = included(model, page)
     return doc
 
 
 def single_document(model: Model, tm: TableModel, page: Page) -> dict[str, Any]:
     doc: dict[str, Any] = {"data": resource(tm, page.rows[0], page.linked)}
-    if page.included:
+    if page.included or page.files:
         doc["included"] = included(model, page)
     return doc
 

@@ -7,6 +7,12 @@ the routes. The caller needs Execute on the site row (`auth.access.site_right`),
 `WWW-Authenticate: Basic realm="<host>"`. `/` and folders serve their `index.html`; a missing path without
 a file extension serves the root `index.html` (client-side routes); files stream from the store with
 their content type, `ETag` (`If-None-Match` -> 304), `Last-Modified` and single byte ranges (206/416).
+
+The path form (spec core §10.3): on any other host, `/<site hostname>/<rest>` serves `<rest>` of that site
+(the first segment must contain a dot and be followed by `/`, so neither a one-word route nor a file such
+as `/index.html` of the main host is ever taken). A visitor
+without Execute gets 403 there, with no Basic challenge (the browser's credentials for the main host are
+not a site's); signing in by token header or cookie works as on the site's own host.
 """
 
 from __future__ import annotations
@@ -59,18 +65,28 @@ class SiteHosts:
         if scope["type"] != "http" or directory is None:
             await self.app(scope, receive, send)
             return
-        first = str(scope.get("path") or "/").lstrip("/").split("/", 1)[0]
-        site = None if first in API_PREFIXES else await directory.by_host(_host(scope))
+        path = str(scope.get("path") or "/")
+        first, slash, rest = path.lstrip("/").partition("/")
+        if first in API_PREFIXES:
+            await self.app(scope, receive, send)
+            return
+        site = await directory.by_host(_host(scope))
+        path_form = site is None and "." in first and bool(slash)  # `/a.com/...`, never a bare `/index.html`
+        if path_form:
+            site = await directory.by_host(first)
+            path = "/" + rest
         if site is None:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
         try:
-            response = await self._serve(request, site)
+            response = await self._serve(request, site, path)
         except Unauthorized as exc:
-            response = PlainTextResponse(
-                exc.detail, 401, headers={"WWW-Authenticate": f'Basic realm="{site.hostname}"'}
-            )
+            if path_form:
+                response = PlainTextResponse(exc.detail, 403)
+            else:
+                challenge = {"WWW-Authenticate": f'Basic realm="{site.hostname}"'}
+                response = PlainTextResponse(exc.detail, 401, headers=challenge)
         except PortsideError as exc:
             response = PlainTextResponse(exc.detail, exc.status)
         await response(scope, receive, send)
@@ -92,7 +108,7 @@ class SiteHosts:
         )
         return result.actor
 
-    async def _serve(self, request: Request, site: Site) -> Response:
+    async def _serve(self, request: Request, site: Site, path: str) -> Response:
         if request.method not in ("GET", "HEAD"):
             return PlainTextResponse("method not allowed", 405, headers={"Allow": "GET, HEAD"})
         visitor = await self._visitor(request)
@@ -102,7 +118,7 @@ class SiteHosts:
         assert stores is not None and site.store_ref is not None
         store = (await stores.by_ref(site.store_ref)).view(site.folder)
         try:
-            parts = paths.segments(request.url.path.strip("/"))
+            parts = paths.segments(path.strip("/"))
         except paths.UnsafePath:
             raise NotFound("not found") from None
         found = await asyncio.to_thread(self._resolve, store, parts)

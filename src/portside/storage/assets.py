@@ -101,8 +101,8 @@ class AssetFiles:
             metas.append(_meta(name, kind, len(data), hashlib.md5(data).hexdigest(), paths.join(sub)))
         return jsonutil.dumps_str(metas)
 
-    async def open(self, col: Column, meta: dict[str, Any]) -> tuple[BinaryIO, int]:
-        """A read stream of one stored file of `col` (and its size)."""
+    async def locate(self, col: Column, meta: dict[str, Any]) -> tuple[Store, paths.Segments]:
+        """The store and path of one file entry of `col` (NotFound for an entry naming no usable path)."""
         store, folder = await self.store_of(col)
         try:
             parts = (
@@ -112,6 +112,19 @@ class AssetFiles:
             )
         except (paths.UnsafePath, KeyError):
             raise NotFound("no such file") from None
+        return store, parts
+
+    async def read(self, col: Column, meta: dict[str, Any], cap: int) -> bytes | None:
+        """The bytes of one stored file of `col` if it holds at most `cap` bytes, else None."""
+        store, parts = await self.locate(col, meta)
+        try:
+            return await asyncio.to_thread(read_capped, store, parts, cap)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound("the file is not in the store") from None
+
+    async def open(self, col: Column, meta: dict[str, Any]) -> tuple[BinaryIO, int]:
+        """A read stream of one stored file of `col` (and its size)."""
+        store, parts = await self.locate(col, meta)
         entry = await asyncio.to_thread(store.info, parts)
         if entry is None or entry.is_dir:
             raise NotFound("the file is not in the store")
@@ -123,3 +136,10 @@ def _put(store: Store, folder: paths.Segments, name: str, data: bytes) -> None:
     with store.open_write((*folder, name)) as w:
         for i in range(0, len(data), 1024 * 1024):
             w.write(data[i : i + 1024 * 1024])
+
+
+def read_capped(store: Store, parts: paths.Segments, cap: int) -> bytes | None:
+    """A stored file's bytes when it holds at most `cap` bytes, else None (read no further than that)."""
+    with store.open_read(parts) as f:
+        data: bytes = f.read(cap + 1)
+    return None if len(data) > cap else data
