@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from portside.storage.store import Store
 
 HIDDEN = ".portside-"  # names the store keeps for itself (folder markers, rewrites): never listed
-LOCAL_BUFFER = 1024 * 1024  # a local file's write buffer (big transfer chunks go straight to the kernel)
+LOCAL_BUFFER = 64 * 1024  # a local file's write buffer: small chunks are gathered, big ones go straight to the kernel
 COPY_CHUNK = 1024 * 1024
 
 
