@@ -74,6 +74,8 @@ class PortsideDTP(TLS_DTPHandler):  # type: ignore[misc]
     # connection goes out with sendfile(2) in chunks of this size (TLS and object stores send).
     ac_in_buffer_size = DATA_BUFFER
     ac_out_buffer_size = DATA_BUFFER
+    file_obj: Any
+    transfer_finished: bool
 
     def handle_error(self) -> None:
         try:
@@ -87,6 +89,39 @@ class PortsideDTP(TLS_DTPHandler):  # type: ignore[misc]
         except Exception:
             pass
         super().handle_error()
+
+    def close(self) -> None:
+        """The file is closed first, and a store that fails to complete it (an object store's commit, a
+        resumed upload's replacement, the size bound) answers an error instead of `226`."""
+        f: Any = self.file_obj
+        if not self._closed and f is not None and not f.closed:
+            try:
+                f.close()
+            except Exception as exc:
+                too_big = isinstance(exc, OSError) and exc.errno == errno.EFBIG
+                if not too_big:
+                    logger.warning("FTP: the store failed to complete %s: %s", f.name, type(exc).__name__)
+                self.transfer_finished = False
+                self._resp = (
+                    f"{ftp_reply_for_size()} Upload exceeds the size limit; transfer aborted."
+                    if too_big
+                    else "451 The store could not complete the file; transfer aborted.",
+                    logger.info,
+                )
+                self.file_obj = _Closed(str(f.name))
+        super().close()
+
+
+class _Closed:
+    """Stands for a file whose close failed (pyftpdlib logs the transfer by its name)."""
+
+    closed = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def close(self) -> None:
+        pass
 
 
 def ftp_reply_for_size() -> int:
@@ -113,7 +148,8 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
         self.session: Session | None = None
         self.ended: str | None = None
         self._greeted = False
-        self.ticket: Ticket | None = getattr(server, "pending_ticket", None)  # this session's place (limits.py)
+        take = getattr(server, "take_ticket", None)
+        self.ticket: Ticket | None = take() if take is not None else None  # this session's place (limits.py)
         super().__init__(conn, server, ioloop)
 
     @classmethod

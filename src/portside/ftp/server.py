@@ -117,7 +117,7 @@ class _Server(ThreadedFTPServer):  # type: ignore[misc]
     def __init__(self, sock: Any, handler: type[PortsideHandler]):
         self._exit = threading.Event()
         self._lock = threading.Lock()
-        self.pending_ticket: Ticket | None = None  # read by the handler made for the connection accepted now
+        self.pending_ticket: Ticket | None = None  # taken by the handler made for the connection accepted now
         super().__init__(sock, handler, ioloop=IOLoop())
 
     def handle_accepted(self, sock: Any, addr: Any) -> Any:
@@ -127,12 +127,17 @@ class _Server(ThreadedFTPServer):  # type: ignore[misc]
             return None
         self.pending_ticket = entry
         try:
-            handler = super().handle_accepted(sock, addr)
+            super().handle_accepted(sock, addr)  # (the threaded server's returns nothing)
         finally:
-            self.pending_ticket = None
-        if handler is None:
-            entry.release()  # no session came of it (a handler that closed has released it already)
-        return handler
+            left, self.pending_ticket = self.pending_ticket, None
+            if left is not None:
+                left.release()  # no handler took it: no session came of the connection
+        return None
+
+    def take_ticket(self) -> Ticket | None:
+        """The place of the connection being accepted, for its handler (which releases it on close)."""
+        ticket, self.pending_ticket = self.pending_ticket, None
+        return ticket
 
     def _refuse(self, sock: Any, address: str, reply: str) -> None:
         logger.info("FTP connection from %s refused: %s", address, reply[4:])
