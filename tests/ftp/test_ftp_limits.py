@@ -1,11 +1,14 @@
 """FTP session limits (`ftp.max_sessions`, `ftp.max_sessions_per_address`): live config keys, counted over
-both listeners, a clear 421 for a refused connection, open sessions never cut; and resumed uploads on a
-local store that are refused or empty."""
+both listeners, a clear 421 for a refused connection, open sessions never cut; resumed uploads on a local
+store that are refused or empty; and the symlink rules of a local store whose site roots are resolved once
+(links at any depth, a site folder that is, or becomes, a link out of the store)."""
 
 from __future__ import annotations
 
 import ftplib
 import io
+import os
+import shutil
 import socket
 import ssl
 import time
@@ -177,4 +180,41 @@ def test_rest_past_the_end_changes_nothing_and_an_empty_resume_cuts(env: Env) ->
     assert get(f, "keep.bin") == b"0123"
     f.storbinary("STOR keep.bin", io.BytesIO(b"45"), rest=4)
     assert get(f, "keep.bin") == b"012345"
+    f.quit()
+
+
+def test_links_at_any_depth_and_site_folders_that_lead_out(env: Env, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    deep = env.site_dir / "deep" / "er"
+    deep.mkdir(parents=True)
+    (env.site_dir / "deep" / "ok.txt").write_bytes(b"ok")
+    os.symlink(outside, deep / "out")
+    os.symlink(env.site_dir / "deep", env.site_dir / "inside")  # a link that stays inside the site
+    f = ftp_login(env.world.server, env.email)
+    assert get(f, "/lim.example.com/inside/ok.txt") == b"ok"
+    assert refused(get, f, "/lim.example.com/deep/er/out/secret.txt").startswith("550")
+    assert refused(get, f, "/lim.example.com/inside/er/out/secret.txt").startswith("550")
+    assert refused(put, f, "/lim.example.com/deep/er/out/planted.txt", b"x").startswith("550")
+    assert refused(f.mkd, "/lim.example.com/deep/er/out/made").startswith("550")
+    assert not (outside / "planted.txt").exists() and not (outside / "made").exists()
+    store_dir = env.site_dir.parent
+    (store_dir / "swap").mkdir()
+    (store_dir / "swap" / "page.txt").write_bytes(b"in the store")
+    os.symlink(outside, store_dir / "linked")
+    with env.world.c(env.world.admin) as c:
+        owner = me(env.world.c(env.world.owner))["id"]
+        rights = owner_bits(PEEK | READ | CREATE | UPDATE | DELETE)
+        make_site(c, localstore(c), "linked.example.com", permission=rights, owner=owner, path="linked")
+        make_site(c, localstore(c), "swap.example.com", permission=rights, owner=owner, path="swap")
+    assert eventually(lambda: "swap.example.com" in f.nlst("/"))
+    assert refused(get, f, "/linked.example.com/secret.txt").startswith("550")  # its folder leads out
+    assert refused(put, f, "/linked.example.com/planted.txt", b"x").startswith("550")
+    assert get(f, "/swap.example.com/page.txt") == b"in the store"  # its root is resolved (and kept) now
+    shutil.rmtree(store_dir / "swap")
+    os.symlink(outside, store_dir / "swap")  # swapped for a link out of the store
+    assert refused(get, f, "/swap.example.com/secret.txt").startswith("550")
+    assert refused(put, f, "/swap.example.com/planted.txt", b"x").startswith("550")
+    assert not (outside / "planted.txt").exists()
     f.quit()
