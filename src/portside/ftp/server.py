@@ -143,8 +143,8 @@ class _Server(ThreadedFTPServer):  # type: ignore[misc]
         logger.info("FTP connection from %s refused: %s", address, reply[4:])
         try:
             if not self.handler.implicit:  # an implicit-TLS client would read the line as a broken handshake
-                sock.settimeout(2.0)
-                sock.sendall(reply.encode("ascii") + b"\r\n")
+                sock.setblocking(False)  # one short line fits a new socket's buffer: never wait for the client
+                sock.send(reply.encode("ascii") + b"\r\n")
         except OSError:
             pass
         finally:

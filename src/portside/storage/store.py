@@ -54,12 +54,12 @@ class Store:
         self.local = kind in ("local", "file")
         self._views: dict[Segments, Store] = {}
         self._base: tuple[Store, Segments] | None = None  # a view: its store and folder
-        self._real_root: str | None = None
+        self._resolved: str | None = None  # a store's real root, once it exists
 
     def view(self, folder: Segments) -> Store:
         """The same store rooted at `folder` (a site's folder): no path of the view can leave it, and the
-        folder itself may not lead out of the store. Views are kept (with the root they resolved to) as long
-        as their store: a changed store row opens a new store."""
+        folder itself may not lead out of the store. Views are kept as long as their store (a changed store
+        row opens a new store)."""
         if not folder:
             return self
         view = self._views.get(folder)
@@ -79,27 +79,24 @@ class Store:
             self.path(())  # never through a symlink that leaves the store
             os.makedirs(self.root, 0o750, exist_ok=True)
 
-    def _real_root_now(self) -> str:
-        """The real location of the root (a view's must be inside its store's); kept once it exists."""
+    def _real_root(self) -> str:
+        """The real location of the root. A store's own root is resolved once (again if it is replaced by a
+        link); a view's folder is walked from its store's root on every call, so a folder that is, or
+        becomes, a link out of the store is refused (SymlinkEscape) and never followed."""
         if self._base is not None:
             base, folder = self._base
-            real = os.path.realpath(base.path(folder))  # SymlinkEscape when the folder leads out of the store
-        else:
+            full, linked = base._walk(base._real_root(), folder)
+            return os.path.realpath(full) if linked else full
+        real = self._resolved
+        if real is None or os.path.islink(real):
             real = os.path.realpath(self.root)
-        if os.path.isdir(real):
-            self._real_root = real
+            self._resolved = real if os.path.isdir(real) else None
         return real
 
-    def path(self, parts: Segments) -> str:
-        """The filesystem path of `parts`. In a local store it is built on the root's real location, and a
-        path through a symlink is allowed only when its real location stays inside that root (the walk
-        looks at the segments below the root: one lstat each, no full `realpath` unless a link is met)."""
-        if not self.local:
-            return self.root if not parts else f"{self.root.rstrip('/')}/{join(parts)}"
-        real_root = self._real_root
-        if real_root is None or os.path.islink(real_root):  # swapped for a link since: resolve afresh
-            self._real_root = None
-            real_root = self._real_root_now()
+    @staticmethod
+    def _walk(real_root: str, parts: Segments) -> tuple[str, bool]:
+        """`parts` below `real_root` (one lstat per segment; a full `realpath` only when a link is met, which
+        must lead to a place inside the root), and whether a link was met."""
         base = real_root.rstrip("/")
         full = f"{base}/{join(parts)}" if parts else real_root
         at = base
@@ -108,13 +105,20 @@ class Store:
             try:
                 mode = os.lstat(at).st_mode
             except OSError:
-                break  # missing (or not a folder): nothing below can be a link
+                return full, False  # missing (or not a folder): nothing below can be a link
             if st.S_ISLNK(mode):
                 real = os.path.realpath(full)
                 if real != real_root and not real.startswith(base + "/"):
                     raise SymlinkEscape("path escapes the store root through a symlink")
-                break
-        return full
+                return full, True
+        return full, False
+
+    def path(self, parts: Segments) -> str:
+        """The filesystem path of `parts`: in a local store built on the root's real location, and refused
+        when a symlink on the way leads out of the root."""
+        if not self.local:
+            return self.root if not parts else f"{self.root.rstrip('/')}/{join(parts)}"
+        return self._walk(self._real_root(), parts)[0]
 
     # -- queries -------------------------------------------------------------------------------------
 
