@@ -31,7 +31,7 @@ from portside.tools.wire_errors import ftp_reply
 
 logger = log.get("ftp")
 LOGIN_FAILED = "Authentication problem: could not authenticate you"
-DATA_BUFFER = 256 * 1024
+SENDFILE_CHUNK = 256 * 1024
 
 
 class Authorizer:
@@ -69,11 +69,11 @@ class Authorizer:
 
 
 class PortsideDTP(TLS_DTPHandler):  # type: ignore[misc]
-    # Bigger socket reads and writes than pyftpdlib's 64 KiB: a quarter of the recv/send calls (and of
-    # the Python work around each) for a big transfer; a download from a local store on a plain data
-    # connection goes out with sendfile(2) in chunks of this size (TLS and object stores send).
-    ac_in_buffer_size = DATA_BUFFER
-    ac_out_buffer_size = DATA_BUFFER
+    # Reads stay at pyftpdlib's 64 KiB: `recv(n)` allocates n bytes first, and above glibc's 128 KiB
+    # mmap threshold every read of a small file would map and fault in fresh pages (6x the cost of a
+    # 10 KB read). Writes go out in bigger pieces: a download from a local store on a plain data
+    # connection is sent with sendfile(2) in chunks of this size (TLS and object stores use send).
+    ac_out_buffer_size = SENDFILE_CHUNK
     file_obj: Any
     transfer_finished: bool
 
