@@ -10,8 +10,13 @@ passive mode, binary, no TLS. Workloads (each a fresh session; `--big-mb` and `-
 - `--small` files of 10 KB up, then down, in one session (files/s);
 - 20 parallel clients, each uploading then downloading one `--parallel-mb` MB file (aggregate MB/s).
 
-Servers run one after another, `--rounds` times, alternating; each cell is the median. Results are printed
-and written to bench/RESULTS.md, section `## ftp (bench/ftp.py)`; other sections are kept.
+Servers run one after another, `--rounds` times, alternating, and the order rotates from round to round (no
+server always runs first, after another's writes); before each workload the page cache's dirty data is
+written out (`os.sync`), so no server pays for the previous one's writes. Each cell is the median. Results
+are printed and written to bench/RESULTS.md, section `## ftp (bench/ftp.py)`; other sections are kept.
+
+pyftpdlib runs with its defaults for the data path (sendfile(2) for plain binary downloads, as Portside uses
+for a local store); vsftpd uses sendfile too.
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
 import logging; logging.disable(logging.CRITICAL)
 a = DummyAuthorizer(); a.add_user("alice", "secret", {str(root)!r}, perm="elradfmwMT")
-FTPHandler.authorizer = a; FTPHandler.passive_ports = list(range(30400, 30500)); FTPHandler.use_sendfile = False
+FTPHandler.authorizer = a; FTPHandler.passive_ports = list(range(30400, 30500))
 s = ThreadedFTPServer(("127.0.0.1", {port}), FTPHandler); s.max_cons = 512; s.serve_forever()
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -328,8 +333,11 @@ def parallel(t: Target, clients: int, mb: int) -> dict[str, float]:
 
 def measure(t: Target, opts: argparse.Namespace) -> dict[str, float]:
     s3 = "S3" in t.name  # moto is slow: smaller workloads, the same rates
+    os.sync()
     out = big(t, opts.s3_big_mb if s3 else opts.big_mb)
+    os.sync()
     out.update(small(t, opts.s3_small if s3 else opts.small))
+    os.sync()
     out.update(parallel(t, opts.clients, opts.parallel_mb))
     return out
 
@@ -354,8 +362,9 @@ def render(opts: argparse.Namespace, cells: dict[str, dict[str, list[float]]], c
         f"Setup: 127.0.0.1, passive, binary, no TLS; big file {opts.big_mb} MB, {opts.small} files of 10 KB in one "
         f"session, {opts.clients} parallel clients x {opts.parallel_mb} MB up + down (S3 through moto: big file "
         f"{opts.s3_big_mb} MB, {opts.s3_small} small files, the same rates); {opts.rounds} round(s), servers "
-        "alternating, median per cell. pyftpdlib runs ThreadedFTPServer on a plain folder (the server mode "
-        "Portside uses); vsftpd anonymous upload into a folder. Method: bench/ftp.py docstring.",
+        "alternating in an order that rotates per round, `os.sync` before each workload, median per cell. "
+        "pyftpdlib runs ThreadedFTPServer with its default data path (sendfile) on a plain folder (the server "
+        "mode Portside uses); vsftpd anonymous upload into a folder. Method: bench/ftp.py docstring.",
         "",
         "| metric | " + " | ".join(names) + " | Portside local / pyftpdlib | Portside local / vsftpd |",
         "|---|" + "---:|" * (len(names) + 2),
@@ -411,8 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = _load()
     with tempfile.TemporaryDirectory(prefix="bench-ftp-") as raw:
         tmp = Path(raw)
+        servers = [portside, pyftpd, vsftpd]
         for r in range(opts.rounds):
-            for i, server in enumerate((portside, pyftpd, vsftpd)):
+            for i, server in enumerate(servers[r % 3 :] + servers[: r % 3]):
                 sub = tmp / f"r{r}-{i}"
                 sub.mkdir()
                 ctx = portside(sub, opts.s3) if server is portside else server(sub)

@@ -6,6 +6,7 @@ there by other means is listed and served at once, and a change to the `cloud_st
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
 import io
 import os
@@ -107,6 +108,35 @@ def test_folders_renames_deletes_and_append(env: Env) -> None:
     assert not [k for k in objects(env) if k.startswith("root/web/docs")]
     assert "docs" not in f.nlst("/cloud.example.com")
     f.quit()
+
+
+def test_resumed_upload_rewrites_the_object(env: Env) -> None:
+    """REST + STOR on an object store: the first bytes are kept, the object is replaced on completion, and
+    a resume past the end, or one over the upload bound, leaves the object as it was."""
+    data = os.urandom(300_000)
+    f = ftp_login(env.world.server, env.owner_email)
+    f.cwd("/cloud.example.com")
+    put(f, "resume.bin", data[:120_000] + b"x" * 5000)  # an interrupted upload left a wrong tail
+    f.storbinary("STOR resume.bin", io.BytesIO(data[100_000:]), rest=100_000)
+    assert objects(env)["root/web/resume.bin"] == data
+    assert f.size("resume.bin") == len(data)
+    assert not [k for k in objects(env) if ".portside-" in k]  # no sibling left over
+    assert "resume.bin" in f.nlst() and not [n for n in f.nlst() if n.startswith(".portside-")]
+    f.voidcmd("TYPE I")
+    f.sendcmd(f"REST {len(data) + 1}")
+    assert refused(f.storbinary, "STOR resume.bin", io.BytesIO(b"tail")).startswith("554")
+    with env.world.c(env.world.admin) as c:
+        set_config(c, storage__max_upload_bytes="310000")
+    try:
+        with pytest.raises((ftplib.Error, OSError)):
+            f.storbinary("STOR resume.bin", io.BytesIO(b"y" * 50_000), rest=len(data))
+            f.voidcmd("NOOP")  # the refusal may arrive after the data connection closed
+    finally:
+        with env.world.c(env.world.admin) as c:
+            set_config(c, storage__max_upload_bytes="1073741824")
+    f.close()
+    assert objects(env)["root/web/resume.bin"] == data  # refused resumes: the object as it was
+    assert not [k for k in objects(env) if ".portside-" in k]
 
 
 def test_large_files_stream_both_ways(env: Env) -> None:

@@ -4,8 +4,9 @@ Keys (strings, as Daptin stores them): `ftp.enable` (`true` starts FTP), `ftp.li
 (`host:port`, default `0.0.0.0:2121`, port 0 allowed), `ftp.tls_listen_interface` (implicit TLS; empty = none),
 `ftp.passive_ports` (`30000-30100`; empty = any), `ftp.public_host` (address announced in PASV replies),
 `ftp.idle_timeout` (seconds, default 300), `ftp.require_tls` (`true`: no login or data connection without
-TLS). A changed address restarts that listener (the new socket is bound before the old one closes);
-the other keys apply to the running listeners at once (the next PASV, the next idle check).
+TLS), `ftp.max_sessions` (default 100) and `ftp.max_sessions_per_address` (default 20; see limits.py).
+A changed address restarts that listener (the new socket is bound before the old one closes); the other
+keys apply to the running listeners at once (the next connection, the next PASV, the next idle check).
 
 Why pyftpdlib: mature (MIT), both explicit (`AUTH TLS`/`PBSZ`/`PROT`) and, with a few lines here,
 implicit TLS, a threaded server mode for blocking file systems, REST/APPE/MLSD/MLST/EPSV/EPRT/UTF8 and a
@@ -26,7 +27,8 @@ from pyftpdlib.servers import ThreadedFTPServer
 from portside import log
 from portside.actions.services import Services
 from portside.ftp.backend import FtpBackend
-from portside.ftp.handler import MAX_PER_ADDRESS, MAX_SESSIONS, PortsideHandler, handler_class
+from portside.ftp.handler import PortsideHandler, handler_class
+from portside.ftp.limits import DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_SESSIONS, SessionGate, Ticket, parse_limit
 from portside.ftp.tls import FtpTls
 from portside.tools.lifecycle import Listener, Listeners, TlsMode
 
@@ -39,6 +41,8 @@ KEYS = (
     "ftp.public_host",
     "ftp.idle_timeout",
     "ftp.require_tls",
+    "ftp.max_sessions",
+    "ftp.max_sessions_per_address",
 )
 DEFAULT_LISTEN = "0.0.0.0:2121"
 DEFAULT_IDLE = 300
@@ -54,6 +58,8 @@ class FtpSettings:
     public_host: str | None
     idle_timeout: int
     require_tls: bool
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_per_address: int = DEFAULT_MAX_PER_ADDRESS
 
 
 def parse_interface(value: str, key: str) -> tuple[str, int]:
@@ -93,20 +99,56 @@ def read_settings(get: Any) -> FtpSettings:
         public_host=(get("ftp.public_host") or "").strip() or None,
         idle_timeout=int(idle_text) if idle_text else DEFAULT_IDLE,
         require_tls=(get("ftp.require_tls") or "").strip().lower() == "true",
+        max_sessions=parse_limit(get("ftp.max_sessions"), "ftp.max_sessions", DEFAULT_MAX_SESSIONS),
+        max_per_address=parse_limit(
+            get("ftp.max_sessions_per_address"), "ftp.max_sessions_per_address", DEFAULT_MAX_PER_ADDRESS
+        ),
     )
 
 
 class _Server(ThreadedFTPServer):  # type: ignore[misc]
     """pyftpdlib's threaded server with its own exit flag and lock (the library keeps them on the class,
-    so stopping one server would end every other server's sessions too)."""
+    so stopping one server would end every other server's sessions too), and the sessions counted by the
+    edge's `SessionGate` (pyftpdlib's own limits count one server only, and let one session too many in)."""
 
-    max_cons = MAX_SESSIONS
-    max_cons_per_ip = MAX_PER_ADDRESS
+    max_cons = 0
+    max_cons_per_ip = 0
 
     def __init__(self, sock: Any, handler: type[PortsideHandler]):
         self._exit = threading.Event()
         self._lock = threading.Lock()
+        self.pending_ticket: Ticket | None = None  # taken by the handler made for the connection accepted now
         super().__init__(sock, handler, ioloop=IOLoop())
+
+    def handle_accepted(self, sock: Any, addr: Any) -> Any:
+        entry = self.handler.gate.enter(str(addr[0]))
+        if isinstance(entry, str):
+            self._refuse(sock, str(addr[0]), entry)
+            return None
+        self.pending_ticket = entry
+        try:
+            super().handle_accepted(sock, addr)  # (the threaded server's returns nothing)
+        finally:
+            left, self.pending_ticket = self.pending_ticket, None
+            if left is not None:
+                left.release()  # no handler took it: no session came of the connection
+        return None
+
+    def take_ticket(self) -> Ticket | None:
+        """The place of the connection being accepted, for its handler (which releases it on close)."""
+        ticket, self.pending_ticket = self.pending_ticket, None
+        return ticket
+
+    def _refuse(self, sock: Any, address: str, reply: str) -> None:
+        logger.info("FTP connection from %s refused: %s", address, reply[4:])
+        try:
+            if not self.handler.implicit:  # an implicit-TLS client would read the line as a broken handshake
+                sock.setblocking(False)  # one short line fits a new socket's buffer: never wait for the client
+                sock.send(reply.encode("ascii") + b"\r\n")
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
 
 class FtpListener(Listener):
@@ -157,6 +199,7 @@ class FtpEdge:
         self.backend = FtpBackend(services, asyncio.get_running_loop())
         assert services.certs is not None
         self.tls = FtpTls(services.certs, services.certs.fallback)
+        self.gate = SessionGate()
         self._running: dict[str, tuple[tuple[str, int], type[PortsideHandler]]] = {}
         self._lock = asyncio.Lock()  # one re-configuration at a time (start-up and a config change may meet)
 
@@ -174,6 +217,7 @@ class FtpEdge:
         if not s.enable:
             await self._stop_all()
             return
+        self.gate.configure(s.max_sessions, s.max_per_address)  # read by every new connection
         certs = self.services.certs
         assert certs is not None
         if certs.material(certs.fallback) is None:
@@ -197,6 +241,7 @@ class FtpEdge:
         handler = handler_class(
             self.backend,
             self.tls,
+            self.gate,
             implicit=implicit,
             require_tls=s.require_tls,
             passive_ports=list(s.passive_ports) if s.passive_ports else None,

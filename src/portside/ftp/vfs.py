@@ -11,7 +11,9 @@ answers with `550 <reason>.`
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import os
 import posixpath
 import stat as st
@@ -193,7 +195,7 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
         if not self._right(t.site, UPDATE if self._entry(t) is not None else CREATE):
             raise FilesystemError(DENIED)
         store = t.need_store()
-        if mode.startswith("r+"):  # STOR after REST: pyftpdlib seeks to the offset itself
+        if mode.startswith("r+"):  # STOR after REST: pyftpdlib checks the offset, then seeks to it
             return _Resumable(store, t.parts, filename)
         return store.open_write(t.parts, append="a" in mode)
 
@@ -279,14 +281,21 @@ class SiteFS(AbstractedFS):  # type: ignore[misc]
 
 
 class _Reader:
-    """A read stream with the attributes pyftpdlib looks at (`name`, `closed`)."""
+    """A read stream with the attributes pyftpdlib looks at (`name`, `closed`); a local store's file also
+    gives its descriptor, so a plain (non-TLS) binary download goes out with sendfile(2)."""
 
     def __init__(self, raw: Any, name: str):
         self.raw, self.name = raw, name
+        self._fd = raw.fileno() if isinstance(raw, io.BufferedReader) and isinstance(raw.raw, io.FileIO) else None
 
     @property
     def closed(self) -> bool:
         return bool(self.raw.closed)
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise io.UnsupportedOperation("not a local file")
+        return self._fd
 
     def read(self, size: int = -1) -> bytes:
         data: bytes = self.raw.read(size)
@@ -295,16 +304,20 @@ class _Reader:
     def seek(self, offset: int, whence: int = 0) -> int:
         return int(self.raw.seek(offset, whence))
 
+    def tell(self) -> int:
+        return int(self.raw.tell())
+
     def close(self) -> None:
         self.raw.close()
 
 
 class _Resumable:
-    """STOR after REST: the write stream opens at the offset pyftpdlib seeks to."""
+    """STOR after REST: the write stream opens at the offset pyftpdlib seeks to once it has checked the
+    offset against the file's size (refused offsets never seek, and then nothing is written or cut)."""
 
     def __init__(self, store: Store, parts: paths.Segments, name: str):
         self.store, self.parts, self.name = store, parts, name
-        self._offset = 0
+        self._offset: int | None = None
         self._writer: Any = None
         self.closed = False
 
@@ -312,14 +325,19 @@ class _Resumable:
         self._offset = offset
         return offset
 
-    def write(self, data: bytes) -> int:
+    def _open(self) -> Any:
         if self._writer is None:
+            if self._offset is None:
+                raise OSError(errno.EINVAL, "no resume offset")
             self._writer = self.store.open_write(self.parts, offset=self._offset)
-        return int(self._writer.write(data))
+        return self._writer
+
+    def write(self, data: bytes) -> int:
+        return int(self._open().write(data))
 
     def close(self) -> None:
-        if self._writer is None and not self.closed:
-            self._writer = self.store.open_write(self.parts, offset=self._offset)
-        if self._writer is not None:
-            self._writer.close()
+        if self.closed:
+            return
         self.closed = True
+        if self._offset is not None:
+            self._open().close()  # an empty resumed upload still cuts the file at the offset

@@ -12,14 +12,17 @@ import contextlib
 import datetime as dt
 import errno
 import os
+import stat as st
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from fsspec import AbstractFileSystem
 
 from portside.storage.paths import Segments, SymlinkEscape, UnsafePath, join
+from portside.storage.writers import HIDDEN, LOCAL_BUFFER, Writer, rewrite
 
-DIR_MARKER = ".portside-folder"  # keeps an empty folder alive in an object store (hidden from listings)
+DIR_MARKER = HIDDEN + "folder"  # keeps an empty folder alive in an object store (hidden from listings)
+MAX_VIEWS = 4096
 
 
 @dataclass(frozen=True)
@@ -43,71 +46,32 @@ def _mtime(info: dict[str, Any]) -> float:
     return 0.0
 
 
-class UploadTooLarge(OSError):
-    def __init__(self, limit: int):
-        super().__init__(errno.EFBIG, f"upload exceeds the limit of {limit} bytes")
-
-
-class Writer:
-    """A write stream into the store that stops at `limit` bytes, discarding what it wrote."""
-
-    def __init__(self, store: Store, parts: Segments, raw: Any, limit: int, start: int = 0):
-        self.store, self.parts, self.raw, self.limit = store, parts, raw, limit
-        self.written = start
-        self.name = "/" + join(parts)
-        self.failed = False
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.raw.closed)
-
-    def write(self, data: bytes) -> int:
-        if self.failed:
-            raise UploadTooLarge(self.limit)
-        if self.limit and self.written + len(data) > self.limit:
-            self.abort()
-            raise UploadTooLarge(self.limit)
-        self.raw.write(data)
-        self.written += len(data)
-        return len(data)
-
-    def abort(self) -> None:
-        self.failed = True
-        discard = getattr(self.raw, "discard", None)
-        with contextlib.suppress(Exception):
-            if callable(discard):
-                discard()
-            self.raw.close()
-        with contextlib.suppress(Exception):
-            self.store.remove(self.parts)
-
-    def close(self) -> None:
-        if not self.failed and not self.raw.closed:
-            self.raw.close()
-
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        if kind is not None:
-            self.abort()
-        else:
-            self.close()
-
-
 class Store:
     def __init__(self, row_id: int, name: str, kind: str, fs: AbstractFileSystem, root: str, max_upload: int):
         self.row_id, self.name, self.kind, self.fs = row_id, name, kind, fs
         self.root = root.rstrip("/") or "/"
         self.max_upload = max_upload
         self.local = kind in ("local", "file")
+        self._views: dict[Segments, Store] = {}
+        self._base: tuple[Store, Segments] | None = None  # a view: its store and folder
+        self._resolved: str | None = None  # a store's real root, once it exists
 
     def view(self, folder: Segments) -> Store:
-        """The same store rooted at `folder` (a site's folder): no path of the view can leave it."""
+        """The same store rooted at `folder` (a site's folder): no path of the view can leave it, and the
+        folder itself may not lead out of the store. Views are kept as long as their store (a changed store
+        row opens a new store)."""
         if not folder:
             return self
-        root = f"{self.root.rstrip('/')}/{join(folder)}"
-        return Store(self.row_id, self.name, self.kind, self.fs, root, self.max_upload)
+        view = self._views.get(folder)
+        if view is None:
+            root = f"{self.root.rstrip('/')}/{join(folder)}"
+            view = Store(self.row_id, self.name, self.kind, self.fs, root, self.max_upload)
+            view._base = (self, folder)
+            if len(self._views) >= MAX_VIEWS:
+                self._views.clear()
+            self._views[folder] = view
+        view.max_upload = self.max_upload
+        return view
 
     def ensure_root(self) -> None:
         """A local store's (or view's) folder exists (object stores have no folders to make)."""
@@ -115,20 +79,58 @@ class Store:
             self.path(())  # never through a symlink that leaves the store
             os.makedirs(self.root, 0o750, exist_ok=True)
 
+    def _real_root(self) -> str:
+        """The real location of the root. A store's own root is resolved once (again if it is replaced by a
+        link); a view's folder is walked from its store's root on every call, so a folder that is, or
+        becomes, a link out of the store is refused (SymlinkEscape) and never followed."""
+        if self._base is not None:
+            base, folder = self._base
+            full, linked = base._walk(base._real_root(), folder)
+            return os.path.realpath(full) if linked else full
+        real = self._resolved
+        if real is None or os.path.islink(real):
+            real = os.path.realpath(self.root)
+            self._resolved = real if os.path.isdir(real) else None
+        return real
+
+    @staticmethod
+    def _walk(real_root: str, parts: Segments) -> tuple[str, bool]:
+        """`parts` below `real_root` (one lstat per segment; a full `realpath` only when a link is met, which
+        must lead to a place inside the root), and whether a link was met."""
+        base = real_root.rstrip("/")
+        full = f"{base}/{join(parts)}" if parts else real_root
+        at = base
+        for name in parts:
+            at = f"{at}/{name}"
+            try:
+                mode = os.lstat(at).st_mode
+            except OSError:
+                return full, False  # missing (or not a folder): nothing below can be a link
+            if st.S_ISLNK(mode):
+                real = os.path.realpath(full)
+                if real != real_root and not real.startswith(base + "/"):
+                    raise SymlinkEscape("path escapes the store root through a symlink")
+                return full, True
+        return full, False
+
     def path(self, parts: Segments) -> str:
-        """The filesystem path of `parts` (symlink-checked in a local store)."""
-        full = self.root if not parts else f"{self.root.rstrip('/')}/{join(parts)}"
-        if self.local:
-            real_root = os.path.realpath(self.root)
-            real = os.path.realpath(full)
-            if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
-                raise SymlinkEscape("path escapes the store root through a symlink")
-        return full
+        """The filesystem path of `parts`: in a local store built on the root's real location, and refused
+        when a symlink on the way leads out of the root."""
+        if not self.local:
+            return self.root if not parts else f"{self.root.rstrip('/')}/{join(parts)}"
+        return self._walk(self._real_root(), parts)[0]
 
     # -- queries -------------------------------------------------------------------------------------
 
     def info(self, parts: Segments) -> Entry | None:
         path = self.path(parts)
+        if self.local:  # the plain stat (fsspec's `info` adds path handling on every call)
+            try:
+                s = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            is_dir = st.S_ISDIR(s.st_mode)
+            return Entry(parts[-1] if parts else "", is_dir, 0 if is_dir else s.st_size, s.st_mtime)
         try:
             info = self.fs.info(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -142,7 +144,7 @@ class Store:
         out = []
         for info in self.fs.ls(path, detail=True):
             name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-            if not name or name == DIR_MARKER or str(info["name"]).rstrip("/") == path.rstrip("/"):
+            if not name or name.startswith(HIDDEN) or str(info["name"]).rstrip("/") == path.rstrip("/"):
                 continue
             is_dir = info.get("type") == "directory"
             if self.local and os.path.islink(f"{path}/{name}"):
@@ -162,20 +164,21 @@ class Store:
         return f
 
     def open_write(self, parts: Segments, *, append: bool = False, offset: int | None = None) -> Writer:
-        """A bounded write stream: truncate, append, or (local stores only) overwrite from `offset`."""
+        """A bounded write stream: truncate, append, or keep the first `offset` bytes and write from there
+        (in place in a local store; an object store's object is rewritten and replaced on close)."""
         path = self.path(parts)
         if offset is not None:
             if not self.local:
-                raise OSError(errno.EOPNOTSUPP, "resumed uploads need APPE on this store")
-            raw: Any = open(path, "r+b")  # noqa: SIM115 - the Writer closes it
+                return rewrite(self, parts, offset)
+            raw: Any = open(path, "r+b", buffering=LOCAL_BUFFER)  # noqa: SIM115 - the Writer closes it
             raw.seek(offset)
             raw.truncate()
             return Writer(self, parts, raw, self.max_upload, offset)
         if append:
             start = self.info(parts)
-            raw = open(path, "ab") if self.local else self.fs.open(path, "ab")  # noqa: SIM115
+            raw = open(path, "ab", buffering=LOCAL_BUFFER) if self.local else self.fs.open(path, "ab")  # noqa: SIM115
             return Writer(self, parts, raw, self.max_upload, start.size if start else 0)
-        raw = open(path, "wb") if self.local else self.fs.open(path, "wb")  # noqa: SIM115 - the Writer closes it
+        raw = open(path, "wb", buffering=LOCAL_BUFFER) if self.local else self.fs.open(path, "wb")  # noqa: SIM115
         return Writer(self, parts, raw, self.max_upload)
 
     # -- changes -------------------------------------------------------------------------------------
