@@ -63,7 +63,8 @@ async def emit_created(
     wanted = list(ids)
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
-        for row in await records.fetch(uow.conn, model, tm, tm.sa.c.id.in_(chunk)):
+        # rows inserted here have no group links unless the hook made some: no grants query without a hook
+        for row in await records.fetch(uow.conn, model, tm, tm.sa.c.id.in_(chunk), groups=hook is not None):
             found[row.id] = row
     if len(found) != len(set(wanted)):  # pragma: no cover - the rows were written in this transaction
         raise RuntimeError(f"{tm.name} rows vanished inside their transaction")

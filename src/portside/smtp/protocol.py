@@ -6,6 +6,8 @@ aiosmtpd runs the dialogue (verbs as `smtp_VERB` methods, hooks on the handler);
   callback is synchronous), only once TLS is on (STARTTLS or implicit TLS), throttled per account+address;
 - gives aiosmtpd's own replies enhanced status codes (`552 5.3.4` for too much data, which also ends the
   connection; `503 5.5.1 Error: No recipients`, ...): `REWRITE`;
+- sends a multi-line reply (EHLO) in one write instead of one per line (one segment, one wake-up of the
+  client);
 - knows whether the connection is TLS (implicit TLS is not visible to aiosmtpd's STARTTLS state).
 """
 
@@ -49,6 +51,7 @@ class PortsideSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.implicit_tls = implicit_tls
         self.max_size = max_size
+        self._continued: list[str] = []  # lines of a multi-line reply waiting for its last line
 
     @property
     def is_tls(self) -> bool:
@@ -63,7 +66,14 @@ class PortsideSMTP(SMTP):
             return
         if text.startswith('500 Error: command "'):
             text = "500 5.5.2 Error: command not recognized"
-        await super().push(REWRITE.get(text, text))
+        line = REWRITE.get(text, text)
+        if line[3:4] == "-":  # a multi-line reply (EHLO) leaves in one write with its last line, not one per line
+            self._continued.append(line)
+            return
+        if self._continued:
+            line = "\r\n".join([*self._continued, line])
+            self._continued.clear()
+        await super().push(line)
 
     # -- AUTH PLAIN / LOGIN, checked through the kit's login ---------------------------------------
 
