@@ -5,6 +5,10 @@ their events, one multi-row INSERT into the event log.
 writer storing many rows in one transaction (mail delivery: group commit) uses these instead. The rows,
 events and grants are the same as `records.insert` would give (rows without group links; the table's write
 hook, if any, runs for every row before the re-read).
+
+The rows are inserted without RETURNING (SQLAlchemy sends one executemany; asking for ids in parameter
+order makes it fall back to one INSERT per row on SQLite) and found again by their new reference ids, which
+the re-read for the events needs anyway.
 """
 
 from __future__ import annotations
@@ -12,63 +16,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
 from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.events import EventDraft
 from portside.core.model import Model, TableModel
 from portside.tools.ids import uuid7_str
 
-CHUNK = 500  # ids per IN list when the rows are read back
+CHUNK = 500  # refs per IN list when the rows are read back
 
 
-async def insert_rows(uow: UnitOfWork, tm: TableModel, rows: Sequence[dict[str, Any]], *, permission: int) -> list[int]:
-    """Insert `rows` (DB values, FK columns as integer ids) with fresh references; their ids, in order.
-    Rows with the same columns go in one statement where the dialect returns ids in parameter order
-    (SQLite 3.35+, PostgreSQL, MariaDB 10.5+); elsewhere one INSERT per row."""
+async def insert_rows(uow: UnitOfWork, tm: TableModel, rows: Sequence[dict[str, Any]], *, permission: int) -> list[str]:
+    """Insert `rows` (DB values, FK columns as integer ids) with fresh reference ids; returns those, in order.
+    Rows with the same columns go in one executemany."""
     stamp = records.now()
     fixed = {"created_at": stamp, "updated_at": stamp, "version": 1, "permission": permission}
     full = [{**r, "reference_id": uuid7_str(), **fixed} for r in rows]
-    shapes: dict[tuple[str, ...], list[int]] = {}
-    for i, r in enumerate(full):
-        shapes.setdefault(tuple(sorted(r)), []).append(i)
-    ids = [0] * len(full)
-    conn = uow.conn
-    many = conn.dialect.insert_executemany_returning_sort_by_parameter_order
-    for positions in shapes.values():
-        params = [full[i] for i in positions]
-        if len(params) > 1 and many:
-            stmt = tm.sa.insert().returning(tm.sa.c.id, sort_by_parameter_order=True)
-            got = [int(r[0]) for r in await conn.execute(stmt, params)]
-        else:
-            got = []
-            for p in params:
-                pk = (await conn.execute(tm.sa.insert(), p)).inserted_primary_key
-                assert pk is not None
-                got.append(int(pk[0]))
-        for i, row_id in zip(positions, got, strict=True):
-            ids[i] = row_id
-    return ids
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in full:
+        shapes.setdefault(tuple(sorted(r)), []).append(r)
+    for params in shapes.values():
+        await uow.conn.execute(tm.sa.insert(), params)
+    return [r["reference_id"] for r in full]
 
 
 async def emit_created(
-    uow: UnitOfWork, model: Model, tm: TableModel, ids: Sequence[int], actors: Sequence[str | None]
+    uow: UnitOfWork, model: Model, tm: TableModel, refs: Sequence[str], actors: Sequence[str | None]
 ) -> list[records.RowData]:
-    """The create events of rows inserted in this unit of work (`actors[i]` wrote `ids[i]`), in the order of
-    `ids`; returns the rows as `records.insert` would."""
+    """The create events of rows inserted in this unit of work by `insert_rows` (`actors[i]` wrote
+    `refs[i]`), in the order of `refs`; returns the rows as `records.insert` would."""
     hook = records.row_hooks.get(tm.name)
+    t = tm.sa
+    found: dict[str, records.RowData] = {}
+    wanted = list(refs)
     if hook is not None:
-        for row_id, actor in zip(ids, actors, strict=True):
-            await hook(uow, model, tm, row_id, "create", None, actor)
-    found: dict[int, records.RowData] = {}
-    wanted = list(ids)
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            q = sa.select(t.c.reference_id, t.c.id).where(t.c.reference_id.in_(chunk))
+            ids = {ref: int(row_id) for ref, row_id in await uow.conn.execute(q)}
+            for ref, actor in zip(chunk, actors[start : start + CHUNK], strict=True):
+                await hook(uow, model, tm, ids[ref], "create", None, actor)
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
         # rows inserted here have no group links unless the hook made some: no grants query without a hook
-        for row in await records.fetch(uow.conn, model, tm, tm.sa.c.id.in_(chunk), groups=hook is not None):
-            found[row.id] = row
+        for row in await records.fetch(uow.conn, model, tm, t.c.reference_id.in_(chunk), groups=hook is not None):
+            found[row.ref] = row
     if len(found) != len(set(wanted)):  # pragma: no cover - the rows were written in this transaction
         raise RuntimeError(f"{tm.name} rows vanished inside their transaction")
-    fresh = [found[i] for i in wanted]
+    fresh = [found[r] for r in wanted]
     drafts = [
         EventDraft(tm.name, "create", f.ref, records.event_payload(tm, f.attrs), f.grants, actor)
         for f, actor in zip(fresh, actors, strict=True)

@@ -144,13 +144,22 @@ async def append(conn: Any, draft: EventDraft) -> Event:
 
 
 async def append_many(conn: Any, drafts: list[EventDraft]) -> list[Event]:
-    """`append` for several events, offsets ascending in the order given: one multi-row INSERT where the
-    dialect returns the new offsets in parameter order, else one INSERT each."""
-    if len(drafts) < 2 or not conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+    """`append` for several events, offsets ascending in the order given, in one multi-row INSERT ...
+    RETURNING where the dialect allows. On SQLite the offsets are read back unordered and sorted: asking
+    SQLAlchemy for parameter order there makes it send one INSERT per row, and SQLite numbers the rows of
+    one INSERT in the order of its VALUES (the transaction holds the only write lock: nothing interleaves)."""
+    if len(drafts) < 2 or not conn.dialect.insert_executemany_returning:
         return [await append(conn, d) for d in drafts]
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    stmt = event_log.insert().returning(event_log.c.offset, sort_by_parameter_order=True)
-    offsets = [int(r[0]) for r in await conn.execute(stmt, [_values(d, now) for d in drafts])]
+    values = [_values(d, now) for d in drafts]
+    if conn.dialect.name == "sqlite":
+        rows = await conn.execute(event_log.insert().returning(event_log.c.offset), values)
+        offsets = sorted(int(r[0]) for r in rows)
+    elif conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+        stmt = event_log.insert().returning(event_log.c.offset, sort_by_parameter_order=True)
+        offsets = [int(r[0]) for r in await conn.execute(stmt, values)]
+    else:
+        return [await append(conn, d) for d in drafts]
     return [_event(o, d, now) for o, d in zip(offsets, drafts, strict=True)]
 
 

@@ -249,7 +249,7 @@ class MailStore:
     async def deliver_many(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> list[list[Stored]]:
         """`deliver` for several messages in one unit of work (group commit), in a fixed number of statements:
         one UID/modseq bump per mailbox (boxes in id order; a box's new messages share its new modseq and get
-        consecutive UIDs in the order given), one multi-row INSERT, one re-read, one event-log INSERT.
+        consecutive UIDs in the order given), one multi-row INSERT, one re-read, one event-log INSERT (`core.bulk`).
         Returns the `Stored` copies of each delivery, in the order of its targets."""
         model = self.model
         tm = model.table(MAIL_TABLE)
@@ -279,8 +279,8 @@ class MailStore:
         out: list[list[Stored]] = [[] for _ in deliveries]
         if not rows:
             return out
-        ids = await bulk.insert_rows(uow, tm, rows, permission=OWNER_READ)
-        fresh = await bulk.emit_created(uow, model, tm, ids, actors)
+        refs = await bulk.insert_rows(uow, tm, rows, permission=OWNER_READ)
+        fresh = await bulk.emit_created(uow, model, tm, refs, actors)
         for (n, box_id, uid, modseq), row in zip(places, fresh, strict=True):
             out[n].append(Stored(row.id, row.ref, box_id, uid, modseq))
         return out
