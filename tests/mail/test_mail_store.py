@@ -24,7 +24,7 @@ from portside.core.db import Database
 from portside.core.model import Model, build
 from portside.core.systables import system_doc
 from portside.mail import message
-from portside.mail.store import MailStore, Target, Verdict
+from portside.mail.store import Delivery, MailStore, Target, Verdict
 from portside.mail.tables import mail_doc
 from support import REDIS, Server, create, me, new_user, quiet, recv, start_server, sync_url
 
@@ -158,6 +158,54 @@ def test_uids_are_unique_and_dense_under_concurrent_delivery_from_two_nodes(worl
         finally:
             await db1.dispose()
             await db2.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_batch_of_deliveries_gets_its_rows_uids_and_events_in_order(world: MailWorld) -> None:
+    """deliver_many (group commit): one UID bump per box, one multi-row INSERT, one event-log INSERT; each
+    event carries its own row and the offset the log gave that row."""
+
+    async def main() -> None:
+        db, store = store_for(world.db_url)
+        try:
+            acc = await store.account("alice@example.com")
+            assert acc is not None
+            inbox, junk = await store.mailbox(acc.id, "INBOX"), await store.mailbox_by_role(acc.id, "\\Junk")
+            assert inbox is not None and junk is not None
+            batch = [Delivery([Target(inbox, recipient="alice@example.com")], raw_message(700 + n)) for n in range(5)]
+            batch.insert(2, Delivery([Target(junk, ["$Junk"]), Target(inbox)], raw_message(799)))
+            async with db.transaction() as uow:
+                stored = await store.deliver_many(uow, batch)
+                events = list(uow.events)
+            assert [len(s) for s in stored] == [1, 1, 2, 1, 1, 1]
+            in_inbox = [s for group in stored for s in group if s.mailbox_id == inbox.id]
+            assert [s.uid for s in in_inbox] == list(range(inbox.nextuid, inbox.nextuid + 6))
+            assert stored[2][0].mailbox_id == junk.id and stored[2][0].uid == junk.nextuid
+            assert len({s.modseq for s in in_inbox}) == 1  # the box's one change in this transaction
+            rows = [s for group in stored for s in group]
+            assert [e.ref for e in events] == [s.ref for s in rows]
+            assert [e.table for e in events] == ["mail"] * 7 and all(e.type == "create" for e in events)
+            assert [e.data["uid"] for e in events] == [s.uid for s in rows]
+            assert [e.offset for e in events] == sorted(e.offset for e in events)
+            async with db.read() as conn:
+                log = dict(
+                    (
+                        await conn.execute(
+                            sa.text("SELECT \"offset\", reference_id FROM _event_log WHERE table_name = 'mail'")
+                            if not world.db_url.startswith("mysql")
+                            else sa.text("SELECT `offset`, reference_id FROM _event_log WHERE table_name = 'mail'")
+                        )
+                    ).all()
+                )
+                t = store.model.table("mail").sa
+                subjects = dict((await conn.execute(sa.select(t.c.reference_id, t.c.subject))).all())
+            assert all(log[e.offset] == e.ref for e in events)  # each event's offset is its own row's
+            assert [subjects[s.ref] for s in rows] == [
+                "hello 700", "hello 701", "hello 799", "hello 799", "hello 702", "hello 703", "hello 704"
+            ]  # fmt: skip
+        finally:
+            await db.dispose()
 
     asyncio.run(main())
 

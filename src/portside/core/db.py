@@ -34,6 +34,12 @@ class UnitOfWork:
         self.events.append(event)
         return event
 
+    async def emit_many(self, drafts: list[ev.EventDraft]) -> list[ev.Event]:
+        """`emit` for several drafts, in order (one statement where the dialect allows)."""
+        events = await ev.append_many(self.conn, drafts)
+        self.events.extend(events)
+        return events
+
     def on_commit(self, fn: Callable[[], Awaitable[None]]) -> None:
         self.after.append(fn)
 

@@ -117,33 +117,50 @@ class Event:
         )
 
 
+def _values(draft: EventDraft, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "table_name": draft.table,
+        "event_type": draft.type,
+        "reference_id": draft.ref,
+        "data": jsonutil.dumps_str(draft.data),
+        "grants": jsonutil.dumps_str(draft.grants.to_json()),
+        "actor": draft.actor,
+        "created_at": now,
+    }
+
+
+def _event(offset: int, draft: EventDraft, now: dt.datetime) -> Event:
+    at = jsonutil.iso(now) or ""
+    return Event(offset, draft.table, draft.type, draft.ref, draft.data, draft.grants, draft.actor, at)
+
+
 async def append(conn: Any, draft: EventDraft) -> Event:
     """Insert the event into the log inside the caller's transaction; returns it with its offset."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    result = await conn.execute(
-        event_log.insert().values(
-            table_name=draft.table,
-            event_type=draft.type,
-            reference_id=draft.ref,
-            data=jsonutil.dumps_str(draft.data),
-            grants=jsonutil.dumps_str(draft.grants.to_json()),
-            actor=draft.actor,
-            created_at=now,
-        )
-    )
+    result = await conn.execute(event_log.insert(), _values(draft, now))
     pk = result.inserted_primary_key
     assert pk is not None
-    offset = int(pk[0])
-    return Event(
-        offset,
-        draft.table,
-        draft.type,
-        draft.ref,
-        draft.data,
-        draft.grants,
-        draft.actor,
-        jsonutil.iso(now) or "",
-    )
+    return _event(int(pk[0]), draft, now)
+
+
+async def append_many(conn: Any, drafts: list[EventDraft]) -> list[Event]:
+    """`append` for several events, offsets ascending in the order given, in one multi-row INSERT ...
+    RETURNING where the dialect allows. On SQLite the offsets are read back unordered and sorted: asking
+    SQLAlchemy for parameter order there makes it send one INSERT per row, and SQLite numbers the rows of
+    one INSERT in the order of its VALUES (the transaction holds the only write lock: nothing interleaves)."""
+    if len(drafts) < 2 or not conn.dialect.insert_executemany_returning:
+        return [await append(conn, d) for d in drafts]
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    values = [_values(d, now) for d in drafts]
+    if conn.dialect.name == "sqlite":
+        rows = await conn.execute(event_log.insert().returning(event_log.c.offset), values)
+        offsets = sorted(int(r[0]) for r in rows)
+    elif conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+        stmt = event_log.insert().returning(event_log.c.offset, sort_by_parameter_order=True)
+        offsets = [int(r[0]) for r in await conn.execute(stmt, values)]
+    else:
+        return [await append(conn, d) for d in drafts]
+    return [_event(o, d, now) for o, d in zip(offsets, drafts, strict=True)]
 
 
 async def read_since(conn: Any, after: int, limit: int = 1000) -> list[Event]:

@@ -19,6 +19,7 @@ Nothing scores for pass, none, neutral or a temporary DNS error.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ _TAG = re.compile(r"\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 _SIG_D = re.compile(rb"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
 _SIG_S = re.compile(rb"(?:^|;)\s*s\s*=\s*([^;\s]+)", re.IGNORECASE)
 MAX_SIGNATURES = 5
+_EMPTY_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass
@@ -81,6 +83,7 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().strip(".").lower() if "@" in address else ""
 
 
+@functools.lru_cache(maxsize=4096)
 def org_domain(domain: str) -> str:
     """The organizational domain (public suffix + one label), for DMARC alignment."""
     try:
@@ -117,8 +120,17 @@ def _spf(res: Results, lookup: Lookup, ip: str, mail_from: str, helo: str) -> No
     res.add("spf", res.spf, SPF_SCORE.get(res.spf, 0.0))
 
 
+def _head_fields(raw: bytes) -> list[Any]:
+    """dkimpy's header fields of `raw`, parsed from the header block only (the same fields and the same
+    errors as parsing the whole message: dkimpy's parser stops at the first empty line)."""
+    end = _EMPTY_LINE.search(raw)
+    return list(dkim.rfc822_parse(raw[: end.end()] if end else raw)[0])
+
+
 def _dkim(res: Results, lookup: Lookup, raw: bytes) -> None:
     try:
+        if not any(name.lower() == b"dkim-signature" for name, _ in _head_fields(raw)):
+            return  # unsigned: nothing to verify, no need to split and canonicalise the body
         d = dkim.DKIM(raw, minkey=1024, timeout=5)
         headers = [(k, v) for k, v in d.headers if k.lower() == b"dkim-signature"][:MAX_SIGNATURES]
     except Exception:
@@ -195,7 +207,7 @@ def _dmarc(res: Results, lookup: Lookup, raw: bytes) -> None:
 
 def check(raw: bytes, *, ip: str, mail_from: str, helo: str, resolver: str) -> Results:
     """Every check of one received message (synchronous; DNS through `resolver`)."""
-    lookup = Lookup(resolver)
+    lookup = Lookup.of(resolver)
     res = Results()
     steps: list[Callable[[], None]] = [
         lambda: _spf(res, lookup, ip, mail_from, helo),

@@ -9,6 +9,7 @@ The libraries have different hooks: dkimpy takes a `dnsfunc` per call; pyspf cal
 from __future__ import annotations
 
 import contextvars
+import threading
 from typing import Any
 
 import dns.exception
@@ -20,6 +21,8 @@ import spf
 TIMEOUT = 5.0
 # one answer cache per resolver setting (records are kept for their TTL, as any resolver does)
 _CACHES: dict[str, dns.resolver.LRUCache] = {}
+_LOOKUPS: dict[str, Lookup] = {}
+_LOOKUPS_LOCK = threading.Lock()
 _current: contextvars.ContextVar[dns.resolver.Resolver | None] = contextvars.ContextVar("mail_dns", default=None)
 
 
@@ -39,6 +42,18 @@ class Lookup:
         r.timeout = timeout
         r.cache = _CACHES.setdefault(self.setting, dns.resolver.LRUCache(10_000))  # answers live for their TTL
         self.resolver = r
+
+    @classmethod
+    def of(cls, setting: str) -> Lookup:
+        """The shared Lookup of a resolver setting (dnspython's resolver is safe to use from several threads;
+        building one per message cost more than the cached lookups themselves)."""
+        with _LOOKUPS_LOCK:  # checks run in worker threads
+            found = _LOOKUPS.get(setting)
+            if found is None:
+                found = _LOOKUPS[setting] = cls(setting)
+                while len(_LOOKUPS) > 16:  # settings come from config: a few at most
+                    _LOOKUPS.pop(next(iter(_LOOKUPS)))
+            return found
 
     def txt(self, name: str) -> list[bytes]:
         """The TXT records of `name` (each one joined from its strings); [] when there are none."""

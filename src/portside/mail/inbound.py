@@ -39,7 +39,7 @@ from portside.mail.boxes import Account, Mailbox
 from portside.mail.commit import GroupCommit
 from portside.mail.directory import MailDirectory
 from portside.mail.flags import JUNK
-from portside.mail.store import Envelope, MailStore, Target, Verdict
+from portside.mail.store import Delivery, Envelope, MailStore, Target, Verdict
 from portside.tools import names
 
 logger = log.get("mail.inbound")
@@ -79,6 +79,28 @@ class Session:
     login_name: str = ""
 
 
+@dataclass(frozen=True)
+class _Relay:
+    session: Session
+    mail_from: str
+    rcpts: list[str]
+    outgoing: bytes  # with our Received line, for the outbox
+    original: bytes  # the Sent copy
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """One received message waiting for the group commit."""
+
+    local: list[tuple[Account, str, Mailbox | None]]  # (account, recipient, its INBOX or Junk box)
+    junk: bool
+    raw: bytes  # as stored: trace fields + the message
+    envelope: Envelope
+    verdict: Verdict | None
+    prepared: tuple[message.Parsed, str] | None
+    relay: _Relay | None
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].strip().rstrip(".").lower()
 
@@ -93,7 +115,7 @@ class Inbound:
         keys: signing.KeySource | None = None,
     ):
         self.db, self.config, self.store, self.directory, self.keys = db, config, store, directory, keys
-        self.writer = GroupCommit(db)
+        self.writer: GroupCommit[_Incoming] = GroupCommit(db, merge=self._write)
 
     @property
     def model(self) -> Model:
@@ -165,16 +187,14 @@ class Inbound:
         try:
             junk = verdict is not None and verdict.spam
             # found and parsed outside the write (boxes cached): the shared write only locks and inserts
-            found = {aid: await self.directory.delivery_box(self.db, self.model, aid, junk) for aid in local}
+            found = [
+                (acc, rcpt, await self.directory.delivery_box(self.db, self.model, aid, junk))
+                for aid, (acc, rcpt) in local.items()
+            ]
             prepared = await self.store.prepare(stored) if local else None
-
-            async def write(uow: UnitOfWork) -> None:
-                targets = [await self._target(uow, acc, rcpt, junk, found[aid]) for aid, (acc, rcpt) in local.items()]
-                await self.store.deliver(uow, targets, stored, envelope=envelope, verdict=verdict, prepared=prepared)
-                if remote:
-                    await self._relay(uow, session, mail_from, remote, received + outgoing, outgoing)
-
-            await self.writer.write(write)  # returns once the transaction holding it has committed
+            relay = _Relay(session, mail_from, remote, received + outgoing, outgoing) if remote else None
+            # returns once the transaction holding it (and other sessions' messages) has committed
+            await self.writer.submit(_Incoming(found, junk, stored, envelope, verdict, prepared, relay))
         except Exception:
             logger.exception("storing message %s from %s failed", queue_id, session.peer_ip)
             return TRY_LATER
@@ -187,6 +207,22 @@ class Inbound:
             None if verdict is None else verdict.score,
         )
         return Reply(250, f"2.0.0 OK: queued as {queue_id}")
+
+    async def _write(self, uow: UnitOfWork, batch: list[_Incoming]) -> None:
+        """Store a batch of received messages (group commit): every local copy in one `deliver_many`, then
+        the outbox rows and Sent copy of each relayed one."""
+        deliveries: list[Delivery] = []
+        for inc in batch:
+            targets = [await self._target(uow, acc, rcpt, inc.junk, box) for acc, rcpt, box in inc.local]
+            if targets:
+                deliveries.append(
+                    Delivery(targets, inc.raw, envelope=inc.envelope, verdict=inc.verdict, prepared=inc.prepared)
+                )
+        await self.store.deliver_many(uow, deliveries)
+        for inc in batch:
+            if inc.relay is not None:
+                r = inc.relay
+                await self._relay(uow, r.session, r.mail_from, r.rcpts, r.outgoing, r.original)
 
     async def _sign(self, mail_from: str, raw: bytes) -> bytes | Reply:
         """`raw` signed with the sender domain's DKIM key; 554 without a key (nothing is queued then)."""

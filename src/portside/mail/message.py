@@ -20,6 +20,7 @@ import datetime as dt
 import email.utils
 import gzip
 import hashlib
+import re
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage, Message
@@ -120,6 +121,7 @@ def _clip(value: Any, limit: int) -> str:
 
 
 def _header(msg: Message, name: str, limit: int) -> str:
+    """The field's value as `policy.default` renders it (decoded), clipped; '' when absent or malformed."""
     try:
         value = msg.get(name)
         return _clip(value, limit).strip()
@@ -134,6 +136,84 @@ def _address(msg: Message, name: str) -> str:
     pairs = email.utils.getaddresses([raw])
     addrs = [a for _, a in pairs if a]
     return _clip(", ".join(addrs), 200)
+
+
+# Fast paths. `policy.default` builds a parse tree for every field read (~0.15 ms for an address or a date,
+# most of a small message's parse). For the common plain forms below the result is known without it: the
+# unfolded value is printable ASCII without encoded words ("=?"), so nothing is decoded, and its shape is one
+# the parser renders as it is (tests/unit/test_mail_headers.py compares both ways). Anything else takes the
+# full parse (`_header`, `_address`).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_ADDR_SPEC = rf"{_DOT_ATOM}@{_DOT_ATOM}"
+_ONE_ADDRESS = re.compile(
+    rf"[ \t]*(?:(?:[A-Za-z0-9]+[ \t]+)*(?:[A-Za-z0-9]+[ \t]*)?<({_ADDR_SPEC})>|({_ADDR_SPEC}))[ \t]*"
+)
+_MSG_ID = re.compile(rf"[ \t]*<{_ADDR_SPEC}>[ \t]*")
+_PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
+_LINESEP = re.compile(r"\r|\n")
+PLAIN_MAX = 998  # longer values take the full parse
+
+
+class _Fields:
+    """Header values of one parsed message: the first field of each name, as `Message.get` finds it."""
+
+    def __init__(self, msg: Message):
+        self.msg = msg
+        self.raw: dict[str, Any] = {}
+        for name, value in msg.raw_items():
+            self.raw.setdefault(name.lower(), value)
+
+    def plain(self, name: str) -> str | None:
+        """The unfolded value when it needs no decoding ('' when absent); None: take the full parse."""
+        value = self.raw.get(name.lower(), "")
+        if not isinstance(value, str):
+            return None
+        text = _LINESEP.sub("", value)
+        if len(text) > PLAIN_MAX or "=?" in text or not _PRINTABLE.fullmatch(text):
+            return None
+        return text
+
+    def text(self, name: str, limit: int, shape: re.Pattern[str] | None = None) -> str:
+        """`_header(msg, name, limit)` for an unstructured field (Subject) or one of `shape` (Message-ID)."""
+        plain = self.plain(name)
+        if plain is not None and (shape is None or not plain or shape.fullmatch(plain)):
+            return plain[:limit].strip()
+        return _header(self.msg, name, limit)
+
+    def address(self, name: str) -> str:
+        """`_address(msg, name)`."""
+        plain = self.plain(name)
+        if plain is not None:
+            if not plain.strip(" \t"):
+                return ""
+            m = _ONE_ADDRESS.fullmatch(plain)
+            if m:
+                return (m.group(1) or m.group(2))[:200]
+        return _address(self.msg, name)
+
+    def date(self) -> dt.datetime | None:
+        """The Date field as a datetime (naive UTC when it has a zone), None when absent or unreadable."""
+        plain = self.plain("Date")
+        date_text = ""
+        if plain is not None and len(plain) <= 200:
+            date_text = plain.strip()
+            if not date_text:
+                return None
+            try:
+                parsed = email.utils.parsedate_to_datetime(date_text)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                parsed = None
+            if parsed is not None:
+                return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+        date_text = _header(self.msg, "Date", 200)
+        if not date_text:
+            return None
+        try:
+            parsed = email.utils.parsedate_to_datetime(date_text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 def parse(raw: bytes) -> Parsed:
@@ -153,24 +233,17 @@ def parse(raw: bytes) -> Parsed:
             attachment = any(True for _ in msg.iter_attachments()) if msg.is_multipart() else False
         except Exception:
             attachment = False
-    date = None
-    date_text = _header(msg, "Date", 200)
-    if date_text:
-        try:
-            parsed = email.utils.parsedate_to_datetime(date_text)
-            date = parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
-        except (TypeError, ValueError, IndexError, OverflowError):
-            date = None
+    fields = _Fields(msg)
     return Parsed(
-        message_id=_header(msg, "Message-ID", 500),
-        from_address=_address(msg, "From"),
-        to_address=_address(msg, "To"),
-        reply_to_address=_address(msg, "Reply-To"),
-        sender_address=_address(msg, "Sender"),
-        subject=_header(msg, "Subject", 500),
+        message_id=fields.text("Message-ID", 500, _MSG_ID),
+        from_address=fields.address("From"),
+        to_address=fields.address("To"),
+        reply_to_address=fields.address("Reply-To"),
+        sender_address=fields.address("Sender"),
+        subject=fields.text("Subject", 500),
         body=_clip(body, BODY_LIMIT),
         content_type=_header(msg, "Content-Type", 1000),
         has_attachment=attachment,
-        date=date,
+        date=fields.date(),
         hash=hashlib.sha256(raw).hexdigest()[:32],
     )

@@ -19,6 +19,7 @@ caller's transaction commit together or not at all; events are published after t
     # messages
     await store.deliver(uow, [Target(mailbox, flags, recipient)], raw, envelope=None, verdict=None,
                         internal_date=None) -> list[Stored]            # one message into N boxes, atomic
+    await store.deliver_many(uow, [Delivery(targets, raw, ...)]) -> list[list[Stored]]  # many, few statements
     await store.append(uow, mailbox, raw, flags=(), internal_date=None) -> Stored   # IMAP APPEND, Sent copy
     await store.set_flags(uow, mailbox, uids, flags, mode="set"|"add"|"remove", unchanged_since=None,
                           clear_recent=False) -> FlagResult
@@ -48,7 +49,7 @@ import sqlalchemy as sa
 
 from portside.auth import access
 from portside.auth.permissions import Actor
-from portside.core import records
+from portside.core import bulk, records
 from portside.core.db import Database, UnitOfWork
 from portside.core.events import EventDraft
 from portside.core.model import OWNER_COLUMN, Model
@@ -94,6 +95,18 @@ class Verdict:
     score: float = 0.0
     spam: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message for `deliver_many`, stored once per target (see `deliver`)."""
+
+    targets: Sequence[Target]
+    raw: bytes
+    envelope: Envelope | None = None
+    verdict: Verdict | None = None
+    internal_date: dt.datetime | None = None
+    prepared: tuple[message.Parsed, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -234,43 +247,70 @@ class MailStore:
     ) -> list[Stored]:
         """Store `raw` once per target (byte-exact), each with a fresh UID of its mailbox. `prepared` is
         `prepare(raw)` done before the transaction (the parse stays out of a shared write)."""
-        if not targets:
-            return []
+        one = Delivery(targets, raw, envelope=envelope, verdict=verdict, internal_date=internal_date, prepared=prepared)
+        return (await self.deliver_many(uow, [one]))[0]
+
+    async def deliver_many(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> list[list[Stored]]:
+        """`deliver` for several messages in one unit of work (group commit), in a fixed number of statements:
+        one UID/modseq bump per mailbox (boxes in id order; a box's new messages share its new modseq and get
+        consecutive UIDs in the order given), one multi-row INSERT, one re-read, one event-log INSERT (`core.bulk`).
+        Returns the `Stored` copies of each delivery, in the order of its targets."""
         model = self.model
         tm = model.table(MAIL_TABLE)
-        parsed, stored_form = prepared if prepared is not None else await self.prepare(raw)
-        env = envelope or Envelope()
-        when = internal_date or records.now()
+        commons: list[dict[str, Any]] = []
+        counts: dict[int, int] = {}
+        for d in deliveries:
+            commons.append(await self._common(d))
+            for t in d.targets:
+                counts[t.mailbox.id] = counts.get(t.mailbox.id, 0) + 1
+        taken = {box_id: await self._take(uow, box_id, counts[box_id]) for box_id in sorted(counts)}
+        next_uid = {box_id: first for box_id, (first, _) in taken.items()}
+        rows: list[dict[str, Any]] = []
+        places: list[tuple[int, int, int, int]] = []  # (delivery, box id, uid, modseq) of each row
+        actors: list[str | None] = []
+        for n, (d, common) in enumerate(zip(deliveries, commons, strict=True)):
+            for t in d.targets:
+                box = t.mailbox
+                uid, modseq = next_uid[box.id], taken[box.id][1]
+                next_uid[box.id] = uid + 1
+                values = dict(common)
+                values.update(flags.to_columns(flags.normalize(t.flags), recent=True))
+                values.update(uid=uid, modseq=modseq, mail_box_id=box.id, recipient=t.recipient[:200])
+                values[OWNER_COLUMN] = box.owner_id
+                rows.append(values)
+                places.append((n, box.id, uid, modseq))
+                actors.append(box.owner_ref)
+        out: list[list[Stored]] = [[] for _ in deliveries]
+        if not rows:
+            return out
+        refs = await bulk.insert_rows(uow, tm, rows, permission=OWNER_READ)
+        fresh = await bulk.emit_created(uow, model, tm, refs, actors)
+        for (n, box_id, uid, modseq), row in zip(places, fresh, strict=True):
+            out[n].append(Stored(row.id, row.ref, box_id, uid, modseq))
+        return out
+
+    async def _common(self, d: Delivery) -> dict[str, Any]:
+        """The columns every copy of one delivered message shares."""
+        parsed, stored_form = d.prepared if d.prepared is not None else await self.prepare(d.raw)
+        env = d.envelope or Envelope()
         common: dict[str, Any] = {
             **parsed.columns(),
             "mail": stored_form,
-            "size": len(raw),
-            "internal_date": when,
+            "size": len(d.raw),
+            "internal_date": d.internal_date or records.now(),
             "ip_addr": env.ip_addr[:50],
             "is_tls": env.is_tls,
             "return_path": env.mail_from[:255],
         }
         if env.mail_from:
             common["from_address"] = env.mail_from[:200]
-        if verdict is not None:
+        if d.verdict is not None:
             common.update(
-                spam=verdict.spam,
-                spam_score=float(verdict.score),
-                spam_verdict=jsonutil.dumps_str(verdict.detail),
+                spam=d.verdict.spam,
+                spam_score=float(d.verdict.score),
+                spam_verdict=jsonutil.dumps_str(d.verdict.detail),
             )
-        order = sorted(range(len(targets)), key=lambda i: targets[i].mailbox.id)
-        out: list[Stored | None] = [None] * len(targets)
-        for i in order:
-            t = targets[i]
-            box = t.mailbox
-            uid, modseq = await self._take(uow, box.id, 1)
-            values = dict(common)
-            values.update(flags.to_columns(flags.normalize(t.flags), recent=True))
-            values.update(uid=uid, modseq=modseq, mail_box_id=box.id, recipient=t.recipient[:200])
-            values[OWNER_COLUMN] = box.owner_id
-            row = await records.insert(uow, model, tm, values, permission=OWNER_READ, actor=box.owner_ref)
-            out[i] = Stored(row.id, row.ref, box.id, uid, modseq)
-        return [s for s in out if s is not None]
+        return common
 
     async def append(
         self,
