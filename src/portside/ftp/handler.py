@@ -239,6 +239,7 @@ class PortsideHandler(TLS_FTPHandler):  # type: ignore[misc]
     def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool, elapsed: float, bytes: int) -> None:
         (metrics.received if receive else metrics.sent)("ftp", bytes)
         super().log_transfer(cmd, filename, receive, completed, elapsed, bytes)
+
     def close(self) -> None:
         ticket, self.ticket = self.ticket, None
         if ticket is not None:
