@@ -27,7 +27,8 @@ from portside.core.schema import SchemaDoc, parse_document
 from portside.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from portside.storage import archives, paths
 from portside.storage.sites import folder_of
-from portside.storage.store import Store, UploadTooLarge
+from portside.storage.store import Store
+from portside.storage.writers import UploadTooLarge
 
 MAX_GET_FILE = 16 * 1024 * 1024  # get_file answers inline (base64); larger files stream from the site's pages
 
