@@ -33,6 +33,7 @@ from portside.core.catalog import Catalog
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.errors import Conflict, Kind, NotFound, PayloadTooLarge, TooManyRequests
+from portside.imap.boxindex import BoxIndex, BoxIndexes
 from portside.imap.store import (
     Changes,
     CopyResult,
@@ -90,6 +91,7 @@ class RowsBackend:
         self._salt = secrets.token_bytes(16)
         self._logins: dict[bytes, tuple[float, MailLogin]] = {}  # successful checks (see _login_mail)
         self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}
+        self.indexes = BoxIndexes()  # SELECT's view of each mailbox, shared by the sessions (imap.boxindex)
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class RowsBackend:
                 raise
             except Exception:  # e.g. lagged: wake everybody (they re-read), resubscribe
                 logger.exception("IMAP event subscription failed; resubscribing")
+                self.indexes.drop()
                 for ref in list(self._watchers):
                     self._wake(ref, Hint())
                 await asyncio.sleep(0.5)
@@ -129,8 +132,11 @@ class RowsBackend:
                     event.type == "delete",
                     frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
                 )
-                self._wake(box, hint if hint.uid is not None else Hint())
+                hint = hint if hint.uid is not None else Hint()
+                self.indexes.observe(box, hint)
+                self._wake(box, hint)
         elif event.table == boxes.BOX_TABLE:
+            self.indexes.drop(event.ref)
             self._wake(event.ref, Hint())
         if access.changes_credentials(event.table):
             self._logins.clear()  # a password or an application password may have changed
@@ -309,9 +315,21 @@ class RowsAccount:
             lost = await subscriptions.names(conn, self.mail.model, self.account_id) - {b.name for b in found}
         return found + [MailboxInfo(n, 0, 0, subscribed=True, exists=False) for n in sorted(lost)]
 
+    async def _index(self, box: Mailbox) -> BoxIndex:
+        return await self.backend.indexes.catch_up(
+            box.ref,
+            box.uidvalidity,
+            box.modseq,
+            lambda since: self.mail.flag_index(box.id, changed_since=since),
+            lambda since: self.mail.vanished(box.id, since),
+        )
+
     async def status(self, name: str) -> MailboxInfo:
+        """Counted from the shared index (no aggregate over the mailbox's rows); \\Recent read (indexed)."""
         box = await self._box(name)
-        return self._info(box, await manage.counts(self.db, self.mail.model, box.id))
+        idx = await self._index(box)
+        recent = await self.mail.recent_uids(box.id)
+        return self._info(box, idx.counts(sum(1 for u in recent if u in idx.messages)))
 
     async def create(self, name: str, special_use: str | None = None) -> MailboxInfo:
         async with self.db.transaction() as uow:
@@ -356,13 +374,14 @@ class RowsAccount:
 
     async def snapshot(self, name: str) -> Snapshot:
         box = await self._box(name)
-        metas = await self.mail.messages(box.id)
-        messages = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
-        top = max([box.modseq, *(m.modseq for m in messages)])
+        idx = await self._index(box)
+        messages = list(idx.messages.values())
+        recent = frozenset(await self.mail.recent_uids(box.id))
         info = self._info(box)
+        top = max(box.modseq, idx.top)
         if top != info.highestmodseq:
             info = MailboxInfo(**{**info.__dict__, "highestmodseq": top})
-        return Snapshot(info, messages, frozenset(m.uid for m in metas if m.recent))
+        return Snapshot(info, messages, frozenset(u for u in recent if u in idx.messages))
 
     async def changes(self, name: str, since: int) -> Changes:
         box = await self._box(name)

@@ -25,6 +25,8 @@ caller's transaction commit together or not at all; events are published after t
     await store.expunge(uow, mailbox, uids=None, only_deleted=True) -> list[int]    # expunged UIDs
     await store.copy(uow, source, uids, target) -> list[tuple[int, int]]            # (old uid, new uid)
     await store.messages(mailbox_id, since_uid=0, changed_since=None) -> list[MessageMeta]
+    await store.flag_index(mailbox_id, changed_since=None) -> [(uid, modseq, flags, size, internal_date)]
+    await store.recent_uids(mailbox_id) -> list[int]        # still marked \\Recent
     await store.vanished(mailbox_id, since_modseq) -> list[int]
     await store.raw(mail_id) -> bytes                       # byte-exact, any stored form (mail.message)
 
@@ -341,7 +343,12 @@ class MailStore:
         leaves a tombstone with the expunge's modseq."""
         model = self.model
         tm = model.table(MAIL_TABLE)
-        rows = await self._rows(uow.conn, mailbox.id, uids, "deleted")
+        if uids is None and only_deleted:  # the marked ones only (indexed), not every row of the mailbox
+            t = tm.sa
+            q = sa.select(t.c.id, t.c.uid, t.c.deleted).where(t.c.mail_box_id == mailbox.id, t.c.deleted == sa.true())
+            rows = sorted((await uow.conn.execute(q)).all(), key=lambda r: int(r.uid))
+        else:
+            rows = await self._rows(uow.conn, mailbox.id, uids, "deleted")
         gone = [(int(r.id), int(r.uid)) for r in rows if r.deleted or not only_deleted]
         if not gone:
             return []
@@ -405,28 +412,51 @@ class MailStore:
     ) -> list[MessageMeta]:
         """Messages of a mailbox in UID order (UID > `since_uid`; modseq > `changed_since` when given)."""
         t = self.model.table(MAIL_TABLE).sa
-        cols = (*flags.FLAG_COLUMNS, "keywords", "recent", "modseq", "size", "internal_date", "message_id")
-        q = sa.select(t.c.id, t.c.reference_id, t.c.uid, *(t.c[c] for c in cols)).where(
-            t.c.mail_box_id == mailbox_id, t.c.uid > since_uid
-        )
+        cols = ("keywords", "recent", "modseq", "size", "internal_date", "message_id", *flags.FLAG_COLUMNS)
+        q = sa.select(t.c.id, t.c.reference_id, t.c.uid, *(t.c[c] for c in cols)).where(t.c.mail_box_id == mailbox_id)
+        if since_uid:
+            q = q.where(t.c.uid > since_uid)
         if changed_since is not None:
             q = q.where(t.c.modseq > changed_since)
         async with self.db.read() as conn:
             rows = (await conn.execute(q.order_by(t.c.uid))).all()
-        return [
+        of_columns = flags.of_columns
+        return [  # positional: a mapping per row costs more than the query on a large mailbox
             MessageMeta(
-                int(r.id),
-                r.reference_id,
-                int(r.uid),
-                int(r.modseq or 0),
-                flags.of_row(dict(r._mapping)),
-                bool(r.recent),
-                int(r.size or 0),
-                r.internal_date,
-                r.message_id or "",
+                int(r[0]),
+                r[1],
+                int(r[2]),
+                int(r[5] or 0),
+                of_columns(r[9:], r[3]),
+                bool(r[4]),
+                int(r[6] or 0),
+                r[7],
+                r[8] or "",
             )
             for r in rows
         ]
+
+    async def flag_index(
+        self, mailbox_id: int, changed_since: int | None = None
+    ) -> list[tuple[int, int, list[str], int, dt.datetime | None]]:
+        """(uid, modseq, flags, size, internal_date) of a mailbox's messages in UID order (modseq above
+        `changed_since` when given): what an IMAP SELECT needs, nothing of the message itself."""
+        t = self.model.table(MAIL_TABLE).sa
+        cols = ("keywords", "modseq", "size", "internal_date", *flags.FLAG_COLUMNS)
+        q = sa.select(t.c.uid, *(t.c[c] for c in cols)).where(t.c.mail_box_id == mailbox_id)
+        if changed_since is not None:
+            q = q.where(t.c.modseq > changed_since)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q.order_by(t.c.uid))).all()
+        of_columns = flags.of_columns
+        return [(int(r[0]), int(r[2] or 0), of_columns(r[5:], r[1]), int(r[3] or 0), r[4]) for r in rows]
+
+    async def recent_uids(self, mailbox_id: int) -> list[int]:
+        """UIDs of a mailbox's messages still marked `\\Recent` (claimed by no session yet)."""
+        t = self.model.table(MAIL_TABLE).sa
+        q = sa.select(t.c.uid).where(t.c.mail_box_id == mailbox_id, t.c.recent == sa.true())
+        async with self.db.read() as conn:  # no ORDER BY: it would make SQLite walk the (box, uid) index
+            return sorted(int(u) for u in (await conn.scalars(q)).all())
 
     async def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
         """UIDs expunged from a mailbox after `since_modseq` (QRESYNC VANISHED (EARLIER))."""
