@@ -86,9 +86,7 @@ async def claim_recent(uow: UnitOfWork, model: Model, box_id: int, uids: list[in
         return set()
     t = model.table(MAIL_TABLE).sa
     wanted = set(uids)
-    cond = sa.and_(
-        t.c.mail_box_id == box_id, t.c.recent == sa.true(), t.c.uid >= min(wanted), t.c.uid <= max(wanted)
-    )
+    cond = sa.and_(t.c.mail_box_id == box_id, t.c.recent == sa.true(), t.c.uid >= min(wanted), t.c.uid <= max(wanted))
     clear = t.update().where(cond).values(recent=False)
     if uow.conn.dialect.name in ("sqlite", "postgresql"):  # MariaDB has no UPDATE ... RETURNING
         found = {int(u) for u in (await uow.conn.execute(clear.returning(t.c.uid))).scalars().all()}
