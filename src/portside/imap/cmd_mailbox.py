@@ -87,12 +87,11 @@ class MailboxCommands(SessionBase):
             if self.qresync:
                 await self.untagged("OK [CLOSED] Previous mailbox closed.")
         try:
-            snap = await account.snapshot(name)
+            snap = await account.snapshot(name, claim=not readonly)
         except NotFound:
             raise Refused("Mailbox doesn't exist: " + name[:100], "NONEXISTENT") from None
         uids = [m.uid for m in snap.messages]
-        # only messages still marked recent can be claimed (usually a handful, not the whole mailbox)
-        recent = set(snap.recent) if readonly else await account.claim_recent(name, sorted(snap.recent))
+        recent = set(snap.recent)  # claimed by this session when read-write
         sel = Selected(name, readonly, snap, recent)
         sel.condstore = self.condstore
         box = snap.mailbox

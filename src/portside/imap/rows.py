@@ -372,11 +372,16 @@ class RowsAccount:
             if not on and not await subscriptions.remove(uow, self.mail.model, self.account_id, name) and box is None:
                 raise NotFound("Not subscribed")
 
-    async def snapshot(self, name: str) -> Snapshot:
+    async def snapshot(self, name: str, *, claim: bool = False) -> Snapshot:
         box = await self._box(name)
         idx = await self._index(box)
         messages = list(idx.messages.values())
-        recent = frozenset(await self.mail.recent_uids(box.id))
+        top_uid = messages[-1].uid if messages else 0
+        if claim and top_uid:  # one UPDATE ... RETURNING; a message newer than the index stays for later
+            async with self.db.transaction() as uow:
+                recent = await manage.claim_recent_range(uow, self.mail.model, box.id, 1, top_uid)
+        else:
+            recent = {u for u in await self.mail.recent_uids(box.id) if u <= top_uid}
         info = self._info(box)
         top = max(box.modseq, idx.top)
         if top != info.highestmodseq:
