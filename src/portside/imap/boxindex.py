@@ -15,6 +15,7 @@ Writes that bypass the modseq (an /api PATCH or DELETE of a row) are noticed fro
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -23,8 +24,10 @@ from portside.imap.store import Hint, MessageInfo
 from portside.mail.manage import Counts
 
 MAX_BOXES = 64  # mailboxes indexed per process (least recently used dropped)
+MAX_LOG = 4096  # changes remembered per mailbox for the sessions catching up (older: read from the store)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 Rows = list[tuple[int, int, list[str], int, dt.datetime | None]]  # MailStore.flag_index
+Gone = list[tuple[int, int]]  # (uid, modseq) of expunged messages: MailStore.expunged_since
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime:
@@ -40,6 +43,10 @@ class BoxIndex:
         self.synced = -1  # every change up to this modseq is in `messages`; -1: nothing read yet
         self.top = 0  # the highest modseq of an indexed message
         self.suspect: set[int] = set()  # UIDs an event said were deleted: must be gone after catching up
+        # (modseq, uid, expunged) of every change read after `log_from`, in modseq order: what a session that
+        # has seen everything up to `log_from` or later needs to catch up, without a query of its own
+        self.log: list[tuple[int, int, bool]] = []
+        self.log_from = 1 << 62
         self.lock = asyncio.Lock()
 
     def counts(self, recent: int) -> Counts:
@@ -51,7 +58,7 @@ class BoxIndex:
             size += m.size
         return Counts(len(self.messages), unseen, recent, deleted, size)
 
-    def apply(self, rows: Rows, vanished: list[int]) -> bool:
+    def apply(self, rows: Rows, vanished: Gone, *, log: bool = True) -> bool:
         """Fold changed/new rows and expunged UIDs in; False when the index cannot stay in UID order."""
         last = next(reversed(self.messages), 0)
         for uid, modseq, flags, size, when in rows:
@@ -62,9 +69,28 @@ class BoxIndex:
                 last = uid
             self.messages[uid] = MessageInfo(uid, frozenset(flags), _utc(when), size, modseq)
             self.top = max(self.top, modseq)
-        for uid in vanished:
+            if log:
+                bisect.insort(self.log, (modseq, uid, False))
+        for uid, modseq in vanished:
             self.messages.pop(uid, None)
+            if log:
+                bisect.insort(self.log, (modseq, uid, True))
+        if len(self.log) > MAX_LOG:
+            cut = len(self.log) - MAX_LOG // 2
+            self.log_from = max(self.log_from, self.log[cut - 1][0])
+            del self.log[:cut]
         return True
+
+    def changes_since(self, since: int) -> tuple[list[MessageInfo], list[int]] | None:
+        """(messages changed or new, UIDs expunged) after modseq `since`, ascending UID; None when that is
+        before what the log remembers."""
+        if since < self.log_from:
+            return None
+        tail = self.log[bisect.bisect_right(self.log, (since, 1 << 62, True)) :]
+        messages = self.messages
+        changed = {u for _, u, gone in tail if not gone and u in messages and messages[u].modseq > since}
+        vanished = {u for _, u, gone in tail if gone and u not in messages}
+        return [messages[u] for u in sorted(changed)], sorted(vanished)
 
 
 class BoxIndexes:
@@ -100,7 +126,7 @@ class BoxIndexes:
         uidvalidity: int,
         modseq: int,
         read: Callable[[int | None], Awaitable[Rows]],
-        vanished: Callable[[int], Awaitable[list[int]]],
+        vanished: Callable[[int], Awaitable[Gone]],
     ) -> BoxIndex:
         """The index of a mailbox, current as of `modseq` (the mailbox row's, read before calling)."""
         idx = self._boxes.get(box_id)
@@ -122,7 +148,7 @@ class BoxIndexes:
                     idx.suspect -= suspect
                     return idx
             fresh = BoxIndex(uidvalidity)  # first read, or catching up could not explain a change: read all
-            fresh.apply(await read(None), [])
-            fresh.synced = modseq
-            idx.messages, idx.synced, idx.top, idx.suspect = fresh.messages, fresh.synced, fresh.top, set()
+            fresh.apply(await read(None), [], log=False)
+            idx.messages, idx.synced, idx.top, idx.suspect = fresh.messages, modseq, fresh.top, set()
+            idx.log, idx.log_from = [], modseq
             return idx

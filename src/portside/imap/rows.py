@@ -92,6 +92,7 @@ class RowsBackend:
         self._logins: dict[bytes, tuple[float, MailLogin]] = {}  # successful checks (see _login_mail)
         self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}
         self.indexes = BoxIndexes()  # SELECT's view of each mailbox, shared by the sessions (imap.boxindex)
+        self.claimed: dict[tuple[int, int], int] = {}  # (box id, uidvalidity) -> UIDs up to this one not \\Recent
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -321,7 +322,7 @@ class RowsAccount:
             box.uidvalidity,
             box.modseq,
             lambda since: self.mail.flag_index(box.id, changed_since=since),
-            lambda since: self.mail.vanished(box.id, since),
+            lambda since: self.mail.expunged_since(box.id, since),
         )
 
     async def status(self, name: str) -> MailboxInfo:
@@ -377,9 +378,13 @@ class RowsAccount:
         idx = await self._index(box)
         messages = list(idx.messages.values())
         top_uid = messages[-1].uid if messages else 0
-        if claim and top_uid:  # one UPDATE ... RETURNING; a message newer than the index stays for later
+        done = self.backend.claimed.get((box.id, box.uidvalidity), 0)
+        if claim and top_uid <= done:
+            recent: set[int] = set()
+        elif claim:  # one UPDATE ... RETURNING; a message newer than the index stays for later
             async with self.db.transaction() as uow:
-                recent = await manage.claim_recent_range(uow, self.mail.model, box.id, 1, top_uid)
+                recent = await manage.claim_recent_range(uow, self.mail.model, box.id, done + 1, top_uid)
+            self._claimed(box, done + 1, top_uid)
         else:
             recent = {u for u in await self.mail.recent_uids(box.id) if u <= top_uid}
         info = self._info(box)
@@ -390,6 +395,9 @@ class RowsAccount:
 
     async def changes(self, name: str, since: int) -> Changes:
         box = await self._box(name)
+        known = (await self._index(box)).changes_since(since)  # one read per change for all the sessions
+        if known is not None:
+            return Changes(self._info(box), *known)
         metas = await self.mail.messages(box.id, changed_since=since)
         changed = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
         return Changes(self._info(box), changed, await self.mail.vanished(box.id, since))
@@ -466,11 +474,23 @@ class RowsAccount:
         return CopyResult(dst.uidvalidity, [old for old, _ in pairs], [new for _, new in pairs])
 
     async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]:
-        if not uids:
-            return set()
         box = await self._box_for_write(name)
+        done = self.backend.claimed.get((box.id, box.uidvalidity), 0)
+        wanted = [u for u in uids if u > done]  # at or below: no longer recent anywhere
+        if not wanted:
+            return set()
         async with self.db.transaction() as uow:
-            return await manage.claim_recent(uow, self.mail.model, box.id, list(uids))
+            got = await manage.claim_recent(uow, self.mail.model, box.id, wanted)
+        self._claimed(box, min(wanted), max(wanted))
+        return got
+
+    def _claimed(self, box: Mailbox, low: int, high: int) -> None:
+        """UIDs low..high of a mailbox are no longer recent (a claim cleared them; they never become recent
+        again): later claims by this process's sessions skip them without a write."""
+        key = (box.id, box.uidvalidity)
+        done = self.backend.claimed.get(key, 0)
+        if low <= done + 1:
+            self.backend.claimed[key] = max(done, high)
 
     def watch(self, name: str, wake: Wake) -> Callable[[], None]:
         ref = self._refs.get(name)

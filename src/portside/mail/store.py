@@ -28,6 +28,7 @@ caller's transaction commit together or not at all; events are published after t
     await store.flag_index(mailbox_id, changed_since=None) -> [(uid, modseq, flags, size, internal_date)]
     await store.recent_uids(mailbox_id) -> list[int]        # still marked \\Recent
     await store.vanished(mailbox_id, since_modseq) -> list[int]
+    await store.expunged_since(mailbox_id, since_modseq) -> [(uid, modseq)]
     await store.raw(mail_id) -> bytes                       # byte-exact, any stored form (mail.message)
 
 UIDs (spec §A.11, made atomic): the delivering transaction runs `UPDATE mail_box SET nextuid = nextuid + n,
@@ -464,6 +465,13 @@ class MailStore:
         q = sa.select(x.c.uid).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq).order_by(x.c.uid)
         async with self.db.read() as conn:
             return [int(u) for u in (await conn.scalars(q)).all()]
+
+    async def expunged_since(self, mailbox_id: int, since_modseq: int) -> list[tuple[int, int]]:
+        """(uid, modseq) of the tombstones of a mailbox after `since_modseq`."""
+        x = self.model.table(EXPUNGED_TABLE).sa
+        q = sa.select(x.c.uid, x.c.modseq).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq)
+        async with self.db.read() as conn:
+            return [(int(u), int(m)) for u, m in (await conn.execute(q)).all()]
 
     async def raw(self, mail_id: int) -> bytes:
         t = self.model.table(MAIL_TABLE).sa
