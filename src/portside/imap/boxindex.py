@@ -141,14 +141,23 @@ class BoxIndexes:
                 return idx
             suspect = set(idx.suspect)
             if idx.synced >= 0:
-                gone = await vanished(idx.synced)
-                fine = idx.apply(await read(idx.synced), gone)
+                # rows first, then tombstones: every change up to the highest modseq read is then known
+                rows = await read(idx.synced)
+                fine = idx.apply(rows, await vanished(idx.synced))
                 if fine and not (suspect & idx.messages.keys()):
-                    idx.synced = max(idx.synced, modseq)
+                    idx.synced = max(idx.synced, modseq, *(r[1] for r in rows))
                     idx.suspect -= suspect
                     return idx
             fresh = BoxIndex(uidvalidity)  # first read, or catching up could not explain a change: read all
             fresh.apply(await read(None), [], log=False)
-            idx.messages, idx.synced, idx.top, idx.suspect = fresh.messages, modseq, fresh.top, set()
-            idx.log, idx.log_from = [], modseq
+            synced = max(modseq, fresh.top)
+            idx.messages, idx.synced, idx.top, idx.suspect = fresh.messages, synced, fresh.top, set()
+            idx.log, idx.log_from = [], synced
             return idx
+
+    def current(self, box_id: str, modseq: int) -> BoxIndex | None:
+        """The index of a mailbox when it already holds every change up to `modseq` (no read needed)."""
+        idx = self._boxes.get(box_id)
+        if idx is None or idx.synced < modseq or idx.suspect or idx.lock.locked():
+            return None
+        return idx

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import sqlalchemy as sa
 
@@ -92,6 +93,7 @@ class RowsBackend:
         self._logins: dict[bytes, tuple[float, MailLogin]] = {}  # successful checks (see _login_mail)
         self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}
         self.indexes = BoxIndexes()  # SELECT's view of each mailbox, shared by the sessions (imap.boxindex)
+        self.latest: dict[str, int] = {}  # mailbox ref -> the highest modseq a change event announced
         self.claimed: dict[tuple[int, int], int] = {}  # (box id, uidvalidity) -> UIDs up to this one not \\Recent
 
     # -- life cycle ----------------------------------------------------------------------------------
@@ -134,6 +136,8 @@ class RowsBackend:
                     frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
                 )
                 hint = hint if hint.uid is not None else Hint()
+                if hint.modseq is not None and hint.modseq > self.latest.get(box, 0):
+                    self.latest[box] = hint.modseq
                 self.indexes.observe(box, hint)
                 self._wake(box, hint)
         elif event.table == boxes.BOX_TABLE:
@@ -329,8 +333,10 @@ class RowsAccount:
         """Counted from the shared index (no aggregate over the mailbox's rows); \\Recent read (indexed)."""
         box = await self._box(name)
         idx = await self._index(box)
-        recent = await self.mail.recent_uids(box.id)
-        return self._info(box, idx.counts(sum(1 for u in recent if u in idx.messages)))
+        top_uid = next(reversed(idx.messages), 0)
+        done = self.backend.claimed.get((box.id, box.uidvalidity), 0)
+        recent = 0 if top_uid <= done else await self.mail.recent_count(box.id, top_uid)
+        return self._info(box, idx.counts(recent))
 
     async def create(self, name: str, special_use: str | None = None) -> MailboxInfo:
         async with self.db.transaction() as uow:
@@ -387,17 +393,29 @@ class RowsAccount:
             self._claimed(box, done + 1, top_uid)
         else:
             recent = {u for u in await self.mail.recent_uids(box.id) if u <= top_uid}
-        info = self._info(box)
-        top = max(box.modseq, idx.top)
-        if top != info.highestmodseq:
-            info = MailboxInfo(**{**info.__dict__, "highestmodseq": top})
-        return Snapshot(info, messages, frozenset(u for u in recent if u in idx.messages))
+        return Snapshot(self._indexed_info(box, idx), messages, frozenset(u for u in recent if u in idx.messages))
+
+    def _indexed_info(self, box: Mailbox, idx: BoxIndex) -> MailboxInfo:
+        """The mailbox as the index knows it (UIDNEXT and HIGHESTMODSEQ no older than the index)."""
+        top_uid = next(reversed(idx.messages), 0)
+        return replace(
+            self._info(box), uidnext=max(box.nextuid, top_uid + 1), highestmodseq=max(box.modseq, idx.synced)
+        )
 
     async def changes(self, name: str, since: int) -> Changes:
+        # a session woken by a change event: when the shared index already holds every change the events
+        # announced, neither the mailbox row nor the messages are read again (one read per change in all)
+        seen = self._recent_boxes.get(name)
+        if seen is not None and time.monotonic() - seen[0] < BOX_FRESH:
+            idx = self.backend.indexes.current(seen[1].ref, self.backend.latest.get(seen[1].ref, 0))
+            known = idx.changes_since(since) if idx is not None else None
+            if idx is not None and known is not None:
+                return Changes(self._indexed_info(seen[1], idx), *known)
         box = await self._box(name)
-        known = (await self._index(box)).changes_since(since)  # one read per change for all the sessions
+        idx = await self._index(box)
+        known = idx.changes_since(since)
         if known is not None:
-            return Changes(self._info(box), *known)
+            return Changes(self._indexed_info(box, idx), *known)
         metas = await self.mail.messages(box.id, changed_since=since)
         changed = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
         return Changes(self._info(box), changed, await self.mail.vanished(box.id, since))

@@ -27,6 +27,7 @@ caller's transaction commit together or not at all; events are published after t
     await store.messages(mailbox_id, since_uid=0, changed_since=None) -> list[MessageMeta]
     await store.flag_index(mailbox_id, changed_since=None) -> [(uid, modseq, flags, size, internal_date)]
     await store.recent_uids(mailbox_id) -> list[int]        # still marked \\Recent
+    await store.recent_count(mailbox_id, max_uid) -> int
     await store.vanished(mailbox_id, since_modseq) -> list[int]
     await store.expunged_since(mailbox_id, since_modseq) -> [(uid, modseq)]
     await store.raw(mail_id) -> bytes                       # byte-exact, any stored form (mail.message)
@@ -465,6 +466,13 @@ class MailStore:
         q = sa.select(x.c.uid).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq).order_by(x.c.uid)
         async with self.db.read() as conn:
             return [int(u) for u in (await conn.scalars(q)).all()]
+
+    async def recent_count(self, mailbox_id: int, max_uid: int) -> int:
+        """How many of a mailbox's messages up to UID `max_uid` are still marked `\\Recent` (counted in the index)."""
+        t = self.model.table(MAIL_TABLE).sa
+        cond = sa.and_(t.c.mail_box_id == mailbox_id, t.c.recent == sa.true(), t.c.uid <= max_uid)
+        async with self.db.read() as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).select_from(t).where(cond)) or 0)
 
     async def expunged_since(self, mailbox_id: int, since_modseq: int) -> list[tuple[int, int]]:
         """(uid, modseq) of the tombstones of a mailbox after `since_modseq`."""
