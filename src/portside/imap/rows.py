@@ -275,6 +275,7 @@ class RowsAccount:
         self._recent_boxes: dict[str, tuple[float, Mailbox]] = {}
         self._bodies: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._cached = 0  # bytes in _bodies
+        self._stale: set[str] = set()  # mailboxes this session wrote since it last read their row
 
     @property
     def mail(self) -> MailStore:
@@ -302,7 +303,7 @@ class RowsAccount:
         """The mailbox row as read in the last second (writes need its id and owner, which do not change;
         the UID and modseq counters are taken inside the writing transaction)."""
         seen = self._recent_boxes.get(name)
-        if seen is not None and time.monotonic() - seen[0] < BOX_FRESH:
+        if seen is not None and name not in self._stale and time.monotonic() - seen[0] < BOX_FRESH:
             return seen[1]
         return await self._box(name)
 
@@ -411,6 +412,7 @@ class RowsAccount:
             known = idx.changes_since(since) if idx is not None else None
             if idx is not None and known is not None:
                 return Changes(self._indexed_info(seen[1], idx), *known)
+        self._stale.discard(name)
         box = await self._box(name)
         idx = await self._index(box)
         known = idx.changes_since(since)
@@ -461,6 +463,7 @@ class RowsAccount:
         when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
         async with self.db.transaction() as uow:
             stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
+        self._wrote(box)
         return box.uidvalidity, stored.uid
 
     async def store(
@@ -475,12 +478,15 @@ class RowsAccount:
             )
         when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         changed = [MessageInfo(uid, frozenset(fl), when, 0, modseq) for uid, modseq, fl in result.changed]
+        self._wrote(box)
         return StoreResult(changed, result.failed)
 
     async def expunge(self, name: str, uids: Sequence[int] | None) -> list[int]:
         box = await self._box_for_write(name)
         async with self.db.transaction() as uow:
-            return await self.mail.expunge(uow, box, None if uids is None else list(uids))
+            gone = await self.mail.expunge(uow, box, None if uids is None else list(uids))
+        self._wrote(box)
+        return gone
 
     async def copy(self, name: str, uids: Sequence[int], target: str, *, move: bool) -> CopyResult:
         src = await self._box_for_write(name)
@@ -489,7 +495,14 @@ class RowsAccount:
             pairs = await self.mail.copy(uow, src, uids, dst)
             if move and pairs:
                 await self.mail.expunge(uow, src, [old for old, _ in pairs], only_deleted=False)
+        self._wrote(src)
+        self._wrote(dst)
         return CopyResult(dst.uidvalidity, [old for old, _ in pairs], [new for _, new in pairs])
+
+    def _wrote(self, box: Mailbox) -> None:
+        """This session changed the mailbox: its own next catch-up reads the mailbox row (the change events,
+        which tell the other sessions, may not have arrived yet)."""
+        self._stale.add(box.name)
 
     async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]:
         box = await self._box_for_write(name)
