@@ -303,7 +303,7 @@ class RowsAccount:
         """The mailbox row as read in the last second (writes need its id and owner, which do not change;
         the UID and modseq counters are taken inside the writing transaction)."""
         seen = self._recent_boxes.get(name)
-        if seen is not None and name not in self._stale and time.monotonic() - seen[0] < BOX_FRESH:
+        if seen is not None and time.monotonic() - seen[0] < BOX_FRESH:
             return seen[1]
         return await self._box(name)
 
@@ -407,7 +407,7 @@ class RowsAccount:
         # a session woken by a change event: when the shared index already holds every change the events
         # announced, neither the mailbox row nor the messages are read again (one read per change in all)
         seen = self._recent_boxes.get(name)
-        if seen is not None and time.monotonic() - seen[0] < BOX_FRESH:
+        if seen is not None and name not in self._stale and time.monotonic() - seen[0] < BOX_FRESH:
             idx = self.backend.indexes.current(seen[1].ref, self.backend.latest.get(seen[1].ref, 0))
             known = idx.changes_since(since) if idx is not None else None
             if idx is not None and known is not None:
