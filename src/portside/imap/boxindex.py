@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from portside.imap.store import Hint, MessageInfo
 from portside.mail.manage import Counts
 
-MAX_BOXES = 64  # mailboxes indexed per process (least recently used dropped)
+MAX_BOXES = 64  # mailboxes indexed per process (least recently used dropped)...
+MAX_MESSAGES = 1_000_000  # ...and messages in all of them (a few hundred bytes each)
 MAX_LOG = 4096  # changes remembered per mailbox for the sessions catching up (older: read from the store)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 Rows = list[tuple[int, int, list[str], int, dt.datetime | None]]  # MailStore.flag_index
@@ -153,7 +154,16 @@ class BoxIndexes:
             synced = max(modseq, fresh.top)
             idx.messages, idx.synced, idx.top, idx.suspect = fresh.messages, synced, fresh.top, set()
             idx.log, idx.log_from = [], synced
+            self._trim(box_id)
             return idx
+
+    def _trim(self, keep: str) -> None:
+        total = sum(len(i.messages) for i in self._boxes.values())
+        for ref in list(self._boxes):
+            if total <= MAX_MESSAGES:
+                break
+            if ref != keep:
+                total -= len(self._boxes.pop(ref).messages)
 
     def current(self, box_id: str, modseq: int) -> BoxIndex | None:
         """The index of a mailbox when it already holds every change up to `modseq` (no read needed)."""
