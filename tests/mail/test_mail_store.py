@@ -480,3 +480,92 @@ def test_mail_follows_the_account_to_a_new_owner(world: MailWorld) -> None:
             "INBOX",
             "Sent",
         }
+
+
+def test_imap_index_catches_up_by_modseq_and_matches_the_rows(world: MailWorld) -> None:
+    """The IMAP per-mailbox index (imap.boxindex) over the store's compact reads: after flag changes,
+    expunges and new messages it holds exactly what the rows say, its change log answers what changed since
+    a modseq as the store does, a write that bypassed the modseq (seen by its event) makes it read all again,
+    and \\Recent is claimed once over a UID range."""
+    from portside.imap.boxindex import BoxIndexes
+    from portside.imap.store import Hint
+
+    async def main() -> None:
+        db, store = store_for(world.db_url)
+        try:
+            acc = await store.account("alice@example.com")
+            assert acc is not None
+            async with db.transaction() as uow:
+                box = await store.create_mailbox(uow, acc, "IndexTest")
+            async with db.transaction() as uow:
+                for n in range(30):
+                    await store.append(uow, box, raw_message(1000 + n), flags=["\\Seen"] if n % 2 else [])
+            indexes = BoxIndexes()
+
+            async def index() -> Any:
+                b = await store.mailbox(acc.id, "IndexTest")
+                assert b is not None
+                return await indexes.catch_up(
+                    b.ref,
+                    b.uidvalidity,
+                    b.modseq,
+                    lambda since: store.flag_index(b.id, changed_since=since),
+                    lambda since: store.expunged_since(b.id, since),
+                )
+
+            async def rows() -> dict[int, tuple[frozenset[str], int]]:
+                return {m.uid: (frozenset(m.flags), m.modseq) for m in await store.messages(box.id)}
+
+            def view(idx: Any) -> dict[int, tuple[frozenset[str], int]]:
+                return {u: (m.flags, m.modseq) for u, m in idx.messages.items()}
+
+            idx = await index()
+            assert view(idx) == await rows() and len(idx.messages) == 30
+            since = idx.synced
+            uids = list(idx.messages)
+            async with db.transaction() as uow:
+                await store.set_flags(uow, box, uids[:3], ["\\Flagged"], mode="add")
+                await store.set_flags(uow, box, uids[3:5], ["\\Deleted"], mode="add")
+            async with db.transaction() as uow:
+                gone = await store.expunge(uow, box)
+                new = await store.append(uow, box, raw_message(2000))
+            assert gone == uids[3:5]
+            idx = await index()
+            assert view(idx) == await rows() and list(idx.messages) == sorted(idx.messages)
+            known = idx.changes_since(since)
+            assert known is not None
+            changed, vanished = known
+            assert [m.uid for m in changed] == [m.uid for m in await store.messages(box.id, changed_since=since)]
+            assert vanished == await store.vanished(box.id, since) == uids[3:5]
+            assert new.uid in {m.uid for m in changed}
+            assert idx.counts(0).deleted == 0 and idx.counts(0).messages == 29
+            # a write that did not move the modseq (as an /api PATCH): its event drops the index
+            t = store.model.table("mail").sa
+            async with db.transaction() as uow:
+                await uow.conn.execute(
+                    t.update().where(t.c.mail_box_id == box.id, t.c.uid == uids[0]).values(seen=True)
+                )
+            old = idx.messages[uids[0]]
+            indexes.observe(box.ref, Hint(uids[0], old.modseq, False, frozenset({*old.flags, "\\Seen"})))
+            idx = await index()
+            assert "\\Seen" in idx.messages[uids[0]].flags and view(idx) == await rows()
+            # a delete event for a message the index still holds: it reads all again when next used
+            async with db.transaction() as uow:
+                await uow.conn.execute(t.delete().where(t.c.mail_box_id == box.id, t.c.uid == uids[6]))
+            indexes.observe(box.ref, Hint(uids[6], None, True))
+            idx = await index()
+            assert uids[6] not in idx.messages and view(idx) == await rows()
+            # \Recent: claimed once over a UID range, counted in SQL
+            from portside.mail import manage
+
+            assert await store.recent_count(box.id, new.uid) == 28
+            async with db.transaction() as uow:
+                claimed = await manage.claim_recent_range(uow, store.model, box.id, 1, new.uid - 1)
+            assert len(claimed) == 27 and new.uid not in claimed
+            async with db.transaction() as uow:
+                assert await manage.claim_recent(uow, store.model, box.id, [uids[1], new.uid]) == {new.uid}
+            assert await store.recent_uids(box.id) == [] and await store.recent_count(box.id, new.uid) == 0
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

@@ -132,6 +132,7 @@ class Table:
     validations: list[TagRule] = field(default_factory=list)
     conformations: list[TagRule] = field(default_factory=list)
     composite_keys: list[list[str]] = field(default_factory=list)
+    indexes: list[list[str]] = field(default_factory=list)  # Portside: non-unique multi-column indexes
     icon: str = ""
     description: str = ""
 
@@ -155,6 +156,7 @@ class Table:
             "Validations": [{"ColumnName": v.column_name, "Tags": v.tags} for v in self.validations],
             "Conformations": [{"ColumnName": v.column_name, "Tags": v.tags} for v in self.conformations],
             "CompositeKeys": self.composite_keys,
+            "Indexes": self.indexes,
             "Icon": self.icon,
         }
 

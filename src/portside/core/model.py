@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +136,7 @@ def _merge_table(into: Table, new: Table) -> None:
         if getattr(new, attr):
             setattr(into, attr, getattr(new, attr))
     into.is_hidden = into.is_hidden or new.is_hidden
-    for attr in ("default_groups", "access_groups", "validations", "conformations", "composite_keys"):
+    for attr in ("default_groups", "access_groups", "validations", "conformations", "composite_keys", "indexes"):
         if getattr(new, attr):
             setattr(into, attr, getattr(new, attr))
 
@@ -278,7 +279,7 @@ def build(docs: list[SchemaDoc]) -> Model:
         tables[name] = TableModel(
             decl,
             cols,
-            _sa_table(metadata, name, cols, decl.composite_keys, known),
+            _sa_table(metadata, name, cols, decl.composite_keys, known, decl.indexes),
             has_owner(name),
             group_join,
             fks,
@@ -312,10 +313,11 @@ def build(docs: list[SchemaDoc]) -> Model:
             sa.Index(f"g{hashlib.md5(jt.encode()).hexdigest()}", tm.sa.c[r.object_name], tm.sa.c[r.subject_name])
         tables[jt] = tm
     for name, tm in tables.items():
-        for key_set in tm.decl.composite_keys:
-            unknown = [k for k in key_set if k not in tm.columns]
-            if unknown:
-                raise SchemaError(f"{name}: CompositeKeys names unknown column {unknown[0]!r}")
+        for key, key_sets in (("CompositeKeys", tm.decl.composite_keys), ("Indexes", tm.decl.indexes)):
+            for key_set in key_sets:
+                unknown = [k for k in key_set if k not in tm.columns]
+                if unknown:
+                    raise SchemaError(f"{name}: {key} names unknown column {unknown[0]!r}")
     for on_type, aname in actions:
         if on_type not in tables:
             raise SchemaError(f"action {aname}: OnType {on_type!r} is not a table")
@@ -327,7 +329,12 @@ def fk_name(table: str, col: str) -> str:
 
 
 def _sa_table(
-    metadata: sa.MetaData, name: str, cols: dict[str, Column], composite: list[list[str]], known: frozenset[str]
+    metadata: sa.MetaData,
+    name: str,
+    cols: dict[str, Column],
+    composite: list[list[str]],
+    known: frozenset[str],
+    indexes: Sequence[list[str]] = (),
 ) -> sa.Table:
     sa_cols: list[sa.Column[object]] = []
     for c in cols.values():
@@ -355,4 +362,7 @@ def _sa_table(
     for keys in composite:
         if all(k in table.c for k in keys):
             sa.Index(index_name(name, ",".join(keys), "unique"), *(table.c[k] for k in keys), unique=True)
+    for keys in indexes:
+        if all(k in table.c for k in keys):
+            sa.Index(index_name(name, ",".join(keys), "index"), *(table.c[k] for k in keys))
     return table

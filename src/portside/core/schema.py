@@ -216,6 +216,7 @@ def parse_table(raw: Any, where: str) -> Table:
         seen.add(c.column_name)
     rels = [parse_relation(r, f"{where}.Relations[{i}]") for i, r in enumerate(k.items("Relations"))]
     composite = [[snake(str(c)) for c in ks] for ks in k.items("CompositeKeys") if isinstance(ks, list)]
+    indexes = [[snake(str(c)) for c in ks] for ks in k.items("Indexes") if isinstance(ks, list)]
     return Table(
         table_name=name,
         columns=cols,
@@ -229,6 +230,7 @@ def parse_table(raw: Any, where: str) -> Table:
         validations=_tag_rules(k.items("Validations"), f"{where}.Validations"),
         conformations=_tag_rules(k.items("Conformations"), f"{where}.Conformations"),
         composite_keys=composite,
+        indexes=indexes,
         icon=k.text("Icon"),
         description=k.text("TableDescription"),
     )

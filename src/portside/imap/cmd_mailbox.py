@@ -88,17 +88,12 @@ class MailboxCommands(SessionBase):
             if self.qresync or self.rev2:
                 await self.untagged("OK [CLOSED] Previous mailbox closed.")
         try:
-            snap = await account.snapshot(name)
+            snap = await account.snapshot(name, claim=not readonly and not self.rev2)
         except NotFound:
             raise Refused("Mailbox doesn't exist: " + name[:100], "NONEXISTENT") from None
         uids = [m.uid for m in snap.messages]
-        # only messages still marked recent can be claimed (usually a handful, not the whole mailbox)
-        if self.rev2:  # RFC 9051: no \\Recent, no RECENT response, no [UNSEEN n]
-            recent: set[int] = set()
-        elif readonly:
-            recent = set(snap.recent)
-        else:
-            recent = await account.claim_recent(name, sorted(snap.recent))
+        # claimed by this session when read-write; RFC 9051 (rev2): no \Recent, no RECENT response, no [UNSEEN n]
+        recent: set[int] = set() if self.rev2 else set(snap.recent)
         sel = Selected(name, readonly, snap, recent)
         sel.condstore, sel.rev2 = self.condstore, self.rev2
         box = snap.mailbox

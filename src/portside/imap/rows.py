@@ -22,6 +22,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import sqlalchemy as sa
 
@@ -38,6 +39,7 @@ from portside.core.catalog import Catalog
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.errors import Conflict, Kind, NotFound, PayloadTooLarge, TooManyRequests
+from portside.imap.boxindex import BoxIndex, BoxIndexes
 from portside.imap.store import (
     Changes,
     CopyResult,
@@ -98,6 +100,9 @@ class RowsBackend:
         self._task: asyncio.Task[None] | None = None
         self._salt = secrets.token_bytes(16)
         self._checking: dict[bytes, asyncio.Future[MailLogin]] = {}  # credential checks in flight
+        self.indexes = BoxIndexes()  # SELECT's view of each mailbox, shared by the sessions (imap.boxindex)
+        self.latest: dict[str, int] = {}  # mailbox ref -> the highest modseq a change event announced
+        self.claimed: dict[tuple[int, int], int] = {}  # (box id, uidvalidity) -> UIDs up to this one not \\Recent
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -122,6 +127,7 @@ class RowsBackend:
                 raise
             except Exception:  # e.g. lagged: wake everybody (they re-read), resubscribe
                 logger.exception("IMAP event subscription failed; resubscribing")
+                self.indexes.drop()
                 for ref in list(self._watchers):
                     self._wake(ref, Hint())
                 await asyncio.sleep(0.5)
@@ -137,8 +143,13 @@ class RowsBackend:
                     event.type == "delete",
                     frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
                 )
-                self._wake(box, hint if hint.uid is not None else Hint())
+                hint = hint if hint.uid is not None else Hint()
+                if hint.modseq is not None and hint.modseq > self.latest.get(box, 0):
+                    self.latest[box] = hint.modseq
+                self.indexes.observe(box, hint)
+                self._wake(box, hint)
         elif event.table == boxes.BOX_TABLE:
+            self.indexes.drop(event.ref)
             self._wake(event.ref, Hint())
         if self._own_logins and access.changes_credentials(event.table):
             self.logins.on_events([event])  # a password or an application password may have changed
@@ -289,6 +300,7 @@ class RowsAccount:
         self._recent_boxes: dict[str, tuple[float, Mailbox]] = {}
         self._bodies: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._cached = 0  # bytes in _bodies
+        self._stale: set[str] = set()  # mailboxes this session wrote since it last read their row
 
     @property
     def mail(self) -> MailStore:
@@ -334,9 +346,23 @@ class RowsAccount:
             lost = await subscriptions.names(conn, self.mail.model, self.account_id) - {b.name for b in found}
         return found + [MailboxInfo(n, 0, 0, subscribed=True, exists=False) for n in sorted(lost)]
 
+    async def _index(self, box: Mailbox) -> BoxIndex:
+        return await self.backend.indexes.catch_up(
+            box.ref,
+            box.uidvalidity,
+            box.modseq,
+            lambda since: self.mail.flag_index(box.id, changed_since=since),
+            lambda since: self.mail.expunged_since(box.id, since),
+        )
+
     async def status(self, name: str) -> MailboxInfo:
+        """Counted from the shared index (no aggregate over the mailbox's rows); \\Recent read (indexed)."""
         box = await self._box(name)
-        return self._info(box, await manage.counts(self.db, self.mail.model, box.id))
+        idx = await self._index(box)
+        top_uid = next(reversed(idx.messages), 0)
+        done = self.backend.claimed.get((box.id, box.uidvalidity), 0)
+        recent = 0 if top_uid <= done else await self.mail.recent_count(box.id, top_uid)
+        return self._info(box, idx.counts(recent))
 
     async def create(self, name: str, special_use: str | None = None) -> MailboxInfo:
         async with self.db.transaction() as uow:
@@ -379,18 +405,44 @@ class RowsAccount:
             if not on and not await subscriptions.remove(uow, self.mail.model, self.account_id, name) and box is None:
                 raise NotFound("Not subscribed")
 
-    async def snapshot(self, name: str) -> Snapshot:
+    async def snapshot(self, name: str, *, claim: bool = False) -> Snapshot:
         box = await self._box(name)
-        metas = await self.mail.messages(box.id)
-        messages = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
-        top = max([box.modseq, *(m.modseq for m in messages)])
-        info = self._info(box)
-        if top != info.highestmodseq:
-            info = MailboxInfo(**{**info.__dict__, "highestmodseq": top})
-        return Snapshot(info, messages, frozenset(m.uid for m in metas if m.recent))
+        idx = await self._index(box)
+        messages = list(idx.messages.values())
+        top_uid = messages[-1].uid if messages else 0
+        done = self.backend.claimed.get((box.id, box.uidvalidity), 0)
+        if claim and top_uid <= done:
+            recent: set[int] = set()
+        elif claim:  # one UPDATE ... RETURNING; a message newer than the index stays for later
+            async with self.db.transaction() as uow:
+                recent = await manage.claim_recent_range(uow, self.mail.model, box.id, done + 1, top_uid)
+            self._claimed(box, done + 1, top_uid)
+        else:
+            recent = {u for u in await self.mail.recent_uids(box.id) if u <= top_uid}
+        return Snapshot(self._indexed_info(box, idx), messages, frozenset(u for u in recent if u in idx.messages))
+
+    def _indexed_info(self, box: Mailbox, idx: BoxIndex) -> MailboxInfo:
+        """The mailbox as the index knows it (UIDNEXT and HIGHESTMODSEQ no older than the index)."""
+        top_uid = next(reversed(idx.messages), 0)
+        return replace(
+            self._info(box), uidnext=max(box.nextuid, top_uid + 1), highestmodseq=max(box.modseq, idx.synced)
+        )
 
     async def changes(self, name: str, since: int) -> Changes:
+        # a session woken by a change event: when the shared index already holds every change the events
+        # announced, neither the mailbox row nor the messages are read again (one read per change in all)
+        seen = self._recent_boxes.get(name)
+        if seen is not None and name not in self._stale and time.monotonic() - seen[0] < BOX_FRESH:
+            idx = self.backend.indexes.current(seen[1].ref, self.backend.latest.get(seen[1].ref, 0))
+            known = idx.changes_since(since) if idx is not None else None
+            if idx is not None and known is not None:
+                return Changes(self._indexed_info(seen[1], idx), *known)
+        self._stale.discard(name)
         box = await self._box(name)
+        idx = await self._index(box)
+        known = idx.changes_since(since)
+        if known is not None:
+            return Changes(self._indexed_info(box, idx), *known)
         metas = await self.mail.messages(box.id, changed_since=since)
         changed = [MessageInfo(m.uid, frozenset(m.flags), _utc(m.internal_date), m.size, m.modseq) for m in metas]
         return Changes(self._info(box), changed, await self.mail.vanished(box.id, since))
@@ -436,6 +488,7 @@ class RowsAccount:
         when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
         async with self.db.transaction() as uow:
             stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
+        self._wrote(box)
         return box.uidvalidity, stored.uid
 
     async def store(
@@ -450,12 +503,15 @@ class RowsAccount:
             )
         when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         changed = [MessageInfo(uid, frozenset(fl), when, 0, modseq) for uid, modseq, fl in result.changed]
+        self._wrote(box)
         return StoreResult(changed, result.failed)
 
     async def expunge(self, name: str, uids: Sequence[int] | None) -> list[int]:
         box = await self._box_for_write(name)
         async with self.db.transaction() as uow:
-            return await self.mail.expunge(uow, box, None if uids is None else list(uids))
+            gone = await self.mail.expunge(uow, box, None if uids is None else list(uids))
+        self._wrote(box)
+        return gone
 
     async def copy(self, name: str, uids: Sequence[int], target: str, *, move: bool) -> CopyResult:
         src = await self._box_for_write(name)
@@ -464,14 +520,33 @@ class RowsAccount:
             pairs = await self.mail.copy(uow, src, uids, dst)
             if move and pairs:
                 await self.mail.expunge(uow, src, [old for old, _ in pairs], only_deleted=False)
+        self._wrote(src)
+        self._wrote(dst)
         return CopyResult(dst.uidvalidity, [old for old, _ in pairs], [new for _, new in pairs])
 
+    def _wrote(self, box: Mailbox) -> None:
+        """This session changed the mailbox: its own next catch-up reads the mailbox row (the change events,
+        which tell the other sessions, may not have arrived yet)."""
+        self._stale.add(box.name)
+
     async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]:
-        if not uids:
-            return set()
         box = await self._box_for_write(name)
+        done = self.backend.claimed.get((box.id, box.uidvalidity), 0)
+        wanted = [u for u in uids if u > done]  # at or below: no longer recent anywhere
+        if not wanted:
+            return set()
         async with self.db.transaction() as uow:
-            return await manage.claim_recent(uow, self.mail.model, box.id, list(uids))
+            got = await manage.claim_recent(uow, self.mail.model, box.id, wanted)
+        self._claimed(box, min(wanted), max(wanted))
+        return got
+
+    def _claimed(self, box: Mailbox, low: int, high: int) -> None:
+        """UIDs low..high of a mailbox are no longer recent (a claim cleared them; they never become recent
+        again): later claims by this process's sessions skip them without a write."""
+        key = (box.id, box.uidvalidity)
+        done = self.backend.claimed.get(key, 0)
+        if low <= done + 1:
+            self.backend.claimed[key] = max(done, high)
 
     def watch(self, name: str, wake: Wake) -> Callable[[], None]:
         ref = self._refs.get(name)

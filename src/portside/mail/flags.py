@@ -94,6 +94,17 @@ def of_row(row: Mapping[str, Any]) -> list[str]:
     return out
 
 
+_NAMES = tuple(name for name, _ in SYSTEM.values())  # in FLAG_COLUMNS order
+
+
+def of_columns(values: Iterable[Any], keywords: str | None) -> list[str]:
+    """`of_row` for the FLAG_COLUMNS values in their order and the keywords column (no mapping per row)."""
+    out = [name for name, on in zip(_NAMES, values, strict=True) if on]
+    if keywords:
+        out.extend(keywords.split())
+    return out
+
+
 def apply(current: list[str], change: Iterable[str], mode: str) -> list[str]:
     """`mode` "set" (FLAGS), "add" (+FLAGS) or "remove" (-FLAGS) applied to `current`."""
     given = normalize(change)

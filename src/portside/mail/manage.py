@@ -77,18 +77,28 @@ async def raw_by_uids(db: Database, model: Model, box_id: int, uids: list[int]) 
 
 async def claim_recent(uow: UnitOfWork, model: Model, box_id: int, uids: list[int]) -> set[int]:
     """The UIDs among `uids` still marked recent, now cleared: the session that claims them is the one that
-    reports them as `\\Recent` (RFC 3501 §2.3.2). No event: `\\Recent` is session state."""
+    reports them as `\\Recent` (RFC 3501 §2.3.2). No event: `\\Recent` is session state.
+
+    One statement over the UID range of `uids` (`claim_recent_range`), not one per chunk of UIDs: a UID in
+    that range but not in `uids` is one the caller already saw as not recent, and a message never becomes
+    recent again (new messages get new, higher UIDs)."""
+    if not uids:
+        return set()
+    return await claim_recent_range(uow, model, box_id, min(uids), max(uids)) & set(uids)
+
+
+async def claim_recent_range(uow: UnitOfWork, model: Model, box_id: int, low: int, high: int) -> set[int]:
+    """Clear `recent` on the mailbox's messages with a UID in [low, high] (indexed by mailbox and `recent`);
+    the UIDs cleared."""
     t = model.table(MAIL_TABLE).sa
-    claimed: set[int] = set()
-    wanted = sorted(set(uids))
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        cond = sa.and_(t.c.mail_box_id == box_id, t.c.recent == sa.true(), t.c.uid.in_(chunk))
-        found = [int(u) for u in (await uow.conn.scalars(sa.select(t.c.uid).where(cond))).all()]
-        if found:
-            await uow.conn.execute(t.update().where(cond).values(recent=False))
-            claimed.update(found)
-    return claimed
+    cond = sa.and_(t.c.mail_box_id == box_id, t.c.recent == sa.true(), t.c.uid >= low, t.c.uid <= high)
+    clear = t.update().where(cond).values(recent=False)
+    if uow.conn.dialect.name in ("sqlite", "postgresql"):  # MariaDB has no UPDATE ... RETURNING
+        return {int(u) for u in (await uow.conn.execute(clear.returning(t.c.uid))).scalars().all()}
+    found = {int(u) for u in (await uow.conn.scalars(sa.select(t.c.uid).where(cond))).all()}
+    if found:
+        await uow.conn.execute(clear)
+    return found
 
 
 async def set_subscribed(uow: UnitOfWork, model: Model, box: Mailbox, on: bool) -> None:

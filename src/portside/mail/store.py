@@ -26,7 +26,11 @@ caller's transaction commit together or not at all; events are published after t
     await store.expunge(uow, mailbox, uids=None, only_deleted=True) -> list[int]    # expunged UIDs
     await store.copy(uow, source, uids, target) -> list[tuple[int, int]]            # (old uid, new uid)
     await store.messages(mailbox_id, since_uid=0, changed_since=None) -> list[MessageMeta]
+    await store.flag_index(mailbox_id, changed_since=None) -> [(uid, modseq, flags, size, internal_date)]
+    await store.recent_uids(mailbox_id) -> list[int]        # still marked \\Recent
+    await store.recent_count(mailbox_id, max_uid) -> int
     await store.vanished(mailbox_id, since_modseq) -> list[int]
+    await store.expunged_since(mailbox_id, since_modseq) -> [(uid, modseq)]
     await store.raw(mail_id) -> bytes                       # byte-exact, any stored form (mail.message)
 
 UIDs (spec §A.11, made atomic): the delivering transaction runs `UPDATE mail_box SET nextuid = nextuid + n,
@@ -385,7 +389,12 @@ class MailStore:
         leaves a tombstone with the expunge's modseq."""
         model = self.model
         tm = model.table(MAIL_TABLE)
-        rows = await self._rows(uow.conn, mailbox.id, uids, "deleted")
+        if uids is None and only_deleted:  # the marked ones only (indexed), not every row of the mailbox
+            t = tm.sa
+            q = sa.select(t.c.id, t.c.uid, t.c.deleted).where(t.c.mail_box_id == mailbox.id, t.c.deleted == sa.true())
+            rows = sorted((await uow.conn.execute(q)).all(), key=lambda r: int(r.uid))
+        else:
+            rows = await self._rows(uow.conn, mailbox.id, uids, "deleted")
         gone = [(int(r.id), int(r.uid)) for r in rows if r.deleted or not only_deleted]
         if not gone:
             return []
@@ -449,28 +458,51 @@ class MailStore:
     ) -> list[MessageMeta]:
         """Messages of a mailbox in UID order (UID > `since_uid`; modseq > `changed_since` when given)."""
         t = self.model.table(MAIL_TABLE).sa
-        cols = (*flags.FLAG_COLUMNS, "keywords", "recent", "modseq", "size", "internal_date", "message_id")
-        q = sa.select(t.c.id, t.c.reference_id, t.c.uid, *(t.c[c] for c in cols)).where(
-            t.c.mail_box_id == mailbox_id, t.c.uid > since_uid
-        )
+        cols = ("keywords", "recent", "modseq", "size", "internal_date", "message_id", *flags.FLAG_COLUMNS)
+        q = sa.select(t.c.id, t.c.reference_id, t.c.uid, *(t.c[c] for c in cols)).where(t.c.mail_box_id == mailbox_id)
+        if since_uid:
+            q = q.where(t.c.uid > since_uid)
         if changed_since is not None:
             q = q.where(t.c.modseq > changed_since)
         async with self.db.read() as conn:
             rows = (await conn.execute(q.order_by(t.c.uid))).all()
-        return [
+        of_columns = flags.of_columns
+        return [  # positional: a mapping per row costs more than the query on a large mailbox
             MessageMeta(
-                int(r.id),
-                r.reference_id,
-                int(r.uid),
-                int(r.modseq or 0),
-                flags.of_row(dict(r._mapping)),
-                bool(r.recent),
-                int(r.size or 0),
-                r.internal_date,
-                r.message_id or "",
+                int(r[0]),
+                r[1],
+                int(r[2]),
+                int(r[5] or 0),
+                of_columns(r[9:], r[3]),
+                bool(r[4]),
+                int(r[6] or 0),
+                r[7],
+                r[8] or "",
             )
             for r in rows
         ]
+
+    async def flag_index(
+        self, mailbox_id: int, changed_since: int | None = None
+    ) -> list[tuple[int, int, list[str], int, dt.datetime | None]]:
+        """(uid, modseq, flags, size, internal_date) of a mailbox's messages in UID order (modseq above
+        `changed_since` when given): what an IMAP SELECT needs, nothing of the message itself."""
+        t = self.model.table(MAIL_TABLE).sa
+        cols = ("keywords", "modseq", "size", "internal_date", *flags.FLAG_COLUMNS)
+        q = sa.select(t.c.uid, *(t.c[c] for c in cols)).where(t.c.mail_box_id == mailbox_id)
+        if changed_since is not None:
+            q = q.where(t.c.modseq > changed_since)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q.order_by(t.c.uid))).all()
+        of_columns = flags.of_columns
+        return [(int(r[0]), int(r[2] or 0), of_columns(r[5:], r[1]), int(r[3] or 0), r[4]) for r in rows]
+
+    async def recent_uids(self, mailbox_id: int) -> list[int]:
+        """UIDs of a mailbox's messages still marked `\\Recent` (claimed by no session yet)."""
+        t = self.model.table(MAIL_TABLE).sa
+        q = sa.select(t.c.uid).where(t.c.mail_box_id == mailbox_id, t.c.recent == sa.true())
+        async with self.db.read() as conn:  # no ORDER BY: it would make SQLite walk the (box, uid) index
+            return sorted(int(u) for u in (await conn.scalars(q)).all())
 
     async def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
         """UIDs expunged from a mailbox after `since_modseq` (QRESYNC VANISHED (EARLIER))."""
@@ -478,6 +510,20 @@ class MailStore:
         q = sa.select(x.c.uid).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq).order_by(x.c.uid)
         async with self.db.read() as conn:
             return [int(u) for u in (await conn.scalars(q)).all()]
+
+    async def recent_count(self, mailbox_id: int, max_uid: int) -> int:
+        """How many of a mailbox's messages up to UID `max_uid` are still marked `\\Recent` (counted in the index)."""
+        t = self.model.table(MAIL_TABLE).sa
+        cond = sa.and_(t.c.mail_box_id == mailbox_id, t.c.recent == sa.true(), t.c.uid <= max_uid)
+        async with self.db.read() as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).select_from(t).where(cond)) or 0)
+
+    async def expunged_since(self, mailbox_id: int, since_modseq: int) -> list[tuple[int, int]]:
+        """(uid, modseq) of the tombstones of a mailbox after `since_modseq`."""
+        x = self.model.table(EXPUNGED_TABLE).sa
+        q = sa.select(x.c.uid, x.c.modseq).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq)
+        async with self.db.read() as conn:
+            return [(int(u), int(m)) for u, m in (await conn.execute(q)).all()]
 
     async def raw(self, mail_id: int) -> bytes:
         t = self.model.table(MAIL_TABLE).sa

@@ -96,6 +96,8 @@ MAIL_SCHEMA: dict[str, Any] = {
             "AccessGroups": USERS_READ,
             "DefaultOrder": "+uid",
             "CompositeKeys": [["mail_box_id", "uid"]],
+            # what IMAP asks most: changes since a modseq, messages still \Recent, \Deleted ones (no scan of a mailbox)
+            "Indexes": [["mail_box_id", "modseq"], ["mail_box_id", "recent"], ["mail_box_id", "deleted"]],
             "Columns": [
                 col("message_id", "label", "varchar(500)", IsIndexed=True),
                 col("mail_id", "label", "varchar(100)"),
@@ -135,6 +137,7 @@ MAIL_SCHEMA: dict[str, Any] = {
             "TableName": "mail_expunged",
             "DefaultPermission": OWNER_READ,
             "IsHidden": True,
+            "Indexes": [["mail_box_id", "modseq"]],
             "Columns": [
                 col("uid", "measurement", "bigint", DefaultValue="0", IsIndexed=True),
                 col("modseq", "measurement", "bigint", DefaultValue="0", IsIndexed=True),
