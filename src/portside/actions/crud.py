@@ -46,6 +46,7 @@ logger = log.get("crud")
 INCLUDE_LIMIT = 50
 GATE_TABLES = ("world", "world_world_id_has_usergroup_usergroup_id", "usergroup")
 MAX_PLANS = 2048
+QUICK_PAGE_END = 1000  # list pages ending here at most are read on the loop's thread (when the total is cached)
 COUNT_PARAMS = frozenset({"query", "filter", "filter[]", "page[after]", "page[before]"})
 
 
@@ -229,12 +230,15 @@ class Crud:
     async def _find(self, actor: Actor, tm: TableModel, planned: ListPlan, count_key: tuple[Any, ...] | None) -> Page:
         model = self.model
         lq = planned.query
-        async with self.db.read() as conn:
+        total = self.counts.get(count_key) if count_key is not None else None
+        # a cached total, no filters, no includes and a near page leave one page of rows in index order to
+        # read: short enough for the loop's thread (db.read)
+        quick = total is not None and not lq.where and not lq.include and lq.page * lq.size <= QUICK_PAGE_END
+        async with self.db.read(quick=quick) as conn:
             await self.gate(conn, actor, tm, PEEK)
             for key, anchor in planned.anchors:
                 if await conn.scalar(anchor.limit(1)) is None:
                     raise BadRequest(f"{key} does not name a row of this list", parameter=key)
-            total = self.counts.get(count_key) if count_key is not None else None
             if total is None:
                 deps = (tm.name, tm.group_join) if tm.group_join else (tm.name,)
                 generation = self.counts.generation(deps)
@@ -250,7 +254,7 @@ class Crud:
     async def get(self, actor: Actor, table: str, ref: str, include: Sequence[str] = ()) -> Page:
         model = self.model
         tm = model.table(table)
-        async with self.db.read() as conn:
+        async with self.db.read(quick=True) as conn:  # point reads (includes are bounded by INCLUDE_LIMIT)
             await self.gate(conn, actor, tm, PEEK)
             row = await self.row(conn, actor, tm, ref, READ, full=False)
             page = Page([row], 1, 1, 1)
@@ -366,7 +370,7 @@ class Crud:
         if table == "mail_account":  # the standard mailboxes exist as soon as the account does
             await create_standard_mailboxes(uow, model, row_id)
         # one create event, carrying the row's final owner and group grants
-        return await records.emit_row(uow, model, tm, row_id, "create", actor.ref)
+        return await records.emit_row(uow, model, tm, row_id, "create", actor.ref, linked=bool(groups or to_link))
 
     def _link_default(self, tm: TableModel) -> int:
         if tm.group_join is None:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from portside import log
 from portside.core import events as ev
 from portside.core.group_commit import GroupCommit
+from portside.core.loopsql import LoopConnection, loop_engine
 
 AfterCommit = Callable[[list[ev.Event]], Awaitable[None]]
 logger = log.get("db")
@@ -63,6 +64,13 @@ def sqlite_durable(dbapi_conn: Any, _record: Any = None) -> None:
     cur.close()
 
 
+def sqlite_on_loop(dbapi_conn: Any, _record: Any = None) -> None:
+    """Connections used on the event loop's thread never sleep on a lock (loopsql.py waits off the loop)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=0")
+    cur.close()
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
@@ -81,8 +89,18 @@ class Database:
             sa.event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
             sa.event.listen(self.reader.sync_engine, "connect", sqlite_pragmas)
             sa.event.listen(self.engine.sync_engine, "connect", sqlite_durable)
-        # SQLite has one writer: this process's writes take turns and share commits (group_commit.py)
-        self.group: GroupCommit | None = GroupCommit(self.engine, self._publish) if self.dialect == "sqlite" else None
+        self.group: GroupCommit | None = None
+        self._quick: LoopConnection | None = None
+        self._quick_engine: sa.Engine | None = None
+        if self.dialect == "sqlite":
+            # statements on the loop's thread (loopsql.py): the batch writer, and short reads
+            writer = loop_engine(url, autocommit=False)
+            self._quick_engine = loop_engine(url, autocommit=True)
+            for engine, hooks in ((writer, (sqlite_pragmas, sqlite_durable)), (self._quick_engine, (sqlite_pragmas,))):
+                for hook in (*hooks, sqlite_on_loop):
+                    sa.event.listen(engine, "connect", hook)
+            # SQLite has one writer: this process's writes take turns and share commits (group_commit.py)
+            self.group = GroupCommit(writer, self._publish)
         self.after_commit: list[AfterCommit] = []
 
     @property
@@ -105,12 +123,26 @@ class Database:
     async def dispose(self) -> None:
         if self.group is not None:
             await self.group.close()
+            self.group.engine.dispose()
+        if self._quick is not None:
+            await self._quick.close()
+            self._quick = None
+        if self._quick_engine is not None:
+            self._quick_engine.dispose()
         await self.engine.dispose()
         await self.reader.dispose()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommit: each statement sees the latest committed data)."""
+    async def read(self, *, quick: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (autocommit: each statement sees the latest committed data).
+
+        `quick`: the caller runs only short statements (point reads, a page of an indexed list); on SQLite
+        they then run on the loop's thread, without a worker-thread round trip per statement (loopsql.py)."""
+        if quick and self._quick_engine is not None:
+            if self._quick is None:
+                self._quick = LoopConnection(self._quick_engine.connect())
+            yield self._quick.as_async()
+            return
         async with self.reader.connect() as conn:
             yield conn
 

@@ -32,6 +32,8 @@ event_log = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
 )
 
+_INSERT = event_log.insert()
+
 
 @dataclass(frozen=True)
 class Grants:
@@ -120,17 +122,16 @@ class Event:
 async def append(conn: Any, draft: EventDraft) -> Event:
     """Insert the event into the log inside the caller's transaction; returns it with its offset."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    result = await conn.execute(
-        event_log.insert().values(
-            table_name=draft.table,
-            event_type=draft.type,
-            reference_id=draft.ref,
-            data=jsonutil.dumps_str(draft.data),
-            grants=jsonutil.dumps_str(draft.grants.to_json()),
-            actor=draft.actor,
-            created_at=now,
-        )
-    )
+    row = {
+        "table_name": draft.table,
+        "event_type": draft.type,
+        "reference_id": draft.ref,
+        "data": jsonutil.dumps_str(draft.data),
+        "grants": jsonutil.dumps_str(draft.grants.to_json()),
+        "actor": draft.actor,
+        "created_at": now,
+    }
+    result = await conn.execute(_INSERT, row)  # one statement, compiled once
     pk = result.inserted_primary_key
     assert pk is not None
     offset = int(pk[0])

@@ -2,7 +2,8 @@
 
 SQLite has one writer per database, and a durable commit (`synchronous=FULL`) costs an fsync. Writers of
 this process therefore take turns (`turn`), and a turn joins the open *batch*: one connection holding
-`BEGIN IMMEDIATE`, in which each unit of work runs inside its own SAVEPOINT. A unit of work that raises
+`BEGIN IMMEDIATE`, in which each unit of work runs inside its own SAVEPOINT. The batch's statements run on
+the loop's thread and its COMMIT in a worker thread (`loopsql.py`). A unit of work that raises
 rolls back to its savepoint and fails alone (its caller gets its own error, e.g. a unique-constraint 409);
 one that succeeds releases its savepoint and waits for the batch's commit. The turn that finds nobody
 else waiting commits the batch (so a lone writer commits at once and never waits for a timer), as does the
@@ -29,9 +30,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portside import log
+from portside.core.loopsql import LoopConnection
 
 if TYPE_CHECKING:
     from portside.core.db import UnitOfWork
@@ -43,7 +46,7 @@ BATCH_WAIT = 0.05  # seconds a batch may stay open while writers keep arriving
 
 @dataclass(eq=False)
 class Batch:
-    conn: AsyncConnection
+    conn: LoopConnection
     opened: float
     done: asyncio.Future[None]
     members: list[UnitOfWork] = field(default_factory=list)
@@ -57,7 +60,7 @@ class GroupCommit:
     """One process's write turns and open batch on one SQLite database."""
 
     def __init__(
-        self, engine: AsyncEngine, publish: Publish, max_rows: int = BATCH_ROWS, max_wait: float = BATCH_WAIT
+        self, engine: sa.Engine, publish: Publish, max_rows: int = BATCH_ROWS, max_wait: float = BATCH_WAIT
     ) -> None:
         self.engine = engine
         self.publish = publish  # after-commit work for the committed units of work, in commit order
@@ -86,7 +89,7 @@ class GroupCommit:
         try:
             batch = self._batch or await self._open()
             savepoint = await batch.conn.begin_nested()
-            uow = make(batch.conn)
+            uow = make(batch.conn.as_async())
             try:
                 yield uow
             except BaseException as exc:
@@ -116,10 +119,10 @@ class GroupCommit:
             self.lock.release()
 
     async def _open(self) -> Batch:
-        conn = await self.engine.connect()
+        conn = LoopConnection(self.engine.connect())
         try:
             # explicit: a SAVEPOINT outside a transaction would start one that its RELEASE commits
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.begin_immediate()
         except BaseException:
             await conn.close()
             raise
