@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -116,4 +117,13 @@ async def test_an_error_rolls_back_only_its_own_writes(tmp_path: Path) -> None:
     results = await asyncio.gather(good("g1"), bad(), good("g2"), return_exceptions=True)
     assert isinstance(results[1], ValueError) and results[0] is None and results[2] is None
     assert _committed(path, "g1") and _committed(path, "g2") and not _committed(path, "half")
+    with pytest.raises(ValueError):
+        await bad()
+    # a failed unit returns after its batch ended: this process holds no write lock any more
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
     await db.dispose()

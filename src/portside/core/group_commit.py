@@ -24,6 +24,7 @@ and commit the open batch first (`exclusive_turn`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -84,16 +85,19 @@ class GroupCommit:
             self._rescue()
             raise
         self._queued -= 1
-        batch: Batch | None = None
-        failure: BaseException | None = None
         try:
             batch = self._batch or await self._open()
+        except BaseException:
+            self.lock.release()
+            raise
+        body_failed = False
+        try:
             savepoint = await batch.conn.begin_nested()
             uow = make(batch.conn.as_async())
             try:
                 yield uow
-            except BaseException as exc:
-                failure = exc
+            except BaseException:
+                body_failed = True
                 try:
                     await savepoint.rollback()
                 except BaseException as undo:  # the transaction is unusable: the whole batch fails
@@ -101,17 +105,21 @@ class GroupCommit:
                 raise
             await savepoint.commit()
             batch.members.append(uow)
-        finally:
+        except BaseException as exc:
+            if not body_failed and batch.broken is None:  # a SAVEPOINT statement failed: trust nothing
+                batch.broken = exc
             self._leave(batch)
-        if batch is not None and failure is None:
-            await asyncio.shield(batch.done)
+            # a failed unit returns once its batch is over too: whoever reacts to the error (another process,
+            # a retry) never finds this process still holding the write lock
+            with contextlib.suppress(Exception):
+                await asyncio.shield(batch.done)
+            raise
+        self._leave(batch)
+        await asyncio.shield(batch.done)
 
-    def _leave(self, batch: Batch | None) -> None:
+    def _leave(self, batch: Batch) -> None:
         """End this turn: commit the batch when nobody else waits (or it is full, old or broken), else hand the
         turn on with the batch still open."""
-        if batch is None:
-            self.lock.release()
-            return
         full = len(batch.members) >= self.max_rows or time.monotonic() - batch.opened >= self.max_wait
         if self._queued == 0 or full or batch.broken is not None:
             self._spawn(self._end(batch))
@@ -164,7 +172,8 @@ class GroupCommit:
             batch.done.set_exception(error if isinstance(error, Exception) else RuntimeError(str(error)))
             return
         try:
-            await self.publish(batch.members)
+            if batch.members:
+                await self.publish(batch.members)
         finally:
             batch.done.set_result(None)
 
