@@ -108,23 +108,25 @@ class GroupCommit:
         except BaseException as exc:
             if not body_failed and batch.broken is None:  # a SAVEPOINT statement failed: trust nothing
                 batch.broken = exc
-            self._leave(batch)
             # a failed unit returns once its batch is over too: whoever reacts to the error (another process,
             # a retry) never finds this process still holding the write lock
             with contextlib.suppress(Exception):
+                if self._leave(batch):
+                    await self._end(batch)
                 await asyncio.shield(batch.done)
             raise
-        self._leave(batch)
+        if self._leave(batch):
+            await self._end(batch)  # in this task: its caller answers before the hub fans the events out
         await asyncio.shield(batch.done)
 
-    def _leave(self, batch: Batch) -> None:
-        """End this turn: commit the batch when nobody else waits (or it is full, old or broken), else hand the
-        turn on with the batch still open."""
+    def _leave(self, batch: Batch) -> bool:
+        """End this turn: True when the caller must end the batch now (nobody else waits, or it is full, old or
+        broken), else the turn is handed on with the batch still open."""
         full = len(batch.members) >= self.max_rows or time.monotonic() - batch.opened >= self.max_wait
         if self._queued == 0 or full or batch.broken is not None:
-            self._spawn(self._end(batch))
-        else:
-            self.lock.release()
+            return True
+        self.lock.release()
+        return False
 
     async def _open(self) -> Batch:
         conn = LoopConnection(self.engine.connect())
@@ -141,9 +143,19 @@ class GroupCommit:
 
     async def _end(self, batch: Batch) -> None:
         """Commit (or roll back a broken) batch, hand the turn on, publish, then let its units of work return.
-        Runs in its own task so that a cancelled caller cannot leave a batch half-finished."""
+        The commit runs in a task of its own: a caller cancelled meanwhile leaves the rest to `_finish`."""
+        commit = asyncio.ensure_future(self._commit(batch))
         try:
-            error = await self._commit(batch)
+            error = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            self._spawn(self._finish(commit, batch))
+            raise
+        self.lock.release()
+        await self._announce(batch, error)
+
+    async def _finish(self, commit: asyncio.Future[BaseException | None], batch: Batch) -> None:
+        try:
+            error = await commit
         finally:
             self.lock.release()
         await self._announce(batch, error)
