@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from typing import Any
 
 from portside.auth.permissions import Actor
@@ -110,3 +112,52 @@ def test_indexed_fanout_reaches_exactly_the_allowed_sessions() -> None:
         got = {i for i in subscribed if inbox[i] and inbox[i][-1] == offset}
         assert got == want, (offset, grants)
     assert all(not inbox[i] for i in range(len(sessions)) if i not in subscribed)
+
+
+class _Backlog:
+    """A bus whose subscription hands out a backlog of events without ever suspending (a full buffer)."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    def subscribe(self) -> Any:
+        events = self.events
+
+        class Sub:
+            async def __aenter__(self) -> Any:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+            def __aiter__(self) -> Any:
+                return self
+
+            async def __anext__(self) -> Event:
+                if not events:
+                    await asyncio.Event().wait()  # caught up: wait for more, like a live subscription
+                return events.pop(0)
+
+        return Sub()
+
+
+async def test_fan_out_of_a_backlog_hands_the_loop_back_between_events() -> None:
+    got: list[dict[str, Any]] = []
+    hub = LiveHub(bus=_Backlog([event("a", n) for n in range(1, 51)]))  # type: ignore[arg-type]
+    hub.subscribe(session("u1", got), "a", {})
+    seen: list[int] = []  # frames delivered each time another task got the loop
+
+    async def other_request() -> None:
+        while len(got) < 50:
+            seen.append(len(got))
+            await asyncio.sleep(0)
+
+    await hub.start()
+    try:
+        await asyncio.wait_for(other_request(), 5)
+    finally:
+        await hub.stop()
+    assert len(got) == 50
+    # the other task ran while the backlog was fanned out, at most one event apart
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert len(seen) >= 49 and max(steps) <= 1, seen

@@ -3,11 +3,18 @@
 A unit of work is one transaction. Every write inside it appends its change event to the event log in the
 same transaction; after the commit succeeds the collected events are handed to the after-commit hooks
 (the bus). A rolled-back unit of work hands nothing on.
+
+On SQLite, units of work share commits (group commit, `core/group_commit.py`): concurrent units of work run
+one after another, each in its own savepoint, inside one transaction that is committed, with one fsync
+(`synchronous=FULL`: a commit is on disk before anyone hears of it), when no further unit of work is
+waiting, or at `BATCH_ROWS` units, or `BATCH_WAIT` seconds after the batch opened. Each unit of work returns
+only after that commit and its after-commit hooks; one that fails rolls back to its savepoint and fails
+alone. PostgreSQL and MariaDB keep one transaction per unit of work (their servers flush concurrent
+commits together themselves).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from portside import log
 from portside.core import events as ev
+from portside.core.group_commit import GroupCommit
+from portside.core.loopsql import LoopConnection, loop_engine
 
 AfterCommit = Callable[[list[ev.Event]], Awaitable[None]]
 logger = log.get("db")
@@ -54,6 +63,20 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     cur.close()
 
 
+def sqlite_durable(dbapi_conn: Any, _record: Any = None) -> None:
+    """Writers' connections: a commit is on disk (the write-ahead log fsynced) before it returns."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.close()
+
+
+def sqlite_on_loop(dbapi_conn: Any, _record: Any = None) -> None:
+    """Connections used on the event loop's thread never sleep on a lock (loopsql.py waits off the loop)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=0")
+    cur.close()
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
@@ -71,8 +94,19 @@ class Database:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
             sa.event.listen(self.reader.sync_engine, "connect", sqlite_pragmas)
-        # SQLite has one writer; serialising writes in-process avoids lock thrash and busy errors.
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+            sa.event.listen(self.engine.sync_engine, "connect", sqlite_durable)
+        self.group: GroupCommit | None = None
+        self._quick: LoopConnection | None = None
+        self._quick_engine: sa.Engine | None = None
+        if self.dialect == "sqlite":
+            # statements on the loop's thread (loopsql.py): the batch writer, and short reads
+            writer = loop_engine(url, autocommit=False)
+            self._quick_engine = loop_engine(url, autocommit=True)
+            for engine, hooks in ((writer, (sqlite_pragmas, sqlite_durable)), (self._quick_engine, (sqlite_pragmas,))):
+                for hook in (*hooks, sqlite_on_loop):
+                    sa.event.listen(engine, "connect", hook)
+            # SQLite has one writer: this process's writes take turns and share commits (group_commit.py)
+            self.group = GroupCommit(writer, self._publish)
         self.after_commit: list[AfterCommit] = []
 
     @property
@@ -86,49 +120,73 @@ class Database:
     @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
         """This process's turn to write outside `transaction` (SQLite: no other in-process write is open)."""
-        if self._write_lock is None:
+        if self.group is None:
             yield
             return
-        async with self._write_lock:
+        async with self.group.exclusive_turn():
             yield
 
     async def dispose(self) -> None:
+        if self.group is not None:
+            await self.group.close()
+            self.group.engine.dispose()
+        if self._quick is not None:
+            await self._quick.close()
+            self._quick = None
+        if self._quick_engine is not None:
+            self._quick_engine.dispose()
         await self.engine.dispose()
         await self.reader.dispose()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommit: each statement sees the latest committed data)."""
+    async def read(self, *, quick: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (autocommit: each statement sees the latest committed data).
+
+        `quick`: the caller runs only short statements (point reads, a page of an indexed list); on SQLite
+        they then run on the loop's thread, without a worker-thread round trip per statement (loopsql.py)."""
+        if quick and self._quick_engine is not None:
+            if self._quick is None:
+                self._quick = LoopConnection(self._quick_engine.connect())
+            yield self._quick.as_async()
+            return
         async with self.reader.connect() as conn:
             yield conn
 
     @asynccontextmanager
     async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[UnitOfWork]:
-        """One unit of work. `exclusive` also serialises it against other processes (bootstrap writes)."""
-        if self._write_lock is not None:
-            await self._write_lock.acquire()
-        try:
-            async with self.engine.begin() as conn:
-                if exclusive:
-                    await self._cross_process_lock(conn)
-                uow = UnitOfWork(conn)
+        """One unit of work. `exclusive` also serialises it against other processes (bootstrap writes).
+
+        Returns once committed and after the after-commit hooks ran. On SQLite it shares its commit with
+        concurrent units of work (module docstring); an error inside it undoes only its own writes."""
+        if self.group is not None and not exclusive:
+            async with self.group.unit(UnitOfWork) as uow:
                 yield uow
-                if exclusive and self.dialect == "mysql":
-                    await conn.execute(sa.text("SELECT RELEASE_LOCK('portside_ddl')"))
-        finally:
-            if self._write_lock is not None:
-                self._write_lock.release()
+            return
+        async with self.write_turn(), self.engine.begin() as conn:
+            if exclusive:
+                await self._cross_process_lock(conn)
+            uow = UnitOfWork(conn)
+            yield uow
+            if exclusive and self.dialect == "mysql":
+                await conn.execute(sa.text("SELECT RELEASE_LOCK('portside_ddl')"))
         # committed: only now do the events exist for anyone else
+        await self._publish([uow])
+
+    async def _publish(self, units: list[UnitOfWork]) -> None:
+        """Committed units of work, in commit order: their events to the after-commit hooks (one call), then
+        each unit's own callbacks."""
+        events = units[0].events if len(units) == 1 else [e for u in units for e in u.events]
         for hook in self.after_commit:
             try:
-                await hook(uow.events)
+                await hook(events)
             except Exception:  # a failing subscriber must not turn a committed write into an error
                 logger.exception("after-commit hook failed")
-        for fn in uow.after:
-            try:
-                await fn()
-            except Exception:
-                logger.exception("after-commit callback failed")
+        for uow in units:
+            for fn in uow.after:
+                try:
+                    await fn()
+                except Exception:
+                    logger.exception("after-commit callback failed")
 
     async def _cross_process_lock(self, conn: AsyncConnection) -> None:
         if self.dialect == "postgresql":
@@ -139,16 +197,10 @@ class Database:
     @asynccontextmanager
     async def ddl_lock(self) -> AsyncIterator[AsyncConnection]:
         """A connection holding a cross-process lock for schema changes."""
-        if self._write_lock is not None:
-            await self._write_lock.acquire()
-        try:
-            async with self.engine.begin() as conn:
-                await self._cross_process_lock(conn)
-                try:
-                    yield conn
-                finally:
-                    if self.dialect == "mysql":
-                        await conn.execute(sa.text("SELECT RELEASE_LOCK('portside_ddl')"))
-        finally:
-            if self._write_lock is not None:
-                self._write_lock.release()
+        async with self.write_turn(), self.engine.begin() as conn:
+            await self._cross_process_lock(conn)
+            try:
+                yield conn
+            finally:
+                if self.dialect == "mysql":
+                    await conn.execute(sa.text("SELECT RELEASE_LOCK('portside_ddl')"))

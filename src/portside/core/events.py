@@ -32,6 +32,8 @@ event_log = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
 )
 
+_INSERT = event_log.insert()
+
 
 @dataclass(frozen=True)
 class Grants:
@@ -137,7 +139,7 @@ def _event(offset: int, draft: EventDraft, now: dt.datetime) -> Event:
 async def append(conn: Any, draft: EventDraft) -> Event:
     """Insert the event into the log inside the caller's transaction; returns it with its offset."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    result = await conn.execute(event_log.insert(), _values(draft, now))
+    result = await conn.execute(_INSERT, _values(draft, now))  # one statement, compiled once
     pk = result.inserted_primary_key
     assert pk is not None
     return _event(int(pk[0]), draft, now)

@@ -127,11 +127,14 @@ async def load_group_grants(
     j = model.table(tm.group_join).sa
     g = model.table("usergroup").sa
     key = j.c[f"{tm.name}_id"]
-    rows = await conn.execute(
-        sa.select(key, g.c.reference_id, j.c.permission)
-        .select_from(j.join(g, g.c.id == j.c.usergroup_id))
-        .where(key.in_(list(ids)))
-    )
+    base = sa.select(key, g.c.reference_id, j.c.permission).select_from(j.join(g, g.c.id == j.c.usergroup_id))
+    if len(ids) == 1:  # one row (reads by id, writes): one statement per table, built and keyed once
+        one = tm.select_cache.get(("#groups_of_one",))
+        if one is None:
+            one = tm.select_cache[("#groups_of_one",)] = (base.where(key == sa.bindparam("row_id")), ())
+        rows = await conn.execute(one[0], {"row_id": ids[0]})
+    else:
+        rows = await conn.execute(base.where(key.in_(list(ids))))
     for row_id, gref, perm in rows:
         out.setdefault(row_id, []).append((gref, int(perm or 0)))
     return out
@@ -224,7 +227,10 @@ async def fetch_one(
         cond = t.c.reference_id == sa.bindparam("key") if ref is not None else t.c.id == sa.bindparam("key")
         cached = tm.select_cache[(key,)] = (base.where(cond), plan)
     stmt, plan = cached
-    rows = await run_select(conn, model, tm, stmt.params(key=ref if ref is not None else row_id), plan, groups=groups)
+    # the value at execution, not `stmt.params()`: that copies the statement and its cache key every call
+    rows = await run_select(
+        conn, model, tm, stmt, plan, groups=groups, params={"key": ref if ref is not None else row_id}
+    )
     return rows[0] if rows else None
 
 
@@ -284,7 +290,7 @@ async def insert_row(
     stamp = now()
     row = dict(values)
     row.update(reference_id=ref or uuid7_str(), created_at=stamp, updated_at=stamp, version=1, permission=permission)
-    result = await uow.conn.execute(tm.sa.insert().values(**row))
+    result = await uow.conn.execute(tm.sa.insert(), row)  # one statement per table and column set, compiled once
     pk = result.inserted_primary_key
     assert pk is not None
     row_id = int(pk[0])
@@ -293,9 +299,12 @@ async def insert_row(
     return row_id
 
 
-async def emit_row(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None) -> RowData:
-    """Emit the event for a row as it now stands (after `insert_row`)."""
-    return await _emit(uow, model, tm, row_id, kind, actor)
+async def emit_row(
+    uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, kind: str, actor: str | None, *, linked: bool = True
+) -> RowData:
+    """Emit the event for a row as it now stands (after `insert_row`). `linked=False`: the caller linked the
+    new row to no group, so its group grants are not read back (unless a row hook may have linked it)."""
+    return await _emit(uow, model, tm, row_id, kind, actor, groups=linked or tm.name in row_hooks)
 
 
 async def update(
@@ -366,10 +375,12 @@ async def _emit(
     kind: str,
     actor: str | None,
     before: dict[str, Any] | None = None,
+    *,
+    groups: bool = True,
 ) -> RowData:
     if tm.name in row_hooks:
         await _run_hook(uow, model, tm, row_id, kind, before, actor)
-    fresh = await fetch_one(uow.conn, model, tm, row_id=row_id)
+    fresh = await fetch_one(uow.conn, model, tm, row_id=row_id, groups=groups)
     if fresh is None:  # pragma: no cover - the row was written in this transaction
         raise RuntimeError(f"{tm.name} row {row_id} vanished inside its transaction")
     await uow.emit(EventDraft(tm.name, kind, fresh.ref, event_payload(tm, fresh.attrs), fresh.grants, actor))

@@ -301,6 +301,10 @@ class LiveHub:
                     async for event in sub:
                         self.dispatch(event)
                         self.react(event)
+                        # a buffered subscription yields without suspending: hand the loop back after every
+                        # event, so requests (an HTTP create's next step, its commit) never queue behind a
+                        # whole backlog of fan-out (bench/live.py: p99 from client send)
+                        await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. Lagged: resubscribe live; sessions resume with `since`

@@ -1,0 +1,224 @@
+"""Group commit for SQLite: concurrent units of work share one transaction and one durable commit.
+
+SQLite has one writer per database, and a durable commit (`synchronous=FULL`) costs an fsync. Writers of
+this process therefore take turns (`turn`), and a turn joins the open *batch*: one connection holding
+`BEGIN IMMEDIATE`, in which each unit of work runs inside its own SAVEPOINT. The batch's statements run on
+the loop's thread and its COMMIT in a worker thread (`loopsql.py`). A unit of work that raises
+rolls back to its savepoint and fails alone (its caller gets its own error, e.g. a unique-constraint 409);
+one that succeeds releases its savepoint and waits for the batch's commit. The turn that finds nobody
+else waiting commits the batch (so a lone writer commits at once and never waits for a timer), as does the
+turn that fills the batch (`max_rows`) or finds it open for `max_wait` seconds. Writers that arrive while
+a commit runs queue for the next batch: the batch size follows the load.
+
+After the commit the batch's events go to the after-commit hooks in commit order (one call per batch; as
+before, the hooks run after the turn is handed on, so they may write themselves, and two batches' hooks may
+interleave: the bus orders per row by offset), then each unit's own `on_commit` callbacks run, and only then
+do the units of work return:
+a caller that answers after its unit of work has returned answers for a durable, published write. A commit
+that fails fails every unit of work of the batch (none of them was answered yet).
+
+Writes outside units of work (`Database.write_turn`, `ddl_lock`, exclusive transactions) take the same turn
+and commit the open batch first (`exclusive_turn`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from portside import log
+from portside.core.loopsql import LoopConnection
+
+if TYPE_CHECKING:
+    from portside.core.db import UnitOfWork
+
+logger = log.get("db")
+BATCH_ROWS = 128  # units of work per commit at most
+BATCH_WAIT = 0.05  # seconds a batch may stay open while writers keep arriving
+
+
+@dataclass(eq=False)
+class Batch:
+    conn: LoopConnection
+    opened: float
+    done: asyncio.Future[None]
+    members: list[UnitOfWork] = field(default_factory=list)
+    broken: BaseException | None = None  # the transaction cannot go on (a savepoint could not be undone)
+
+
+Publish = Callable[["list[UnitOfWork]"], Awaitable[None]]
+
+
+class GroupCommit:
+    """One process's write turns and open batch on one SQLite database."""
+
+    def __init__(
+        self, engine: sa.Engine, publish: Publish, max_rows: int = BATCH_ROWS, max_wait: float = BATCH_WAIT
+    ) -> None:
+        self.engine = engine
+        self.publish = publish  # after-commit work for the committed units of work, in commit order
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self.lock = asyncio.Lock()  # the write turn (FIFO)
+        self._batch: Batch | None = None
+        self._queued = 0  # units of work waiting for a turn
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.commits = 0
+        self.units = 0
+
+    @asynccontextmanager
+    async def unit(self, make: Callable[[AsyncConnection], UnitOfWork]) -> AsyncIterator[UnitOfWork]:
+        """A unit of work in the open batch; returns after the batch committed and published."""
+        self._queued += 1
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self._queued -= 1
+            self._rescue()
+            raise
+        self._queued -= 1
+        try:
+            batch = self._batch or await self._open()
+        except BaseException:
+            self.lock.release()
+            raise
+        body_failed = False
+        try:
+            savepoint = await batch.conn.begin_nested()
+            uow = make(batch.conn.as_async())
+            try:
+                yield uow
+            except BaseException:
+                body_failed = True
+                try:
+                    await savepoint.rollback()
+                except BaseException as undo:  # the transaction is unusable: the whole batch fails
+                    batch.broken = undo
+                raise
+            await savepoint.commit()
+            batch.members.append(uow)
+        except BaseException as exc:
+            if not body_failed and batch.broken is None:  # a SAVEPOINT statement failed: trust nothing
+                batch.broken = exc
+            # a failed unit returns once its batch is over too: whoever reacts to the error (another process,
+            # a retry) never finds this process still holding the write lock
+            with contextlib.suppress(Exception):
+                if self._leave(batch):
+                    await self._end(batch)
+                await asyncio.shield(batch.done)
+            raise
+        if self._leave(batch):
+            await self._end(batch)  # in this task: its caller answers before the hub fans the events out
+        await asyncio.shield(batch.done)
+
+    def _leave(self, batch: Batch) -> bool:
+        """End this turn: True when the caller must end the batch now (nobody else waits, or it is full, old or
+        broken), else the turn is handed on with the batch still open."""
+        full = len(batch.members) >= self.max_rows or time.monotonic() - batch.opened >= self.max_wait
+        if self._queued == 0 or full or batch.broken is not None:
+            return True
+        self.lock.release()
+        return False
+
+    async def _open(self) -> Batch:
+        conn = LoopConnection(self.engine.connect())
+        try:
+            # explicit: a SAVEPOINT outside a transaction would start one that its RELEASE commits
+            await conn.begin_immediate()
+        except BaseException:
+            await conn.close()
+            raise
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if nobody waits
+        self._batch = Batch(conn, time.monotonic(), done)
+        return self._batch
+
+    async def _end(self, batch: Batch) -> None:
+        """Commit (or roll back a broken) batch, hand the turn on, publish, then let its units of work return.
+        The commit runs in a task of its own: a caller cancelled meanwhile leaves the rest to `_finish`."""
+        commit = asyncio.ensure_future(self._commit(batch))
+        try:
+            error = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            self._spawn(self._finish(commit, batch))
+            raise
+        self.lock.release()
+        await self._announce(batch, error)
+
+    async def _finish(self, commit: asyncio.Future[BaseException | None], batch: Batch) -> None:
+        try:
+            error = await commit
+        finally:
+            self.lock.release()
+        await self._announce(batch, error)
+
+    async def _commit(self, batch: Batch) -> BaseException | None:
+        self._batch = None
+        error: BaseException | None = batch.broken
+        try:
+            if error is None and batch.members:
+                await batch.conn.commit()
+                self.commits += 1
+                self.units += len(batch.members)
+            else:
+                await batch.conn.rollback()
+        except BaseException as exc:
+            error = error or exc
+        finally:
+            try:
+                await batch.conn.close()
+            except Exception:
+                logger.exception("closing the write connection failed")
+        return error
+
+    async def _announce(self, batch: Batch, error: BaseException | None) -> None:
+        if error is not None:
+            batch.done.set_exception(error if isinstance(error, Exception) else RuntimeError(str(error)))
+            return
+        try:
+            if batch.members:
+                await self.publish(batch.members)
+        finally:
+            batch.done.set_result(None)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _rescue(self) -> None:
+        """A writer gave up waiting: if it was the one the open batch was left for, commit the batch now."""
+        batch = self._batch
+        if batch is not None and self._queued == 0 and not self.lock.locked():
+            self._spawn(self._flush(batch))
+
+    async def _flush(self, batch: Batch) -> None:
+        await self.lock.acquire()
+        if self._batch is batch:
+            await self._end(batch)
+        else:
+            self.lock.release()
+
+    @asynccontextmanager
+    async def exclusive_turn(self) -> AsyncIterator[None]:
+        """The write turn for work outside units of work: the open batch is committed first."""
+        async with self.lock:
+            batch = self._batch
+            if batch is not None:  # published outside the turn: a hook may want to write
+                self._spawn(self._announce(batch, await self._commit(batch)))
+            yield
+
+    async def close(self) -> None:
+        """Commit whatever is open (at shutdown)."""
+        if self._batch is not None:
+            await self._flush(self._batch)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,129 @@
+"""Group commit on a real SQLite file (core/db.py + core/group_commit.py): concurrent units of work share
+commits, a failing one fails alone, each returns only once its write is committed and published."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from portside.core import events as ev
+from portside.core.db import Database
+
+meta = sa.MetaData()
+thing = sa.Table(
+    "thing", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(50), unique=True)
+)
+
+
+async def _database(tmp_path: Path) -> tuple[Database, Path]:
+    path = tmp_path / "g.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    async with db.ddl_lock() as conn:
+        await conn.run_sync(meta.create_all)
+        await conn.run_sync(ev.event_metadata.create_all)
+    return db, path
+
+
+def _committed(path: Path, name: str) -> bool:
+    with sqlite3.connect(path) as other:  # another connection sees only committed data
+        return other.execute("SELECT count(*) FROM thing WHERE name = ?", (name,)).fetchone()[0] == 1
+
+
+def _draft(name: str) -> ev.EventDraft:
+    return ev.EventDraft("thing", "create", name, {"name": name}, ev.Grants(None, 0), None)
+
+
+async def test_concurrent_units_share_commits_and_fail_alone(tmp_path: Path) -> None:
+    db, path = await _database(tmp_path)
+    published: list[str] = []
+
+    async def hook(events: list[ev.Event]) -> None:
+        published.extend(e.ref for e in events)
+
+    db.after_commit.append(hook)
+    async with db.transaction() as uow:
+        await uow.conn.execute(thing.insert().values(name="taken"))
+    assert db.group is not None and db.group.commits == 1
+
+    async def write(name: str) -> int:
+        async with db.transaction() as uow:
+            result = await uow.conn.execute(thing.insert().values(name=name))
+            await uow.emit(_draft(name))
+            await asyncio.sleep(0)  # let the others queue up behind this turn
+        # returned: committed (another connection sees it) and published
+        assert _committed(path, name) and name in published
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+
+    names = [f"n{i}" for i in range(50)]
+    names[17] = "taken"
+    results = await asyncio.gather(*(write(n) for n in names), return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], IntegrityError), failed
+    assert isinstance(results[17], IntegrityError)
+    ids = [r for r in results if isinstance(r, int)]
+    assert len(set(ids)) == 49
+    assert sorted(published) == sorted(n for n in names if n != "taken")  # the failed unit published nothing
+    assert db.group.units == 50  # the first write plus 49
+    assert db.group.commits < 1 + 49 // 2, db.group.commits  # shared commits, not one per unit
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT count(*) FROM thing").fetchone()[0] == 50
+        assert other.execute("SELECT count(*) FROM _event_log").fetchone()[0] == 49
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    await db.dispose()
+
+
+async def test_a_lone_writer_commits_at_once_and_exclusive_turns_flush(tmp_path: Path) -> None:
+    db, path = await _database(tmp_path)
+    async with db.transaction() as uow:
+        await uow.conn.execute(thing.insert().values(name="alone"))
+    assert _committed(path, "alone")  # no timer, no waiting for company
+    async with db.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL: durable commits
+
+    async def slow(name: str) -> None:
+        async with db.transaction() as uow:
+            await uow.conn.execute(thing.insert().values(name=name))
+            await asyncio.sleep(0.01)
+
+    async def turn() -> bool:
+        async with db.write_turn():  # e.g. the Yjs store's own connection: must find no open batch
+            return _committed(path, "a") and _committed(path, "b")
+
+    first = asyncio.gather(slow("a"), slow("b"))
+    await asyncio.sleep(0)
+    assert await turn()
+    await first
+    await db.dispose()
+
+
+async def test_an_error_rolls_back_only_its_own_writes(tmp_path: Path) -> None:
+    db, path = await _database(tmp_path)
+
+    async def bad() -> None:
+        async with db.transaction() as uow:
+            await uow.conn.execute(thing.insert().values(name="half"))
+            raise ValueError("refused")
+
+    async def good(name: str) -> None:
+        async with db.transaction() as uow:
+            await uow.conn.execute(thing.insert().values(name=name))
+
+    results = await asyncio.gather(good("g1"), bad(), good("g2"), return_exceptions=True)
+    assert isinstance(results[1], ValueError) and results[0] is None and results[2] is None
+    assert _committed(path, "g1") and _committed(path, "g2") and not _committed(path, "half")
+    with pytest.raises(ValueError):
+        await bad()
+    # a failed unit returns after its batch ended: this process holds no write lock any more
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    await db.dispose()
