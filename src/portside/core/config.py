@@ -63,11 +63,20 @@ class ConfigStore:
     def __init__(self, db: Database):
         self.db = db
         self._values: dict[tuple[str, str], str] = {}
+        self._changes = 0  # local writes so far: a reload that overlapped one reads again
 
     async def load(self) -> None:
-        async with self.db.read() as conn:
-            rows = await conn.execute(sa.select(config_table.c.name, config_table.c.configtype, config_table.c.value))
-            self._values = {(r.name, r.configtype): r.value or "" for r in rows}
+        """Read every value. A local write committed while the read ran (its snapshot may predate the write)
+        makes it read again, so a reload started by an older change event never undoes a newer value."""
+        while True:
+            seen = self._changes
+            async with self.db.read() as conn:
+                cols = (config_table.c.name, config_table.c.configtype, config_table.c.value)
+                rows = await conn.execute(sa.select(*cols))
+                values = {(r.name, r.configtype): r.value or "" for r in rows}
+            if seen == self._changes:
+                self._values = values
+                return
 
     def get(self, key: str, default: str | None = None, end: str = "backend") -> str | None:
         return self._values.get((key, end), default)
@@ -103,6 +112,7 @@ class ConfigStore:
         else:
             await self._set(uow, key, value, end, actor)
         self._values[(key, end)] = value
+        self._changes += 1
 
     async def setdefault(self, key: str, value: str, end: str = "backend") -> str:
         """The stored value, or store `value`; safe when several processes start at once."""
@@ -117,6 +127,7 @@ class ConfigStore:
             else:
                 value = stored
         self._values[(key, end)] = value
+        self._changes += 1
         return value
 
     async def _set(self, uow: UnitOfWork, key: str, value: str, end: str, actor: str | None) -> None:
@@ -165,6 +176,7 @@ class ConfigStore:
                 )
             )
         self._values.pop((key, end), None)
+        self._changes += 1
         return True
 
 
