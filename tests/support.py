@@ -12,7 +12,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,18 @@ def setup_world(server: Server, db_url: str, schema: str | None = None, *config:
             r = c.post(f"/_config/backend/{key}", content=value)
             assert r.status_code == 200, r.text
     return World(server, db_url, admin, owner, member, stranger, team)
+
+
+@contextmanager
+def running_world(kind: str = "sqlite", schema: str | None = None) -> Iterator[World]:
+    """A server on a fresh `kind` database with `setup_world`'s users; stopped and its database dropped after."""
+    url, drop = fresh_database(kind)
+    server = start_server(url)
+    try:
+        yield setup_world(server, url, schema)
+    finally:
+        server.stop()
+        drop()
 
 
 def me(c: httpx.Client) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from files_support import set_config
-from support import World, create, fresh_database, setup_world, start_server
+from support import World, create, running_world
 
 SCHEMA = """
 Tables:
@@ -57,10 +57,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    url, drop = fresh_database("sqlite")
-    server = start_server(url)
-    try:
-        world = setup_world(server, url, SCHEMA)
+    with running_world("sqlite", SCHEMA) as world:
+        server = world.server
         with world.c(world.admin) as c:
             files = [
                 {"name": "art.png", "contents": b64(png()), "type": "image/png"},
@@ -75,9 +73,6 @@ def env() -> Iterator[Env]:
             )
             assert r.status_code == 200, r.text
         yield Env(world, server.data_dir / "storage", ref)
-    finally:
-        server.stop()
-        drop()
 
 
 def included(r: httpx.Response) -> list[dict[str, Any]]:

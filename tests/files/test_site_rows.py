@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from files_support import EXECUTE, PEEK, READ, REFER, UPDATE, localstore, make_site, owner_bits
-from support import World, create, fresh_database, me, setup_world, start_server
+from support import World, create, me, running_world
 
 
 @dataclass
@@ -27,10 +27,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    url, drop = fresh_database("sqlite")
-    server = start_server(url)
-    try:
-        world = setup_world(server, url)
+    with running_world("sqlite") as world:
+        server = world.server
         with world.c(world.owner) as c:
             owner_ref = me(c)["id"]
         with world.c(world.admin) as c:
@@ -55,9 +53,6 @@ def env() -> Iterator[Env]:
         (server.data_dir / "storage" / "private").mkdir()
         (server.data_dir / "storage" / "private" / "index.html").write_text("members only")
         yield Env(world, server.data_dir, store, userstore, owner_ref)
-    finally:
-        server.stop()
-        drop()
 
 
 def act(c: httpx.Client, on: str, action: str, ref: str | None, **attrs: Any) -> httpx.Response:

@@ -35,7 +35,7 @@ from files_support import (
     refused,
     set_config,
 )
-from support import Server, World, fresh_database, me, setup_world, start_server
+from support import Server, World, me, running_world
 
 
 @dataclass
@@ -47,10 +47,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    url, drop = fresh_database("sqlite")
-    server = start_server(url)
-    try:
-        world = setup_world(server, url)
+    with running_world("sqlite") as world:
+        server = world.server
         with world.c(world.owner) as c:
             owner = me(c)
         with world.c(world.admin) as c:
@@ -60,9 +58,6 @@ def env() -> Iterator[Env]:
             set_config(c, ftp__listen_interface="127.0.0.1:0", ftp__passive_ports="", ftp__enable="true")
             server.wait_listening("ftp", n)
         yield Env(world, owner["attributes"]["email"], server.data_dir / "storage" / "lim")
-    finally:
-        server.stop()
-        drop()
 
 
 def greeting(server: Server, name: str = "ftp") -> str:
