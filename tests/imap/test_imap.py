@@ -406,6 +406,61 @@ def test_api_writes_bump_modseq_for_condstore_and_qresync(world: ImapWorld) -> N
     m.logout()
 
 
+def _box_ref(world: ImapWorld, username: str, box: str) -> str:
+    engine = sa.create_engine(sync_url(world.db_url))
+    try:
+        with engine.connect() as c:
+            return str(
+                c.execute(
+                    sa.text(
+                        "SELECT b.reference_id FROM mail_box b JOIN mail_account a ON a.id = b.mail_account_id "
+                        "WHERE a.username = :u AND b.name = :b"
+                    ),
+                    {"u": username, "b": box},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_api_move_to_another_mailbox_gets_a_new_uid_and_expunges_from_the_old(world: ImapWorld) -> None:
+    """PATCH of a message's mailbox through /api is a MOVE: a fresh UID in the target (the old UID may be
+    taken there), an EXPUNGE (and VANISHED for QRESYNC) in the source."""
+    uid = put(world, message("to be moved by the api"), user=BOB)
+    m = connect(world, BOB, BOB_PW)
+    m.create("MovedIn")
+    for i in range(uid):  # the message's UID is taken in the target: it cannot keep it there
+        m.append("MovedIn", None, None, message(f"already here {i}"))
+    m.select("MovedIn")
+    uidnext = int(m.untagged_responses["UIDNEXT"][-1])
+    assert row(world, BOB, "MovedIn", uid) is not None and uidnext > uid
+    watcher = connect(world, BOB, BOB_PW)
+    watcher.select("INBOX")
+    ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
+    target = _box_ref(world, BOB, "MovedIn")
+    body = {
+        "data": {
+            "type": "mail",
+            "id": ref,
+            "relationships": {"mail_box_id": {"data": {"type": "mail_box", "id": target}}},
+        }
+    }
+    with world.server.client(world.admin) as c:
+        r = c.patch(f"/api/mail/{ref}", json=body)
+        assert r.status_code == 200, r.text
+    assert row(world, BOB, "INBOX", uid) is None
+    moved = row(world, BOB, "MovedIn", uidnext)
+    assert moved is not None and moved["reference_id"] == ref, moved
+    lines = raw_command(watcher, b"NOOP")
+    assert any(x.endswith(b" EXPUNGE\r\n") for x in lines), lines
+    lines = raw_command(m, b"NOOP")
+    assert any(x == f"* {uid + 1} EXISTS\r\n".encode() for x in lines), lines
+    typ, data = m.uid("FETCH", str(uidnext), "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK" and b"to be moved by the api" in flat(data), data
+    watcher.logout()
+    m.logout()
+
+
 def test_api_and_imap_flag_writes_on_one_message_at_once_all_succeed(world: ImapWorld) -> None:
     """An /api PATCH locks the mailbox before the message, as IMAP STORE does: no deadlock between them."""
     uid = put(world, message("contended"), user=BOB)

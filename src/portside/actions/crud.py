@@ -39,8 +39,6 @@ from portside.core.events import Grants
 from portside.core.model import OWNER_COLUMN, Model, RelSpec, TableModel
 from portside.core.records import RowData
 from portside.errors import BadRequest, Forbidden, Kind, NotFound
-from portside.mail.hooks import lock_mailbox_of
-from portside.mail.store import create_standard_mailboxes, reassign_mail
 from portside.storage.assets import AssetFiles
 from portside.tools.ids import parse_uuid
 
@@ -374,8 +372,6 @@ class Crud:
             await uow.conn.execute(tm.sa.update().where(tm.sa.c.id == row_id).values({OWNER_COLUMN: row_id}))
         if to_link:
             await links.link(self, uow, actor, tm, row_id, to_link, replace=False, announce=False)
-        if table == "mail_account":  # the standard mailboxes exist as soon as the account does
-            await create_standard_mailboxes(uow, model, row_id)
         # one create event, carrying the row's final owner and group grants
         return await records.emit_row(uow, model, tm, row_id, "create", actor.ref, linked=bool(groups or to_link))
 
@@ -416,12 +412,7 @@ class Crud:
         writes.check_links(actor, tm, to_link)
         if to_link:
             await links.link(self, uow, actor, tm, row.id, to_link, replace=False)
-        if table == "mail":  # its row hook takes the mailbox's next modseq: lock in IMAP's order
-            await lock_mailbox_of(uow, model, row.id)
-        updated = await records.update(uow, model, tm, row.id, values, actor=actor.ref)
-        if table == "mail_account" and OWNER_COLUMN in values:  # the mail goes with the account
-            await reassign_mail(uow, model, row.id)
-        return updated
+        return await records.update(uow, model, tm, row.id, values, actor=actor.ref)
 
     async def change_links(self, actor: Actor, table: str, ref: str, name: str, body: Any, mode: str) -> None:
         """Relationship endpoint writes: mode add (POST), replace (PATCH) or remove (DELETE)."""

@@ -39,6 +39,12 @@ class RowData:
 RowHook = Callable[[UnitOfWork, Model, TableModel, int, str, "dict[str, Any] | None", "str | None"], Awaitable[None]]
 row_hooks: dict[str, RowHook] = {}
 
+# Per-table hooks run by `update` before it writes the row: (uow, model, table, row id, the new values). A
+# package takes here the locks its row hook will need, in the order its own writers take them (mail: the
+# mailbox before its messages, so an /api write and an IMAP write cannot deadlock on PostgreSQL or MariaDB).
+BeforeUpdate = Callable[[UnitOfWork, Model, TableModel, int, "dict[str, Any]"], Awaitable[None]]
+before_update_hooks: dict[str, BeforeUpdate] = {}
+
 
 async def _run_hook(
     uow: UnitOfWork,
@@ -311,6 +317,9 @@ async def update(
     uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, values: dict[str, Any], *, actor: str | None
 ) -> RowData:
     t = tm.sa
+    prepare = before_update_hooks.get(tm.name)
+    if prepare is not None:
+        await prepare(uow, model, tm, row_id, values)
     before = await _raw_row(uow, tm, row_id) if tm.name in row_hooks else None
     await uow.conn.execute(
         t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=now())

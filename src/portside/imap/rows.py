@@ -133,14 +133,15 @@ class RowsBackend:
                 await asyncio.sleep(0.5)
 
     def on_event(self, event: Event) -> None:
-        if event.table == "mail":
+        # a tombstone is news for the mailbox it was left in: a message moved away through /api leaves one
+        if event.table == "mail" or (event.table == "mail_expunged" and event.type == "create"):
             box = event.data.get("mail_box_id")
             if isinstance(box, str):
                 uid, modseq = event.data.get("uid"), event.data.get("modseq")
                 hint = Hint(
                     uid if isinstance(uid, int) else None,
                     modseq if isinstance(modseq, int) else None,
-                    event.type == "delete",
+                    event.type == "delete" or event.table == "mail_expunged",
                     frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
                 )
                 hint = hint if hint.uid is not None else Hint()

@@ -6,7 +6,12 @@ actions) keeps the IMAP bookkeeping that `MailStore` keeps for its own writes, i
   (`FETCH ... (CHANGEDSINCE n)`, `SELECT ... (QRESYNC ...)`) see the change; a write that stamped a modseq
   itself (MailStore) is left alone;
 - a delete takes the next modseq and leaves a tombstone in `mail_expunged`, as EXPUNGE does (VANISHED);
-- a message created without a UID (POST /api/mail) gets the mailbox's next UID and modseq.
+- a message created without a UID (POST /api/mail) gets the mailbox's next UID and modseq;
+- a message moved to another mailbox (PATCH of `mail_box_id`) gets a new UID there and leaves a tombstone
+  in the mailbox it left, as IMAP MOVE does, so both mailboxes' sessions see the move.
+
+The `mail_account` hook keeps an account's mailboxes: the standard ones exist as soon as the account does,
+and when the account gets another owner its mailboxes, messages and tombstones follow.
 """
 
 from __future__ import annotations
@@ -23,6 +28,20 @@ from portside.mail.store import EXPUNGED_TABLE, MAIL_TABLE, take
 from portside.mail.tables import OWNER_READ
 
 
+async def _tombstone(
+    uow: UnitOfWork, model: Model, box_id: int, uid: int, owner: Any, actor: str | None, *, announce: bool = False
+) -> None:
+    """Leave the tombstone of an expunged UID. `announce`: with its own create event, for a message that
+    left the mailbox without a delete event of its own (a move), so the mailbox's IMAP sessions hear of it."""
+    _, modseq = await take(uow, model, box_id, 0)
+    values: dict[str, Any] = {"uid": uid, "modseq": modseq, "mail_box_id": box_id, OWNER_COLUMN: owner}
+    tm = model.table(EXPUNGED_TABLE)
+    if announce:
+        await records.insert(uow, model, tm, values, permission=OWNER_READ, actor=actor)
+    else:
+        await records.insert_row(uow, model, tm, values, permission=OWNER_READ, actor=actor)
+
+
 async def mail_hook(
     uow: UnitOfWork,
     model: Model,
@@ -36,11 +55,7 @@ async def mail_hook(
     if kind == "delete":
         if before is None or before.get("mail_box_id") is None or not before.get("uid"):
             return
-        box_id = int(before["mail_box_id"])
-        _, modseq = await take(uow, model, box_id, 0)
-        values: dict[str, Any] = {"uid": int(before["uid"]), "modseq": modseq, "mail_box_id": box_id}
-        values[OWNER_COLUMN] = before.get(OWNER_COLUMN)
-        await records.insert_row(uow, model, model.table(EXPUNGED_TABLE), values, permission=OWNER_READ, actor=actor)
+        await _tombstone(uow, model, int(before["mail_box_id"]), int(before["uid"]), before.get(OWNER_COLUMN), actor)
         return
     now = (await uow.conn.execute(sa.select(t.c.mail_box_id, t.c.uid, t.c.modseq).where(t.c.id == row_id))).first()
     if now is None or now.mail_box_id is None:
@@ -57,17 +72,49 @@ async def mail_hook(
     await uow.conn.execute(t.update().where(t.c.id == row_id).values(modseq=modseq))
 
 
-async def lock_mailbox_of(uow: UnitOfWork, model: Model, row_id: int) -> None:
-    """Lock the mailbox row of message `row_id` before the message row is written, so an /api write takes
-    its locks in the order IMAP and SMTP take them (mailbox, then messages) and the two cannot deadlock on
-    PostgreSQL or MariaDB (SQLite has one writer; FOR UPDATE is left out there)."""
-    t = model.table(MAIL_TABLE).sa
-    box_id = await uow.conn.scalar(sa.select(t.c.mail_box_id).where(t.c.id == row_id))
-    if box_id is not None:
-        b = model.table(boxes.BOX_TABLE).sa
-        await uow.conn.execute(sa.select(b.c.id).where(b.c.id == box_id).with_for_update())
+async def before_update(uow: UnitOfWork, model: Model, tm: TableModel, row_id: int, values: dict[str, Any]) -> None:
+    """Before a message row is updated: lock its mailbox (and the one it moves to), lowest id first, so an
+    /api write takes its locks in the order IMAP and SMTP take them (mailboxes, then messages) and the two
+    cannot deadlock on PostgreSQL or MariaDB (SQLite has one writer; FOR UPDATE is left out there).
+
+    A move to another mailbox takes the new mailbox's next UID and modseq into `values` (the old UID may be
+    taken there) and leaves a tombstone in the old one, as IMAP MOVE does."""
+    t = tm.sa
+    query = sa.select(t.c.mail_box_id, t.c.uid, t.c[OWNER_COLUMN]).where(t.c.id == row_id)
+    now = (await uow.conn.execute(query)).first()
+    old = int(now.mail_box_id) if now is not None and now.mail_box_id is not None else None
+    new = values.get("mail_box_id")
+    ids = {v for v in (old, new) if isinstance(v, int)}
+    if not ids:
+        return
+    b = model.table(boxes.BOX_TABLE).sa
+    await uow.conn.execute(sa.select(b.c.id).where(b.c.id.in_(sorted(ids))).order_by(b.c.id).with_for_update())
+    if isinstance(new, int) and new != old and "uid" not in values:
+        if now is not None and old is not None and now.uid:
+            await _tombstone(uow, model, old, int(now.uid), now[2], None, announce=True)
+        values["uid"], values["modseq"] = await take(uow, model, new, 1)
+        values["recent"] = True
+
+
+async def account_hook(
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    row_id: int,
+    kind: str,
+    before: dict[str, Any] | None,
+    actor: str | None,
+) -> None:
+    if kind == "create":  # the standard mailboxes exist as soon as the account does
+        await boxes.ensure_standard(uow, model, row_id)
+    elif kind == "update" and before is not None:  # the mail goes with the account to its new owner
+        owner = await uow.conn.scalar(sa.select(tm.sa.c[OWNER_COLUMN]).where(tm.sa.c.id == row_id))
+        if owner != before.get(OWNER_COLUMN):
+            await boxes.reassign(uow, model, row_id)
 
 
 def register() -> None:
-    """Install the hook (idempotent); called by the runtime."""
+    """Install the hooks (idempotent); called by the runtime."""
     records.row_hooks[MAIL_TABLE] = mail_hook
+    records.before_update_hooks[MAIL_TABLE] = before_update
+    records.row_hooks[boxes.ACCOUNT_TABLE] = account_hook

@@ -532,14 +532,3 @@ class MailStore:
         if stored is None:
             raise NotFound("no such message")
         return message.decode(stored)
-
-
-async def create_standard_mailboxes(uow: UnitOfWork, model: Model, account_row_id: int) -> None:
-    """Called by the record service in the transaction that creates a `mail_account` row."""
-    await boxes.ensure_standard(uow, model, account_row_id)
-
-
-async def reassign_mail(uow: UnitOfWork, model: Model, account_row_id: int) -> None:
-    """Called by the record service when a `mail_account` row gets another owner: its mailboxes, messages
-    and tombstones follow, so the new owner reads them and the old one no longer does."""
-    await boxes.reassign(uow, model, account_row_id)
