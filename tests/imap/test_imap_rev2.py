@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from imap_support import (
     ALICE,
@@ -24,7 +25,7 @@ from imap_support import (
     start_imap_world,
     untagged_within,
 )
-from support import REDIS, fresh_database
+from support import REDIS, fresh_database, sync_url
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,43 @@ def test_closed_on_reselect_and_status_items(world: ImapWorld) -> None:
     got = dict(re.findall(rb"([A-Z]+) (\d+)", b"".join(untagged(lines, b"STATUS"))))
     assert got[b"MESSAGES"] == b"1" and got[b"DELETED"] == b"1" and int(got[b"SIZE"]) > 50, lines
     m.logout()
+
+
+# -- mailbox names: modified UTF-7 for IMAP4rev1 sessions, UTF-8 for IMAP4rev2 ones, Unicode when stored --------
+
+
+def stored_box_names(world: ImapWorld) -> set[str]:
+    engine = sa.create_engine(sync_url(world.db_url))
+    try:
+        with engine.connect() as c:
+            return set(c.execute(sa.text("SELECT name FROM mail_box")).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_mailbox_names_are_modified_utf7_for_rev1_and_utf8_for_rev2(world: ImapWorld) -> None:
+    old = connect(world)
+    assert raw_command(old, b"CREATE Entw&APw-rfe/&U,BTFw-")[-1].startswith(b"R1 OK")
+    assert {"Entwürfe", "Entwürfe/台北"} <= stored_box_names(world)  # what /api shows
+    lines = untagged(raw_command(old, b'LIST "" "Entw*"'), b"LIST")
+    assert b'* LIST (\\HasChildren) "/" Entw&APw-rfe\r\n' in lines, lines
+    assert b'* LIST (\\HasNoChildren) "/" Entw&APw-rfe/&U,BTFw-\r\n' in lines, lines
+    assert raw_command(old, b"SELECT Entw&APw-rfe/&U,BTFw-")[-1].startswith(b"R1 OK")
+    assert raw_command(old, b"CREATE caf&AOk-&-co")[-1].startswith(b"R1 OK")  # `&-` is a literal &
+    assert "café&co" in stored_box_names(world)
+    for bad in (b"CREATE x&Jjo", b"CREATE x&AGE-", b"CREATE x&!!-"):  # unterminated, encoded ASCII, not base64
+        lines = raw_command(old, bad)
+        assert lines[-1].startswith(b"R1 BAD"), (bad, lines)
+    assert stored_box_names(world).isdisjoint({"x&Jjo", "xa", "x&!!-"})
+
+    new = rev2_session(world)
+    lines = b"".join(untagged(raw_command(new, b'LIST "" "Entw*"'), b"LIST"))
+    assert "Entwürfe/台北".encode() in lines and b"&APw-" not in lines, lines
+    assert raw_command(new, 'SELECT "Entwürfe/台北"'.encode())[-1].startswith(b"R1 OK")
+    assert raw_command(new, 'CREATE "Überweisung"'.encode())[-1].startswith(b"R1 OK")
+    assert "Überweisung" in stored_box_names(world)
+    assert b"&ANw-berweisung" in b"".join(untagged(raw_command(old, b'LIST "" "&ANw-*"'), b"LIST"))
+    status = b"".join(untagged(raw_command(old, b"STATUS &ANw-berweisung (MESSAGES)"), b"STATUS"))
+    assert status == b"* STATUS &ANw-berweisung (MESSAGES 0)\r\n", status
+    old.logout()
+    new.logout()

@@ -17,7 +17,8 @@ from typing import Literal
 
 from portside import log
 from portside.errors import PortsideError
-from portside.imap import seqset, wire
+from portside.imap import names, seqset, wire
+from portside.imap.response import astring
 from portside.imap.selected import Selected
 from portside.imap.store import Account, Backend
 from portside.tools import metrics
@@ -140,6 +141,22 @@ class SessionBase:
     def rev2(self) -> bool:
         """IMAP4rev2 (RFC 9051) enabled: no `\\Recent`, ESEARCH for every SEARCH, no `[UNSEEN n]`."""
         return "IMAP4REV2" in self.enabled
+
+    def box_name(self, token: wire.Token | None, what: str = "mailbox name") -> str:
+        """A mailbox name (or LIST reference or pattern) as the client sent it, as stored text: modified
+        UTF-7 decoded unless IMAP4rev2 (UTF-8 names) is enabled."""
+        text = wire.text(token, what)
+        return text if self.rev2 else names.from_mutf7(text)
+
+    def wire_box(self, name: str) -> bytes:
+        """A stored mailbox name as this session writes it: modified UTF-7 unless IMAP4rev2 is enabled, whose
+        quoted strings carry UTF-8 (RFC 9051 §4.3)."""
+        if not self.rev2:
+            return astring(names.to_mutf7(name))
+        data = name.encode("utf-8")
+        if not name.isascii() and len(data) < 256 and not any(c in b'\r\n"\\\x00' for c in data):
+            return b'"' + data + b'"'
+        return astring(name)
 
     def enable_condstore(self) -> None:
         """CONDSTORE switched on by a command that uses it (RFC 7162 §3.1): report HIGHESTMODSEQ once."""

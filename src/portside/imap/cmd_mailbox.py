@@ -9,7 +9,7 @@ import re
 from portside.errors import Kind, NotFound
 from portside.imap import mime, names, seqset, wire
 from portside.imap.base import Refused, SessionBase
-from portside.imap.response import MONTHS, astring, sequence_set
+from portside.imap.response import MONTHS, sequence_set
 from portside.imap.selected import Selected
 from portside.imap.store import MailboxInfo, canonical_flag, canonical_use
 
@@ -65,7 +65,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if not 1 <= len(tokens) <= 2:
             raise wire.ParseError("SELECT expects a mailbox name")
-        name = names.canonical(wire.text(tokens[0], "mailbox name"))
+        name = names.canonical(self.box_name(tokens[0]))
         qresync: list[wire.Token] | None = None
         if len(tokens) == 2:
             params = wire.parenthesized(tokens[1], "select parameters")
@@ -159,7 +159,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if not 1 <= len(tokens) <= 2:
             raise wire.ParseError("CREATE expects a mailbox name")
-        raw = wire.text(tokens[0], "mailbox name").rstrip(names.DELIMITER)  # a trailing delimiter is allowed
+        raw = self.box_name(tokens[0]).rstrip(names.DELIMITER)  # a trailing delimiter is allowed
         name = names.check(raw)
         use: str | None = None
         if len(tokens) == 2:
@@ -187,7 +187,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if len(tokens) != 1:
             raise wire.ParseError("DELETE expects a mailbox name")
-        name = names.canonical(wire.text(tokens[0], "mailbox name"))
+        name = names.canonical(self.box_name(tokens[0]))
         if name == names.INBOX:
             raise Refused("cannot delete INBOX", "CANNOT")
         if self.selected is not None and self.selected.name == name:
@@ -200,8 +200,8 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if len(tokens) != 2:
             raise wire.ParseError("RENAME expects two mailbox names")
-        old = names.canonical(wire.text(tokens[0], "mailbox name"))
-        new = names.check(wire.text(tokens[1], "mailbox name"))
+        old = names.canonical(self.box_name(tokens[0]))
+        new = names.check(self.box_name(tokens[1]))
         existing = {m.name for m in await account.mailboxes() if m.exists}
         if old not in existing:
             raise Refused("Mailbox doesn't exist", "NONEXISTENT")
@@ -232,7 +232,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if len(tokens) != 1:
             raise wire.ParseError("expects a mailbox name")
-        await account.subscribe(names.canonical(wire.text(tokens[0], "mailbox name")), on)
+        await account.subscribe(names.canonical(self.box_name(tokens[0])), on)
         await self.done()
 
     # -- NAMESPACE / STATUS -----------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if len(tokens) != 2:
             raise wire.ParseError("STATUS expects a mailbox name and items")
-        name = names.canonical(wire.text(tokens[0], "mailbox name"))
+        name = names.canonical(self.box_name(tokens[0]))
         items = [wire.atom(t, "status item").upper() for t in wire.parenthesized(tokens[1], "status items")]
         if not items or any(i not in STATUS_ITEMS for i in items):
             raise wire.ParseError("unknown status item")
@@ -256,7 +256,7 @@ class MailboxCommands(SessionBase):
             info = await account.status(name)
         except NotFound:
             raise Refused("Mailbox doesn't exist: " + name[:100], "NONEXISTENT") from None
-        await self.untagged(b"STATUS " + astring(name) + f" ({status_values(info, items)})".encode())
+        await self.untagged(b"STATUS " + self.wire_box(name) + f" ({status_values(info, items)})".encode())
         await self.done()
 
     # -- APPEND -----------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if len(tokens) < 2:
             raise wire.ParseError("APPEND expects a mailbox and a message")
-        name = names.canonical(wire.text(tokens[0], "mailbox name"))
+        name = names.canonical(self.box_name(tokens[0]))
         message = tokens[-1]
         if not isinstance(message, bytes):
             raise wire.ParseError("message literal expected")
@@ -305,16 +305,16 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if len(tokens) != 2:
             raise wire.ParseError("LSUB expects a reference and a pattern")
-        rx = names.pattern(wire.text(tokens[0], "reference"), wire.text(tokens[1], "pattern"))
+        rx = names.pattern(self.box_name(tokens[0], "reference"), self.box_name(tokens[1], "pattern"))
         subscribed = sorted(b.name for b in await account.mailboxes() if b.subscribed)
         noselect: set[str] = set()
         for name in subscribed:
             if rx.match(name):
-                self.queue(b'* LSUB () "/" ' + astring(name))
+                self.queue(b'* LSUB () "/" ' + self.wire_box(name))
             else:  # RFC 3501 §6.3.9: a matching superior of a subscribed name is listed \Noselect
                 noselect.update(p for p in names.parents(name) if rx.match(p) and p not in subscribed)
         for name in sorted(noselect):
-            self.queue(b'* LSUB (\\Noselect) "/" ' + astring(name))
+            self.queue(b'* LSUB (\\Noselect) "/" ' + self.wire_box(name))
         await self.done()
 
     async def cmd_LIST(self, args: list[bytes]) -> None:

@@ -224,7 +224,7 @@ class SelectedCommands(SessionBase):
         if len(tokens) != 2:
             raise wire.ParseError("expects a set and a mailbox name")
         uids = [u for u in self.numbers(sel, tokens[0]) if u not in sel.gone]
-        target = names.canonical(wire.text(tokens[1], "mailbox name"))
+        target = names.canonical(self.box_name(tokens[1]))
         if move and sel.readonly:
             raise Refused("Mailbox is read-only", "READ-ONLY")
         if not uids:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from portside.imap import names, wire
-from portside.imap.response import astring
 from portside.imap.store import Account, MailboxInfo
 
 if TYPE_CHECKING:
@@ -28,9 +27,13 @@ async def run_list(session: SessionBase, account: Account, tokens: list[wire.Tok
             raise wire.ParseError("invalid selection options")
     if len(tokens) < 2:
         raise wire.ParseError("LIST expects a reference and a pattern")
-    ref = wire.text(tokens[0], "reference")
+    ref = session.box_name(tokens[0], "reference")
     pats_tok = tokens[1]
-    patterns = [wire.text(p, "pattern") for p in pats_tok] if isinstance(pats_tok, list) else [wire.text(pats_tok)]
+    patterns = (
+        [session.box_name(p, "pattern") for p in pats_tok]
+        if isinstance(pats_tok, list)
+        else [session.box_name(pats_tok, "pattern")]
+    )
     returns: set[str] = set()
     status_items: list[str] = []
     rest = tokens[2:]
@@ -85,11 +88,11 @@ async def run_list(session: SessionBase, account: Account, tokens: list[wire.Tok
             attrs.append("\\Subscribed")
         if box is not None and box.special_use and (not extended or returns & {"SPECIAL-USE"} or not returns):
             attrs.append(box.special_use)
-        session.queue(f'* LIST ({" ".join(attrs)}) "/" '.encode() + astring(name) + extra)
+        session.queue(f'* LIST ({" ".join(attrs)}) "/" '.encode() + session.wire_box(name) + extra)
         if status_items and box is not None:
             try:
                 info = await account.status(name)
             except Exception:
                 continue
-            session.queue(b"* STATUS " + astring(name) + f" ({status_values(info, status_items)})".encode())
+            session.queue(b"* STATUS " + session.wire_box(name) + f" ({status_values(info, status_items)})".encode())
     await session.flush()
