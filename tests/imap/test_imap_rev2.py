@@ -172,9 +172,13 @@ def test_mailbox_names_are_modified_utf7_for_rev1_and_utf8_for_rev2(world: ImapW
     assert raw_command(old, b"SELECT Entw&APw-rfe/&U,BTFw-")[-1].startswith(b"R1 OK")
     assert raw_command(old, b"CREATE caf&AOk-&-co")[-1].startswith(b"R1 OK")  # `&-` is a literal &
     assert "café&co" in stored_box_names(world)
-    for bad in (b"CREATE x&Jjo", b"CREATE x&AGE-", b"CREATE x&!!-"):  # unterminated, encoded ASCII, not base64
-        lines = raw_command(old, bad)
-        assert lines[-1].startswith(b"R1 BAD"), (bad, lines)
+    for bad in (b"x&Jjo", b"x&AGE-", b"x&!!-"):  # unterminated, encoded ASCII, not base64
+        lines = raw_command(old, b"CREATE " + bad)
+        assert lines[-1].startswith(b"R1 NO [CANNOT]"), (bad, lines)
+        lines = raw_command(old, b"SELECT " + bad)  # looked up as it is: no such mailbox
+        assert lines[-1].startswith(b"R1 NO [NONEXISTENT]"), (bad, lines)
+        lines = raw_command(old, b'LIST "" ' + bad + b"*")
+        assert lines == [b"R1 OK LIST completed\r\n"], (bad, lines)
     assert stored_box_names(world).isdisjoint({"x&Jjo", "xa", "x&!!-"})
 
     new = rev2_session(world)

@@ -142,11 +142,20 @@ class SessionBase:
         """IMAP4rev2 (RFC 9051) enabled: no `\\Recent`, ESEARCH for every SEARCH, no `[UNSEEN n]`."""
         return "IMAP4REV2" in self.enabled
 
-    def box_name(self, token: wire.Token | None, what: str = "mailbox name") -> str:
+    def box_name(self, token: wire.Token | None, what: str = "mailbox name", *, new: bool = False) -> str:
         """A mailbox name (or LIST reference or pattern) as the client sent it, as stored text: modified
-        UTF-7 decoded unless IMAP4rev2 (UTF-8 names) is enabled."""
+        UTF-7 decoded unless IMAP4rev2 (UTF-8 names) is enabled. Text that is not valid modified UTF-7 is
+        taken as it is where a name is looked up (no mailbox has it: NO, as Dovecot answers); a `new` name
+        (CREATE, RENAME's target) is refused with NO."""
         text = wire.text(token, what)
-        return text if self.rev2 else names.from_mutf7(text)
+        if self.rev2:
+            return text
+        try:
+            return names.from_mutf7(text)
+        except wire.ParseError:
+            if new:
+                raise Refused("Mailbox name is not valid modified UTF-7", "CANNOT") from None
+            return text
 
     def wire_box(self, name: str) -> bytes:
         """A stored mailbox name as this session writes it: modified UTF-7 unless IMAP4rev2 is enabled, whose

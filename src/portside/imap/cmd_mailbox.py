@@ -159,7 +159,7 @@ class MailboxCommands(SessionBase):
         tokens = wire.tokenize(args)
         if not 1 <= len(tokens) <= 2:
             raise wire.ParseError("CREATE expects a mailbox name")
-        raw = self.box_name(tokens[0]).rstrip(names.DELIMITER)  # a trailing delimiter is allowed
+        raw = self.box_name(tokens[0], new=True).rstrip(names.DELIMITER)  # a trailing delimiter is allowed
         name = names.check(raw)
         use: str | None = None
         if len(tokens) == 2:
@@ -201,7 +201,7 @@ class MailboxCommands(SessionBase):
         if len(tokens) != 2:
             raise wire.ParseError("RENAME expects two mailbox names")
         old = names.canonical(self.box_name(tokens[0]))
-        new = names.check(self.box_name(tokens[1]))
+        new = names.check(self.box_name(tokens[1], new=True))
         existing = {m.name for m in await account.mailboxes() if m.exists}
         if old not in existing:
             raise Refused("Mailbox doesn't exist", "NONEXISTENT")
