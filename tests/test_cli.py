@@ -55,3 +55,15 @@ def test_serve_from_environment_prints_real_port(tmp_path: Path) -> None:
         assert (tmp_path / "portside.db").exists()  # the SQLite default lives in the data dir
     finally:
         srv.stop()
+
+
+def test_jwt_secret_from_a_file_never_shows_in_errors(tmp_path: Path) -> None:
+    secret_file = tmp_path / "jwt"
+    secret_file.write_text("file-secret-" + "x" * 30 + "\n")
+    assert resolve(None, {"PORTSIDE_JWT_SECRET_FILE": str(secret_file)}).jwt_secret == "file-secret-" + "x" * 30
+    both = run("serve", "--jwt-secret", "flag-secret-1234567890", "--jwt-secret-file", str(secret_file))
+    assert both.returncode == 2 and "not both" in both.stderr and "file-secret" not in both.stderr + both.stdout
+    missing = run("serve", "--jwt-secret-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "FileNotFoundError" in missing.stderr
+    (tmp_path / "empty").write_text("\n")
+    assert run("serve", "--jwt-secret-file", str(tmp_path / "empty")).returncode == 2

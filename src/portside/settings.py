@@ -89,7 +89,13 @@ SETTINGS: tuple[Setting, ...] = (
         repeatable=True,
     ),
     Setting("redis-url", "", "Redis URL for the event bus between nodes; empty = single node, in-process bus"),
-    Setting("jwt-secret", "", "HS256 secret for tokens; default: generated once and stored in the database"),
+    Setting(
+        "jwt-secret",
+        "",
+        "HS256 secret for tokens; default: generated once and stored in the database (a flag is visible to every "
+        "local user in the process list: prefer the environment variable or --jwt-secret-file)",
+    ),
+    Setting("jwt-secret-file", "", "file holding the HS256 secret (its first line), e.g. a container secret"),
     Setting(
         "tls-port",
         None,
@@ -119,6 +125,7 @@ class Settings:
     schema: tuple[str, ...] = ()
     redis_url: str = ""
     jwt_secret: str = ""
+    jwt_secret_file: str = ""
     tls_port: int | None = None
     hostname: str = "localhost"
     log_level: str = "INFO"
@@ -190,7 +197,22 @@ def resolve(args: argparse.Namespace | None = None, environ: Mapping[str, str] |
         except ValueError as exc:
             raise StartupError(f"invalid value {raw!r} for {source}: {exc}") from None
     values["test_bcrypt_rounds"] = test_bcrypt_rounds(env)
+    if values["jwt_secret_file"]:
+        values["jwt_secret"] = _secret_from_file(values["jwt_secret_file"], bool(values["jwt_secret"]))
     return Settings(**values)
+
+
+def _secret_from_file(path: str, also_given: bool) -> str:
+    if also_given:
+        raise StartupError("give the JWT secret once: --jwt-secret or --jwt-secret-file, not both")
+    try:
+        first = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read --jwt-secret-file {path!r}: {exc.__class__.__name__}") from None
+    secret = first[0].strip() if first else ""
+    if not secret:
+        raise StartupError(f"--jwt-secret-file {path!r} is empty")
+    return secret
 
 
 def documented_names() -> Sequence[str]:
