@@ -1,12 +1,14 @@
 """The Starlette application. Middleware, outermost first: errors → CORS → routes.
 
 Errors become wire format here only (through `tools.wire_errors`): PortsideError → JSON:API error document
-with its status and code; anything else → a generic 500 `internal` (logged with its traceback, never sent
-to the client).
+with its status and code; a database that stays busy (a lock or pool wait that timed out, a deadlock
+victim) → 503 with Retry-After, as the write path already answers; anything else → a generic 500
+`internal` (logged with its traceback, never sent to the client).
 """
 
 from __future__ import annotations
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,7 +18,8 @@ from starlette.routing import Route
 
 from portside import log
 from portside.actions.services import Services
-from portside.errors import PortsideError, kind_for_status
+from portside.core import db_errors
+from portside.errors import PortsideError, Unavailable, kind_for_status
 from portside.http import acme, action, api, assets, config, feed, live, metrics, openapi, ports, yjs
 from portside.http.common import JSONAPI, json_response
 from portside.http.cors import CorsMiddleware
@@ -42,6 +45,9 @@ async def on_http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def on_error(_request: Request, exc: Exception) -> Response:
+    if isinstance(exc, PoolTimeout) or db_errors.classify(exc) in (db_errors.Fault.LOCKED, db_errors.Fault.RETRY):
+        logger.warning("database busy: %s (answered 503)", exc.__class__.__name__)
+        return error_response(Unavailable("the database is busy; try again", retry_after=1))
     logger.exception("unhandled error", exc_info=exc)
     return error_response(PortsideError("internal error"))
 
