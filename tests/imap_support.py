@@ -95,7 +95,7 @@ def mail_account(c: object, username: str, password: str, owner_ref: str, server
 
 
 def start_imap_world(db_url: str, *extra: str) -> ImapWorld:
-    server = start_server(db_url, None, *extra, timeout=180)  # MariaDB's first migration is slow under load
+    server = start_server(db_url, None, *extra)
     _, admin = new_user(server, "iadmin")
     _, owner = new_user(server, "iowner")
     _, other = new_user(server, "iother")

@@ -106,11 +106,14 @@ def start_server(
     data_dir: Path | None = None,
     *extra: str,
     env: dict[str, str | None] | None = None,
-    timeout: float = 60,
+    timeout: float | None = None,
     wait_for: tuple[str, ...] | None = None,
 ) -> Server:
     """A `portside serve --port 0` process, returned once the listeners `wait_for` (default: http, and https
-    with --tls-port) have printed their `listening on` line."""
+    with --tls-port) have printed their `listening on` line (within `timeout` s; default 60, and 180 on
+    MariaDB, whose first migration of a fresh database is slow when the machine is loaded)."""
+    if timeout is None:
+        timeout = 180 if database_url.startswith("mysql") else 60
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="portside-"))
     args = [
         sys.executable,
