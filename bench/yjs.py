@@ -17,7 +17,7 @@ Method
      carry a signed-in user's token; the other two take any connection. Hocuspocus prefixes every message
      with the document name, so its clients are `@hocuspocus/provider` HocuspocusProviders (one socket each,
      `ws` as the WebSocket); the other two get y-websocket WebsocketProviders.
-  2. Load generator (the same script for both servers, `--workers` Node processes that split the rooms and
+  2. Load generator (the same script for every server, `--workers` Node processes that split the rooms and
      start sending at one agreed wall-clock moment; a room lives in one process): `--rooms` rooms x
      `--clients` y-websocket WebsocketProviders (disableBc, no resync interval). After the initial sync, the first
      client of each room inserts 10 KB of text once; every client then inserts a small tagged string
@@ -44,7 +44,7 @@ Method
      client each inserts 10 KB of text, then all clients leave; both servers keep the rooms in memory:
      Portside's idle unload is raised to 600 s for this). RSS per loaded room = (server RSS after - RSS
      before) / rooms, read from /proc/<pid>/status VmRSS.
-  5. Noise: before each step the script waits (at most 1 min) until the machine is >= 85% idle (other
+  5. Noise: before each step the script waits (at most `--quiet-wait`, 60 s) until the machine is >= 85% idle (other
      engineers' runs share it) and reports the idle share it started from.
   The servers share the machine with the load generator (2 cores): absolute numbers are low; the
   ratios are what the goals compare.
