@@ -314,14 +314,18 @@ def write_section(lines: list[str]) -> None:
     RESULTS.write_text(text)
 
 
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
 def median_ratio(pairs: list[tuple[float | None, float | None]]) -> float | None:
     """Median over the repetitions of num/den (both measured in the same repetition)."""
-    values = [r for r in (ratio(n, d) for n, d in pairs) if r is not None]
-    return statistics.median(values) if values else None
+    return median([ratio(n, d) for n, d in pairs])
 
 
 def goals(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -416,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = results[name]["runs"]
             results[name]["main"] = {
                 **runs[0],
-                **{k: statistics.median(r[k] for r in runs if r[k] is not None) for k in keys},
+                **{k: median([r[k] for r in runs]) for k in keys},
                 "received": sum(r["received"] for r in runs),
                 "expected": sum(r["expected"] for r in runs),
             }
