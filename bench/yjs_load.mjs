@@ -5,11 +5,25 @@
 //                            "duration": 10, "warmup": 2, "textKB": 10, "prefix": "bench"}'
 // Several worker processes split the rooms (roomStart/roomEnd) and start sending at `startAt` (epoch ms);
 // a room lives in one process, so sender and receivers share a clock. `raw` adds every latency sample.
+// `"provider": "hocuspocus"` connects with @hocuspocus/provider 4.7 (HocuspocusProvider, one socket per client,
+// `ws` as its WebSocket) instead: Hocuspocus prefixes every message with the document name, so its own
+// provider is the client that speaks its protocol. Everything else (rooms, clients, rates, tags) is the same.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 
 const cfg = JSON.parse(process.argv[2])
+const hocuspocus = cfg.provider === 'hocuspocus'
+const { HocuspocusProvider } = hocuspocus ? await import('@hocuspocus/provider') : {}
+
+function connect (name, doc) {
+  if (hocuspocus) {
+    return new HocuspocusProvider({ url: cfg.url, name, document: doc, WebSocketPolyfill: WebSocket })
+  }
+  return new WebsocketProvider(cfg.url, name, doc, {
+    WebSocketPolyfill: WebSocket, disableBc: true, params: cfg.params || {}, resyncInterval: -1
+  })
+}
 process.setMaxListeners(0)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const sentAt = new Map() // tag -> ms
@@ -26,9 +40,7 @@ const last = cfg.roomEnd === undefined ? cfg.rooms : cfg.roomEnd
 for (let r = first; r < last; r++) {
   for (let c = 0; c < cfg.clients; c++) {
     const doc = new Y.Doc()
-    const provider = new WebsocketProvider(cfg.url, `${cfg.prefix}-${r}`, doc, {
-      WebSocketPolyfill: WebSocket, disableBc: true, params: cfg.params || {}, resyncInterval: -1
-    })
+    const provider = connect(`${cfg.prefix}-${r}`, doc)
     const text = doc.getText('content')
     // only the structs this transaction added are scanned (a text observer's delta walks the whole text)
     doc.on('afterTransaction', (tr) => {
@@ -92,9 +104,11 @@ for (const x of clients) {
 }
 await sleep(cfg.warmup * 1000)
 recording = true
+const recordStart = Date.now() // epoch ms: the bench reads the server's CPU time over this window
 const t0 = performance.now()
 await sleep(cfg.duration * 1000)
 recording = false
+const recordEnd = Date.now()
 const window = (performance.now() - t0) / 1000
 for (const t of timers) { clearTimeout(t); clearInterval(t) }
 await sleep(1500) // late deliveries of recorded sends still count
@@ -110,7 +124,7 @@ for (const x of clients) {
 const line = JSON.stringify({
   sent, sentPerSec: sent / window, received, expected, deliveriesPerSec: received / window,
   p50: q(0.5), p99: q(0.99), max: latencies.length ? latencies[latencies.length - 1] : null,
-  divergedClients: diverged, window, late,
+  divergedClients: diverged, window, late, recordStart, recordEnd,
   latencies: cfg.raw ? latencies.map((x) => Math.round(x * 100) / 100) : undefined
 }) + '\n'
 for (const x of clients) x.provider.destroy()

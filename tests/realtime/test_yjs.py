@@ -114,6 +114,39 @@ def test_node_providers_converge_with_presence(env: dict[str, Any], node: None) 
     assert all(f"[edit-{i}]" in result["text"] for i in range(3))
 
 
+def test_an_edit_is_stored_relayed_as_sent_and_reaches_a_late_joiner(env: dict[str, Any]) -> None:
+    """The frame a client sends for one edit reaches the others byte for byte (no re-encoding), only after
+    the update is in the database; concurrent edits converge; a client joining later gets the whole text."""
+    server = env["server"]
+    room = f"relay-{uuid.uuid4().hex[:8]}"
+    url = ws_base(server) + f"/yjs/{room}?token="
+
+    async def next_update(ws: Any) -> bytes:
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), 10)
+            messages = yp.decode(frame)
+            if any(m.kind == yp.MSG_SYNC and m.sub == yp.SYNC_UPDATE for m in messages):
+                return bytes(frame)
+
+    async def main() -> None:
+        a = await YClient.connect(url + env["alice"])
+        b = await YClient.connect(url + env["bob"])
+        async with websockets.connect(url + env["carol"], max_size=None) as raw:
+            await raw.send(yp.sync_step1(b"\x00"))
+            update = await a.edit(0, "hello")
+            assert await next_update(raw) == yp.update_message(update)
+            assert [data for _, data in stored_rows(server.database_url, room)] == [update]
+        assert await b.wait_for(lambda: b.text == "hello")
+        await asyncio.gather(a.edit(0, "<"), b.edit(5, ">"), a.edit(6, "!"))
+        assert await a.wait_for(lambda: len(a.text) == 8) and await b.wait_for(lambda: b.text == a.text)
+        late = await YClient.connect(url + env["dave"])
+        assert late.text == a.text and "hello" in late.text
+        for c in (a, b, late):
+            await c.close()
+
+    asyncio.run(main())
+
+
 def test_standalone_room_auth_and_names(env: dict[str, Any]) -> None:
     server = env["server"]
     base = ws_base(server) + "/yjs/"

@@ -63,3 +63,18 @@ def test_malformed_frames_raise_protocol_error(frame: bytes) -> None:
 def test_malformed_awareness_payload() -> None:
     with pytest.raises(yp.ProtocolError):
         yp.decode_awareness(b"\x02\x01\x01\x02{}")  # says two entries, holds one
+
+
+def test_sole_update_reads_exactly_one_update_message() -> None:
+    small = b"\x01\x02\x03"
+    big = bytes(range(256)) * 2  # its length takes a two-byte varuint
+    for payload in (small, big, b""):
+        assert yp.sole_update(yp.update_message(payload)) == payload
+    assert yp.sole_update(yp.update_message(small) + yp.query_awareness()) is None  # two messages
+    assert yp.sole_update(yp.update_message(small) + yp.update_message(small)) is None
+    assert yp.sole_update(yp.update_message(big)[:-1]) is None  # truncated
+    assert yp.sole_update(yp.sync_step2(small)) is None  # not an Update
+    assert yp.sole_update(yp.sync_step1(small)) is None
+    assert yp.sole_update(yp.encode_awareness([])) is None
+    assert yp.sole_update(b"\x00\x02" + b"\xff" * 9) is None  # varuint too long
+    assert yp.sole_update(b"\x00\x02") is None

@@ -127,6 +127,23 @@ def decode(frame: bytes) -> list[Message]:
     return out
 
 
+def sole_update(frame: bytes) -> bytes | None:
+    """The update when `frame` is exactly one sync Update message (the frame a client sends per edit), else
+    None (several messages, another type, or malformed: `decode` then reads it, or reports the error)."""
+    if len(frame) < 3 or frame[0] != MSG_SYNC or frame[1] != SYNC_UPDATE:
+        return None
+    n = frame[2]
+    if n < 0x80:
+        return frame[3:] if len(frame) == 3 + n else None
+    r = Reader(frame)
+    r.pos = 2
+    try:
+        n = r.varuint()
+    except ProtocolError:
+        return None
+    return frame[r.pos :] if len(frame) == r.pos + n else None
+
+
 def sync_message(sub: int, payload: bytes) -> bytes:
     out = bytearray()
     write_varuint(out, MSG_SYNC)

@@ -242,6 +242,11 @@ class RoomManager(RowBoundRooms, RoomRights, Presence):
     def receive(self, room: Room, peer: Peer, frame: bytes) -> None:
         """Handle one frame from a peer, without waiting: document updates are applied and handed to the
         writer, which relays each once it is committed. Closes the peer on malformed or oversized input."""
+        update = yp.sole_update(frame)
+        if update is not None:  # the common frame, one edit: no general decode
+            if not peer.readonly:
+                self.apply(room, peer, update, frame)
+            return
         try:
             messages = yp.decode(frame)
         except yp.ProtocolError as exc:
@@ -264,8 +269,9 @@ class RoomManager(RowBoundRooms, RoomRights, Presence):
             elif m.kind == yp.MSG_QUERY_AWARENESS:
                 peer.send(room.awareness_message())
 
-    def apply(self, room: Room, peer: Peer, update: bytes) -> bool:
-        """Apply a peer's update to the document and submit it; it is relayed once committed."""
+    def apply(self, room: Room, peer: Peer, update: bytes, frame: bytes | None = None) -> bool:
+        """Apply a peer's update to the document and submit it; it is relayed once committed. `frame`: the
+        peer's message holding exactly this update, relayed as it is when the whole update was new."""
         if update == EMPTY_UPDATE:
             return True
         limit = self.limit("yjs.max_document_bytes")
@@ -281,12 +287,13 @@ class RoomManager(RowBoundRooms, RoomRights, Presence):
             return True
         room.size += len(delta)
         self.updates_applied += 1
+        message = frame if frame is not None and delta == update else yp.update_message(delta)
 
         def stored(failure: BaseException | None) -> None:
             if failure is not None:
                 peer.close(CLOSE_ERROR, "could not store the update")
                 return
-            self._relay_stored(room, delta, exclude=peer)
+            self._relay_message(room, message, exclude=peer)
             if room.closed:  # unloaded, or its row deleted, meanwhile
                 return
             if room.binding is not None:
@@ -299,8 +306,11 @@ class RoomManager(RowBoundRooms, RoomRights, Presence):
 
     def _relay_stored(self, room: Room, update: bytes, exclude: Peer | None = None) -> None:
         """A committed update goes to the room's peers and, in a cluster, to the other nodes."""
+        self._relay_message(room, yp.update_message(update), exclude)
+
+    def _relay_message(self, room: Room, message: bytes, exclude: Peer | None = None) -> None:
+        """`_relay_stored` of an update already in its (y-protocols Update) message."""
         room.stored_rows += 1
-        message = yp.update_message(update)
         room.broadcast(message, exclude=exclude)
         if self.publish is not None:
             self.publish(room.name, message)
