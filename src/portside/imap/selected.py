@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from portside.errors import NotFound
+from portside.imap.boxindex import stale
 from portside.imap.response import flags as flag_list
 from portside.imap.response import sequence_set
 from portside.imap.store import SYSTEM_FLAGS, Account, Hint, MailboxInfo, MessageInfo, Snapshot
@@ -53,10 +54,13 @@ class Selected:
             self.full = True
         elif hint.deleted:
             self.deleted_hints.add(hint.uid)
-        elif hint.modseq is not None and hint.modseq <= self.synced and hint.uid in self.info:
-            known = self.info[hint.uid]  # a change the modseq does not show: only a full read finds it
-            if hint.modseq != known.modseq or (hint.flags is not None and hint.flags != known.flags):
-                self.full = True
+        elif (
+            hint.modseq is not None
+            and hint.modseq <= self.synced
+            and hint.uid in self.info
+            and stale(self.info[hint.uid], hint)
+        ):
+            self.full = True  # a change the modseq does not show: only a full read finds it
         self.wake.set()
 
     def close(self) -> None:
