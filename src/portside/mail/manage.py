@@ -203,9 +203,12 @@ async def set_flags(
         changed += [(uid, modseq, list(result)) for _, uid in members]
     ids = sorted(i for members in groups.values() for i, _ in members)
     for start in range(0, len(ids), CHUNK):
-        for row in await records.fetch(uow.conn, model, tm, t.c.id.in_(ids[start : start + CHUNK])):
-            payload = records.event_payload(tm, row.attrs)
-            await uow.emit(EventDraft(MAIL_TABLE, "update", row.ref, payload, row.grants, mailbox.owner_ref))
+        found = await records.fetch(uow.conn, model, tm, t.c.id.in_(ids[start : start + CHUNK]))
+        drafts = [
+            EventDraft(MAIL_TABLE, "update", f.ref, records.event_payload(tm, f.attrs), f.grants, mailbox.owner_ref)
+            for f in found
+        ]
+        await uow.emit_many(drafts)  # one event-log statement per chunk
     return FlagResult(sorted(changed), sorted(failed), modseq)
 
 
