@@ -490,14 +490,16 @@ class RowsAccount:
             self._keep((box_id, uid), raw)
 
     async def append(
-        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None
+        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None, *, claim: bool = False
     ) -> tuple[int, int]:
         if len(message) > self.backend.append_limit:
             raise PayloadTooLarge("Message too large")
         box = await self._box_for_write(name)
         when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
         async with self.db.transaction() as uow:
-            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
+            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when, recent=not claim)
+        if claim:  # no other session of this process writes a claim for it
+            self._claimed(box, stored.uid, stored.uid)
         self._wrote(box, stored.modseq)
         return box.uidvalidity, stored.uid
 

@@ -36,6 +36,7 @@ class Selected:
         self.dirty = False
         self.full = False  # the next refresh re-reads the whole mailbox
         self.deleted_hints: set[int] = set()
+        self.claimed: set[int] = set()  # UIDs this session appended as its own \\Recent (not claimed again)
         self.keywords = {f for m in snapshot.messages for f in m.flags if not f.startswith("\\")}
         self.keywords |= set(snapshot.mailbox.keywords)
         self.wake = asyncio.Event()
@@ -193,7 +194,10 @@ class Selected:
                 self.info[m.uid] = m
             lines.append(b"%d EXISTS" % len(self.uids))
             if not self.rev2:  # IMAP4rev2 has no \\Recent: nothing to claim or report
-                self.recent |= await account.claim_recent(self.name, [m.uid for m in new])
+                mine = {m.uid for m in new} & self.claimed
+                self.claimed -= mine
+                others = [m.uid for m in new if m.uid not in mine]
+                self.recent |= mine | (await account.claim_recent(self.name, others) if others else set())
                 lines.append(b"%d RECENT" % len(self.recent))
         for m in sorted(changed, key=lambda m: m.uid):
             seq = self.seq_of(m.uid)

@@ -81,6 +81,7 @@ class Target:
     mailbox: Mailbox
     flags: Sequence[str] = ()
     recipient: str = ""
+    recent: bool = True  # False: the IMAP session that stores it has claimed \\Recent for itself already
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ class MailStore:
                 uid, modseq = next_uid[box.id], taken[box.id][1]
                 next_uid[box.id] = uid + 1
                 values = dict(common)
-                values.update(flags.to_columns(flags.normalize(t.flags), recent=True))
+                values.update(flags.to_columns(flags.normalize(t.flags), recent=t.recent))
                 values.update(uid=uid, modseq=modseq, mail_box_id=box.id, recipient=t.recipient[:200])
                 values[OWNER_COLUMN] = box.owner_id
                 rows.append(values)
@@ -324,9 +325,12 @@ class MailStore:
         *,
         flags: Sequence[str] = (),
         internal_date: dt.datetime | None = None,
+        recent: bool = True,
     ) -> Stored:
-        """One message into one mailbox (IMAP APPEND, the Sent copy of mail.send)."""
-        return (await self.deliver(uow, [Target(mailbox, flags)], raw, internal_date=internal_date))[0]
+        """One message into one mailbox (IMAP APPEND, the Sent copy of mail.send); `recent=False` stores it
+        already claimed (by the IMAP session appending to the mailbox it has selected)."""
+        target = Target(mailbox, flags, recent=recent)
+        return (await self.deliver(uow, [target], raw, internal_date=internal_date))[0]
 
     async def _rows(self, conn: Any, box_id: int, uids: Iterable[int] | None, *cols: str) -> list[Any]:
         t = self.model.table(MAIL_TABLE).sa
