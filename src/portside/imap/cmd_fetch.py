@@ -21,7 +21,8 @@ _KINDS = "|".join(re.escape(k) for k in ("BODY.PEEK", "BODY", "BINARY.PEEK", "BI
 _SECTION = re.compile(rf"({_KINDS})\[([^\]]*)\](?:<(\d{{1,10}})(?:\.(\d{{1,10}}))?>)?\Z", re.I)
 _PART = re.compile(r"(\d+(?:\.\d+)*)?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?(.*)\Z", re.I | re.S)
 PREFETCH = 100  # messages whose raw bytes are read from the store in one go
-SEQUENTIAL = 64  # bodies read ahead when single-message FETCHes walk the mailbox in order
+SEQUENTIAL = 64  # bodies read ahead when single-message FETCHes walk the mailbox in order...
+AHEAD_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes of them (as the chunks of a FETCH of many)
 RFC822_ALIASES = {"RFC822": ("BODY", ""), "RFC822.HEADER": ("BODY.PEEK", "HEADER"), "RFC822.TEXT": ("BODY", "TEXT")}
 
 
@@ -115,6 +116,17 @@ def section_bytes(entity: mime.Entity, sec: Section) -> bytes | None:
     return target.body if sec.path else entity.raw
 
 
+def _within(sel: Selected, uids: list[int]) -> list[int]:
+    """The first of `uids` whose messages hold at most AHEAD_BYTES together (the rest are read one by one)."""
+    total = 0
+    for n, uid in enumerate(uids):
+        info = sel.info.get(uid)
+        total += info.size if info is not None else 0
+        if total > AHEAD_BYTES:
+            return uids[:n]
+    return uids
+
+
 class FetchCommand(SessionBase):
     def fetch_items(self, tokens: list[wire.Token]) -> tuple[list[str], list[Section]]:
         raw_items: list[wire.Token]
@@ -193,13 +205,14 @@ class FetchCommand(SessionBase):
             elif seq > self.read_ahead:
                 # one message after the one fetched last (mbsync fetches a mailbox a UID per command, pipelined):
                 # read the bodies of the next ones in the same query
-                await account.prefetch(sel.name, sel.uids[seq - 1 : seq - 1 + SEQUENTIAL])
-                self.read_ahead = seq - 1 + SEQUENTIAL
+                ahead = _within(sel, sel.uids[seq - 1 : seq - 1 + SEQUENTIAL])
+                await account.prefetch(sel.name, ahead)
+                self.read_ahead = seq - 1 + len(ahead)
             self.last_fetched = seq
         for start in range(0, len(wanted), PREFETCH):
             chunk = wanted[start : start + PREFETCH]
             if needs_body and len(chunk) > 1:
-                await account.prefetch(sel.name, chunk)  # one query per chunk, not one per message
+                await account.prefetch(sel.name, _within(sel, chunk))  # one query per chunk, not one per message
             for uid in chunk:
                 await self._fetch_one(sel, uid, simple, sections, uid in seen_set)
                 await self.maybe_flush()

@@ -415,9 +415,9 @@ class RowsAccount:
         if claim and top_uid <= done:
             recent: set[int] = set()
         elif claim:  # one UPDATE ... RETURNING; a message newer than the index stays for later
+            self._claimed(box, done + 1, top_uid)  # before the write: sessions selecting meanwhile skip it
             async with self.db.transaction() as uow:
                 recent = await manage.claim_recent_range(uow, self.mail.model, box.id, done + 1, top_uid)
-            self._claimed(box, done + 1, top_uid)
         else:
             recent = {u for u in await self.mail.recent_uids(box.id) if u <= top_uid}
         return Snapshot(self._indexed_info(box, idx), messages, frozenset(u for u in recent if u in idx.messages))

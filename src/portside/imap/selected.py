@@ -37,7 +37,8 @@ class Selected:
         self.full = False  # the next refresh re-reads the whole mailbox
         self.deleted_hints: set[int] = set()
         self.claimed: set[int] = set()  # UIDs this session appended as its own \\Recent (not claimed again)
-        self.keywords = {f for m in snapshot.messages for f in m.flags if not f.startswith("\\")}
+        distinct = {m.flags for m in snapshot.messages}  # a mailbox has few distinct flag sets
+        self.keywords = {f for flags in distinct for f in flags if not f.startswith("\\")}
         self.keywords |= set(snapshot.mailbox.keywords)
         self.wake = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
