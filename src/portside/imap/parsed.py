@@ -27,7 +27,6 @@ class ParsedCache:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self._entries: OrderedDict[bytes, dict[str, bytes]] = OrderedDict()
         self._size = 0
-        self.hits = self.misses = 0
 
     @staticmethod
     def key(raw: bytes) -> bytes:
@@ -41,9 +40,7 @@ class ParsedCache:
             self._entries.move_to_end(key)
             found = entry.get(name)
             if found is not None:
-                self.hits += 1
                 return found, entity
-        self.misses += 1
         if entity is None:
             entity = mime.Entity(raw)
         value = compute(entity, name)
@@ -55,10 +52,6 @@ class ParsedCache:
             _, old = self._entries.popitem(last=False)
             self._size -= sum(len(v) for v in old.values())
         return value, entity
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._size = 0
 
 
 def compute(entity: mime.Entity, name: str) -> bytes:
