@@ -219,34 +219,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--secs", type=int, default=30)
     p.add_argument("--pushes", type=int, default=200)
+    p.add_argument(
+        "--only", choices=("portside", "dovecot"), help="run one server and print its figures (no RESULTS.md)"
+    )
     opts = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="portside-imap-bench-"))
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     portside: Proc | None = None
     dovecot: dovecot_ref.Dovecot | None = None
     try:
-        dovecot = dovecot_ref.start(USER, PASSWORD)
-        dport = dovecot.port
-        portside, pport = start_portside(work / "portside")
+        servers: list[tuple[str, int]] = []
+        if opts.only != "portside":
+            dovecot = dovecot_ref.start(USER, PASSWORD)
+            servers.append(("Dovecot", dovecot.port))
+        if opts.only != "dovecot":
+            portside, pport = start_portside(work / "portside")
+            servers.append(("Portside", pport))
         rows: dict[str, dict[str, float]] = {"Portside": {}, "Dovecot": {}}
-        for name, port in (("Dovecot", dport), ("Portside", pport)):
-            t0 = time.monotonic()
+        for name, port in servers:
+            # Portside's own CPU seconds (utime + stime) per phase: its figures per operation and per
+            # message do not depend on what else runs on the machine, unlike the wall-clock ones
+            cpu = portside.cpu_seconds if name == "Portside" and portside is not None else lambda: 0.0
+            t0, c0 = time.monotonic(), cpu()
             fill(port, opts.messages)
             rows[name]["fill_s"] = time.monotonic() - t0
+            rows[name]["fill_cpu"] = cpu() - c0
             cert = work / f"{name}.pem"
             cert.write_text(ssl.get_server_certificate(("127.0.0.1", port)))
             (work / name).mkdir()
+            c0 = cpu()
             rows[name]["mbsync_s"] = mbsync_time(port, work / name, cert)
+            rows[name]["mbsync_cpu"] = cpu() - c0
+            c0 = cpu()
             lat = push_latency(port, opts.pushes)
+            rows[name]["push_cpu"] = cpu() - c0
             rows[name]["push_p50"] = statistics.median(lat)
             rows[name]["push_p99"] = pct(lat, 99)
+            c0 = cpu()
             load = stress(port, opts.clients, opts.secs, opts.messages)
+            rows[name]["load_cpu"] = cpu() - c0
             ops = sum(v for k, v in load.items() if k not in ("errors", "Logi", "Logo"))
             rows[name]["ops"] = ops / opts.secs
             rows[name]["errors"] = load["errors"]
             rows[name]["detail"] = 0.0
             rows[name].update({f"op_{k}": v for k, v in load.items() if k != "errors"})
             print(name, rows[name], flush=True)
+            if name == "Portside":
+                r, n = rows[name], opts.messages
+                print(
+                    f"Portside server CPU: fill {r['fill_cpu']:.1f} s ({r['fill_cpu'] / n * 1000:.2f} ms/message), "
+                    f"mbsync {r['mbsync_cpu']:.1f} s ({r['mbsync_cpu'] / n * 1000:.2f} ms/message), "
+                    f"push {r['push_cpu']:.1f} s, load {r['load_cpu']:.1f} s "
+                    f"({r['load_cpu'] / max(ops, 1) * 1000:.1f} ms/operation)",
+                    flush=True,
+                )
+        if opts.only:
+            return 0
         pr, dr = rows["Portside"], rows["Dovecot"]
         lines = [
             SECTION,

@@ -88,6 +88,8 @@ class SessionBase:
         self.selected: Selected | None = None
         self.enabled: set[str] = set()
         self.saved: list[int] = []  # UIDs of the last `SEARCH RETURN (SAVE)` (SEARCHRES `$`)
+        self.last_fetched = 0  # sequence number of the message a one-message body FETCH read last...
+        self.read_ahead = 0  # ...and of the last one whose body was read ahead with it (cmd_fetch)
         self.tag = "*"
         self.command = ""
         self.uid = False  # the running command came as UID <command>
@@ -127,7 +129,16 @@ class SessionBase:
 
     async def tagged(self, status: str, text: str, code: str | None = None) -> None:
         coded = f"[{code}] " if code else ""
-        await self.send(f"{self.tag} {status} {coded}{text}".encode())
+        self.queue(f"{self.tag} {status} {coded}{text}".encode())
+        if self._more_input():  # a pipelined command is already here: its reply goes out with this one
+            await self.maybe_flush()
+        else:
+            await self.flush()
+
+    def _more_input(self) -> bool:
+        """A complete line of the next command is already read (and decrypted): reading it will not wait."""
+        buffered = getattr(self.reader, "_buffer", None)
+        return isinstance(buffered, bytearray) and b"\n" in buffered
 
     @property
     def condstore(self) -> bool:
@@ -212,10 +223,10 @@ class SessionBase:
         limit = self.backend.append_limit + 64 * 1024 if self.state in AUTH else self.options.max_line
         timeout = self.options.idle_timeout if self.state in AUTH else self.options.login_timeout
         try:
-            return await asyncio.wait_for(
-                wire.read_command(self.reader, self.go_ahead, max_line=self.options.max_line, max_literal=limit),
-                timeout,
-            )
+            async with asyncio.timeout(timeout):  # no task per command (wait_for makes one)
+                return await wire.read_command(
+                    self.reader, self.go_ahead, max_line=self.options.max_line, max_literal=limit
+                )
         except TimeoutError:
             raise Bye("Disconnected for inactivity.") from None
 
@@ -279,7 +290,8 @@ class SessionBase:
                 raise wire.ParseError(f"{name} not allowed now")
             method: Callable[[list[bytes]], Awaitable[None]] = getattr(self, f"cmd_{name}")
             if self.selected is not None and self.selected.dirty and name not in ("UID", "IDLE"):
-                await self.sync(expunge=name not in NO_EXPUNGE)  # the command sees what changed meanwhile
+                # the command sees what changed meanwhile (written with its own reply)
+                await self.sync(expunge=name not in NO_EXPUNGE, flush=False)
             await method(rest)
             self._bad = 0
         except wire.ParseError as exc:
@@ -302,19 +314,24 @@ class SessionBase:
 
     async def done(self, text: str | None = None, code: str | None = None) -> None:
         """Report pending mailbox changes, then the tagged OK."""
-        await self.sync(expunge=self.command not in NO_EXPUNGE or self.uid)
+        await self.sync(expunge=self.command not in NO_EXPUNGE or self.uid, flush=False)
         name = f"UID {self.command}" if self.uid else self.command
         await self.tagged("OK", text or f"{name} completed", code)
 
-    async def sync(self, *, expunge: bool) -> None:
-        """Send what changed in the selected mailbox since the last report (EXISTS, EXPUNGE, FETCH FLAGS)."""
+    async def sync(self, *, expunge: bool, flush: bool = True) -> None:
+        """Send what changed in the selected mailbox since the last report (EXISTS, EXPUNGE, FETCH FLAGS);
+        `flush=False`: only queue them (a tagged reply follows and writes them along)."""
         if self.selected is None or self.account is None:
             return
         for line in await self.selected.refresh(self.account, expunge=expunge, qresync=self.qresync):
             self.queue(b"* " + line)
-        await self.flush()
+        if flush:
+            await self.flush()
 
     async def finish(self) -> None:
+        if self._out:  # replies held back for a pipelined command that never came
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush(), 2)
         if self._close_session is not None:
             self._close_session()
             self._close_session = None

@@ -37,6 +37,17 @@ def _utc(value: dt.datetime | None) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
+def stale(known: MessageInfo, hint: Hint) -> bool:
+    """Whether a change event shows a message state that `known` (read at or after the event's modseq)
+    lacks. A known modseq above the event's is a later change, read with this one in it (a write that keeps
+    the modseq keeps the one the row had: a later change was committed after it); at the same modseq the
+    flags must agree (else a write bypassed the modseq); below it, the change was missed."""
+    assert hint.modseq is not None
+    if known.modseq != hint.modseq:
+        return known.modseq < hint.modseq
+    return hint.flags is not None and hint.flags != known.flags
+
+
 class BoxIndex:
     def __init__(self, uidvalidity: int):
         self.uidvalidity = uidvalidity
@@ -82,6 +93,10 @@ class BoxIndex:
             del self.log[:cut]
         return True
 
+    def expunged_after(self, uid: int, modseq: int) -> bool:
+        """Whether catching up read the expunge of `uid` after `modseq` (a late event of a change before it)."""
+        return any(u == uid and gone and m > modseq for m, u, gone in self.log)
+
     def changes_since(self, since: int) -> tuple[list[MessageInfo], list[int]] | None:
         """(messages changed or new, UIDs expunged) after modseq `since`, ascending UID; None when that is
         before what the log remembers."""
@@ -118,7 +133,7 @@ class BoxIndexes:
             idx.suspect.add(hint.uid)
         elif hint.modseq is not None and hint.modseq <= idx.synced:  # already read, or bypassed the modseq
             known = idx.messages.get(hint.uid)
-            if known is None or known.modseq != hint.modseq or (hint.flags is not None and hint.flags != known.flags):
+            if stale(known, hint) if known is not None else not idx.expunged_after(hint.uid, hint.modseq):
                 self.drop(box_id)
 
     async def catch_up(

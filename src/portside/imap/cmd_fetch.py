@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from portside.imap import mime, seqset, wire
+from portside.imap import mime, parsed, seqset, wire
 from portside.imap.base import Refused, SessionBase
-from portside.imap.response import encode, internaldate, literal, sequence_set, string
+from portside.imap.response import internaldate, literal, sequence_set, string
 from portside.imap.selected import Selected
 
 MACROS = {
@@ -21,6 +21,8 @@ _KINDS = "|".join(re.escape(k) for k in ("BODY.PEEK", "BODY", "BINARY.PEEK", "BI
 _SECTION = re.compile(rf"({_KINDS})\[([^\]]*)\](?:<(\d{{1,10}})(?:\.(\d{{1,10}}))?>)?\Z", re.I)
 _PART = re.compile(r"(\d+(?:\.\d+)*)?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?(.*)\Z", re.I | re.S)
 PREFETCH = 100  # messages whose raw bytes are read from the store in one go
+SEQUENTIAL = 64  # bodies read ahead when single-message FETCHes walk the mailbox in order...
+AHEAD_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes of them (as the chunks of a FETCH of many)
 RFC822_ALIASES = {"RFC822": ("BODY", ""), "RFC822.HEADER": ("BODY.PEEK", "HEADER"), "RFC822.TEXT": ("BODY", "TEXT")}
 
 
@@ -114,6 +116,17 @@ def section_bytes(entity: mime.Entity, sec: Section) -> bytes | None:
     return target.body if sec.path else entity.raw
 
 
+def _within(sel: Selected, uids: list[int]) -> list[int]:
+    """The first of `uids` whose messages hold at most AHEAD_BYTES together (the rest are read one by one)."""
+    total = 0
+    for n, uid in enumerate(uids):
+        info = sel.info.get(uid)
+        total += info.size if info is not None else 0
+        if total > AHEAD_BYTES:
+            return uids[:n]
+    return uids
+
+
 class FetchCommand(SessionBase):
     def fetch_items(self, tokens: list[wire.Token]) -> tuple[list[str], list[Section]]:
         raw_items: list[wire.Token]
@@ -184,11 +197,22 @@ class FetchCommand(SessionBase):
                 seen_now = [m.uid for m in result.changed]
         seen_set = set(seen_now)
         wanted = [u for u in uids if u in sel.info and (changed_since is None or sel.info[u].modseq > changed_since)]
-        needs_body = bool(sections) or any(s in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for s in simple)
+        needs_body = bool(sections) or any(s in parsed.ITEMS for s in simple)
+        if needs_body and len(wanted) == 1:
+            seq = sel.seq_of(wanted[0]) or 0
+            if not seq or seq != self.last_fetched + 1:
+                self.read_ahead = 0
+            elif seq > self.read_ahead:
+                # one message after the one fetched last (mbsync fetches a mailbox a UID per command, pipelined):
+                # read the bodies of the next ones in the same query
+                ahead = _within(sel, sel.uids[seq - 1 : seq - 1 + SEQUENTIAL])
+                await account.prefetch(sel.name, ahead)
+                self.read_ahead = seq - 1 + len(ahead)
+            self.last_fetched = seq
         for start in range(0, len(wanted), PREFETCH):
             chunk = wanted[start : start + PREFETCH]
-            if needs_body:
-                await account.prefetch(sel.name, chunk)  # one query per chunk, not one per message
+            if needs_body and len(chunk) > 1:
+                await account.prefetch(sel.name, _within(sel, chunk))  # one query per chunk, not one per message
             for uid in chunk:
                 await self._fetch_one(sel, uid, simple, sections, uid in seen_set)
                 await self.maybe_flush()
@@ -200,14 +224,15 @@ class FetchCommand(SessionBase):
         info = sel.info[uid]
         seq = sel.seq_of(uid)
         parts: list[bytes] = []
+        raw: bytes | None = None
         entity: mime.Entity | None = None
-        needs_body = bool(sections) or any(s in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for s in simple)
+        key = b""
+        needs_body = bool(sections) or any(s in parsed.ITEMS for s in simple)
         if needs_body:
             assert self.account is not None
             raw = await self.account.body(sel.name, uid)
             if raw is None:
                 return
-            entity = mime.Entity(raw)
         for item in simple:
             if item == "UID":
                 parts.append(b"UID %d" % uid)
@@ -219,17 +244,15 @@ class FetchCommand(SessionBase):
                 parts.append(b"RFC822.SIZE %d" % info.size)
             elif item == "MODSEQ":
                 parts.append(b"MODSEQ (%d)" % info.modseq)
-            elif item == "ENVELOPE":
-                assert entity is not None
-                parts.append(b"ENVELOPE " + encode(mime.envelope(entity)))
-            elif item == "BODYSTRUCTURE":
-                assert entity is not None
-                parts.append(b"BODYSTRUCTURE " + mime.structure_bytes(entity))
-            elif item == "BODY":
-                assert entity is not None
-                parts.append(b"BODY " + mime.structure_bytes(entity, extended=False))
+            else:  # ENVELOPE, BODYSTRUCTURE, BODY: parsed once per distinct message (imap.parsed)
+                assert raw is not None
+                key = key or parsed.CACHE.key(raw)
+                value, entity = parsed.CACHE.item(key, raw, item, entity)
+                parts.append(item.encode() + b" " + value)
         for sec in sections:
-            assert entity is not None
+            assert raw is not None
+            if entity is None:
+                entity = mime.Entity(raw)
             data = section_bytes(entity, sec)
             if sec.kind == "BINARY.SIZE":
                 parts.append(f"{sec.label} {len(data or b'')}".encode())

@@ -286,16 +286,22 @@ class MailboxCommands(SessionBase):
         message = mime.without_nul(message)
         if len(message) > self.backend.append_limit:
             raise Refused("Message too large", "TOOBIG")
+        sel = self.selected
+        claim = sel is not None and sel.name == name and not self.rev2  # this session reports it as \\Recent
         try:
-            uidvalidity, uid = await account.append(name, message, [f for f in flags if f != "\\Recent"], date)
+            uidvalidity, uid = await account.append(
+                name, message, [f for f in flags if f != "\\Recent"], date, claim=claim
+            )
         except NotFound:
             raise Refused("Mailbox doesn't exist: " + name[:100], "TRYCREATE") from None
         except Exception as exc:
             if getattr(exc, "kind", None) == Kind.PAYLOAD_TOO_LARGE:
                 raise Refused("Message too large", "TOOBIG") from None
             raise
-        if self.selected is not None and self.selected.name == name:
-            self.selected.dirty = True
+        if sel is not None and sel is self.selected and sel.name == name:
+            if claim:
+                sel.claimed.add(uid)
+            sel.dirty = True
         await self.done("APPEND completed", f"APPENDUID {uidvalidity} {uid}")
 
     # -- LIST / LSUB ------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ class SelectedCommands(SessionBase):
         self.uid = True
         self.command = name
         if self.selected is not None and self.selected.dirty:
-            await self.sync(expunge=True)  # UID commands may report expunges first
+            await self.sync(expunge=True, flush=False)  # UID commands may report expunges first
         method: Callable[[list[bytes]], Awaitable[None]] = getattr(self, f"cmd_{name}")
         await method([rest, *args[1:]])
 

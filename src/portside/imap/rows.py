@@ -301,7 +301,8 @@ class RowsAccount:
         self._recent_boxes: dict[str, tuple[float, Mailbox]] = {}
         self._bodies: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._cached = 0  # bytes in _bodies
-        self._stale: set[str] = set()  # mailboxes this session wrote since it last read their row
+        # mailboxes this session wrote since it last read their row -> the modseq of its writes (None: unknown)
+        self._stale: dict[str, int | None] = {}
 
     @property
     def mail(self) -> MailStore:
@@ -415,9 +416,9 @@ class RowsAccount:
         if claim and top_uid <= done:
             recent: set[int] = set()
         elif claim:  # one UPDATE ... RETURNING; a message newer than the index stays for later
+            self._claimed(box, done + 1, top_uid)  # before the write: sessions selecting meanwhile skip it
             async with self.db.transaction() as uow:
                 recent = await manage.claim_recent_range(uow, self.mail.model, box.id, done + 1, top_uid)
-            self._claimed(box, done + 1, top_uid)
         else:
             recent = {u for u in await self.mail.recent_uids(box.id) if u <= top_uid}
         return Snapshot(self._indexed_info(box, idx), messages, frozenset(u for u in recent if u in idx.messages))
@@ -433,12 +434,21 @@ class RowsAccount:
         # a session woken by a change event: when the shared index already holds every change the events
         # announced, neither the mailbox row nor the messages are read again (one read per change in all)
         seen = self._recent_boxes.get(name)
-        if seen is not None and name not in self._stale and time.monotonic() - seen[0] < BOX_FRESH:
+        fresh = seen is not None and time.monotonic() - seen[0] < BOX_FRESH
+        if seen is not None and fresh and name not in self._stale:
             idx = self.backend.indexes.current(seen[1].ref, self.backend.latest.get(seen[1].ref, 0))
             known = idx.changes_since(since) if idx is not None else None
             if idx is not None and known is not None:
                 return Changes(self._indexed_info(seen[1], idx), *known)
-        self._stale.discard(name)
+        wrote = self._stale.pop(name, None)
+        if seen is not None and fresh and wrote is not None:
+            # after this session's own write, whose modseq it knows: the index is caught up to it (and to what
+            # the events announced) without reading the mailbox row again
+            box = replace(seen[1], modseq=max(seen[1].modseq, wrote, self.backend.latest.get(seen[1].ref, 0)))
+            idx = await self._index(box)
+            known = idx.changes_since(since)
+            if known is not None:
+                return Changes(self._indexed_info(box, idx), *known)
         box = await self._box(name)
         idx = await self._index(box)
         known = idx.changes_since(since)
@@ -481,15 +491,17 @@ class RowsAccount:
             self._keep((box_id, uid), raw)
 
     async def append(
-        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None
+        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None, *, claim: bool = False
     ) -> tuple[int, int]:
         if len(message) > self.backend.append_limit:
             raise PayloadTooLarge("Message too large")
         box = await self._box_for_write(name)
         when = date.astimezone(dt.UTC).replace(tzinfo=None) if date is not None else None  # naive UTC, as stored
         async with self.db.transaction() as uow:
-            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when)
-        self._wrote(box)
+            stored = await self.mail.append(uow, box, message, flags=list(flags), internal_date=when, recent=not claim)
+        if claim:  # no other session of this process writes a claim for it
+            self._claimed(box, stored.uid, stored.uid)
+        self._wrote(box, stored.modseq)
         return box.uidvalidity, stored.uid
 
     async def store(
@@ -504,7 +516,8 @@ class RowsAccount:
             )
         when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         changed = [MessageInfo(uid, frozenset(fl), when, 0, modseq) for uid, modseq, fl in result.changed]
-        self._wrote(box)
+        if changed:
+            self._wrote(box, max(m.modseq for m in changed))
         return StoreResult(changed, result.failed)
 
     async def expunge(self, name: str, uids: Sequence[int] | None) -> list[int]:
@@ -525,10 +538,12 @@ class RowsAccount:
         self._wrote(dst)
         return CopyResult(dst.uidvalidity, [old for old, _ in pairs], [new for _, new in pairs])
 
-    def _wrote(self, box: Mailbox) -> None:
-        """This session changed the mailbox: its own next catch-up reads the mailbox row (the change events,
-        which tell the other sessions, may not have arrived yet)."""
-        self._stale.add(box.name)
+    def _wrote(self, box: Mailbox, modseq: int | None = None) -> None:
+        """This session changed the mailbox (with this modseq, when known): its own next catch-up reads up to
+        it, or the mailbox row when the modseq is not known (the change events, which tell the other
+        sessions, may not have arrived yet)."""
+        known = self._stale.get(box.name, 0)
+        self._stale[box.name] = None if modseq is None or known is None else max(known, modseq)
 
     async def claim_recent(self, name: str, uids: Sequence[int]) -> set[int]:
         box = await self._box_for_write(name)
@@ -536,10 +551,11 @@ class RowsAccount:
         wanted = [u for u in uids if u > done]  # at or below: no longer recent anywhere
         if not wanted:
             return set()
-        async with self.db.transaction() as uow:
-            got = await manage.claim_recent(uow, self.mail.model, box.id, wanted)
+        # marked before the write: the other sessions woken by the same change skip these UIDs instead of
+        # each writing a claim of its own while this one waits for its commit
         self._claimed(box, min(wanted), max(wanted))
-        return got
+        async with self.db.transaction() as uow:
+            return await manage.claim_recent(uow, self.mail.model, box.id, wanted)
 
     def _claimed(self, box: Mailbox, low: int, high: int) -> None:
         """UIDs low..high of a mailbox are no longer recent (a claim cleared them; they never become recent

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from portside.errors import NotFound
+from portside.imap.boxindex import stale
 from portside.imap.response import flags as flag_list
 from portside.imap.response import sequence_set
 from portside.imap.store import SYSTEM_FLAGS, Account, Hint, MailboxInfo, MessageInfo, Snapshot
@@ -35,7 +36,9 @@ class Selected:
         self.dirty = False
         self.full = False  # the next refresh re-reads the whole mailbox
         self.deleted_hints: set[int] = set()
-        self.keywords = {f for m in snapshot.messages for f in m.flags if not f.startswith("\\")}
+        self.claimed: set[int] = set()  # UIDs this session appended as its own \\Recent (not claimed again)
+        distinct = {m.flags for m in snapshot.messages}  # a mailbox has few distinct flag sets
+        self.keywords = {f for flags in distinct for f in flags if not f.startswith("\\")}
         self.keywords |= set(snapshot.mailbox.keywords)
         self.wake = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
@@ -53,10 +56,13 @@ class Selected:
             self.full = True
         elif hint.deleted:
             self.deleted_hints.add(hint.uid)
-        elif hint.modseq is not None and hint.modseq <= self.synced and hint.uid in self.info:
-            known = self.info[hint.uid]  # a change the modseq does not show: only a full read finds it
-            if hint.modseq != known.modseq or (hint.flags is not None and hint.flags != known.flags):
-                self.full = True
+        elif (
+            hint.modseq is not None
+            and hint.modseq <= self.synced
+            and hint.uid in self.info
+            and stale(self.info[hint.uid], hint)
+        ):
+            self.full = True  # a change the modseq does not show: only a full read finds it
         self.wake.set()
 
     def close(self) -> None:
@@ -189,7 +195,10 @@ class Selected:
                 self.info[m.uid] = m
             lines.append(b"%d EXISTS" % len(self.uids))
             if not self.rev2:  # IMAP4rev2 has no \\Recent: nothing to claim or report
-                self.recent |= await account.claim_recent(self.name, [m.uid for m in new])
+                mine = {m.uid for m in new} & self.claimed
+                self.claimed -= mine
+                others = [m.uid for m in new if m.uid not in mine]
+                self.recent |= mine | (await account.claim_recent(self.name, others) if others else set())
                 lines.append(b"%d RECENT" % len(self.recent))
         for m in sorted(changed, key=lambda m: m.uid):
             seq = self.seq_of(m.uid)

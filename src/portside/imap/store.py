@@ -120,8 +120,11 @@ class Account(Protocol):
         ...
 
     async def append(
-        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None
-    ) -> tuple[int, int]: ...
+        self, name: str, message: bytes, flags: Sequence[str], date: dt.datetime | None, *, claim: bool = False
+    ) -> tuple[int, int]:
+        """(UIDVALIDITY, UID) of the stored message; `claim`: it is not \\Recent for any other session (the
+        appending session, which has the mailbox selected, reports it as its own \\Recent)."""
+        ...
 
     async def store(
         self, name: str, uids: Sequence[int], mode: StoreMode, flags: Sequence[str], unchanged_since: int | None

@@ -57,7 +57,7 @@ async def counts(db: Database, model: Model, box_id: int) -> Counts:
 
 async def raw_by_uid(db: Database, model: Model, box_id: int, uid: int) -> bytes | None:
     t = model.table(MAIL_TABLE).sa
-    async with db.read() as conn:
+    async with db.read(quick=True) as conn:  # one row by the (mail_box_id, uid) key
         stored = await conn.scalar(sa.select(t.c.mail).where(t.c.mail_box_id == box_id, t.c.uid == uid))
     return None if stored is None else message.decode(stored)
 
@@ -65,7 +65,7 @@ async def raw_by_uid(db: Database, model: Model, box_id: int, uid: int) -> bytes
 async def raw_by_uids(db: Database, model: Model, box_id: int, uids: list[int]) -> dict[int, bytes]:
     t = model.table(MAIL_TABLE).sa
     out: dict[int, bytes] = {}
-    async with db.read() as conn:
+    async with db.read(quick=True) as conn:  # by the (mail_box_id, uid) key; callers ask for ~100 at a time
         for start in range(0, len(uids), CHUNK):
             chunk = uids[start : start + CHUNK]
             q = sa.select(t.c.uid, t.c.mail).where(t.c.mail_box_id == box_id, t.c.uid.in_(chunk))
@@ -203,9 +203,12 @@ async def set_flags(
         changed += [(uid, modseq, list(result)) for _, uid in members]
     ids = sorted(i for members in groups.values() for i, _ in members)
     for start in range(0, len(ids), CHUNK):
-        for row in await records.fetch(uow.conn, model, tm, t.c.id.in_(ids[start : start + CHUNK])):
-            payload = records.event_payload(tm, row.attrs)
-            await uow.emit(EventDraft(MAIL_TABLE, "update", row.ref, payload, row.grants, mailbox.owner_ref))
+        found = await records.fetch(uow.conn, model, tm, t.c.id.in_(ids[start : start + CHUNK]))
+        drafts = [
+            EventDraft(MAIL_TABLE, "update", f.ref, records.event_payload(tm, f.attrs), f.grants, mailbox.owner_ref)
+            for f in found
+        ]
+        await uow.emit_many(drafts)  # one event-log statement per chunk
     return FlagResult(sorted(changed), sorted(failed), modseq)
 
 

@@ -81,6 +81,7 @@ class Target:
     mailbox: Mailbox
     flags: Sequence[str] = ()
     recipient: str = ""
+    recent: bool = True  # False: the IMAP session that stores it has claimed \\Recent for itself already
 
 
 @dataclass(frozen=True)
@@ -190,11 +191,11 @@ class MailStore:
         return [b for b in out if access.may_read_mailbox(actor, b.grants)]
 
     async def mailboxes_of(self, account_id: int) -> list[Mailbox]:
-        async with self.db.read() as conn:
+        async with self.db.read(quick=True) as conn:  # an account's few rows, by its key
             return await boxes.mailboxes_of(conn, self.model, account_id)
 
     async def mailbox(self, account_id: int, name: str) -> Mailbox | None:
-        async with self.db.read() as conn:
+        async with self.db.read(quick=True) as conn:  # one row by (account, name): IMAP reads it per command
             return await boxes.mailbox_by_name(conn, self.model, account_id, name)
 
     async def mailbox_by_role(self, account_id: int, role: str) -> Mailbox | None:
@@ -278,7 +279,7 @@ class MailStore:
                 uid, modseq = next_uid[box.id], taken[box.id][1]
                 next_uid[box.id] = uid + 1
                 values = dict(common)
-                values.update(flags.to_columns(flags.normalize(t.flags), recent=True))
+                values.update(flags.to_columns(flags.normalize(t.flags), recent=t.recent))
                 values.update(uid=uid, modseq=modseq, mail_box_id=box.id, recipient=t.recipient[:200])
                 values[OWNER_COLUMN] = box.owner_id
                 rows.append(values)
@@ -324,9 +325,12 @@ class MailStore:
         *,
         flags: Sequence[str] = (),
         internal_date: dt.datetime | None = None,
+        recent: bool = True,
     ) -> Stored:
-        """One message into one mailbox (IMAP APPEND, the Sent copy of mail.send)."""
-        return (await self.deliver(uow, [Target(mailbox, flags)], raw, internal_date=internal_date))[0]
+        """One message into one mailbox (IMAP APPEND, the Sent copy of mail.send); `recent=False` stores it
+        already claimed (by the IMAP session appending to the mailbox it has selected)."""
+        target = Target(mailbox, flags, recent=recent)
+        return (await self.deliver(uow, [target], raw, internal_date=internal_date))[0]
 
     async def _rows(self, conn: Any, box_id: int, uids: Iterable[int] | None, *cols: str) -> list[Any]:
         t = self.model.table(MAIL_TABLE).sa
@@ -492,7 +496,8 @@ class MailStore:
         q = sa.select(t.c.uid, *(t.c[c] for c in cols)).where(t.c.mail_box_id == mailbox_id)
         if changed_since is not None:
             q = q.where(t.c.modseq > changed_since)
-        async with self.db.read() as conn:
+        # catching up (the (mail_box_id, modseq) index: a few rows) runs on the loop; a full read does not
+        async with self.db.read(quick=changed_since is not None) as conn:
             rows = (await conn.execute(q.order_by(t.c.uid))).all()
         of_columns = flags.of_columns
         return [(int(r[0]), int(r[2] or 0), of_columns(r[5:], r[1]), int(r[3] or 0), r[4]) for r in rows]
@@ -501,7 +506,7 @@ class MailStore:
         """UIDs of a mailbox's messages still marked `\\Recent` (claimed by no session yet)."""
         t = self.model.table(MAIL_TABLE).sa
         q = sa.select(t.c.uid).where(t.c.mail_box_id == mailbox_id, t.c.recent == sa.true())
-        async with self.db.read() as conn:  # no ORDER BY: it would make SQLite walk the (box, uid) index
+        async with self.db.read(quick=True) as conn:  # no ORDER BY: it would make SQLite walk the (box, uid) index
             return sorted(int(u) for u in (await conn.scalars(q)).all())
 
     async def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
@@ -515,14 +520,14 @@ class MailStore:
         """How many of a mailbox's messages up to UID `max_uid` are still marked `\\Recent` (counted in the index)."""
         t = self.model.table(MAIL_TABLE).sa
         cond = sa.and_(t.c.mail_box_id == mailbox_id, t.c.recent == sa.true(), t.c.uid <= max_uid)
-        async with self.db.read() as conn:
+        async with self.db.read(quick=True) as conn:  # the (mail_box_id, recent) index
             return int(await conn.scalar(sa.select(sa.func.count()).select_from(t).where(cond)) or 0)
 
     async def expunged_since(self, mailbox_id: int, since_modseq: int) -> list[tuple[int, int]]:
         """(uid, modseq) of the tombstones of a mailbox after `since_modseq`."""
         x = self.model.table(EXPUNGED_TABLE).sa
         q = sa.select(x.c.uid, x.c.modseq).where(x.c.mail_box_id == mailbox_id, x.c.modseq > since_modseq)
-        async with self.db.read() as conn:
+        async with self.db.read(quick=True) as conn:  # the (mail_box_id, modseq) index
             return [(int(u), int(m)) for u, m in (await conn.execute(q)).all()]
 
     async def raw(self, mail_id: int) -> bytes:
