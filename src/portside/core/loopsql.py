@@ -83,14 +83,14 @@ def prepare(dialect: sa.Dialect, stmt: Any, keys: Sequence[str] | None = None) -
 _prepared: dict[Hashable, Prepared | None] = {}
 
 
-def _cached(dialect: sa.Dialect, key: Hashable, stmt: Any, keys: Sequence[str] | None) -> Prepared | None:
+def _cached(dialect: sa.Dialect, key: Hashable, stmt: Callable[[], Any], keys: Sequence[str] | None) -> Prepared | None:
     try:
         return _prepared[key]
     except KeyError:
         pass
     if len(_prepared) >= PREPARED_MAX:
         _prepared.clear()
-    prep = _prepared[key] = prepare(dialect, stmt, keys)
+    prep = _prepared[key] = prepare(dialect, stmt(), keys)
     return prep
 
 
@@ -137,7 +137,7 @@ class LoopConnection:
     def insert(self, table: sa.Table, row: dict[str, Any]) -> int:
         """INSERT one row; its integer primary key (the rowid)."""
         keys = tuple(row)
-        prep = _cached(self.dialect, (table, keys), table.insert(), keys)
+        prep = _cached(self.dialect, (table, keys), table.insert, keys)
         if prep is None:
             pk = self.sync_connection.execute(table.insert(), row).inserted_primary_key
             assert pk is not None
@@ -150,7 +150,7 @@ class LoopConnection:
     def select(self, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a statement built once by the caller (kept: it is the cache key), values bound at
         execution, converted by the columns' types."""
-        prep = _cached(self.dialect, stmt, stmt, None)
+        prep = _cached(self.dialect, stmt, lambda: stmt, None)
         if prep is None:
             return [tuple(r) for r in self.sync_connection.execute(stmt, params)]
         rows = self.run_text(prep.sql, prep.parameters(params)).fetchall()
