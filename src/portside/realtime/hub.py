@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,6 @@ _session_ids = itertools.count(1)
 NODE = os.urandom(4).hex()
 EVENT_TYPE_KEY = "EventType"
 MAX_LATE = 4096  # per topic and socket: out-of-order live events remembered so a later replay skips them
-SLICE = 100  # sockets served per turn of the loop while one event fans out
 
 Principal = tuple[str | None, frozenset[str], bool]
 
@@ -163,7 +162,7 @@ class Subscribers:
     def sessions(self) -> list[LiveSession]:
         return [s for members in self.buckets.values() for s in members]
 
-    def readers(self, event: Event) -> list[tuple[Principal, set[LiveSession]]]:
+    def readers(self, event: Event) -> list[set[LiveSession]]:
         """The buckets whose principal may read the event: one `access.may_read_event` decision per candidate."""
         who = access.event_readers(event.grants)
         if who.everyone:
@@ -178,7 +177,7 @@ class Subscribers:
         for key in keys:
             members = self.buckets.get(key)
             if members and access.may_read_event(next(iter(members)).actor, event.grants):
-                out.append((key, members))
+                out.append(members)
         return out
 
 
@@ -300,13 +299,11 @@ class LiveHub:
             try:
                 async with self.bus.subscribe() as sub:
                     async for event in sub:
-                        # one event's fan-out hands the loop back every SLICE sockets, and a buffered
-                        # subscription yields without suspending: the loop serves requests (an HTTP create's
-                        # next step, its commit) between slices and between events, so they never queue
-                        # behind a whole fan-out or a backlog of them (bench/live.py: p99 from client send)
-                        for _ in self._fanout(event):
-                            await asyncio.sleep(0)
+                        self.dispatch(event)
                         self.react(event)
+                        # a buffered subscription yields without suspending: hand the loop back after every
+                        # event, so requests (an HTTP create's next step, its commit) never queue behind a
+                        # whole backlog of fan-out (bench/live.py: p99 from client send)
                         await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
@@ -315,23 +312,15 @@ class LiveHub:
                 await asyncio.sleep(0.5)
 
     def dispatch(self, event: Event) -> int:
-        """Fan one event out in one go; the frames sent."""
-        before = self.delivered
-        for _ in self._fanout(event):
-            pass
-        return self.delivered - before
-
-    def _fanout(self, event: Event) -> Iterator[None]:
-        """Fan one event out, pausing (a yield) after every SLICE sockets served."""
         subscribers = self.topics.get(event.table)
         if not subscribers:
-            return
-        self.dispatched += 1
+            return 0
         started = time.thread_time()
         try:
-            yield from self._dispatch(event, subscribers)
+            return self._dispatch(event, subscribers)
         finally:
             self.dispatch_cpu += time.thread_time() - started
+            self.dispatched += 1
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -343,23 +332,11 @@ class LiveHub:
             "dispatch_cpu_seconds": round(self.dispatch_cpu, 6),
         }
 
-    def _dispatch(self, event: Event, subscribers: Subscribers) -> Iterator[None]:
+    def _dispatch(self, event: Event, subscribers: Subscribers) -> int:
         frame: dict[str, Any] | None = None
-        sent = served = 0
-        resumed = False  # sessions may have changed while the loop ran others: re-check each one
-        for key, members in subscribers.readers(event):  # one decision for every socket of a principal
+        sent = 0
+        for members in subscribers.readers(event):  # one decision for every socket of a principal
             for session in list(members):
-                if served >= SLICE:
-                    self.delivered += sent
-                    sent = served = 0
-                    cpu = time.thread_time()
-                    yield
-                    started = time.thread_time()
-                    self.dispatch_cpu -= started - cpu  # the paused time is not this event's
-                    resumed = True
-                served += 1
-                if resumed and not self._still_reads(session, key, event):
-                    continue
                 filters = session.subscriptions.get(event.table)
                 replayed = session.floors.get(event.table, 0)
                 if event.offset <= replayed or (filters and not matches(filters, event.type, event.data)):
@@ -378,11 +355,4 @@ class LiveHub:
                     self.dropped += 1
                     self.drop(session)
         self.delivered += sent
-
-    @staticmethod
-    def _still_reads(session: LiveSession, key: Principal, event: Event) -> bool:
-        """After a pause: the session still follows the topic, and under the principal decided for (else it is
-        decided again: its rights changed meanwhile)."""
-        if event.table not in session.subscriptions or session.overflowed:
-            return False
-        return session.principal == key or access.may_read_event(session.actor, event.grants)
+        return sent
