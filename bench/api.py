@@ -1,6 +1,7 @@
 """HTTP API benchmark: Portside against Datasette on the same SQLite file, plus create throughput.
 
-Run: `.venv/bin/python bench/api.py [--rows 100000] [--duration 10] [--connections 32]`.
+Run: `.venv/bin/python bench/api.py --repeat 5 [--rows 100000] [--duration 10] [--connections 32]` (issue 17's
+goals are medians of >= 5 interleaved runs; 5 is also the default).
 Needs `wrk` (Debian package `wrk`), `datasette` in the venv (`pip install -e '.[bench]'`) and, for the
 PostgreSQL row, a server on 127.0.0.1:5432 reachable as `postgres` without a password (plus the
 `createdb`/`dropdb` clients). Results are printed and written to bench/RESULTS.md, section
@@ -18,7 +19,7 @@ Method
      measurement targets one server while the other sits idle.
   3. Load. `wrk -t<threads> -c<connections> -d<duration>s --latency --timeout 10s`, after an unrecorded
      warm-up run of a few seconds against the same URL. Each cell is measured `--repeat` times (default
-     3), Portside and Datasette runs alternating, and the run with the median req/s is reported (with
+     5), Portside and Datasette runs alternating, and the run with the median req/s is reported (with
      the range). Portside requests carry the bench user's token
      (added by a small Lua script), so list and read go through the row-permission filter. Get-by-id
      rotates through the same 1000 random `bench` rows on both servers (Portside by ref, Datasette by
@@ -159,7 +160,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--warmup", type=int, default=3, help="seconds of unrecorded load before each run (default 3)")
-    p.add_argument("--repeat", type=int, default=3, help="measured runs per cell, median reported (default 3)")
+    p.add_argument("--repeat", type=int, default=5, help="measured runs per cell, median reported (default 5)")
     p.add_argument("--seed", type=int, default=42, help="random seed for data and samples")
     p.add_argument("--no-postgres", dest="postgres", action="store_false", help="skip the PostgreSQL create run")
     p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy Portside under list and get load")

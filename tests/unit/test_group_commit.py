@@ -4,6 +4,7 @@ commits, a failing one fails alone, each returns only once its write is committe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -126,4 +127,44 @@ async def test_an_error_rolls_back_only_its_own_writes(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
     finally:
         other.close()
+    await db.dispose()
+
+
+async def test_a_batch_hands_the_loop_back_between_units(tmp_path: Path) -> None:
+    """Units of one batch run one per turn of the loop (other tasks, e.g. HTTP reads, run in between, so a
+    batch of 128 never holds the loop for all of them); all commit together, a failing one fails alone."""
+    db, path = await _database(tmp_path)
+    async with db.transaction() as uow:
+        await uow.conn.execute(thing.insert().values(name="warm"))
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def probe() -> None:  # another task wanting the loop all the time
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+
+    async def write(name: str) -> None:
+        async with db.transaction() as uow:
+            seen.append(ticks)
+            await uow.conn.execute(thing.insert().values(name=name))
+            if name == "bad":
+                raise ValueError("refused")
+
+    assert db.group is not None
+    commits = db.group.commits
+    prober = asyncio.ensure_future(probe())
+    await asyncio.sleep(0)
+    names = [f"y{i}" for i in range(30)]
+    names[12] = "bad"
+    results = await asyncio.gather(*(write(n) for n in names), return_exceptions=True)
+    stop.set()
+    await prober
+    assert [type(r) for r in results] == [ValueError if n == "bad" else type(None) for n in names]
+    assert all(b > a for a, b in itertools.pairwise(seen)), seen  # the probe ran between every two units
+    assert db.group.commits - commits <= 5  # and they still shared commits (30 units)
+    assert all(_committed(path, n) for n in names if n != "bad") and not _committed(path, "bad")
     await db.dispose()

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portside.core import fieldtypes
 from portside.core.db import UnitOfWork
 from portside.core.events import EventDraft, Grants
+from portside.core.loopsql import direct
 from portside.core.model import OWNER_COLUMN, Model, TableModel
 from portside.tools.ids import uuid7_str
 
@@ -134,11 +135,16 @@ async def load_group_grants(
     g = model.table("usergroup").sa
     key = j.c[f"{tm.name}_id"]
     base = sa.select(key, g.c.reference_id, j.c.permission).select_from(j.join(g, g.c.id == j.c.usergroup_id))
+    rows: Any
     if len(ids) == 1:  # one row (reads by id, writes): one statement per table, built and keyed once
         one = tm.select_cache.get(("#groups_of_one",))
         if one is None:
             one = tm.select_cache[("#groups_of_one",)] = (base.where(key == sa.bindparam("row_id")), ())
-        rows = await conn.execute(one[0], {"row_id": ids[0]})
+        fast = direct(conn)
+        if fast is not None:
+            rows = fast.select(one[0], {"row_id": ids[0]})
+        else:
+            rows = await conn.execute(one[0], {"row_id": ids[0]})
     else:
         rows = await conn.execute(base.where(key.in_(list(ids))))
     for row_id, gref, perm in rows:
@@ -198,8 +204,13 @@ async def run_select(
     groups: bool,
     params: dict[str, Any] | None = None,
 ) -> list[RowData]:
-    rows = (await conn.execute(q, params)).all()
-    links = await load_group_grants(conn, model, tm, [r.id for r in rows]) if groups else {}
+    fast = direct(conn)
+    rows: Sequence[Any]
+    if fast is not None and params is not None:  # `q` was built once (values bound here): prepared once too
+        rows = fast.select(q, params)
+    else:
+        rows = (await conn.execute(q, params)).all()
+    links = await load_group_grants(conn, model, tm, [r[0] for r in rows]) if groups else {}
     out = []
     name = tm.name
     for r in rows:
@@ -296,10 +307,14 @@ async def insert_row(
     stamp = now()
     row = dict(values)
     row.update(reference_id=ref or uuid7_str(), created_at=stamp, updated_at=stamp, version=1, permission=permission)
-    result = await uow.conn.execute(tm.sa.insert(), row)  # one statement per table and column set, compiled once
-    pk = result.inserted_primary_key
-    assert pk is not None
-    row_id = int(pk[0])
+    fast = direct(uow.conn)
+    if fast is not None:
+        row_id = fast.insert(tm.sa, row)
+    else:
+        result = await uow.conn.execute(tm.sa.insert(), row)  # one statement per table and column set
+        pk = result.inserted_primary_key
+        assert pk is not None
+        row_id = int(pk[0])
     if groups:
         await link_groups(uow, model, tm, row_id, groups, actor=actor, new_row=True)
     return row_id
