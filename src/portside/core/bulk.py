@@ -42,11 +42,18 @@ async def insert_rows(uow: UnitOfWork, tm: TableModel, rows: Sequence[dict[str, 
 
 
 async def emit_created(
-    uow: UnitOfWork, model: Model, tm: TableModel, refs: Sequence[str], actors: Sequence[str | None]
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    refs: Sequence[str],
+    actors: Sequence[str | None],
+    *,
+    run_hook: bool = True,
 ) -> list[records.RowData]:
     """The create events of rows inserted in this unit of work by `insert_rows` (`actors[i]` wrote
-    `refs[i]`), in the order of `refs`; returns the rows as `records.insert` would."""
-    hook = records.row_hooks.get(tm.name)
+    `refs[i]`), in the order of `refs`; returns the rows as `records.insert` would. `run_hook=False` is for a
+    caller whose rows the table's write hook leaves alone (it would cost one SELECT per row for nothing)."""
+    hook = records.row_hooks.get(tm.name) if run_hook else None
     t = tm.sa
     found: dict[str, records.RowData] = {}
     wanted = list(refs)

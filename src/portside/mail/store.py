@@ -288,7 +288,8 @@ class MailStore:
         if not rows:
             return out
         refs = await bulk.insert_rows(uow, tm, rows, permission=OWNER_READ)
-        fresh = await bulk.emit_created(uow, model, tm, refs, actors)
+        # the mail hook leaves a create with a UID alone (hooks.py): no per-row hook, no group-link read
+        fresh = await bulk.emit_created(uow, model, tm, refs, actors, run_hook=False)
         for (n, box_id, uid, modseq), row in zip(places, fresh, strict=True):
             out[n].append(Stored(row.id, row.ref, box_id, uid, modseq))
         return out

@@ -6,6 +6,7 @@ inbound service for every decision; it only counts recipients and speaks the rep
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +134,14 @@ class Handler:
     async def handle_exception(self, error: Exception) -> str:
         logger.exception("smtp session of %s failed", self.session.peer_ip)
         return "451 4.3.0 Error: internal error, try again later"
+
+    def __dir__(self) -> list[str]:
+        """The hooks only. aiosmtpd builds its hook and AUTH tables on every connection from `dir(handler)` and
+        `inspect.getmembers(handler)` (which reads every attribute); only `handle_` / `auth_` names count."""
+        return list(_HOOKS)
+
+
+_HOOKS = tuple(name for name in dir(Handler) if name.startswith(("handle_", "auth_")))
+# aiosmtpd reads the EHLO hook's signature on every connection (old 4-argument or new 5-argument form):
+# computed once here, `inspect.signature` returns it as it is
+Handler.handle_EHLO.__signature__ = inspect.signature(Handler.handle_EHLO)  # type: ignore[attr-defined]

@@ -153,10 +153,20 @@ def command(protocol: str, verb: str, known: Iterable[str]) -> None:
     PORT_COMMANDS.labels(_protocol(protocol), verb if verb in known else OTHER).inc()
 
 
+_VERB_CHILDREN: dict[tuple[str, str], Counter] = {}
+
+
 def counting(protocol: str, verbs: dict[str, Callable[..., Awaitable[Any]]]) -> dict[str, Callable[..., Any]]:
-    """A verb table (aiosmtpd's `_smtp_methods`) whose methods count each call; the table bounds the labels."""
+    """A verb table (aiosmtpd's `_smtp_methods`) whose methods count each call; the table bounds the labels.
+    Built per connection: the labelled children are looked up once per verb (`labels` takes a lock)."""
     name = _protocol(protocol)
-    return {verb: _counted(PORT_COMMANDS.labels(name, verb), method) for verb, method in verbs.items()}
+    out: dict[str, Callable[..., Any]] = {}
+    for verb, method in verbs.items():
+        child = _VERB_CHILDREN.get((name, verb))
+        if child is None:
+            child = _VERB_CHILDREN[(name, verb)] = PORT_COMMANDS.labels(name, verb)
+        out[verb] = _counted(child, method)
+    return out
 
 
 def _counted(child: Counter, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
