@@ -6,7 +6,6 @@ inbound service for every decision; it only counts recipients and speaks the rep
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,11 +136,9 @@ class Handler:
 
     def __dir__(self) -> list[str]:
         """The hooks only. aiosmtpd builds its hook and AUTH tables on every connection from `dir(handler)` and
-        `inspect.getmembers(handler)` (which reads every attribute); only `handle_` / `auth_` names count."""
+        `inspect.getmembers(handler)` (which reads every attribute); only `handle_` / `auth_` names count.
+        `handle_EHLO` is left out: aiosmtpd would read its signature every time (`PortsideSMTP` adds it)."""
         return list(_HOOKS)
 
 
-_HOOKS = tuple(name for name in dir(Handler) if name.startswith(("handle_", "auth_")))
-# aiosmtpd reads the EHLO hook's signature on every connection (old 4-argument or new 5-argument form):
-# computed once here, `inspect.signature` returns it as it is
-Handler.handle_EHLO.__signature__ = inspect.signature(Handler.handle_EHLO)  # type: ignore[attr-defined]
+_HOOKS = tuple(name for name in dir(Handler) if name.startswith(("handle_", "auth_")) and name != "handle_EHLO")
