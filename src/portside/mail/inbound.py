@@ -7,7 +7,8 @@ Decisions, in order:
 - RCPT TO (per recipient): a local domain (mail_server hostnames and their `domains`) with an account ->
   accepted; a local domain without one -> `550 5.1.1` now, not after DATA; a foreign domain -> accepted for
   an authenticated session (relay through the outbox), else `454 4.1.1 Error: Relay access denied: <domain>`.
-- DATA: unauthenticated mail is checked (SPF, DKIM, ARC, DMARC: `mail.checks`) in a worker thread; a
+- DATA: unauthenticated mail is checked (SPF, DKIM, ARC, DMARC: `mail.checks`) in a worker process
+  (`mail.analysis` run by `mail.workers`; a thread without a pool; a worker that dies: `451 4.3.0`); a
   `Received` and an `Authentication-Results` field are prepended (forged ones claiming our name dropped);
   junk goes to the Junk mailbox with `$Junk`. Every local copy, the outbox rows of foreign recipients and
   the sender's one Sent copy are written in ONE transaction, committed before the reply: `250` means stored
@@ -191,7 +192,7 @@ class Inbound:
             bool(local),
         )
         try:  # checks, trace fields, parse and stored form: in a worker process (or a thread without a pool)
-            done = await self.pool.run(job) if self.pool.running else await asyncio.to_thread(analysis.analyse, job)
+            done = await self.pool.run(job)
         except WorkerFailed as exc:
             logger.warning("checking message %s from %s failed: %s", queue_id, session.peer_ip, exc)
             return TRY_LATER

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import cast
 
 from portside import log
-from portside.mail.analysis import Analysis, Job
+from portside.mail.analysis import Analysis, Job, analyse
 
 logger = log.get("mail.workers")
 JOB_TIMEOUT = 120.0  # seconds: every check bounds its DNS time well below this
 EXIT_WAIT = 5.0
+RETRY_AFTER = 5.0  # seconds after a worker could not be started
 HEAD = 12
 
 
@@ -115,9 +116,10 @@ class WorkerPool:
         self.size = default_size() if size is None else max(0, size)
         self._workers: list[_Worker | None] = []
         self._starting: dict[int, asyncio.Task[_Worker | None]] = {}
-        self._reaping: dict[_Worker, asyncio.Future[None]] = {}  # dead workers' processes being collected
+        self._reaping: dict[int, asyncio.Future[None]] = {}  # pid -> collecting that ended worker process
         self.running = False
         self.users = 0  # listeners holding the pool open (`acquire` / `release`)
+        self._retry_at = 0.0  # after a failed start, no new one before this loop time
 
     @property
     def pids(self) -> list[int]:
@@ -144,26 +146,36 @@ class WorkerPool:
 
     async def _spawn(self) -> _Worker | None:
         loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            return None
         ours, theirs = socket.socketpair()
+        proc: subprocess.Popen[bytes] | None = None
         try:
             proc = await asyncio.to_thread(_popen, theirs.fileno())
+            theirs.close()
+            _, worker = await loop.create_unix_connection(lambda: _Worker(proc), sock=ours)
+            return worker
         except Exception:
             logger.exception("starting a mail worker failed; checking in threads meanwhile")
             ours.close()
-            return None
-        finally:
             theirs.close()
-        _, worker = await loop.create_unix_connection(lambda: _Worker(proc), sock=ours)
-        return worker
+            if proc is not None:  # it ends at once: its socket is closed
+                self._reap(proc)
+            self._retry_at = loop.time() + RETRY_AFTER
+            return None
 
     async def _worker(self) -> _Worker | None:
         """The live worker with the fewest pending jobs (a dead one is replaced first)."""
         best: _Worker | None = None
-        for slot, w in enumerate(self._workers):
+        for slot in range(len(self._workers)):
+            w = self._workers[slot]
             if w is None or not w.alive:
-                if w is not None and w not in self._reaping:
-                    self._reaping[w] = asyncio.ensure_future(asyncio.to_thread(_reap, w))
-                w = self._workers[slot] = await self._respawn(slot)
+                if w is not None:
+                    self._reap(w.proc)
+                w = await self._respawn(slot)
+                if not self.running:  # closed meanwhile
+                    return None
+                self._workers[slot] = w
             if w is not None and (best is None or len(w.pending) < len(best.pending)):
                 best = w
         return best
@@ -179,11 +191,17 @@ class WorkerPool:
             return None
         return worker
 
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.pid not in self._reaping:
+            task = self._reaping[proc.pid] = asyncio.ensure_future(asyncio.to_thread(_collect, proc))
+            task.add_done_callback(lambda _t: self._reaping.pop(proc.pid, None))
+
     async def run(self, job: Job) -> Analysis:
-        """`analyse(job)` in a worker; raises WorkerFailed when it could not be run there."""
+        """`analyse(job)` in a worker (in a thread while no worker can be started); raises WorkerFailed when
+        the worker holding it died or hung."""
         worker = await self._worker() if self.running else None
         if worker is None:
-            raise WorkerFailed("no mail worker")
+            return await asyncio.to_thread(analyse, job)
         fut = worker.submit(job)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), JOB_TIMEOUT)
@@ -231,14 +249,14 @@ def _popen(fd: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _reap(worker: _Worker) -> None:
+def _collect(proc: subprocess.Popen[bytes]) -> None:
     """Collect a worker process that ended (or kill one whose socket ended while it lives on)."""
     try:
-        worker.proc.wait(EXIT_WAIT)
+        proc.wait(EXIT_WAIT)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(OSError):
-            worker.proc.kill()
-        worker.proc.wait()
+            proc.kill()
+        proc.wait()
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
