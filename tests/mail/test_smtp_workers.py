@@ -60,6 +60,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def wait_dead(pids: list[int], timeout: float = 20) -> None:
+    """Every one of `pids` has exited (an exiting process drops its command line before it is gone)."""
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
+        time.sleep(0.05)
+
+
 def wait_workers(parent: int, count: int, timeout: float = 20) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,7 +181,8 @@ def test_a_worker_that_dies_fails_its_message_451_and_the_next_is_accepted(world
     [after] = mails(world.server, world.alice, subject="w-after")
     assert json.loads(after["spam_verdict"])["spf"]["result"] == "pass"
     now = wait_workers(parent, min(2, os.cpu_count() or 1))
-    assert not set(now) & set(pids) and not any(alive(p) for p in pids)
+    assert not set(now) & set(pids)
+    wait_dead(pids)
 
 
 def test_workers_follow_the_config_and_stop_with_the_last_listener(world: MailWorld) -> None:
@@ -181,7 +190,7 @@ def test_workers_follow_the_config_and_stop_with_the_last_listener(world: MailWo
     old = wait_workers(parent, min(2, os.cpu_count() or 1))
     set_config(world, "mail.inbound_workers", "0")  # checks in threads: the pool retires
     wait_workers(parent, 0)
-    assert not any(alive(p) for p in old)
+    wait_dead(old)
     assert send(world, message("w-threads"))[0] == 250
     [row] = mails(world.server, world.alice, subject="w-threads")
     assert json.loads(row["spam_verdict"])["spf"]["result"] == "pass"
@@ -190,7 +199,7 @@ def test_workers_follow_the_config_and_stop_with_the_last_listener(world: MailWo
     enable(world, False)
     wait_gone(world.server, "smtp-example.com")
     wait_workers(parent, 0)
-    assert not alive(one)
+    wait_dead([one])
     enable(world, True)
     world.ports["example.com"] = wait_listener(world.server, "smtp-example.com")
     wait_workers(parent, 1)
@@ -210,7 +219,4 @@ def test_the_workers_stop_with_the_server(dns: LocalDNS) -> None:
         server.stop()  # SIGTERM: a graceful stop
         drop()
     assert server.proc.returncode == 0
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(p) for p in pids)
+    wait_dead(pids, 10)
