@@ -137,23 +137,34 @@ def _protocol(name: str) -> str:
     return name if name in PROTOCOLS else OTHER
 
 
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once (`labels` takes a lock and builds the key on every call; the
+    per-connection and per-message counters of the mail and file ports call it several times a message).
+    Label values here come from bounded sets (protocol names, results, verb tables)."""
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
+
 def connected(protocol: str) -> None:
     """A connection was accepted (pair with `disconnected`)."""
     name = _protocol(protocol)
-    PORT_CONNECTIONS.labels(name).inc()
-    PORT_OPEN.labels(name).inc()
+    _child(PORT_CONNECTIONS, name).inc()
+    _child(PORT_OPEN, name).inc()
 
 
 def disconnected(protocol: str) -> None:
-    PORT_OPEN.labels(_protocol(protocol)).dec()
+    _child(PORT_OPEN, _protocol(protocol)).dec()
 
 
 def command(protocol: str, verb: str, known: Iterable[str]) -> None:
     """One command; `known` is the port's own verb table, so the label set is bounded by it."""
     PORT_COMMANDS.labels(_protocol(protocol), verb if verb in known else OTHER).inc()
-
-
-_VERB_CHILDREN: dict[tuple[str, str], Counter] = {}
 
 
 def counting(protocol: str, verbs: dict[str, Callable[..., Awaitable[Any]]]) -> dict[str, Callable[..., Any]]:
@@ -162,10 +173,7 @@ def counting(protocol: str, verbs: dict[str, Callable[..., Awaitable[Any]]]) -> 
     name = _protocol(protocol)
     out: dict[str, Callable[..., Any]] = {}
     for verb, method in verbs.items():
-        child = _VERB_CHILDREN.get((name, verb))
-        if child is None:
-            child = _VERB_CHILDREN[(name, verb)] = PORT_COMMANDS.labels(name, verb)
-        out[verb] = _counted(child, method)
+        out[verb] = _counted(_child(PORT_COMMANDS, name, verb), method)
     return out
 
 
@@ -178,11 +186,11 @@ def _counted(child: Counter, method: Callable[..., Awaitable[Any]]) -> Callable[
 
 
 def received(protocol: str, size: int) -> None:
-    PORT_BYTES_IN.labels(_protocol(protocol)).inc(max(size, 0))
+    _child(PORT_BYTES_IN, _protocol(protocol)).inc(max(size, 0))
 
 
 def sent(protocol: str, size: int) -> None:
-    PORT_BYTES_OUT.labels(_protocol(protocol)).inc(max(size, 0))
+    _child(PORT_BYTES_OUT, _protocol(protocol)).inc(max(size, 0))
 
 
 def login(protocol: str, ok: bool) -> None:
@@ -207,7 +215,7 @@ MAIL_DELIVERIES = Counter(
 
 def mail_received(size: int, *, accepted: bool) -> None:
     """One message offered over SMTP DATA (`size` bytes of message data)."""
-    MAIL_RECEIVED.labels("accepted" if accepted else "rejected").inc()
+    _child(MAIL_RECEIVED, "accepted" if accepted else "rejected").inc()
     received("smtp", size)
 
 
