@@ -352,7 +352,7 @@ def outbound_rows(r: mail_outbound.Outbound, kind: str) -> str:
 def previous_rows(kind: str) -> str:
     """The rows of `kind` (inbound/outbound) in the current table, kept when that part is not re-run."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    m = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    m = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^##+ |\Z)", text, re.S | re.M)  # not an earlier run's rows
     rows = [line for line in (m.group(0) if m else "").splitlines() if line.startswith(f"| {kind} |")]
     return "".join(line + "\n" for line in rows) or f"| {kind} | (not run yet) | | | | |\n"
 

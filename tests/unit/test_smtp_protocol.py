@@ -69,3 +69,20 @@ def test_multi_line_reply_is_one_write() -> None:
     assert b"250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n" in reply
     assert reply in writes  # the whole EHLO reply went out in one write
     assert len(writes) == 3  # banner, EHLO, QUIT
+
+
+def test_portside_handler_hooks_without_the_signature_probe() -> None:
+    from types import SimpleNamespace
+
+    from portside.smtp.handler import Handler
+
+    async def main() -> None:
+        handler = Handler(SimpleNamespace(hostname="mx.test", server_id=None), "", False)  # type: ignore[arg-type]
+        proto = PortsideSMTP(
+            handler, implicit_tls=False, max_size=1000, hostname="mx.test", loop=asyncio.get_running_loop()
+        )
+        assert proto._ehlo_hook_ver == "new" and proto._handle_hooks["EHLO"] == handler.handle_EHLO
+        every = {n[len("handle_") :] for n in object.__dir__(handler) if n.startswith("handle_")}
+        assert set(proto._handle_hooks) == every  # the full dir's hooks, EHLO included
+
+    asyncio.run(main())

@@ -25,6 +25,7 @@ from portside.core.model import Model, TableModel
 from portside.tools.ids import uuid7_str
 
 CHUNK = 500  # refs per IN list when the rows are read back
+_INSERTS: dict[sa.Table, sa.Insert] = {}
 
 
 async def insert_rows(uow: UnitOfWork, tm: TableModel, rows: Sequence[dict[str, Any]], *, permission: int) -> list[str]:
@@ -36,17 +37,29 @@ async def insert_rows(uow: UnitOfWork, tm: TableModel, rows: Sequence[dict[str, 
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in full:
         shapes.setdefault(tuple(sorted(r)), []).append(r)
+    stmt = _INSERTS.get(tm.sa)
+    if stmt is None:  # one statement object per table: its cache key is computed once
+        if len(_INSERTS) > 256:  # tables of replaced models
+            _INSERTS.clear()
+        stmt = _INSERTS[tm.sa] = tm.sa.insert()
     for params in shapes.values():
-        await uow.conn.execute(tm.sa.insert(), params)
+        await uow.conn.execute(stmt, params)
     return [r["reference_id"] for r in full]
 
 
 async def emit_created(
-    uow: UnitOfWork, model: Model, tm: TableModel, refs: Sequence[str], actors: Sequence[str | None]
+    uow: UnitOfWork,
+    model: Model,
+    tm: TableModel,
+    refs: Sequence[str],
+    actors: Sequence[str | None],
+    *,
+    run_hook: bool = True,
 ) -> list[records.RowData]:
     """The create events of rows inserted in this unit of work by `insert_rows` (`actors[i]` wrote
-    `refs[i]`), in the order of `refs`; returns the rows as `records.insert` would."""
-    hook = records.row_hooks.get(tm.name)
+    `refs[i]`), in the order of `refs`; returns the rows as `records.insert` would. `run_hook=False` is for a
+    caller whose rows the table's write hook leaves alone (it would cost one SELECT per row for nothing)."""
+    hook = records.row_hooks.get(tm.name) if run_hook else None
     t = tm.sa
     found: dict[str, records.RowData] = {}
     wanted = list(refs)
@@ -60,7 +73,7 @@ async def emit_created(
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
         # rows inserted here have no group links unless the hook made some: no grants query without a hook
-        for row in await records.fetch(uow.conn, model, tm, t.c.reference_id.in_(chunk), groups=hook is not None):
+        for row in await records.fetch_by_refs(uow.conn, model, tm, chunk, groups=hook is not None):
             found[row.ref] = row
     if len(found) != len(set(wanted)):  # pragma: no cover - the rows were written in this transaction
         raise RuntimeError(f"{tm.name} rows vanished inside their transaction")

@@ -149,6 +149,9 @@ async def append(conn: Any, draft: EventDraft) -> Event:
     return _event(int(pk[0]), draft, now)
 
 
+_INSERT_RETURNING = event_log.insert().returning(event_log.c.offset)  # built and keyed once
+
+
 async def append_many(conn: Any, drafts: list[EventDraft]) -> list[Event]:
     """`append` for several events, offsets ascending in the order given, in one multi-row INSERT ...
     RETURNING where the dialect allows. On SQLite the offsets are read back unordered and sorted: asking
@@ -159,7 +162,7 @@ async def append_many(conn: Any, drafts: list[EventDraft]) -> list[Event]:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     values = [_values(d, now) for d in drafts]
     if conn.dialect.name == "sqlite":
-        rows = await conn.execute(event_log.insert().returning(event_log.c.offset), values)
+        rows = await conn.execute(_INSERT_RETURNING, values)
         offsets = sorted(int(r[0]) for r in rows)
     elif conn.dialect.insert_executemany_returning_sort_by_parameter_order:
         stmt = event_log.insert().returning(event_log.c.offset, sort_by_parameter_order=True)

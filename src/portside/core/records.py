@@ -251,6 +251,20 @@ async def fetch_one(
     return rows[0] if rows else None
 
 
+async def fetch_by_refs(
+    conn: AsyncConnection, model: Model, tm: TableModel, refs: Sequence[str], *, groups: bool = True
+) -> list[RowData]:
+    """`fetch(... reference_id IN refs)` through one statement per table (an expanding parameter): built and
+    keyed once, where a new IN clause per call is built, keyed and looked up in the compile cache each time."""
+    cached = tm.select_cache.get(("#by_refs",))
+    if cached is None:
+        base, plan = _select_and_plan(model, tm, None)
+        cond = tm.sa.c.reference_id.in_(sa.bindparam("refs", expanding=True))
+        cached = tm.select_cache[("#by_refs",)] = (base.where(cond), plan)
+    stmt, plan = cached
+    return await run_select(conn, model, tm, stmt, plan, groups=groups, params={"refs": list(refs)})
+
+
 def count_select(tm: TableModel, where: Any = None) -> sa.Select[Any]:
     q = sa.select(sa.func.count()).select_from(tm.sa)
     return q if where is None else q.where(where)

@@ -7,7 +7,8 @@ Decisions, in order:
 - RCPT TO (per recipient): a local domain (mail_server hostnames and their `domains`) with an account ->
   accepted; a local domain without one -> `550 5.1.1` now, not after DATA; a foreign domain -> accepted for
   an authenticated session (relay through the outbox), else `454 4.1.1 Error: Relay access denied: <domain>`.
-- DATA: unauthenticated mail is checked (SPF, DKIM, ARC, DMARC: `mail.checks`) in a worker thread; a
+- DATA: unauthenticated mail is checked (SPF, DKIM, ARC, DMARC: `mail.checks`) in a worker process
+  (`mail.analysis` run by `mail.workers`; a thread without a pool; a worker that dies: `451 4.3.0`); a
   `Received` and an `Authentication-Results` field are prepended (forged ones claiming our name dropped);
   junk goes to the Junk mailbox with `$Junk`. Every local copy, the outbox rows of foreign recipients and
   the sender's one Sent copy are written in ONE transaction, committed before the reply: `250` means stored
@@ -20,10 +21,7 @@ Decisions, in order:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import email.utils
-import re
-import uuid
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,19 +32,18 @@ from portside.core import records
 from portside.core.config import ConfigStore
 from portside.core.db import Database, UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model
-from portside.mail import boxes, checks, message, signing
+from portside.mail import analysis, boxes, message, signing
 from portside.mail.boxes import Account, Mailbox
 from portside.mail.commit import GroupCommit
 from portside.mail.directory import MailDirectory
 from portside.mail.flags import JUNK
 from portside.mail.store import Delivery, Envelope, MailStore, Target, Verdict
+from portside.mail.workers import WorkerFailed, WorkerPool
 from portside.tools import names
 
 logger = log.get("mail.inbound")
 RESOLVER_KEY = "mail.dns_resolver"
 OUTBOX_TABLE = "outbox"
-_HELO = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
-_SAFE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]{1,64}@[A-Za-z0-9.\-]{1,190}")
 
 
 @dataclass(frozen=True)
@@ -116,10 +113,28 @@ class Inbound:
     ):
         self.db, self.config, self.store, self.directory, self.keys = db, config, store, directory, keys
         self.writer: GroupCommit[_Incoming] = GroupCommit(db, merge=self._write)
+        self.pool = WorkerPool(0)  # `resize_workers`; started and closed by the SMTP listeners (acquire/release)
+        self._retiring: set[asyncio.Future[None]] = set()
 
     @property
     def model(self) -> Model:
         return self.store.model
+
+    async def resize_workers(self, size: int) -> None:
+        """Config `mail.inbound_workers` changed: a pool of the new size takes over at once; the old one closes
+        once the jobs it holds are done (no message in flight fails)."""
+        old = self.pool
+        if size == old.size:
+            return
+        new = WorkerPool(size)
+        new.users = old.users
+        if old.users:
+            await new.start()
+        self.pool = new
+        if old.running:
+            task = asyncio.ensure_future(old.retire())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def sender(self, session: Session, address: str) -> Reply:
         if session.actor is None:
@@ -149,7 +164,7 @@ class Inbound:
 
     async def receive(self, session: Session, mail_from: str, rcpts: Sequence[str], raw: bytes) -> Reply:
         """Store one message for every recipient, or nothing (see the module text)."""
-        queue_id = uuid.uuid4().hex
+        queue_id = secrets.token_hex(16)
         local: dict[int, tuple[Account, str]] = {}
         remote: list[str] = []
         domains = await self.directory.local_domains(self.db, self.model)
@@ -163,18 +178,26 @@ class Inbound:
                 remote.append(rcpt)
             else:
                 return Reply(454, "4.1.1 Error: Relay access denied")
-        received = self._received(session, queue_id, rcpts[0] if len(rcpts) == 1 else "")
-        verdict: Verdict | None = None
-        if session.actor is not None:
-            trace = received + checks.authenticated_results(session.hostname, session.login_name)
-        else:
-            resolver = self.config.get(RESOLVER_KEY) or ""
-            results = await asyncio.to_thread(
-                checks.check, raw, ip=session.peer_ip, mail_from=mail_from, helo=session.helo, resolver=resolver
-            )
-            trace = received + checks.authentication_results(session.hostname, results, mail_from)
-            verdict = Verdict(results.score, results.junk, results.detail())
-        stored = trace + checks.strip_forged_results(raw, session.hostname)
+        job = analysis.Job(
+            raw,
+            queue_id,
+            session.hostname,
+            session.peer_ip,
+            session.helo,
+            session.tls,
+            mail_from,
+            rcpts[0] if len(rcpts) == 1 else "",
+            (session.login_name or "unknown") if session.actor is not None else "",
+            self.config.get(RESOLVER_KEY) or "",
+            bool(local),
+        )
+        try:  # checks, trace fields, parse and stored form: in a worker process (or a thread without a pool)
+            done = await self.pool.run(job)
+        except WorkerFailed as exc:
+            logger.warning("checking message %s from %s failed: %s", queue_id, session.peer_ip, exc)
+            return TRY_LATER
+        received, stored = done.received, done.stored
+        verdict = Verdict(*done.verdict) if done.verdict is not None else None
         outgoing = raw
         if remote:  # relayed mail leaves DKIM-signed by the sender's domain, as mail.send's (spec §I.18)
             signed = await self._sign(mail_from, raw)
@@ -191,7 +214,7 @@ class Inbound:
                 (acc, rcpt, await self.directory.delivery_box(self.db, self.model, aid, junk))
                 for aid, (acc, rcpt) in local.items()
             ]
-            prepared = await self.store.prepare(stored) if local else None
+            prepared = done.prepared
             relay = _Relay(session, mail_from, remote, received + outgoing, outgoing) if remote else None
             # returns once the transaction holding it (and other sessions' messages) has committed
             await self.writer.submit(_Incoming(found, junk, stored, envelope, verdict, prepared, relay))
@@ -283,15 +306,3 @@ class Inbound:
             sent = await boxes.mailbox_by_role(uow.conn, model, sender.id, "\\Sent")
         assert sent is not None
         await self.store.deliver(uow, [Target(sent, ["\\Seen"])], original)
-
-    @staticmethod
-    def _received(session: Session, queue_id: str, rcpt: str) -> bytes:
-        helo = _HELO.sub("", session.helo)[:100] or "unknown"
-        ip = _HELO.sub("", session.peer_ip)[:60]
-        proto = "ESMTP" + ("S" if session.tls else "") + ("A" if session.actor is not None else "")
-        host = _HELO.sub("", session.hostname)[:100]
-        date = email.utils.format_datetime(dt.datetime.now(dt.UTC))
-        line = f"Received: from {helo} ({ip})\r\n\tby {host} (Portside) with {proto} id {queue_id}"
-        if rcpt and _SAFE_ADDRESS.fullmatch(rcpt):
-            line += f"\r\n\tfor <{rcpt}>"
-        return (line + f";\r\n\t{date}\r\n").encode()

@@ -143,16 +143,36 @@ class FlagResult:
     modseq: int  # the mailbox's highest modseq afterwards
 
 
+_BUMPS: dict[sa.Table, tuple[sa.Update, sa.Update]] = {}
+
+
+def _bump(b: sa.Table) -> tuple[sa.Update, sa.Update]:
+    """The UID/modseq bump of a mailbox (parameters `box`, `n`), without and with RETURNING: built once per
+    table (building the expressions and their cache key cost more than running the statement)."""
+    found = _BUMPS.get(b)
+    if found is None:
+        if len(_BUMPS) > 64:  # tables of replaced models
+            _BUMPS.clear()
+        bump = (
+            b.update()
+            .where(b.c.id == sa.bindparam("box"))
+            .values(nextuid=b.c.nextuid + sa.bindparam("n", type_=sa.Integer()), modseq=b.c.modseq + 1)
+        )
+        found = _BUMPS[b] = (bump, bump.returning(b.c.nextuid, b.c.modseq))
+    return found
+
+
 async def take(uow: UnitOfWork, model: Model, box_id: int, uids: int) -> tuple[int, int]:
     """(first of `uids` new UIDs, new modseq) of a mailbox; the row stays locked until commit."""
     b = model.table(boxes.BOX_TABLE).sa
-    bump = b.update().where(b.c.id == box_id).values(nextuid=b.c.nextuid + uids, modseq=b.c.modseq + 1)
+    bump, returning = _bump(b)
+    params = {"box": box_id, "n": uids}
     if uow.conn.dialect.name in ("sqlite", "postgresql"):  # one statement (MariaDB has no UPDATE RETURNING)
-        got = (await uow.conn.execute(bump.returning(b.c.nextuid, b.c.modseq))).first()
+        got = (await uow.conn.execute(returning, params)).first()
         if got is None:
             raise NotFound("no such mailbox")
         return int(got[0]) - uids, int(got[1])
-    result = await uow.conn.execute(bump)
+    result = await uow.conn.execute(bump, params)
     if result.rowcount != 1:
         raise NotFound("no such mailbox")
     row = (await uow.conn.execute(sa.select(b.c.nextuid, b.c.modseq).where(b.c.id == box_id))).one()
@@ -289,7 +309,8 @@ class MailStore:
         if not rows:
             return out
         refs = await bulk.insert_rows(uow, tm, rows, permission=OWNER_READ)
-        fresh = await bulk.emit_created(uow, model, tm, refs, actors)
+        # the mail hook leaves a create with a UID alone (hooks.py): no per-row hook, no group-link read
+        fresh = await bulk.emit_created(uow, model, tm, refs, actors, run_hook=False)
         for (n, box_id, uid, modseq), row in zip(places, fresh, strict=True):
             out[n].append(Stored(row.id, row.ref, box_id, uid, modseq))
         return out

@@ -133,3 +133,12 @@ class Handler:
     async def handle_exception(self, error: Exception) -> str:
         logger.exception("smtp session of %s failed", self.session.peer_ip)
         return "451 4.3.0 Error: internal error, try again later"
+
+    def __dir__(self) -> list[str]:
+        """The hooks only. aiosmtpd builds its hook and AUTH tables on every connection from `dir(handler)` and
+        `inspect.getmembers(handler)` (which reads every attribute); only `handle_` / `auth_` names count.
+        `handle_EHLO` is left out: aiosmtpd would read its signature every time (`PortsideSMTP` adds it)."""
+        return list(_HOOKS)
+
+
+_HOOKS = tuple(name for name in dir(Handler) if name.startswith(("handle_", "auth_")) and name != "handle_EHLO")

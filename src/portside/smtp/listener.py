@@ -67,6 +67,7 @@ class SmtpListener(Listener):
         self._protocols: set[PortsideSMTP] = set()
         self._idle = asyncio.Event()  # set when the last session has ended
         self._context: ssl.SSLContext | None = None
+        self._pool_held = False
 
     def _starttls(self) -> ssl.SSLContext:
         """One context for every connection: it picks the current certificate by SNI at each handshake, so
@@ -121,6 +122,9 @@ class SmtpListener(Listener):
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
+        if not self._pool_held:  # the mail worker processes run while any SMTP listener does
+            self._pool_held = True
+            await self.ctx.inbound.pool.acquire()
         ctx = self.tls_context() if self.settings.implicit_tls else None
         for sock in self.sockets:
             if ctx is not None:
@@ -130,6 +134,14 @@ class SmtpListener(Listener):
             self._servers.append(server)
 
     async def drain(self, deadline: float) -> None:
+        try:
+            await self._drain(deadline)
+        finally:
+            if self._pool_held:
+                self._pool_held = False
+                await self.ctx.inbound.pool.release()
+
+    async def _drain(self, deadline: float) -> None:
         for server in self._servers:
             server.close()
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from portside.actions.services import Services
 from portside.mail import servers as mail_servers
 from portside.mail.inbound import Inbound
 from portside.mail.store import MailStore
+from portside.mail.workers import default_size
 from portside.smtp.handler import Context
 from portside.smtp.listener import Settings, SmtpListener
 from portside.tools.lifecycle import Listeners
@@ -28,8 +29,10 @@ logger = log.get("smtp")
 PREFIX = mail_servers.PREFIX
 SERVER_TABLE = mail_servers.SERVER_TABLE
 TIMEOUT_KEY = "mail.smtp_timeout"
-KEYS = frozenset({TIMEOUT_KEY})
+WORKERS_KEY = "mail.inbound_workers"
+KEYS = frozenset({TIMEOUT_KEY, WORKERS_KEY})
 DEFAULT_TIMEOUT = 300.0
+MAX_WORKERS = 16
 
 
 class MailServers:
@@ -47,9 +50,20 @@ class MailServers:
             return DEFAULT_TIMEOUT
         return min(max(value, 0.2), 3600.0)
 
+    def _workers(self) -> int:
+        """Worker processes for the checks of received mail (config `mail.inbound_workers`; 0 = threads)."""
+        text = (self.svc.config.get(WORKERS_KEY) or "").strip()
+        if not text:
+            return default_size()
+        try:
+            return min(max(int(text), 0), MAX_WORKERS)
+        except ValueError:
+            return default_size()
+
     async def apply(self) -> list[str]:
         """Make the listeners match the rows; returns the problems found (also logged and in /_ports)."""
         async with self._lock:
+            await self.inbound.resize_workers(self._workers())
             return await self._apply()
 
     async def _apply(self) -> list[str]:

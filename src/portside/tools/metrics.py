@@ -137,15 +137,29 @@ def _protocol(name: str) -> str:
     return name if name in PROTOCOLS else OTHER
 
 
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once (`labels` takes a lock and builds the key on every call; the
+    per-connection and per-message counters of the mail and file ports call it several times a message).
+    Label values here come from bounded sets (protocol names, results, verb tables)."""
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
+
 def connected(protocol: str) -> None:
     """A connection was accepted (pair with `disconnected`)."""
     name = _protocol(protocol)
-    PORT_CONNECTIONS.labels(name).inc()
-    PORT_OPEN.labels(name).inc()
+    _child(PORT_CONNECTIONS, name).inc()
+    _child(PORT_OPEN, name).inc()
 
 
 def disconnected(protocol: str) -> None:
-    PORT_OPEN.labels(_protocol(protocol)).dec()
+    _child(PORT_OPEN, _protocol(protocol)).dec()
 
 
 def command(protocol: str, verb: str, known: Iterable[str]) -> None:
@@ -154,9 +168,13 @@ def command(protocol: str, verb: str, known: Iterable[str]) -> None:
 
 
 def counting(protocol: str, verbs: dict[str, Callable[..., Awaitable[Any]]]) -> dict[str, Callable[..., Any]]:
-    """A verb table (aiosmtpd's `_smtp_methods`) whose methods count each call; the table bounds the labels."""
+    """A verb table (aiosmtpd's `_smtp_methods`) whose methods count each call; the table bounds the labels.
+    Built per connection: the labelled children are looked up once per verb (`labels` takes a lock)."""
     name = _protocol(protocol)
-    return {verb: _counted(PORT_COMMANDS.labels(name, verb), method) for verb, method in verbs.items()}
+    out: dict[str, Callable[..., Any]] = {}
+    for verb, method in verbs.items():
+        out[verb] = _counted(_child(PORT_COMMANDS, name, verb), method)
+    return out
 
 
 def _counted(child: Counter, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -168,11 +186,11 @@ def _counted(child: Counter, method: Callable[..., Awaitable[Any]]) -> Callable[
 
 
 def received(protocol: str, size: int) -> None:
-    PORT_BYTES_IN.labels(_protocol(protocol)).inc(max(size, 0))
+    _child(PORT_BYTES_IN, _protocol(protocol)).inc(max(size, 0))
 
 
 def sent(protocol: str, size: int) -> None:
-    PORT_BYTES_OUT.labels(_protocol(protocol)).inc(max(size, 0))
+    _child(PORT_BYTES_OUT, _protocol(protocol)).inc(max(size, 0))
 
 
 def login(protocol: str, ok: bool) -> None:
@@ -197,7 +215,7 @@ MAIL_DELIVERIES = Counter(
 
 def mail_received(size: int, *, accepted: bool) -> None:
     """One message offered over SMTP DATA (`size` bytes of message data)."""
-    MAIL_RECEIVED.labels("accepted" if accepted else "rejected").inc()
+    _child(MAIL_RECEIVED, "accepted" if accepted else "rejected").inc()
     received("smtp", size)
 
 
