@@ -11,13 +11,14 @@ Set-ups (`--plan`, comma-separated `database:nodes:sockets`, default
     evenly and most deliveries cross the bus.
   - The world is bench/live.py's: `--users` users (sockets/users sockets each), 5 groups, the `fan` table and
     its row mix (40% private, 40% linked to a group, 20% made guest-readable by a PATCH).
-Search, per set-up: steps of `--step` seconds at a row rate, starting at `--start` deliveries/s (converted to
-rows/s by the expected deliveries per row of this world), doubling while steps pass and halving while they
-fail; once a pass and a fail bracket the limit, `--bisect` geometric midpoints. A step passes when the writer
-sent >= 95% of its target, no writer error, nothing missing, extra or duplicated, and p99 (commit -> receipt,
-from the row's `updated_at`) <= 100 ms. The saturation point is the highest deliveries/s measured in a passing
-step. `--repeat N` runs the whole plan N times, set-ups interleaved, and reports medians; ratios (two nodes /
-one node on PostgreSQL, 10,000 / 1,000 sockets) are taken within each round and their median reported.
+Search, per set-up: steps of `--step` seconds (longer when needed to hold 8 rows) at a row rate, starting at
+`--start` deliveries/s (converted to rows/s by the expected deliveries per row of this world), doubling while
+steps pass and halving while they fail; once a pass and a fail bracket the limit, `--bisect` geometric
+midpoints. A step passes when the writer sent >= 95% of its target, no writer error, nothing missing, extra or
+duplicated, and p99 (commit -> receipt, from the row's `updated_at`) <= 100 ms. The saturation point is the
+highest deliveries/s measured in a passing step. `--repeat N` runs the whole plan N times, set-ups
+interleaved, and reports medians; ratios (two nodes / one node on PostgreSQL, 10,000 / 1,000 sockets) are
+taken within each round and their median reported.
 Per-process CPU (each node, receivers, driver) and the whole machine's busy CPU are shown for every step, so
 a reader sees whether the servers or the load generator (same 2 cores) bound the saturation step.
 
@@ -51,7 +52,7 @@ PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 REDIS = "redis://127.0.0.1:6379/0"
 P99_GOAL = 100.0
-MIN_ROWS = 6  # rows a step writes at least (halving stops there)
+MIN_ROWS = 8  # rows a step writes at least (a slow step lasts longer; halving stops at twice --step)
 DEFAULT_PLAN = "sqlite:1:1000,postgresql:1:1000,postgresql:2:1000,sqlite:1:10000"
 
 
@@ -208,7 +209,7 @@ def step(
     out: Outcome, world: live.World, meter: live.Meter, clients: live.Clients, rows: float, opts: Any, rng: Any
 ) -> bool:
     k = len(out.steps)
-    r = live.run_filtered(world, meter, clients, rows, opts.step, f"s{k}-", rng)
+    r = live.run_filtered(world, meter, clients, rows, max(opts.step, MIN_ROWS / rows), f"s{k}-", rng)
     out.steps.append(r)
     c = r["cpu"]
     nodes = " ".join(f"{100 * c[f'node{i}']:.0f}%" for i in range(out.setup.nodes))
@@ -232,8 +233,8 @@ def search(out: Outcome, world: live.World, meter: live.Meter, clients: live.Cli
             rate *= 2
         else:
             hi = rate
-            if lo is not None or rate / 2 * opts.step < MIN_ROWS:
-                break  # bracketed, or so few rows per step that p99 would be one event's fan-out
+            if lo is not None or MIN_ROWS / (rate / 2) > 2 * opts.step:
+                break  # bracketed, or a step would need over twice --step to hold MIN_ROWS rows
             rate /= 2
     for _ in range(opts.bisect):
         if lo is None or hi is None or hi / lo < 1.08:
@@ -258,10 +259,11 @@ def profile_step(
     """One more step at the saturation rate (else the first step's) with py-spy on node 0, not counted."""
     best = out.best or out.steps[0]
     raw = work / "spy.txt"
-    spy = live.start_pyspy(node.proc.pid, max(2, int(opts.step) - 1), raw)
+    seconds = max(opts.step, MIN_ROWS / best["target_rate"])
+    spy = live.start_pyspy(node.proc.pid, max(2, int(seconds) - 1), raw)
     if spy is None:
         return []
-    live.run_filtered(world, meter, clients, best["target_rate"], opts.step, "p-", rng)
+    live.run_filtered(world, meter, clients, best["target_rate"], seconds, "p-", rng)
     with contextlib.suppress(subprocess.TimeoutExpired):
         spy.communicate(timeout=30)
     return live.top_functions(raw, 12)
@@ -276,19 +278,25 @@ def cpu_cell(r: dict[str, Any], nodes: int) -> str:
     return f"{per} / {100 * c['clients']:.0f} / {100 * c['driver']:.0f} / {100 * c['machine']:.0f}"
 
 
+def node_us(r: dict[str, Any]) -> float | None:
+    """Server CPU (all nodes: writes, bus, fan-out) per delivery: what bounds the rate once CPU is the limit."""
+    return 1e6 * r["cpu"]["portside"] / r["deliveries_s"] if r["deliveries_s"] else None
+
+
 def step_lines(o: Outcome) -> list[str]:
     lines = [
         f"{o.setup.label}: {o.connected:,} connected in {o.connect_s:.0f} s; {o.per_row:,.0f} deliveries per row "
         "expected",
         "",
-        "| step | rows/s | sent/s | deliveries/s | p50 ms | p99 ms | hub CPU µs/delivery | CPU % nodes / receivers / "
-        "driver / machine (of 200) | correctness | pass |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| step | rows/s | sent/s | deliveries/s | p50 ms | p99 ms | node CPU µs/delivery (all work) | hub CPU "
+        "µs/delivery | CPU % nodes / receivers / driver / machine (of 200) | correctness | pass |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for k, r in enumerate(o.steps):
         lines.append(
             f"| {k + 1} | {r['target_rate']:.1f} | {r['sent_rate']:.1f} | {live.fmt(r['deliveries_s'], 0)} | "
-            f"{live.fmt(r['p50'])} | {live.fmt(r['p99'])} | {live.fmt(live.hub_us(r), 2)} | "
+            f"{live.fmt(r['p50'])} | {live.fmt(r['p99'])} | {live.fmt(node_us(r), 1)} | "
+            f"{live.fmt(live.hub_us(r), 2)} | "
             f"{cpu_cell(r, o.setup.nodes)} | {live.correctness(r)} | "
             f"{'yes' if passed(r) else 'no'} |"
         )
