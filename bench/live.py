@@ -315,22 +315,36 @@ async def raw_clients_main(cfg: dict[str, Any]) -> None:
     gate = asyncio.Semaphore(50)
     subscribe = json.dumps({"id": "s", "method": "subscribe", "attributes": {"topicName": "fan,bare"}})
 
+    async def attempt(url: str, token: str) -> rawws.Receiver:
+        r = await asyncio.wait_for(rawws.connect(ws_url(url, token)), 30)
+        try:
+            r.send_text(subscribe)
+            deadline = time.monotonic() + 30
+            while sum(b'"type":"response"' in p for _, p in r.frames) < 2:  # one response per topic
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no subscribe responses")
+                await asyncio.sleep(0.01)
+            bad = [p for _, p in r.frames if b'"type":"response"' in p and b'"ok":true' not in p]
+            if bad:
+                raise RuntimeError(bad[0][:200].decode())
+        except BaseException:
+            r.close()
+            raise
+        r.frames.clear()  # session frame and responses
+        return r
+
     async def one(idx: int, token: str, url: str) -> None:
+        """Connect and subscribe; a socket that fails (e.g. a connect timing out on a loaded machine) is retried
+        twice on a new connection, and each retry is reported with READY."""
         async with gate:
-            try:
-                r = await asyncio.wait_for(rawws.connect(ws_url(url, token)), 30)
-                r.send_text(subscribe)
-                deadline = time.monotonic() + 30
-                while sum(b'"type":"response"' in p for _, p in r.frames) < 2:  # one response per topic
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("no subscribe responses")
-                    await asyncio.sleep(0.01)
-                bad = [p for _, p in r.frames if b'"type":"response"' in p and b'"ok":true' not in p]
-                if bad:
-                    raise RuntimeError(bad[0][:200].decode())
-                r.frames.clear()  # session frame and responses
-            except Exception as exc:
-                errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+            for tries in range(3):
+                try:
+                    r = await attempt(url, token)
+                    break
+                except Exception as exc:
+                    what = type(exc).__name__ + ": " + str(exc)[:80]
+                    errors[what if tries == 2 else f"retried after {what}"] += 1
+            else:
                 return
         conns.append((idx, r))
 
@@ -433,7 +447,7 @@ class Clients:
             self.procs.append(spawn(f"clients{p}", [sys.executable, __file__, "--clients-role", str(cfg)], stdin=True))
         self.connected = 0
         for pr in self.procs:
-            parts = pr.wait_line("READY", 180).split(" ", 2)
+            parts = pr.wait_line("READY", 400).split(" ", 2)
             self.connected += int(parts[1])
             if parts[2] != "{}":
                 print(f"{pr.name}: connect errors {parts[2]}")

@@ -76,6 +76,7 @@ class Outcome:
     connect_s: float = 0.0
     hot: list[tuple[float, str]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    error: str = ""
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -368,6 +369,9 @@ def report(rounds: list[list[Outcome]], plan: list[SetUp], info: dict[str, str],
     for k, rnd in enumerate(rounds):
         out += [f"Round {k + 1} steps:", ""]
         for o in rnd:
+            if o.error:
+                out += [f"{o.setup.label}: set-up failed: {o.error}", ""]
+                continue
             out += [*step_lines(o), ""]
             if o.hot:
                 out += ["py-spy --gil on node 0 at the saturation rate, self time:", ""]
@@ -402,7 +406,11 @@ def main(opts: argparse.Namespace, argv: Sequence[str] | None, info: dict[str, s
         rnd = []
         for su in plan:
             print(f"round {k + 1}: {su.label}")
-            rnd.append(run_setup(su, opts, rng))
+            try:
+                rnd.append(run_setup(su, opts, rng))
+            except Exception as exc:  # one failed set-up (e.g. sockets that would not connect) ends only itself
+                print(f"[{su.label}] set-up failed: {exc}")
+                rnd.append(Outcome(su, error=f"{type(exc).__name__}: {str(exc)[:300]}"))
         rounds.append(rnd)
         # written after every round, so a long run interrupted later still leaves its figures
         cmd = " ".join([".venv/bin/python", "bench/live.py", *(argv if argv is not None else [])])
