@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python bench/live.py --fixed [--sockets 1000] [--users 100] [--rate 200] [--duration 20]`.
 Results are printed and written to bench/RESULTS.md, section `## live (bench/live.py)`; other sections of
-that file are kept.
+that file are kept. Without `--fixed`, `bench/live.py` runs the saturation search of issue 17 instead (1,000 and
+10,000 sockets, SQLite, PostgreSQL with one and two nodes): see bench/live_saturation.py.
 
 Method
   1. Set-up. Portside starts on a fresh SQLite data dir. While no administrator exists an `admin` user and
