@@ -1,8 +1,9 @@
 """Realtime /live benchmark: permission-filtered table fan-out against the bare user-topic broadcast path.
 
-Run: `.venv/bin/python bench/live.py [--sockets 1000] [--users 100] [--rate 200] [--duration 20]`.
+Run: `.venv/bin/python bench/live.py --fixed [--sockets 1000] [--users 100] [--rate 200] [--duration 20]`.
 Results are printed and written to bench/RESULTS.md, section `## live (bench/live.py)`; other sections of
-that file are kept.
+that file are kept. Without `--fixed`, `bench/live.py` runs the saturation search of issue 17 instead (1,000 and
+10,000 sockets, SQLite, PostgreSQL with one and two nodes): see bench/live_saturation.py.
 
 Method
   1. Set-up. Portside starts on a fresh SQLite data dir. While no administrator exists an `admin` user and
@@ -62,6 +63,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import live_saturation
 from common import expect, request, update_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,9 +156,9 @@ def spawn(name: str, args: Sequence[str], stdin: bool = False) -> Proc:
     return p
 
 
-def start_portside(data_dir: Path) -> Proc:
+def start_portside(data_dir: Path, *extra: str, name: str = "portside") -> Proc:
     args = [str(BIN / "portside"), "serve", "--port", "0", "--data-dir", str(data_dir), "--log-level", "warning"]
-    svc = spawn("portside", args)
+    svc = spawn(name, [*args, *extra])
     line = svc.wait_line("portside: http listening", START_TIMEOUT)
     m = LISTEN_RE.search(line)
     assert m
@@ -197,6 +199,13 @@ class World:
     groups: list[str]  # group refs
     member_of: list[list[int]]  # per user: group indexes
     socket_user: list[int]  # per socket: user index
+    urls: list[str] = field(default_factory=list)  # every node (socket s on node s % len, row i written to i % len)
+
+    def __post_init__(self) -> None:
+        self.urls = self.urls or [self.url]
+
+    def node_url(self, i: int) -> str:
+        return self.urls[i % len(self.urls)]
 
 
 def setup(url: str, opts: argparse.Namespace, rng: random.Random) -> World:
@@ -307,26 +316,40 @@ async def raw_clients_main(cfg: dict[str, Any]) -> None:
     gate = asyncio.Semaphore(50)
     subscribe = json.dumps({"id": "s", "method": "subscribe", "attributes": {"topicName": "fan,bare"}})
 
-    async def one(idx: int, token: str) -> None:
+    async def attempt(url: str, token: str) -> rawws.Receiver:
+        r = await asyncio.wait_for(rawws.connect(ws_url(url, token)), 30)
+        try:
+            r.send_text(subscribe)
+            deadline = time.monotonic() + 30
+            while sum(b'"type":"response"' in p for _, p in r.frames) < 2:  # one response per topic
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no subscribe responses")
+                await asyncio.sleep(0.01)
+            bad = [p for _, p in r.frames if b'"type":"response"' in p and b'"ok":true' not in p]
+            if bad:
+                raise RuntimeError(bad[0][:200].decode())
+        except BaseException:
+            r.close()
+            raise
+        r.frames.clear()  # session frame and responses
+        return r
+
+    async def one(idx: int, token: str, url: str) -> None:
+        """Connect and subscribe; a socket that fails (e.g. a connect timing out on a loaded machine) is retried
+        twice on a new connection, and each retry is reported with READY."""
         async with gate:
-            try:
-                r = await asyncio.wait_for(rawws.connect(ws_url(cfg["url"], token)), 30)
-                r.send_text(subscribe)
-                deadline = time.monotonic() + 30
-                while sum(b'"type":"response"' in p for _, p in r.frames) < 2:  # one response per topic
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("no subscribe responses")
-                    await asyncio.sleep(0.01)
-                bad = [p for _, p in r.frames if b'"type":"response"' in p and b'"ok":true' not in p]
-                if bad:
-                    raise RuntimeError(bad[0][:200].decode())
-                r.frames.clear()  # session frame and responses
-            except Exception as exc:
-                errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+            for tries in range(3):
+                try:
+                    r = await attempt(url, token)
+                    break
+                except Exception as exc:
+                    what = type(exc).__name__ + ": " + str(exc)[:80]
+                    errors[what if tries == 2 else f"retried after {what}"] += 1
+            else:
                 return
         conns.append((idx, r))
 
-    await asyncio.gather(*(one(i, t) for i, t in cfg["sockets"]))
+    await asyncio.gather(*(one(i, t, u) for i, t, u in cfg["sockets"]))
     quiet_collector()
     print(f"READY {len(conns)} {json.dumps(dict(errors))}", flush=True)
 
@@ -375,11 +398,11 @@ async def clients_main(cfg: dict[str, Any]) -> None:
         rcvd = ws.close_rcvd
         closes[str(rcvd.code) if rcvd else "none"] += 1
 
-    async def one(idx: int, token: str) -> None:
+    async def one(idx: int, token: str, url: str) -> None:
         async with gate:
             try:
                 ws = await websockets.connect(
-                    ws_url(cfg["url"], token),
+                    ws_url(url, token),
                     max_size=None,
                     ping_interval=None,
                     compression="deflate" if cfg["deflate"] else None,
@@ -396,7 +419,7 @@ async def clients_main(cfg: dict[str, Any]) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    await asyncio.gather(*(one(i, t) for i, t in cfg["sockets"]))
+    await asyncio.gather(*(one(i, t, u) for i, t, u in cfg["sockets"]))
     quiet_collector()
     print(f"READY {len(conns)} {json.dumps(dict(errors))}", flush=True)
 
@@ -417,15 +440,15 @@ class Clients:
     def __init__(self, world: World, tokens: list[str], procs: int, work: Path, deflate: bool, receiver: str):
         self.work = work
         self.procs: list[Proc] = []
-        sockets = [(s, tokens[u]) for s, u in enumerate(world.socket_user)]
+        sockets = [(s, tokens[u], world.node_url(s)) for s, u in enumerate(world.socket_user)]
         for p in range(procs):
             cfg = work / f"clients{p}.json"
-            spec = {"url": world.url, "sockets": sockets[p::procs], "deflate": deflate, "receiver": receiver}
+            spec = {"sockets": sockets[p::procs], "deflate": deflate, "receiver": receiver}
             cfg.write_text(json.dumps(spec))
             self.procs.append(spawn(f"clients{p}", [sys.executable, __file__, "--clients-role", str(cfg)], stdin=True))
         self.connected = 0
         for pr in self.procs:
-            parts = pr.wait_line("READY", 180).split(" ", 2)
+            parts = pr.wait_line("READY", 400).split(" ", 2)
             self.connected += int(parts[1])
             if parts[2] != "{}":
                 print(f"{pr.name}: connect errors {parts[2]}")
@@ -494,6 +517,9 @@ def expected(world: World, prefix: str, plans: list[RowPlan], done: dict[int, st
     for s, u in enumerate(world.socket_user):
         sockets_of[u].append(s)
     everybody = set(range(len(world.socket_user)))
+    in_group = [
+        {s for u, gs in enumerate(world.member_of) if g in gs for s in sockets_of[u]} for g in range(len(world.groups))
+    ]
     out: dict[tuple[str, str], set[int]] = {}
     for i, p in enumerate(plans):
         if i not in done:
@@ -501,8 +527,7 @@ def expected(world: World, prefix: str, plans: list[RowPlan], done: dict[int, st
         title = f"{prefix}{i}"
         owner = set(sockets_of[p.owner])
         if p.kind == "group":  # linked in the create request: one create event with the final grants
-            members = {s for u, gs in enumerate(world.member_of) if p.group in gs for s in sockets_of[u]}
-            out[(title, "create")] = owner | members
+            out[(title, "create")] = owner | in_group[p.group]
             continue
         out[(title, "create")] = owner
         if done[i] == "update" and p.kind == "guest":
@@ -510,25 +535,48 @@ def expected(world: World, prefix: str, plans: list[RowPlan], done: dict[int, st
     return out
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores spent not idle (nor waiting for I/O) since boot, from /proc/stat."""
+    with contextlib.suppress(OSError):
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / CLK
+    return 0.0
+
+
 class Meter:
-    def __init__(self, portside: Proc, clients: Clients):
-        self.portside, self.clients = portside, clients
-        self.marks: dict[str, tuple[float, float, float, float]] = {}
+    """CPU of every process of the run over a window; `portside` sums the nodes, `node<i>` is each one."""
+
+    def __init__(self, portside: Proc | Sequence[Proc], clients: Clients):
+        self.nodes = [portside] if isinstance(portside, Proc) else list(portside)
+        self.clients = clients
+        self.marks: dict[str, tuple[float, ...]] = {}
 
     def mark(self, name: str) -> None:
-        self.marks[name] = (time.time(), self.portside.cpu_seconds(), self.clients.cpu_seconds(), self_cpu())
+        per_node = [p.cpu_seconds() for p in self.nodes]
+        self.marks[name] = (
+            time.time(),
+            sum(per_node),
+            self.clients.cpu_seconds(),
+            self_cpu(),
+            machine_busy(),
+            *per_node,
+        )
 
     def between(self, a: str, b: str) -> dict[str, float]:
         x, y = self.marks[a], self.marks[b]
         wall = y[0] - x[0]
-        return {
+        out = {
             "t0": x[0],
             "t1": y[0],
             "wall": wall,
             "portside": (y[1] - x[1]) / wall,
             "clients": (y[2] - x[2]) / wall,
             "driver": (y[3] - x[3]) / wall,
+            "machine": (y[4] - x[4]) / wall,
         }
+        for i in range(5, len(x)):
+            out[f"node{i - 5}"] = (y[i] - x[i]) / wall
+        return out
 
 
 def paced(rate: float, n: int, start: float, work: Any, window: Window, meter: Meter, workers: int) -> None:
@@ -584,10 +632,12 @@ def run_filtered(
     local = threading.local()
     headers = {"Authorization": f"Bearer {world.admin}"}
 
-    def client() -> httpx.Client:
-        c = getattr(local, "c", None)
-        if c is None:
-            c = local.c = httpx.Client(base_url=world.url, headers=headers, timeout=HTTP_TIMEOUT)
+    def client(i: int) -> httpx.Client:
+        """This thread's client for the node that writes row i (rows alternate over the nodes)."""
+        cs = getattr(local, "cs", None)
+        if cs is None:
+            cs = local.cs = [httpx.Client(base_url=u, headers=headers, timeout=HTTP_TIMEOUT) for u in world.urls]
+        c: httpx.Client = cs[i % len(cs)]
         return c
 
     def work(i: int) -> None:
@@ -598,7 +648,7 @@ def run_filtered(
             body["data"]["relationships"] = {
                 "usergroup_id": {"data": [{"type": "usergroup", "id": world.groups[p.group]}]}
             }
-        c = client()
+        c = client(i)
         r = c.post(f"/api/{table}", json=body)
         if r.status_code != 201:
             raise RuntimeError(f"create {r.status_code} {r.text[:100]}")
@@ -691,9 +741,13 @@ def run_bare(
 
 
 def hub_stats(world: World) -> dict[str, float]:
-    status, body = request("GET", f"{world.url}/live/stats", token=world.admin)
-    expect(status, 200, "live stats", body)
-    return {k: float(v) for k, v in body["data"].items()}
+    """/live/stats summed over the nodes."""
+    out: collections.Counter[str] = collections.Counter()
+    for url in world.urls:
+        status, body = request("GET", f"{url}/live/stats", token=world.admin)
+        expect(status, 200, "live stats", body)
+        out.update({k: float(v) for k, v in body["data"].items()})
+    return dict(out)
 
 
 def hub_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -935,7 +989,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=80, help="rows/s written in the filtered run (default 80)")
     p.add_argument("--duration", type=float, default=20, help="seconds per measured run (default 20)")
     p.add_argument("--ramp", default="25,50,65", help="row rates tried (8 s each) when --rate is not sustained")
-    p.add_argument("--client-procs", type=int, default=1, help="receiver processes (default 1)")
+    p.add_argument(
+        "--client-procs", type=int, default=None, help="receiver processes (default: 1 with --fixed, else 1 per 2,500)"
+    )
     p.add_argument("--profile", type=int, default=10, metavar="SECONDS", help="py-spy seconds in the filtered run")
     p.add_argument(
         "--no-deflate", dest="deflate", action="store_false", help="receivers do not offer permessage-deflate"
@@ -948,9 +1004,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="raw",
         help="receiver client: raw (bench/rawws.py, stamps on arrival; default) or the websockets library",
     )
+    p.add_argument(
+        "--fixed", action="store_true", help="the fixed-rate run with the bare comparison instead of the search"
+    )
+    live_saturation.add_arguments(p)
     p.add_argument("--clients-role", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if not a.clients_role and (a.sockets % a.users or a.sockets // a.users > 100 or a.duration < 3 or a.rate <= 0):
+    if a.fixed and a.client_procs is None:
+        a.client_procs = 1
+    if (
+        a.fixed
+        and not a.clients_role
+        and (a.sockets % a.users or a.sockets // a.users > 100 or a.duration < 3 or a.rate <= 0)
+    ):
         p.error("--sockets must be a multiple of --users with at most 100 per user; --duration >= 3; --rate > 0")
     return a
 
@@ -961,7 +1027,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = json.loads(Path(opts.clients_role).read_text())
         asyncio.run(raw_clients_main(cfg) if cfg["receiver"] == "raw" else clients_main(cfg))
         return 0
-    rng = random.Random(opts.seed)
     info = {
         "date": safe_tool(["date", "-u"]),
         "machine": f"nproc {safe_tool(['nproc'])}, {cpu_model()}",
@@ -970,6 +1035,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "portside commit": safe_tool(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "load average at start": safe_tool(["cat", "/proc/loadavg"]),
     }
+    if not opts.fixed:
+        return live_saturation.main(opts, argv if argv is not None else sys.argv[1:], info)
+    rng = random.Random(opts.seed)
     cmd = " ".join([".venv/bin/python", "bench/live.py", *(argv if argv is not None else sys.argv[1:])])
     portside: Proc | None = None
     clients: Clients | None = None

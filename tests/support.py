@@ -108,6 +108,7 @@ def start_server(
     env: dict[str, str | None] | None = None,
     timeout: float | None = None,
     wait_for: tuple[str, ...] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Server:
     """A `portside serve --port 0` process, returned once the listeners `wait_for` (default: http, and https
     with --tls-port) have printed their `listening on` line (within `timeout` s; default 60, and 180 on
@@ -132,7 +133,9 @@ def start_server(
         args += ["--database-url", database_url]
     merged: dict[str, str | None] = {TEST_BCRYPT_ROUNDS_ENV: TEST_BCRYPT_ROUNDS, **os.environ, **(env or {})}
     full_env = {k: v for k, v in merged.items() if v is not None}  # a None value unsets (e.g. the test cost)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, preexec_fn=preexec_fn
+    )
     assert proc.stdout is not None
     if wait_for is None:
         want_tls = "--tls-port" in extra or "PORTSIDE_TLS_PORT" in (env or {})

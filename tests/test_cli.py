@@ -67,3 +67,24 @@ def test_jwt_secret_from_a_file_never_shows_in_errors(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "FileNotFoundError" in missing.stderr
     (tmp_path / "empty").write_text("\n")
     assert run("serve", "--jwt-secret-file", str(tmp_path / "empty")).returncode == 2
+
+
+def test_serve_lifts_its_open_files_limit_to_the_hard_limit() -> None:
+    """Ten thousand /live sockets need ten thousand descriptors: a server started under a soft limit of 256
+    raises it to the hard limit before it listens."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    server = start_server("", None, preexec_fn=lower)
+    try:
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+        soft = next(ln.split()[3] for ln in limits.splitlines() if ln.startswith("Max open files"))
+        assert soft == ("unlimited" if hard == resource.RLIM_INFINITY else str(hard))
+        assert hard > low
+    finally:
+        server.stop()

@@ -33,7 +33,14 @@ def eventually(fn, timeout: float = 10.0):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def setup(cluster: tuple[str, Server, Server]) -> tuple[str, str, str]:
+def bystander(cluster: tuple[str, Server, Server]) -> str:
+    """A second ordinary user's token, signed up before `setup` makes an administrator (which closes signup)."""
+    _, a, _ = cluster
+    return new_user(a, "cby")[1]
+
+
+@pytest.fixture(scope="module")
+def setup(cluster: tuple[str, Server, Server], bystander: str) -> tuple[str, str, str]:
     """(admin token, user token, table) — the table is declared through node A only."""
     _, a, b = cluster
     _, admin = new_user(a, "cadmin")
@@ -259,3 +266,53 @@ def test_user_topic_created_on_one_node_is_used_from_the_other(
                 return got
 
     assert asyncio.run(main()) == [{"n": 1}]
+
+
+def test_row_written_on_one_node_reaches_only_permitted_subscribers_on_the_other(
+    cluster: tuple[str, Server, Server], setup: tuple[str, str, str], bystander: str
+) -> None:
+    """Node B's hub filters events that came over Redis from node A by the row's grants: the owner's private
+    row reaches the owner's socket on B and not another user's socket on B, whose own row (the marker, written
+    after it through A) arrives alone."""
+    import json
+
+    import websockets
+
+    _, a, b = cluster
+    _, owner, table = setup
+
+    async def subscribed(token: str) -> websockets.ClientConnection:
+        ws = await websockets.connect(b.url.replace("http://", "ws://") + f"/live?token={token}&encoding=json")
+        assert json.loads(await ws.recv())["type"] == "session"
+        await ws.send(json.dumps({"method": "subscribe", "attributes": {"topicName": table}}))
+        assert json.loads(await ws.recv())["ok"] is True
+        return ws
+
+    async def titles_until(ws: websockets.ClientConnection, last: str) -> list[str]:
+        got: list[str] = []
+        while not got or got[-1] != last:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if frame["type"] == "event" and frame["topic"] == table:
+                got.append(frame["data"]["title"])
+        return got
+
+    def write() -> str:
+        with a.client(owner) as c:
+            r = create(c, table, title="private")
+            assert r.status_code == 201
+            ref = str(r.json()["data"]["id"])
+        with a.client(bystander) as c:
+            assert c.get(f"/api/{table}/{ref}").status_code in (403, 404)  # HTTP agrees: not readable
+            assert create(c, table, title="marker").status_code == 201
+        return ref
+
+    async def main() -> tuple[list[str], list[str]]:
+        mine, theirs = await subscribed(owner), await subscribed(bystander)
+        try:
+            await asyncio.to_thread(write)
+            return await titles_until(mine, "private"), await titles_until(theirs, "marker")
+        finally:
+            await mine.close()
+            await theirs.close()
+
+    assert asyncio.run(main()) == (["private"], ["marker"])

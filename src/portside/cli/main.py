@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import sys
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,21 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one: every /live or Yjs socket, IMAP or FTP session holds a
+    descriptor, and a default soft limit of 1024 would refuse connections long before `live.max_connections`.
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command != "serve":
@@ -45,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"portside: {exc}", file=sys.stderr)
         return 2
     log.configure(conf.log_level)
+    raise_fd_limit()
     os.umask(0o077)  # whatever the server writes (database, -wal/-shm, stored files) is its user's alone
     from portside.runtime import serve_forever
 

@@ -15,6 +15,7 @@ commits together themselves).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,33 @@ def sqlite_on_loop(dbapi_conn: Any, _record: Any = None) -> None:
     cur.close()
 
 
+IDLE_PING = 5.0  # seconds unused after which a pooled server connection is pinged before its next use
+
+
+def ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only when it sat idle for `IDLE_PING` seconds. SQLAlchemy's
+    `pool_pre_ping` pings on every checkout, which on PostgreSQL is BEGIN + `;` + ROLLBACK: three round trips
+    per transaction, ~0.4 ms of server CPU per HTTP create (12-15% of it). A connection in steady use does not
+    need it: should the server drop it anyway, the failing statement's disconnect invalidates the pool."""
+    sync = engine.sync_engine
+    dialect = sync.dialect
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["portside_idle_since"] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("portside_idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # a dead link: the pool drops this connection and tries another
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+
+    sa.event.listen(sync, "checkin", checkin)
+    sa.event.listen(sync, "checkout", checkout)
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
@@ -84,13 +112,16 @@ class Database:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
+            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         if url.startswith("mysql"):
             kwargs["connect_args"] = {"charset": "utf8mb4"}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         # reads run in autocommit: no BEGIN and no ROLLBACK round trip per request
         self.reader: AsyncEngine = create_async_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
         self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
+        if self.dialect != "sqlite":
+            ping_when_idle(self.engine)
+            ping_when_idle(self.reader)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
             sa.event.listen(self.reader.sync_engine, "connect", sqlite_pragmas)
