@@ -175,12 +175,7 @@ class SessionBase:
     def wire_box(self, name: str) -> bytes:
         """A stored mailbox name as this session writes it: modified UTF-7 unless IMAP4rev2 is enabled, whose
         quoted strings carry UTF-8 (RFC 9051 §4.3)."""
-        if not self.rev2:
-            return astring(names.to_mutf7(name))
-        data = name.encode("utf-8")
-        if not name.isascii() and len(data) < 256 and not any(c in b'\r\n"\\\x00' for c in data):
-            return b'"' + data + b'"'
-        return astring(name)
+        return astring(name, utf8=True) if self.rev2 else astring(names.to_mutf7(name))
 
     def enable_condstore(self) -> None:
         """CONDSTORE switched on by a command that uses it (RFC 7162 §3.1): report HIGHESTMODSEQ once."""

@@ -23,11 +23,12 @@ def raw(value: str) -> Raw:
     return Raw(value.encode("utf-8"))
 
 
-def string(value: str | bytes, *, binary: bool = False) -> bytes:
+def string(value: str | bytes, *, binary: bool = False, utf8: bool = False) -> bytes:
+    """Quoted when safe, else a literal. `utf8`: a quoted string may carry UTF-8 (IMAP4rev2, RFC 9051 §4.3)."""
     data = value.encode("utf-8") if isinstance(value, str) else value
     if binary and b"\x00" in data:
         return b"~{%d}\r\n" % len(data) + data
-    if len(data) < 256 and not any(c in b'\r\n"\\\x00' or c >= 0x80 for c in data):
+    if len(data) < 256 and not any(c in b'\r\n"\\\x00' or (c >= 0x80 and not utf8) for c in data):
         return b'"' + data + b'"'
     return b"{%d}\r\n" % len(data) + data
 
@@ -36,12 +37,12 @@ def literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
 
 
-def astring(value: str) -> bytes:
+def astring(value: str, *, utf8: bool = False) -> bytes:
     """A mailbox name or similar: an atom when it is one, else a string."""
     data = value.encode("utf-8")
     if data and all(33 <= c < 127 and c not in b'(){ %*"\\]' for c in data):
         return data
-    return string(data)
+    return string(data, utf8=utf8)
 
 
 def encode(value: Any) -> bytes:
