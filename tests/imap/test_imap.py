@@ -462,6 +462,37 @@ def test_api_move_to_another_mailbox_gets_a_new_uid_and_expunges_from_the_old(wo
     m.logout()
 
 
+def test_api_move_into_another_users_mailbox_gives_the_message_to_that_user(world: ImapWorld) -> None:
+    """An administrator moving a message into another account's mailbox hands it over: the target mailbox's
+    owner may read it over /api and IMAP, its former owner no longer may."""
+    uid = put(world, message("handed over by the api"), user=BOB)
+    ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
+    with world.server.client(world.other) as c:
+        assert c.get(f"/api/mail/{ref}").status_code == 200
+    target = _box_ref(world, ALICE, "INBOX")
+    body = {
+        "data": {
+            "type": "mail",
+            "id": ref,
+            "relationships": {"mail_box_id": {"data": {"type": "mail_box", "id": target}}},
+        }
+    }
+    with world.server.client(world.admin) as c:
+        r = c.patch(f"/api/mail/{ref}", json=body)
+        assert r.status_code == 200, r.text
+    assert row(world, BOB, "INBOX", uid) is None
+    with world.server.client(world.owner) as c:
+        r = c.get(f"/api/mail/{ref}")
+        assert r.status_code == 200, r.text
+    with world.server.client(world.other) as c:
+        assert c.get(f"/api/mail/{ref}").status_code in (403, 404)
+    m = connect(world, ALICE, ALICE_PW)
+    m.select("INBOX")
+    typ, data = m.uid("SEARCH", "HEADER", "Subject", '"handed over by the api"')
+    assert typ == "OK" and data[0].split(), data
+    m.logout()
+
+
 def test_api_and_imap_flag_writes_on_one_message_at_once_all_succeed(world: ImapWorld) -> None:
     """An /api PATCH locks the mailbox before the message, as IMAP STORE does: no deadlock between them."""
     uid = put(world, message("contended"), user=BOB)

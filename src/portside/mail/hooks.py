@@ -78,7 +78,9 @@ async def before_update(uow: UnitOfWork, model: Model, tm: TableModel, row_id: i
     cannot deadlock on PostgreSQL or MariaDB (SQLite has one writer; FOR UPDATE is left out there).
 
     A move to another mailbox takes the new mailbox's next UID and modseq into `values` (the old UID may be
-    taken there) and leaves a tombstone in the old one, as IMAP MOVE does."""
+    taken there) and leaves a tombstone in the old one, as IMAP MOVE does. Moved into another user's mailbox,
+    the message gets that mailbox's owner (as when an account changes hands), so its new reader may read it
+    and its old owner no longer can."""
     t = tm.sa
     query = sa.select(t.c.mail_box_id, t.c.uid, t.c[OWNER_COLUMN]).where(t.c.id == row_id)
     now = (await uow.conn.execute(query)).first()
@@ -88,12 +90,15 @@ async def before_update(uow: UnitOfWork, model: Model, tm: TableModel, row_id: i
     if not ids:
         return
     b = model.table(boxes.BOX_TABLE).sa
-    await uow.conn.execute(sa.select(b.c.id).where(b.c.id.in_(sorted(ids))).order_by(b.c.id).with_for_update())
+    locked = sa.select(b.c.id, b.c[OWNER_COLUMN]).where(b.c.id.in_(sorted(ids))).order_by(b.c.id).with_for_update()
+    owners = {int(r[0]): r[1] for r in await uow.conn.execute(locked)}
     if isinstance(new, int) and new != old and "uid" not in values:
         if now is not None and old is not None and now.uid:
             await _tombstone(uow, model, old, int(now.uid), now[2], None, announce=True)
         values["uid"], values["modseq"] = await take(uow, model, new, 1)
         values["recent"] = True
+        if new in owners and (now is None or owners[new] != now[2]):
+            values[OWNER_COLUMN] = owners[new]  # the message belongs to whoever owns the mailbox it is in now
 
 
 async def account_hook(
