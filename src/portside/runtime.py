@@ -67,6 +67,7 @@ from portside.mail.tables import mail_doc
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.live_session import LiveService
+from portside.realtime.relay import Relay
 from portside.realtime.yjs_relay import RedisRelay
 from portside.realtime.yjs_rooms import RoomManager
 from portside.settings import Settings
@@ -74,7 +75,7 @@ from portside.smtp import servers as smtp_servers
 from portside.storage.assets import AssetFiles
 from portside.storage.sites import SiteDirectory
 from portside.storage.stores import StoreService
-from portside.tools import metrics, private_files
+from portside.tools import jsonutil, metrics, private_files
 from portside.tools.ids import uuid7_str
 from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
 
@@ -185,6 +186,7 @@ class Portside:
         live = LiveService(db, catalog, config, hub, live_access)
         svc = Services(s, db, config, catalog, crud, bus, hub=hub, live=live)
         self.services = svc
+        await self._share_logins(svc, cluster)
         self._life.push("metrics source", metrics.SAMPLED_COLLECTOR.add(metrics_source(svc)))
         await self._start_certs(svc)
         sessions = svc.sessions = SessionRegistry(db, catalog)
@@ -230,6 +232,26 @@ class Portside:
         gc.freeze()
         self.started.set()
 
+    async def _share_logins(self, svc: Services, cluster: str) -> None:
+        """In a cluster, every node's sign-in attempts count on every node (auth/throttle.py)."""
+        if not self.settings.redis_url:
+            return
+        logins = svc.logins
+
+        def deliver(origin: bytes, payload: bytes) -> None:
+            note = jsonutil.loads(payload, max_depth=2)
+            if isinstance(note, dict):
+                logins.remote(note, origin.hex())
+
+        relay = Relay(self.settings.redis_url, f"portside:logins:{cluster}", deliver, client_name="portside-logins")
+
+        def share(note: dict[str, object]) -> None:
+            if not relay.publish(jsonutil.dumps(note)):
+                logger.warning("sign-in attempts not shared with the other nodes: relay queue full")
+
+        logins.share = share
+        await self._life.enter("shared sign-in limits", relay.start, relay.stop)
+
     async def _start_courier(self, svc: Services) -> None:
         """Outbox delivery: woken by committed outbox rows (this node's and, through the bus, others')."""
         courier = svc.courier = Courier(svc.db, MailStore(svc.db, svc.catalog), svc.config, self.settings.hostname)
@@ -243,7 +265,7 @@ class Portside:
             self._yjs_relay = RedisRelay(
                 self.settings.redis_url, f"portside:yjs:{cluster}", svc.yjs.on_remote, svc.yjs.resync
             )
-            svc.yjs.publish = self._yjs_relay.publish
+            svc.yjs.publish = self._yjs_relay.publish_room
             await self._yjs_relay.start()
         await svc.yjs.start(svc.bus)
 

@@ -14,7 +14,11 @@ window (`Limits.window`, 5 minutes):
 Attempts that are refused with 429 are not counted (nothing was checked). An attempt counts as a failure
 from the moment it starts, so concurrent guesses cannot all slip past the limits while the password
 hash is being checked; a correct password takes its own count back and clears its (account, address)
-failures. IPv6 clients are counted per /64, the block one subscriber gets. State is per process.
+failures. IPv6 clients are counted per /64, the block one subscriber gets.
+
+State is per process; in a cluster (Redis configured) every node hands its attempts to its peers through
+`share` and applies theirs with `remote` (the runtime wires both to a Redis channel), so a guesser spreading
+attempts over the nodes meets the same limits as on one node, a few milliseconds of propagation aside.
 
 Checks of one (account, address) run one at a time (`turn`): clients that open many sessions at once with
 the right password (lftp `--parallel`, FileZilla, IMAP clients with several connections) would otherwise
@@ -24,11 +28,12 @@ look like concurrent guesses, and concurrent guesses gain nothing from running s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import math
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -105,6 +110,10 @@ class Attempt:
         self._throttle._succeeded(self._account, self._address, self._stamp)
 
 
+Share = Callable[[dict[str, object]], None]
+FAILED, SUCCEEDED = "fail", "ok"
+
+
 class LoginThrottle:
     def __init__(self, limits: Limits | None = None, max_keys: int = 100_000):
         self.limits = lim = limits or Limits()
@@ -112,6 +121,9 @@ class LoginThrottle:
         self._address = _Series(lim.window, lim.per_address, max_keys)
         self._account = _Series(lim.window, max(1000, lim.account_soft + 64), max_keys)
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # (account, address) -> lock, holders + waiters
+        # cluster: this node's attempts go to `share`; a peer's attempt (its wall-clock stamp) -> our stamp
+        self.share: Share | None = None
+        self._peer_stamps: OrderedDict[tuple[str, str, str, float], float] = OrderedDict()
 
     @asynccontextmanager
     async def turn(self, account: str, address: str) -> AsyncIterator[None]:
@@ -154,12 +166,52 @@ class LoginThrottle:
                 "too many failed attempts; try again later", kind=Kind.RATE_LIMITED, retry_after=max(1, math.ceil(wait))
             )
         acc, addr, now = account_key(account), address_key(address), time.monotonic()
+        self._record(acc, addr, now)
+        self._tell(FAILED, acc, addr, now)
+        return Attempt(self, acc, addr, now)
+
+    def _record(self, acc: str, addr: str, now: float) -> None:
         self._pair.add(f"{acc}\n{addr}", now)
         self._address.add(addr, now)
         self._account.add(acc, now)
-        return Attempt(self, acc, addr, now)
 
     def _succeeded(self, acc: str, addr: str, stamp: float) -> None:
         self._pair.clear(f"{acc}\n{addr}")
         self._address.take_back(addr, stamp)
         self._account.take_back(acc, stamp)
+        self._tell(SUCCEEDED, acc, addr, stamp)
+
+    def _tell(self, kind: str, acc: str, addr: str, stamp: float) -> None:
+        if self.share is None:
+            return
+        wall = time.time() - (time.monotonic() - stamp)  # the attempt's start on the wall clock
+        with contextlib.suppress(Exception):  # a broken link to the peers must never fail a login
+            self.share({"kind": kind, "account": acc, "address": addr, "at": round(wall, 3), "id": stamp})
+
+    def remote(self, note: dict[str, object], origin: str) -> None:
+        """A peer node's attempt (`share`'s note, from node `origin`): counted here as if made here. Notes
+        that are malformed, from the future or older than the window are ignored."""
+        kind, acc, addr, at = note.get("kind"), note.get("account"), note.get("address"), note.get("at")
+        ident = note.get("id")  # the attempt, as its node names it: its failure and success carry the same
+        if not (isinstance(acc, str) and isinstance(addr, str) and isinstance(at, int | float)):
+            return
+        if not isinstance(ident, int | float):
+            return
+        if len(acc) > 512 or len(addr) > 128:
+            return
+        age = time.time() - float(at)
+        if not -5.0 <= age <= self.limits.window:
+            return
+        key = (origin, acc, addr, float(ident))
+        if kind == FAILED:
+            stamp = time.monotonic() - max(age, 0.0)
+            self._peer_stamps[key] = stamp
+            while len(self._peer_stamps) > 10_000:
+                self._peer_stamps.popitem(last=False)
+            self._record(acc, addr, stamp)
+        elif kind == SUCCEEDED:
+            self._pair.clear(f"{acc}\n{addr}")
+            mine = self._peer_stamps.pop(key, None)
+            if mine is not None:
+                self._address.take_back(addr, mine)
+                self._account.take_back(acc, mine)
