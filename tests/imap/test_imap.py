@@ -424,6 +424,15 @@ def _box_ref(world: ImapWorld, username: str, box: str) -> str:
         engine.dispose()
 
 
+def admin_move(world: ImapWorld, ref: str, username: str, box: str) -> None:
+    """PATCH a message's mailbox through /api as the administrator."""
+    target = _box_ref(world, username, box)
+    rel = {"mail_box_id": {"data": {"type": "mail_box", "id": target}}}
+    with world.server.client(world.admin) as c:
+        r = c.patch(f"/api/mail/{ref}", json={"data": {"type": "mail", "id": ref, "relationships": rel}})
+        assert r.status_code == 200, r.text
+
+
 def test_api_move_to_another_mailbox_gets_a_new_uid_and_expunges_from_the_old(world: ImapWorld) -> None:
     """PATCH of a message's mailbox through /api is a MOVE: a fresh UID in the target (the old UID may be
     taken there), an EXPUNGE (and VANISHED for QRESYNC) in the source."""
@@ -438,17 +447,7 @@ def test_api_move_to_another_mailbox_gets_a_new_uid_and_expunges_from_the_old(wo
     watcher = connect(world, BOB, BOB_PW)
     watcher.select("INBOX")
     ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
-    target = _box_ref(world, BOB, "MovedIn")
-    body = {
-        "data": {
-            "type": "mail",
-            "id": ref,
-            "relationships": {"mail_box_id": {"data": {"type": "mail_box", "id": target}}},
-        }
-    }
-    with world.server.client(world.admin) as c:
-        r = c.patch(f"/api/mail/{ref}", json=body)
-        assert r.status_code == 200, r.text
+    admin_move(world, ref, BOB, "MovedIn")
     assert row(world, BOB, "INBOX", uid) is None
     moved = row(world, BOB, "MovedIn", uidnext)
     assert moved is not None and moved["reference_id"] == ref, moved
@@ -469,17 +468,7 @@ def test_api_move_into_another_users_mailbox_gives_the_message_to_that_user(worl
     ref = row(world, BOB, "INBOX", uid)["reference_id"]  # type: ignore[index]
     with world.server.client(world.other) as c:
         assert c.get(f"/api/mail/{ref}").status_code == 200
-    target = _box_ref(world, ALICE, "INBOX")
-    body = {
-        "data": {
-            "type": "mail",
-            "id": ref,
-            "relationships": {"mail_box_id": {"data": {"type": "mail_box", "id": target}}},
-        }
-    }
-    with world.server.client(world.admin) as c:
-        r = c.patch(f"/api/mail/{ref}", json=body)
-        assert r.status_code == 200, r.text
+    admin_move(world, ref, ALICE, "INBOX")
     assert row(world, BOB, "INBOX", uid) is None
     with world.server.client(world.owner) as c:
         r = c.get(f"/api/mail/{ref}")
