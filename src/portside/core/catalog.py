@@ -27,6 +27,12 @@ from portside.tools import jsonutil
 
 logger = log.get("catalog")
 BOOT_GROUPS = (masks.GUESTS_GROUP, masks.ADMIN_GROUP, masks.USERS_GROUP)
+# access grants a release added to a built-in table's declaration (name -> (table, usergroup) pairs): new
+# databases get them with the table; older ones once, at the next start (`Catalog._late_grants`)
+LATE_GRANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "2026-12-users-manage-sites": (("site", masks.USERS_GROUP),),
+}
+LATE_GRANTS_KEY = "catalog.late_grants"
 
 
 class Catalog:
@@ -187,10 +193,35 @@ class Catalog:
     async def sync(self, model: Model, actor: str | None = None) -> None:
         """Write one world row per table and one action row per action, as declared."""
         async with self.db.transaction(exclusive=True) as uow:
-            await self._sync_world(uow, model, actor)
+            created = await self._sync_world(uow, model, actor)
+            await self._late_grants(uow, model, created, actor)
             await self._sync_actions(uow, model, actor)
 
-    async def _sync_world(self, uow: UnitOfWork, model: Model, actor: str | None) -> None:
+    async def _late_grants(self, uow: UnitOfWork, model: Model, created: set[str], actor: str | None) -> None:
+        """Give databases made before a release the table access grants that release added (`LATE_GRANTS`),
+        once: what was given is recorded in the config, so an administrator who later takes a grant away
+        keeps it away. A table created just now got its grants with its world row."""
+        done = set((self.config.get(LATE_GRANTS_KEY) or "").split())
+        todo = [name for name in LATE_GRANTS if name not in done]
+        if not todo:
+            return
+        w = model.table("world")
+        for name in todo:
+            for table, group in LATE_GRANTS[name]:
+                tm = model.tables.get(table)
+                if tm is None or table in created:
+                    continue
+                perm = next((g.permission for g in tm.decl.access_groups if g.name == group), None)
+                row_id = await uow.conn.scalar(sa.select(w.sa.c.id).where(w.sa.c.table_name == table))
+                if perm is not None and row_id is not None:
+                    await records.link_groups(uow, model, w, int(row_id), [(group, perm)], actor=actor)
+                    logger.info("table %s: usergroup %s given its access (added by a later release)", table, group)
+            done.add(name)
+        await self.config.set(LATE_GRANTS_KEY, " ".join(sorted(done)), uow=uow)
+
+    async def _sync_world(self, uow: UnitOfWork, model: Model, actor: str | None) -> set[str]:
+        """Returns the tables whose world row was created now."""
+        created: set[str] = set()
         w = model.table("world")
         existing = {
             r.table_name: r
@@ -222,8 +253,10 @@ class Catalog:
                 )
                 grants = [(gr.name, gr.permission or masks.DEFAULT_PERMISSION) for gr in decl.access_groups]
                 await records.link_groups(uow, model, w, row.id, grants, actor=actor)
+                created.add(name)
             elif old.world_schema_json != text:
                 await records.update(uow, model, w, old.id, {"world_schema_json": text}, actor=actor)
+        return created
 
     async def _sync_actions(self, uow: UnitOfWork, model: Model, actor: str | None) -> None:
         w, a = model.table("world").sa, model.table("action")
