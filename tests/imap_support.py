@@ -7,6 +7,8 @@ import imaplib
 import ssl
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,7 +20,7 @@ from portside.core.systables import system_doc
 from portside.mail.store import MailStore, Target
 from portside.mail.tables import mail_doc
 from portside.realtime.redis_bus import RedisBus
-from support import REDIS, Server, create, me, new_user, start_server, stored_config
+from support import REDIS, Server, create, fresh_database, me, new_user, start_server, stored_config
 
 ALICE, ALICE_PW = "alice@example.com", "pw1"
 BOB, BOB_PW = "bob@example.com", "pw2"
@@ -122,6 +124,20 @@ def start_imap_world(db_url: str, *extra: str) -> ImapWorld:
     while not {"imap", "imaps"} <= set(server.listeners) and time.monotonic() < deadline:
         time.sleep(0.05)
     return world
+
+
+@contextmanager
+def running_imap_world(kind: str = "sqlite", *extra: str) -> Iterator[ImapWorld]:
+    """`start_imap_world` on a fresh `kind` database; the server stopped and the database dropped after."""
+    url, drop = fresh_database(kind)
+    try:
+        world = start_imap_world(url, *extra)
+        try:
+            yield world
+        finally:
+            world.server.stop()
+    finally:
+        drop()
 
 
 def message(subject: str = "hello", sender: str = "Bob <bob@ext.org>", body: str = "body text") -> bytes:

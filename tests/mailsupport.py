@@ -1,15 +1,18 @@
 """Mail test support: a local DNS server (dnslib) on a real UDP port, DKIM keys, and a mail world on a
-running Portside (administrator, mail servers, accounts)."""
+running Portside (administrator, mail servers, accounts). The module fixtures `dns` and `key` are defined here as
+`dns_fixture` and `key_fixture`: a test module imports those names to use the fixtures."""
 
 from __future__ import annotations
 
 import base64
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dnslib import QTYPE, RR, TXT, A, DNSLabel
@@ -76,6 +79,20 @@ def dkim_key() -> tuple[bytes, str]:
     )
     pub = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode()
+
+
+@pytest.fixture(scope="module", name="dns")
+def dns_fixture() -> Iterator[LocalDNS]:
+    """A local DNS server for the module: tests add records to `dns.zone`, Portside gets `dns.setting`."""
+    d = start_dns()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module", name="key")
+def key_fixture() -> tuple[bytes, str]:
+    """The module's DKIM key: (PEM private key, DNS TXT value)."""
+    return dkim_key()
 
 
 def insecure_tls() -> ssl.SSLContext:

@@ -32,6 +32,7 @@ from portside.actions.services import Services
 from portside.actions.store_sync import sync_doc
 from portside.actions.yjs_binding import ColumnWatch, YjsRows
 from portside.auth.sessions import SessionRegistry
+from portside.certs import challenge_store
 from portside.certs import x509 as certx
 from portside.certs.service import CertificateService
 from portside.core import events, fieldtypes
@@ -170,6 +171,7 @@ class Portside:
         mail_hooks.register()  # messages written through /api keep their modseq, UID and tombstones
         await migrate_base(db)
         await dav_instances.create_table(db)  # the recurrence instance index (davstore)
+        await challenge_store.create_table(db)  # pending ACME HTTP-01 challenges (certs)
         await asyncio.to_thread(self._warn_loose, data, db)
         await config.load()
         # one bus channel per database, so clusters sharing a Redis never see each other's events

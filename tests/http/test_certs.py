@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import ipaddress
 import json
-import os
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,10 +22,9 @@ import httpx
 import pytest
 import websockets
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from pebble_support import free_port, running_pebble
 from support import REDIS, Server, World, create, fresh_database, read_events, setup_world, start_server
 
 HOST = "localhost"
@@ -117,13 +113,6 @@ def wait_for(predicate: Any, what: str, timeout: float = 15) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- (1) HTTPS: /ping and a /live WebSocket over wss -------------------------------------------------------
@@ -445,132 +434,11 @@ def test_bad_listener_hostname_stops_start_up(tmp_path: Path) -> None:
 # -- (4) ACME with Pebble ------------------------------------------------------------------------------------------
 
 
-def _write_pebble_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a leaf for 127.0.0.1/localhost for Pebble's own HTTPS (the WFE)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portside test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (d / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (d / "wfe.pem").write_bytes(leaf.public_bytes(pem))
-    (d / "wfe.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return d / "ca.pem", d / "wfe.pem", d / "wfe.key"
-
-
-def _await_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{what} did not open port {port}")
-
-
 @pytest.fixture(scope="module")
 def pebble(world: World) -> Iterator[dict[str, str]]:
-    """pebble-challtestsrv (every name resolves to 127.0.0.1) and pebble validating on Portside's HTTP port."""
-    d = Path(tempfile.mkdtemp(prefix="portside-pebble-"))
-    ca, cert, key = _write_pebble_certs(d)
-    dns, mgmt, directory, pmgmt, tls = (free_port() for _ in range(5))
-    http_port = urlsplit(world.server.url).port
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        chall = subprocess.Popen(
-            [
-                "pebble-challtestsrv",
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-                "-dns01",
-                f"127.0.0.1:{dns}",
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-management",
-                f"127.0.0.1:{mgmt}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(chall)
-        _await_port(mgmt, chall, "pebble-challtestsrv")
-        conf = {
-            "pebble": {
-                "listenAddress": f"127.0.0.1:{directory}",
-                "managementListenAddress": f"127.0.0.1:{pmgmt}",
-                "certificate": str(cert),
-                "privateKey": str(key),
-                "httpPort": http_port,
-                "tlsPort": tls,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
-            }
-        }
-        (d / "pebble.json").write_text(json.dumps(conf))
-        log = (d / "pebble.log").open("wb")
-        peb = subprocess.Popen(
-            ["pebble", "-config", str(d / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
-        )
-        procs.append(peb)
-        _await_port(directory, peb, "pebble")
-        yield {
-            "directory": f"https://127.0.0.1:{directory}/dir",
-            "ca_file": str(ca),
-            "management": f"https://127.0.0.1:{pmgmt}",
-            "log": str(d / "pebble.log"),
-        }
-    finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    """Pebble validating HTTP-01 on this module's server."""
+    with running_pebble(urlsplit(world.server.url).port or 0) as found:
+        yield found
 
 
 def test_acme_certificate_from_pebble_is_served_by_sni(world: World, pebble: dict[str, str]) -> None:

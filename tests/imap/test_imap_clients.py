@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_support import ALICE, ALICE_PW, BOB, BOB_PW, ImapWorld, connect_tls, message, start_imap_world
-from support import fresh_database
+from imap_support import ALICE, ALICE_PW, BOB, BOB_PW, ImapWorld, connect_tls, message, running_imap_world
 
 # livetest failures that Dovecot shows too (VERIFIERS.md §4.2): client bugs (imaplib has no MOVE, an
 # Envelope comparison bug) and timeouts that need a slow network to fail as the test expects
@@ -32,11 +31,8 @@ KNOWN_CLIENT_FAILURES = {
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[ImapWorld]:
-    url, drop = fresh_database("sqlite")
-    w = start_imap_world(url)
-    yield w
-    w.server.stop()
-    drop()
+    with running_imap_world() as w:
+        yield w
 
 
 @pytest.fixture(scope="module")

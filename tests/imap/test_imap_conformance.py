@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_support import BOB, BOB_PW, ImapWorld, start_imap_world
-from support import fresh_database
+from imap_support import BOB, BOB_PW, ImapWorld, running_imap_world
 
 
 def _imaptest() -> Path:
@@ -35,11 +34,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[ImapWorld]:
-    url, drop = fresh_database("sqlite")
-    w = start_imap_world(url)
-    yield w
-    w.server.stop()
-    drop()
+    with running_imap_world() as w:
+        yield w
 
 
 def test_imaptest_scripted_groups_all_pass(world: ImapWorld) -> None:

@@ -18,19 +18,16 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from imap_support import BOB, BOB_PW, ImapWorld, connect, message, start_imap_world
-from support import fresh_database, sync_url
+from imap_support import BOB, BOB_PW, ImapWorld, connect, message, running_imap_world
+from support import sync_url
 
 MESSAGES = 150
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[ImapWorld]:
-    url, drop = fresh_database("sqlite")
-    w = start_imap_world(url)
-    yield w
-    w.server.stop()
-    drop()
+    with running_imap_world() as w:
+        yield w
 
 
 def read_replies(m: imaplib.IMAP4, last: bytes) -> tuple[list[bytes], dict[int, list[bytes]]]:

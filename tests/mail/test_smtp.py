@@ -28,11 +28,11 @@ from mailsupport import (
     MailWorld,
     add_account,
     add_server,
-    dkim_key,
+    dns_fixture,  # noqa: F401 (the module fixture `dns`)
     insecure_tls,
+    key_fixture,  # noqa: F401 (the module fixture `key`)
     mail_world,
     mails,
-    start_dns,
     user_ref,
     wait_listener,
 )
@@ -42,18 +42,6 @@ from support import Server, fresh_database, start_server, sync_url
 ALICE_PW = "alice-mail-pw"
 BOB_PW = "bob-mail-pw"
 HEX32 = re.compile(r"^2\.0\.0 OK: queued as [0-9a-f]{32}$")
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[LocalDNS]:
-    d = start_dns()
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def key() -> tuple[bytes, str]:
-    return dkim_key()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

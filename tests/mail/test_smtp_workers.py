@@ -22,10 +22,10 @@ from mailsupport import (
     MailWorld,
     add_account,
     add_server,
-    dkim_key,
+    dns_fixture,  # noqa: F401 (the module fixture `dns`)
+    key_fixture,  # noqa: F401 (the module fixture `key`)
     mail_world,
     mails,
-    start_dns,
     user_ref,
     wait_gone,
     wait_listener,
@@ -76,18 +76,6 @@ def wait_workers(parent: int, count: int, timeout: float = 20) -> list[int]:
             return pids
         time.sleep(0.05)
     raise AssertionError(f"expected {count} mail workers of {parent}, found {worker_pids(parent)}")
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[LocalDNS]:
-    d = start_dns()
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def key() -> tuple[bytes, str]:
-    return dkim_key()
 
 
 @pytest.fixture(scope="module")

@@ -1,56 +1,75 @@
 """ACME (RFC 8555) issuance with HTTP-01, on certbot's `acme` library, run in a worker thread.
 
 `issue()` blocks (network round trips and polling): callers run it with `asyncio.to_thread`. The
-HTTP-01 key authorizations it publishes go to a `Challenges` map that the HTTP edge serves at
-`/.well-known/acme-challenge/{token}`; they are removed when the order ends, whatever its outcome.
+HTTP-01 key authorizations it publishes go through a `Publisher` to the challenge store in the database
+(`challenge_store.py`), which every node's HTTP edge serves at `/.well-known/acme-challenge/{token}`: each
+is committed before the CA is told to validate, and removed when the order ends, whatever its outcome.
 TLS to the CA is always verified: against the system store, or `ca_file` (a test CA such as Pebble's).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
-import re
-import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives.asymmetric import rsa
 from josepy.jwk import JWKRSA
 
+from portside import log
 from portside.certs import x509 as certx
+
+logger = log.get("certs")
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 ORDER_TIMEOUT = 90  # seconds for validation + finalization
-TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+STORE_TIMEOUT = 30  # seconds for one write of the challenge store
 
 
 class AcmeError(Exception):
     """The CA refused or the order could not be completed (message safe to show an administrator)."""
 
 
-class Challenges:
-    """token -> key authorization, shared between the ACME worker thread and the HTTP edge."""
+class ChallengeStore(Protocol):
+    async def put(self, token: str, key_authorization: str) -> None: ...
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[str, str] = {}
+    async def drop(self, token: str) -> None: ...
+
+
+class Publisher:
+    """The challenge store as the blocking worker thread uses it: each call runs on the event loop and is
+    waited for, so a challenge is committed before the CA hears of it."""
+
+    def __init__(self, store: ChallengeStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store, self.loop = store, loop
+
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            future.result(STORE_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def put(self, token: str, validation: str) -> None:
-        with self._lock:
-            self._items[token] = validation
+        try:
+            self._run(self.store.put(token, validation))
+        except ValueError:
+            raise AcmeError("the CA sent a malformed HTTP-01 challenge token") from None
+        except Exception:
+            logger.exception("storing an ACME challenge failed")
+            raise AcmeError("the ACME challenge could not be stored in the database") from None
 
     def drop(self, token: str) -> None:
-        with self._lock:
-            self._items.pop(token, None)
-
-    def get(self, token: str) -> str | None:
-        if not TOKEN_RE.fullmatch(token):
-            return None
-        with self._lock:
-            return self._items.get(token)
+        try:
+            self._run(self.store.drop(token))
+        except Exception:  # the order's outcome stands; the row expires on its own
+            logger.warning("withdrawing an ACME challenge failed; it stays until it expires", exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -82,7 +101,7 @@ def _account(acme: client.ClientV2, email: str) -> None:
         acme.query_registration(regr)
 
 
-def issue(cfg: AcmeConfig, hostname: str, store: Challenges) -> certx.Material:
+def issue(cfg: AcmeConfig, hostname: str, store: Publisher) -> certx.Material:
     """Order a certificate for `hostname` (normalized), answer HTTP-01, return leaf, chain and key."""
     _check(cfg)
     account_key = certx.load_key(cfg.account_key_pem)
@@ -104,8 +123,8 @@ def issue(cfg: AcmeConfig, hostname: str, store: Challenges) -> certx.Material:
                 raise AcmeError(f"the CA offers no HTTP-01 challenge for {hostname}")
             response, validation = chall.response_and_validation(jwk)
             token = chall.chall.encode("token")
+            published.append(token)  # before the write: a write that fails late is still withdrawn
             store.put(token, validation)
-            published.append(token)
             acme.answer_challenge(chall, response)
         deadline = dt.datetime.now() + dt.timedelta(seconds=ORDER_TIMEOUT)
         done = acme.poll_and_finalize(order, deadline)
@@ -125,4 +144,4 @@ def issue(cfg: AcmeConfig, hostname: str, store: Challenges) -> certx.Material:
     return certx.material(hostname, certs[0], "".join(certs[1:]), key_pem)
 
 
-__all__ = ["LETS_ENCRYPT", "AcmeConfig", "AcmeError", "Challenges", "issue"]
+__all__ = ["LETS_ENCRYPT", "AcmeConfig", "AcmeError", "ChallengeStore", "Publisher", "issue"]

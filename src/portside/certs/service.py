@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from portside import log
 from portside.certs import acme_client
 from portside.certs import x509 as certx
+from portside.certs.challenge_store import ChallengeStore
 from portside.core import db_errors, records
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
@@ -45,7 +46,7 @@ class CertificateService:
     def __init__(self, db: Database, catalog: Catalog, config: ConfigStore, fallback: str):
         self.db, self.catalog, self.config = db, catalog, config
         self.fallback = certx.normalize_hostname(fallback)
-        self.challenges = acme_client.Challenges()
+        self.challenges = ChallengeStore(db)  # pending HTTP-01 challenges, served by every node
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._materials: dict[str, certx.Material] = {}
         self._stamps: dict[str, tuple[Any, ...]] = {}
@@ -263,7 +264,8 @@ class CertificateService:
         )
         try:
             async with asyncio.timeout(ACME_LOCK_TIMEOUT), self._acme_lock:  # one order at a time per node
-                m = await asyncio.to_thread(acme_client.issue, cfg, host, self.challenges)
+                publisher = acme_client.Publisher(self.challenges, asyncio.get_running_loop())
+                m = await asyncio.to_thread(acme_client.issue, cfg, host, publisher)
         except TimeoutError:
             raise acme_client.AcmeError(f"the ACME order for {host} did not finish in time") from None
         for attempt in range(2):

@@ -147,6 +147,15 @@ async def migrate_base(db: Database) -> list[str]:
     return done
 
 
+async def migrate_tables(db: Database, metadata: sa.MetaData) -> list[str]:
+    """A service's own internal tables (e.g. certs' `_acme_challenge`), created and kept up like the others."""
+    async with db.ddl_lock() as conn:
+        done: list[str] = await conn.run_sync(_migrate_sync, metadata)
+    for line in done:
+        logger.info("%s", line)
+    return done
+
+
 async def migrate(db: Database, model: Model) -> list[str]:
     """Bring the database up to the model; safe to run concurrently from several processes."""
     async with db.ddl_lock() as conn:

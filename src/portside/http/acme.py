@@ -1,4 +1,5 @@
-"""ACME HTTP-01: `GET /.well-known/acme-challenge/{token}` answers the key authorization of a pending order."""
+"""ACME HTTP-01: `GET /.well-known/acme-challenge/{token}` answers the key authorization of a pending order
+(this node's or another's: they are in the database). A malformed, unknown or expired token is a 404."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from portside.http.common import services
 async def challenge(request: Request) -> Response:
     certs = services(request).certs
     token = request.path_params["token"]
-    validation = certs.challenges.get(token) if certs is not None else None
+    validation = await certs.challenges.get(token) if certs is not None else None
     if validation is None:
         raise NotFound("no pending ACME challenge with this token")
     return PlainTextResponse(validation, media_type="application/octet-stream")
