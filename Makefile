@@ -28,7 +28,7 @@ deps:
 test: lint deps
 	$(BIN)/pytest -q -n 3 --dist loadfile  # each test file on one worker (module fixtures stay whole)
 
-bench: $(STAMP)
+bench: $(STAMP) deps
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/api.py
 
