@@ -771,7 +771,8 @@ def hub_stats(world: World) -> dict[str, float]:
 
 
 def hub_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before[k] for k in ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds")}
+    counters = ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds")
+    return {k: after[k] - before.get(k, 0.0) for k in after if k in counters or "_lag_" in k}
 
 
 def drain(clients: Clients) -> None:
