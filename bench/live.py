@@ -201,8 +201,26 @@ class World:
     socket_user: list[int]  # per socket: user index
     urls: list[str] = field(default_factory=list)  # every node (socket s on node s % len, row i written to i % len)
 
+    # the writer's HTTP clients, one set (a client per node) per writer thread: built once per set-up, outside
+    # any send window (one httpx.Client costs ~47 ms of CPU, its SSL context, even for http:// URLs: built inside
+    # the window, 24 threads x 2 nodes of them took ~2 s of the driver's CPU at the start of every step, and
+    # delayed rows were then sent in a burst, twice as much with two nodes as with one)
+    writers: list[list[Any]] = field(default_factory=list, repr=False)
+
     def __post_init__(self) -> None:
         self.urls = self.urls or [self.url]
+
+    def writer_clients(self) -> list[list[Any]]:
+        """IN_FLIGHT sets of keep-alive clients, one client per node in each, created on the first call."""
+        if not self.writers:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.admin}"}
+            self.writers = [
+                [httpx.Client(base_url=u, headers=headers, timeout=HTTP_TIMEOUT) for u in self.urls]
+                for _ in range(IN_FLIGHT)
+            ]
+        return self.writers
 
     def node_url(self, i: int) -> str:
         return self.urls[i % len(self.urls)]
@@ -630,13 +648,15 @@ def run_filtered(
     window = Window()
     done: dict[int, str] = {}  # row -> "create" or "update" (the last event it got)
     local = threading.local()
-    headers = {"Authorization": f"Bearer {world.admin}"}
+    sets = iter(world.writer_clients())  # before the window: see World.writers
+    take = threading.Lock()
 
     def client(i: int) -> httpx.Client:
         """This thread's client for the node that writes row i (rows alternate over the nodes)."""
         cs = getattr(local, "cs", None)
         if cs is None:
-            cs = local.cs = [httpx.Client(base_url=u, headers=headers, timeout=HTTP_TIMEOUT) for u in world.urls]
+            with take:
+                cs = local.cs = next(sets)
         c: httpx.Client = cs[i % len(cs)]
         return c
 
@@ -751,7 +771,8 @@ def hub_stats(world: World) -> dict[str, float]:
 
 
 def hub_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before[k] for k in ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds")}
+    counters = ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds")
+    return {k: after[k] - before.get(k, 0.0) for k in after if k in counters or "_lag_" in k}
 
 
 def drain(clients: Clients) -> None:

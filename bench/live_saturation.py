@@ -20,7 +20,10 @@ highest deliveries/s measured in a passing step. `--repeat N` runs the whole pla
 interleaved, and reports medians; ratios (two nodes / one node on PostgreSQL, 10,000 / 1,000 sockets) are
 taken within each round and their median reported.
 Per-process CPU (each node, receivers, driver) and the whole machine's busy CPU are shown for every step, so
-a reader sees whether the servers or the load generator (same 2 cores) bound the saturation step.
+a reader sees whether the servers or the load generator (same 2 cores) bound the saturation step. The
+`stages` column splits the latency before the sockets, from the nodes' lag buckets in /live/stats
+(realtime/lag.py, summed over the nodes): p50 / p99 of the time from each event's insert into the log until the
+bus handed it to the hub (with two nodes: after the Redis hop) and until the hub started its dispatch.
 
 Servers run with the test-only bcrypt cost (PORTSIDE_TEST_BCRYPT_ROUNDS=4): only the set-up's sign-ups hash
 passwords, and the bench measures /live, not bcrypt.
@@ -46,6 +49,8 @@ from typing import Any
 
 import live
 from common import expect, request, update_results
+
+from portside.realtime import lag
 
 SECTION = "## live saturation (bench/live.py)"
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -221,7 +226,8 @@ def step(
     print(
         f"[{out.setup.label}] {rows:.1f} rows/s: {'PASS' if passed(r) else 'fail'} {r['rate']:,.0f}/s "
         f"p99 {live.fmt(r['p99'])} ms sent {r['sent_rate']:.1f}/s; {live.correctness(r)}; CPU nodes {nodes} "
-        f"receivers {100 * c['clients']:.0f}% driver {100 * c['driver']:.0f}% machine {100 * c['machine']:.0f}%"
+        f"receivers {100 * c['clients']:.0f}% driver {100 * c['driver']:.0f}% machine {100 * c['machine']:.0f}%; "
+        f"stages p50/p99 ms (bus; hub) {stages(r)}"
     )
     return passed(r)
 
@@ -295,8 +301,9 @@ def step_lines(o: Outcome) -> list[str]:
         "",
         "| step | rows/s | sent/s | deliveries/s (all of the step's) | deliveries/s (window) "
         "| p50 ms | p99 ms | node CPU µs/delivery (all work) | hub CPU "
-        "µs/delivery | CPU % nodes / receivers / driver / machine (of 200) | correctness | pass |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "µs/delivery | CPU % nodes / receivers / driver / machine (of 200) | stages p50 / p99 ms from insert: bus "
+        "received, hub dispatch | correctness | pass |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for k, r in enumerate(o.steps):
         lines.append(
@@ -304,10 +311,18 @@ def step_lines(o: Outcome) -> list[str]:
             f"{live.fmt(r['deliveries_s'], 0)} | "
             f"{live.fmt(r['p50'])} | {live.fmt(r['p99'])} | {live.fmt(node_us(r), 1)} | "
             f"{live.fmt(live.hub_us(r), 2)} | "
-            f"{cpu_cell(r, o.setup.nodes)} | {live.correctness(r)} | "
+            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.correctness(r)} | "
             f"{'yes' if passed(r) else 'no'} |"
         )
     return lines
+
+
+def stages(r: dict[str, Any]) -> str:
+    """Where the time goes before the sockets, from the nodes' /live/stats lag buckets (realtime/lag.py) over the
+    step: when the bus handed events to the hub (multi-node: after the Redis hop) and when dispatch started."""
+    h = r.get("hub", {})
+    cells = [f"{lag.quantile(h, n, 0.5)} / {lag.quantile(h, n, 0.99)}" for n in ("bus_lag", "hub_lag")]
+    return "; ".join(cells) if any(c.strip(" /") for c in cells) else "—"
 
 
 def median(xs: Sequence[float | None]) -> float | None:

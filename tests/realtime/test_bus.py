@@ -13,12 +13,14 @@ import sqlalchemy as sa
 import sqlalchemy.dialects.mysql  # core.events uses sa.dialects.mysql without importing it
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from portside.core import events
 from portside.core.db import Database
 from portside.core.events import Event, EventDraft, Grants
 from portside.realtime.bus import Bus, Lagged, LocalBus, Subscription, SubscriptionClosed, make_bus
 from portside.realtime.redis_bus import RedisBus
+from portside.tools import jsonutil
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -375,3 +377,56 @@ async def test_failed_publish_catches_up_locally_from_the_log(
         later = await write(db, draft("c"))
         assert offsets(await take(sub, 1)) == offsets(later)
         await assert_quiet(sub)
+
+
+class CountingBus(RedisBus):
+    """Counts the hand-offs from the Redis reader to the subscriptions."""
+
+    handoffs = 0
+
+    def _deliver(self, events: list[Event]) -> None:
+        self.handoffs += 1
+        super()._deliver(events)
+
+
+async def test_a_burst_of_published_events_is_delivered_in_few_reads(
+    db: Database, channel: str, redis: Redis[bytes]
+) -> None:
+    """Events that reach the socket together are parsed and handed on together (not one read call each), in
+    publish order, once; a message for the channel split over several reads is joined, not lost."""
+    bus = CountingBus(db, REDIS_URL, channel)
+    n = 500
+    burst = [
+        Event(10_000 + i, "todo", "create", f"r{i}", {"n": i, "pad": "x" * 300}, Grants("u1", 7), "u1")
+        for i in range(n)
+    ]
+    async with bus, bus.subscribe() as sub:
+        async with redis.pipeline(transaction=False) as pipe:
+            for event in burst:
+                pipe.publish(channel, jsonutil.dumps(event.to_json()))
+            await pipe.execute()
+        got = await take(sub, n)
+        assert [e.to_json() for e in got] == [e.to_json() for e in burst]
+        assert bus.handoffs <= n // 10, bus.handoffs  # ~600 bytes each: a few reads for the whole burst
+        assert bus.wakeups == bus.handoffs
+        big = Event(20_000, "todo", "create", "big", {"blob": "y" * 3_000_000}, Grants("u1", 7), "u1")
+        await redis.publish(channel, jsonutil.dumps(big.to_json()))
+        assert (await sub.get(timeout=WAIT)).to_json() == big.to_json()
+        await assert_quiet(sub)
+        assert bus.connected and bus.reconnects == 0
+
+
+async def test_subscription_answers_pings_and_refuses_bad_credentials(db: Database, channel: str) -> None:
+    bus = RedisBus(db, REDIS_URL, channel)
+    bus.ping_interval = 0.05
+    async with bus, bus.subscribe() as sub:
+        await asyncio.sleep(0.5)  # silent channel: pings go out, pongs keep the link up
+        assert bus.connected and bus.reconnects == 0
+        wire(db, bus)
+        [ev] = await write(db, draft("after-pings"))
+        assert offsets(await take(sub, 1)) == [ev.offset]
+    wrong = RedisBus(db, "redis://nobody:s3cret-pw@127.0.0.1:6379/0", channel)
+    with pytest.raises(RedisError) as info:
+        await wrong.start()
+    assert "s3cret-pw" not in str(info.value)
+    assert not wrong.started.is_set() and not wrong.connected

@@ -582,5 +582,8 @@ def test_live_stats_count_fanout_for_admins_only(live: tuple[Server, str, str, s
             assert after["frames_delivered"] >= before["frames_delivered"] + 1
             assert after["events_dispatched"] >= before["events_dispatched"] + 1
             assert after["dispatch_cpu_seconds"] > before["dispatch_cpu_seconds"]
+            for stage in ("bus_lag", "hub_lag"):  # the event counted once in a bucket of each stage
+                counted = [k for k in after if k.startswith(stage + "_")]
+                assert len(counted) == 9 and sum(after[k] - before[k] for k in counted) >= 1, after
 
     asyncio.run(main())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -40,6 +41,7 @@ from portside import log
 from portside.core import events as ev
 from portside.core.db import Database
 from portside.core.events import Event
+from portside.realtime.lag import Lag
 
 logger = log.get("bus")
 
@@ -249,6 +251,7 @@ class Bus:
         self.started = asyncio.Event()
         self._subs: set[Subscription] = set()
         self._high = 0  # highest offset this process has seen published
+        self.lag = Lag("bus_lag")  # insert into the log -> handed to this process's subscriptions (live only)
         self._lifecycle = asyncio.Lock()
 
     @property
@@ -304,7 +307,9 @@ class Bus:
         pass
 
     def _deliver(self, events: list[Event]) -> None:
+        now = time.time()
         for event in events:
+            self.lag.note(event.at, now)
             self._high = max(self._high, event.offset)
             for sub in list(self._subs):
                 sub._push(event)

@@ -23,6 +23,7 @@ from portside.auth.permissions import Actor
 from portside.core.events import Event
 from portside.errors import Kind
 from portside.realtime.bus import Bus
+from portside.realtime.lag import Lag
 from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("live")
@@ -207,6 +208,7 @@ class LiveHub:
         self.dispatched = 0  # events dispatched to at least one subscriber
         self.dispatch_cpu = 0.0  # this thread's CPU seconds spent in dispatch (decisions + socket writes)
         self.dropped = 0  # sessions dropped because their send queue was full
+        self.lag = Lag("hub_lag")  # insert into the log -> dispatch here starts (events some socket follows)
 
     async def start(self) -> None:
         if self._task is None:
@@ -315,6 +317,7 @@ class LiveHub:
         subscribers = self.topics.get(event.table)
         if not subscribers:
             return 0
+        self.lag.note(event.at)
         started = time.thread_time()
         try:
             return self._dispatch(event, subscribers)
@@ -330,6 +333,8 @@ class LiveHub:
             "events_dispatched": self.dispatched,
             "frames_delivered": self.delivered,
             "dispatch_cpu_seconds": round(self.dispatch_cpu, 6),
+            **self.bus.lag.stats(),
+            **self.lag.stats(),
         }
 
     def _dispatch(self, event: Event, subscribers: Subscribers) -> int:

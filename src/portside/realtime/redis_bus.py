@@ -2,7 +2,10 @@
 
 `publish` sends each committed event as one JSON message (`Event.to_json()`) to the channel and does not
 deliver it locally: the writing process receives its own message back through its single Redis
-subscription, like every other process, and fans it out in-process to all its subscriptions.
+subscription, like every other process, and fans it out in-process to all its subscriptions. The
+subscription is read by `redis_sub.Subscriber` (not redis-py's PubSub): every message that arrived in one
+read of the socket is parsed and handed to the subscriptions in one `_deliver`, so a burst of commits costs
+one wake-up rather than one `get_message` call each.
 
 Pub/sub is at-most-once, so the event log covers its gaps. If the subscription connection drops (or
 stays silent past its pings), the reader reconnects with exponential backoff and, once subscribed again,
@@ -21,13 +24,11 @@ import datetime as dt
 import os
 import uuid
 from collections import OrderedDict
-from typing import Any
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -36,6 +37,7 @@ from portside.core import events as ev
 from portside.core.db import Database
 from portside.core.events import Event
 from portside.realtime.bus import Bus
+from portside.realtime.redis_sub import Subscriber
 from portside.tools import jsonutil
 
 logger = log.get("bus.redis")
@@ -62,9 +64,9 @@ class RedisBus(Bus):
         # names this bus's connections in CLIENT LIST (the publisher's get a "-pub" suffix)
         self.client_name = f"portside-bus-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.reconnects = 0
+        self.wakeups = 0  # reads from the subscription that delivered messages (one per burst)
         self._connected = False
         self._pub: Redis[bytes] | None = None
-        self._sub: Redis[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._seen: OrderedDict[int, None] = OrderedDict()  # offsets delivered here, newest last
@@ -100,27 +102,19 @@ class RedisBus(Bus):
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             client_name=f"{self.client_name}-pub",
         )
-        # no transparent retries: a dropped subscription must surface so that the gap is filled
-        self._sub = Redis.from_url(
-            self.url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            client_name=self.client_name,
-        )
         try:
-            pubsub = await self._subscribe()
+            sub = await self._subscribe()
             try:
                 await super()._open()
             except BaseException:
-                await _drop(pubsub)
+                await sub.close()
                 raise
         except BaseException:
             await self._close_clients()
             raise
         self._connected = True
         self._floor = self._high
-        self._task = asyncio.create_task(self._run(pubsub), name=f"bus-reader:{self.channel}")
+        self._task = asyncio.create_task(self._run(sub), name=f"bus-reader:{self.channel}")
         self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"bus-sweeper:{self.channel}")
 
     async def _close(self) -> None:
@@ -133,11 +127,10 @@ class RedisBus(Bus):
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        for client in (self._pub, self._sub):
-            if client is not None:
-                with contextlib.suppress(*_NETWORK_ERRORS):
-                    await client.aclose()  # type: ignore[attr-defined]
-        self._pub = self._sub = None
+        if self._pub is not None:
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                await self._pub.aclose()  # type: ignore[attr-defined]
+        self._pub = None
 
     def _deliver(self, events: list[Event]) -> None:
         for event in events:
@@ -176,28 +169,18 @@ class RedisBus(Bus):
             self._deliver(events)
         return len(events)
 
-    async def _subscribe(self) -> PubSub:
-        """A pub/sub connection whose subscription the server has confirmed."""
-        assert self._sub is not None
-        pubsub = self._sub.pubsub()
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                await pubsub.subscribe(self.channel)
-                while True:  # from the confirmation on, nothing published can be missed
-                    msg = await pubsub.get_message(timeout=self.connect_timeout)
-                    if msg is not None and msg["type"] == "subscribe":
-                        return pubsub
-        except BaseException:
-            await _drop(pubsub)
-            raise
+    async def _subscribe(self) -> Subscriber:
+        """A pub/sub connection whose subscription the server has confirmed (from then on nothing published
+        can be missed). No transparent retries: a dropped subscription must surface so that the gap is filled."""
+        return await Subscriber.connect(self.url, self.channel, self.client_name, self.connect_timeout)
 
-    async def _run(self, pubsub: PubSub | None) -> None:
+    async def _run(self, sub: Subscriber | None) -> None:
         delay = self.reconnect_delay
         while True:
-            if pubsub is None:
+            if sub is None:
                 await asyncio.sleep(delay)
                 try:
-                    pubsub = await self._subscribe()
+                    sub = await self._subscribe()
                 except _NETWORK_ERRORS as exc:
                     delay = min(delay * 2, self.reconnect_max_delay)
                     logger.warning("Redis reconnect failed (%s); retrying in %.1fs", exc, delay)
@@ -208,44 +191,47 @@ class RedisBus(Bus):
                 logger.info("Redis subscription restored; filling the gap from the event log")
                 self._resync_all(self._high - self.gap_rewind, need=self._high)
             try:
-                await self._listen(pubsub)
+                await self._listen(sub)
             except _NETWORK_ERRORS as exc:
                 logger.warning("lost the Redis subscription (%s); reconnecting", exc)
             except Exception:
                 logger.exception("Redis reader failed; reconnecting")
             finally:
                 self._connected = False
-                await _drop(pubsub)
-                pubsub = None
+                await sub.close()
+                sub = None
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _listen(self, sub: Subscriber) -> None:
+        """Deliver every message of each read together; ping after `ping_interval` of silence."""
         loop = asyncio.get_running_loop()
         last_heard = last_ping = loop.time()
         while True:
-            msg = await pubsub.get_message(timeout=self.ping_interval)
+            try:
+                async with asyncio.timeout(self.ping_interval):
+                    payloads: list[bytes] | None = await sub.read()
+            except TimeoutError:
+                payloads = None
             now = loop.time()
-            if msg is not None:
+            if payloads is not None:
                 last_heard = now
-                if msg["type"] == "message":
-                    self._on_message(msg["data"])
+                if payloads:
+                    self.wakeups += 1
+                    self._on_messages(payloads)
             elif now - last_heard > 3 * self.ping_interval:
                 raise RedisConnectionError("no reply from Redis")
             if now - last_ping >= self.ping_interval:
                 last_ping = now
-                await pubsub.ping()
+                await sub.ping()
 
-    def _on_message(self, data: Any) -> None:
-        try:
-            raw = jsonutil.loads(data, max_depth=1000)
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            event = Event.from_json(raw)
-        except Exception as exc:
-            logger.warning("skipping malformed message on %r: %.200s", self.channel, exc)
-            return
-        self._deliver([event])
-
-
-async def _drop(pubsub: PubSub) -> None:
-    with contextlib.suppress(*_NETWORK_ERRORS):
-        await pubsub.aclose()  # type: ignore[attr-defined]
+    def _on_messages(self, payloads: list[bytes]) -> None:
+        events = []
+        for data in payloads:
+            try:
+                raw = jsonutil.loads(data, max_depth=1000)
+                if not isinstance(raw, dict):
+                    raise ValueError("not a JSON object")
+                events.append(Event.from_json(raw))
+            except Exception as exc:
+                logger.warning("skipping malformed message on %r: %.200s", self.channel, exc)
+        if events:
+            self._deliver(events)
