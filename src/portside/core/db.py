@@ -116,11 +116,10 @@ class Database:
         if url.startswith("mysql"):
             kwargs["connect_args"] = {"charset": "utf8mb4"}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        # reads run in autocommit: no BEGIN per request, and no ROLLBACK when the connection goes back to the
-        # pool (SQLAlchemy's reset on return; in autocommit there is no transaction to end)
-        self.reader: AsyncEngine = create_async_engine(
-            url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, **kwargs
-        )
+        # reads run in autocommit: no BEGIN and no ROLLBACK round trip per request; on SQLite (aiosqlite: one
+        # worker-thread hop per statement) not even SQLAlchemy's ROLLBACK when a connection goes back to the pool
+        reader_kwargs = {"skip_autocommit_rollback": True} if url.startswith("sqlite") else {}
+        self.reader: AsyncEngine = create_async_engine(url, isolation_level="AUTOCOMMIT", **reader_kwargs, **kwargs)
         self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
         if self.dialect != "sqlite":
             ping_when_idle(self.engine)
