@@ -54,6 +54,7 @@ from portside.feeds.service import FeedService
 from portside.feeds.websub import WebSubHub
 from portside.ftp import server as ftp_server
 from portside.http.app import build_app
+from portside.http.coalesce import HttpProtocol
 from portside.http.listener import UvicornListener
 from portside.http.metrics import METRICS_KEY, ScrapePort, instrument
 from portside.http.wire import CaptureRawSend, ws_protocol
@@ -307,6 +308,7 @@ class Portside:
             access_log=False,
             server_header=False,
             proxy_headers=False,  # forwarded headers are believed only from --trusted-proxies (http/peer.py)
+            http=HttpProtocol,  # uvicorn's httptools protocol, one write per response (http/coalesce.py)
             ws=ws_protocol(),  # uvicorn's sans-I/O protocol with a direct input path (http/wire.py)
             ws_max_size=1024 * 1024,  # /live frames
             ws_per_message_deflate=False,  # per-socket compression would cost more CPU than the fan-out

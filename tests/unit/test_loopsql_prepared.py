@@ -112,3 +112,28 @@ async def test_a_statement_that_cannot_be_prepared_still_runs(tmp_path: Path) ->
         in_list = sa.select(thing.c.name).where(thing.c.id.in_(ids[:2])).order_by(thing.c.id)
         assert fast.select(in_list, {}) == [("x",), ("y",)]
     await db.dispose()
+
+
+async def test_select_within_a_budget_of_steps(tmp_path: Path) -> None:
+    """`select_within`: the rows when SQLite needs fewer steps than the budget, None (the statement
+    interrupted, the connection fine) when it needs more; the budget applies to that statement only."""
+    db, _ = await _database(tmp_path)
+    async with db.transaction() as uow:
+        fast = direct(uow.conn)
+        assert fast is not None
+        for i in range(2000):
+            fast.insert(thing, {"name": f"n{i}", "score": float(i)})
+    by_score = sa.select(thing.c.id, thing.c.name).where(thing.c.score >= 0).order_by(thing.c.score.desc())
+    small = by_score.limit(3)
+    async with db.read(quick=True) as conn:
+        fast = direct(conn)
+        assert fast is not None
+        assert fast.select_within(small, {}, 1_000_000) == [(2000, "n1999"), (1999, "n1998"), (1998, "n1997")]
+        assert fast.select_within(by_score, {}, 5_000) is None  # 2,000 rows sorted: far more than 5,000 steps
+        assert fast.select_within(small, {}, 1_000_000) == [(2000, "n1999"), (1999, "n1998"), (1998, "n1997")]
+        assert len(fast.select(by_score, {})) == 2000  # no budget left behind on the connection
+        # a statement SQLAlchemy runs itself (an expanding IN) is bounded the same way
+        many = sa.select(thing.c.id).where(thing.c.name.in_([f"n{i}" for i in range(1500)]))
+        assert fast.select_within(many.order_by(thing.c.score.desc()), {}, 2_000) is None
+        assert len(fast.select_within(many, {}, 10_000_000) or []) == 1500
+    await db.dispose()

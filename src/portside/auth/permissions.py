@@ -164,10 +164,16 @@ def visible_clause(model: Model, tm: TableModel, actor: Actor, right: int) -> sa
             conds.append(
                 sa.exists().where(
                     j.c[f"{tm.name}_id"] == t.c.id,
-                    j.c.usergroup_id.in_(actor.group_ids),
+                    j.c.usergroup_id.in_(_each(actor.group_ids)),
                     _has(j.c.permission, right << GROUP_SHIFT),
                 )
             )
         elif tm.name == "usergroup":
-            conds.append(sa.and_(t.c.id.in_(actor.group_ids), _has(t.c.permission, right << GROUP_SHIFT)))
+            conds.append(sa.and_(t.c.id.in_(_each(actor.group_ids)), _has(t.c.permission, right << GROUP_SHIFT)))
     return sa.or_(*conds)
+
+
+def _each(ids: tuple[int, ...]) -> list[sa.BindParameter[int]]:
+    """One bound value per id: `IN (?, ?)` is fixed SQL that loopsql can prepare once, where a list of values
+    becomes an expanding parameter rendered anew on every execution."""
+    return [sa.literal(i, sa.Integer) for i in ids]

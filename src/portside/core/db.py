@@ -116,8 +116,10 @@ class Database:
         if url.startswith("mysql"):
             kwargs["connect_args"] = {"charset": "utf8mb4"}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        # reads run in autocommit: no BEGIN and no ROLLBACK round trip per request
-        self.reader: AsyncEngine = create_async_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
+        # reads run in autocommit: no BEGIN and no ROLLBACK round trip per request; on SQLite (aiosqlite: one
+        # worker-thread hop per statement) not even SQLAlchemy's ROLLBACK when a connection goes back to the pool
+        reader_kwargs = {"skip_autocommit_rollback": True} if url.startswith("sqlite") else {}
+        self.reader: AsyncEngine = create_async_engine(url, isolation_level="AUTOCOMMIT", **reader_kwargs, **kwargs)
         self.dialect = self.engine.dialect.name  # sqlite | postgresql | mysql
         if self.dialect != "sqlite":
             ping_when_idle(self.engine)
@@ -168,6 +170,11 @@ class Database:
             self._quick_engine.dispose()
         await self.engine.dispose()
         await self.reader.dispose()
+
+    @property
+    def loop_reads(self) -> bool:
+        """`read(quick=True)` runs statements on the loop's thread (SQLite), not on a pooled connection."""
+        return self._quick_engine is not None
 
     @asynccontextmanager
     async def read(self, *, quick: bool = False) -> AsyncIterator[AsyncConnection]:

@@ -458,6 +458,8 @@ def _api_datetime(value: Any) -> Any:
 
 
 def _api_generic(value: Any) -> Any:
+    if type(value) is str or value is None:  # the usual case first: a list page converts every text cell
+        return value
     if isinstance(value, dt.datetime):
         return jsonutil.iso(value)
     if isinstance(value, dt.date):

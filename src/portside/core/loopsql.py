@@ -20,7 +20,9 @@ through SQLAlchemy. Driver errors are wrapped as SQLAlchemy's `DBAPIError` subcl
 What may block stays off the loop: the durable COMMIT (an fsync) runs in a worker thread, and a
 `BEGIN IMMEDIATE` that finds another process writing waits in a worker thread too (the loop-side connections
 have `busy_timeout=0`). Long statements do not belong here; callers use `Database.read()` (aiosqlite) for
-those (e.g. an uncached list count).
+those (e.g. an uncached list count). A statement whose length the caller cannot know (a list page under a
+row-permission filter) runs through `select_within`: SQLite's progress handler interrupts it after a budget
+of virtual-machine steps, and the caller then runs it in a worker thread.
 """
 
 from __future__ import annotations
@@ -159,6 +161,25 @@ class LoopConnection:
             return rows
         return [tuple(v if p is None or v is None else p(v) for p, v in zip(results, r, strict=True)) for r in rows]
 
+    def select_within(self, stmt: Any, params: dict[str, Any], steps: int) -> list[tuple[Any, ...]] | None:
+        """`select`, or None when SQLite needed more than about `steps` virtual-machine steps for it: the
+        statement is then interrupted (a read: nothing changed), so the loop's thread is held for a bounded
+        time and the caller runs the statement elsewhere (`Database.read()`, which also waits out a lock, for which
+        this connection does not: `busy_timeout=0`)."""
+        self.driver.set_progress_handler(_interrupt, steps)
+        try:
+            return self.select(stmt, params)
+        except sa.exc.OperationalError as exc:
+            if _interrupted(exc.orig) or classify(exc) is Fault.LOCKED:
+                return None
+            raise
+        except sqlite3.OperationalError as exc:  # raised by `fetchall`, past `run_text`'s wrapping
+            if _interrupted(exc):
+                return None
+            raise
+        finally:
+            self.driver.set_progress_handler(None, 0)
+
     def as_async(self) -> AsyncConnection:
         """Typed as what the callers take (they use only the methods listed in the module docstring)."""
         return cast(AsyncConnection, self)
@@ -207,6 +228,14 @@ class LoopConnection:
 
     async def close(self) -> None:
         self.sync_connection.close()
+
+
+def _interrupt() -> int:
+    return 1  # called once `steps` VM instructions have run: a non-zero answer aborts the statement
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted"
 
 
 def direct(conn: Any) -> LoopConnection | None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portside.core import fieldtypes
 from portside.core.db import UnitOfWork
 from portside.core.events import EventDraft, Grants
-from portside.core.loopsql import direct
+from portside.core.loopsql import LoopConnection, direct
 from portside.core.model import OWNER_COLUMN, Model, TableModel
 from portside.tools.ids import uuid7_str
 
@@ -211,6 +211,21 @@ async def run_select(
     else:
         rows = (await conn.execute(q, params)).all()
     links = await load_group_grants(conn, model, tm, [r[0] for r in rows]) if groups else {}
+    return _row_data(tm, plan, rows, links)
+
+
+def select_within(
+    fast: LoopConnection, tm: TableModel, q: sa.Select[Any], plan: Plan, steps: int
+) -> list[RowData] | None:
+    """`run_select(..., groups=False)` of a statement built once with its values bound, on the loop's thread
+    within a budget of SQLite steps (`LoopConnection.select_within`); None when it needed more."""
+    rows = fast.select_within(q, {}, steps)
+    return None if rows is None else _row_data(tm, plan, rows, {})
+
+
+def _row_data(
+    tm: TableModel, plan: Plan, rows: Sequence[Any], links: dict[int, list[tuple[str, int]]]
+) -> list[RowData]:
     out = []
     name = tm.name
     for r in rows:
