@@ -235,7 +235,8 @@ def _interrupt() -> int:
 
 
 def _interrupted(exc: BaseException | None) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted"
+    code = getattr(exc, "sqlite_errorcode", None)  # by its code, never its text (tests/unit/test_error_vocabulary)
+    return isinstance(exc, sqlite3.OperationalError) and code == sqlite3.SQLITE_INTERRUPT
 
 
 def direct(conn: Any) -> LoopConnection | None:
