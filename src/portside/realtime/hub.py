@@ -4,6 +4,9 @@ For each event the hub decides visibility once per distinct principal (user + gr
 subscribed to that table, from the grants the event carries — no database query per subscriber — then
 applies each subscription's filters and enqueues the frame. Enqueueing never waits: a session whose queue
 is full is marked overflowed and its socket is closed by its writer (close code 1013).
+
+A session whose transport has a direct path (`LiveSession.post`) and that has no filters, no replay floor and
+no replay running gets the event encoded once per encoding and posted as is (the lean path).
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class LiveSession:
     # or live); a re-subscribe with `since` below C replays (since, C] only, so nothing arrives twice
     covered: dict[str, int] = field(default_factory=dict)
     late: dict[str, set[int]] = field(default_factory=dict)  # topic -> offsets <= C that arrived live anyway
+    # the transport's direct path for shared event frames (None: every frame goes through `send`): `encode(frame)`
+    # is the same for every session with the same `encode`, so the hub builds it once per event and encoding;
+    # `post(encoded)` hands it to the socket, False (and the transport closes the socket) when it does not keep up
+    encode: Callable[[dict[str, Any]], Any] | None = None
+    post: Callable[[Any], bool] | None = None
 
     def accepts(self, topic: str, event: Event) -> bool:
         return matches(self.subscriptions.get(topic, {}), event.type, event.data)
@@ -333,23 +341,48 @@ class LiveHub:
         }
 
     def _dispatch(self, event: Event, subscribers: Subscribers) -> int:
+        """Send the event to every session that may read it and wants it. Sessions with a direct path, no
+        filters, no replay floor and no replay running (the common case) take a lean path: the frame is encoded
+        once per encoding and posted as is."""
+        table, offset = event.table, event.offset
         frame: dict[str, Any] | None = None
+        encode: Callable[[dict[str, Any]], Any] | None = None
+        encoded: Any = None
+        by_encoding: dict[Callable[[dict[str, Any]], Any], Any] = {}
         sent = 0
         for members in subscribers.readers(event):  # one decision for every socket of a principal
             for session in list(members):
-                filters = session.subscriptions.get(event.table)
-                replayed = session.floors.get(event.table, 0)
-                if event.offset <= replayed or (filters and not matches(filters, event.type, event.data)):
-                    continue
                 if frame is None:
                     frame = event_frame(event)
-                if session.hold is not None:  # a replay is running for this session: park, it flushes after
-                    session.hold.append(frame)
-                    continue
-                if session.send(frame):
+                post = session.post
+                if (
+                    post is not None
+                    and session.hold is None
+                    and not session.floors
+                    and not session.subscriptions.get(table)
+                ):
+                    if session.encode is not encode:  # sockets of one encoding mostly follow each other
+                        encode = session.encode
+                        assert encode is not None
+                        encoded = by_encoding.get(encode)
+                        if encoded is None:
+                            encoded = by_encoding[encode] = encode(frame)
+                    ok = post(encoded)
+                else:
+                    filters = session.subscriptions.get(table)
+                    if offset <= session.floors.get(table, 0) or (
+                        filters and not matches(filters, event.type, event.data)
+                    ):
+                        continue
+                    if session.hold is not None:  # a replay is running for this session: park, it flushes after
+                        session.hold.append(frame)
+                        continue
+                    ok = session.send(frame)
+                if ok:
                     sent += 1
-                    if session.covered:
-                        session.sent(event.table, event.offset)
+                    covered = session.covered.get(table)
+                    if covered is not None and offset <= covered:
+                        session.sent(table, offset)
                 else:
                     session.overflowed = True
                     self.dropped += 1
