@@ -161,3 +161,129 @@ async def test_fan_out_of_a_backlog_hands_the_loop_back_between_events() -> None
     # the other task ran while the backlog was fanned out, at most one event apart
     steps = [b - a for a, b in itertools.pairwise(seen)]
     assert len(seen) >= 49 and max(steps) <= 1, seen
+
+
+async def test_one_event_fans_out_in_slices_and_rechecks_sessions_after_a_pause(monkeypatch: Any) -> None:
+    """One event to many sockets hands the loop back every SLICE sockets; a session unsubscribed or re-keyed to
+    somebody who may not read it during a pause gets nothing, every other reader (also one re-keyed to another
+    principal that may read it) gets the frame exactly once."""
+    from portside.realtime import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "SLICE", 3)
+    boxes: list[list[dict[str, Any]]] = [[] for _ in range(10)]
+    sessions = [session("u1", box) for box in boxes]  # one principal: one bucket, ten sockets
+    hub = LiveHub(bus=_Backlog([event("a", 1)]))  # type: ignore[arg-type]
+    for s in sessions:
+        hub.subscribe(s, "a", {})
+    turns: list[int] = []  # frames delivered each time another task got the loop during the fan-out
+    changed: list[int] = []
+
+    async def other_request() -> None:
+        while sum(map(len, boxes)) < 8:
+            turns.append(sum(map(len, boxes)))
+            if turns[-1] and not changed:  # during the fan-out: one socket still waiting leaves, one is now
+                changed.extend(i for i, box in enumerate(boxes) if not box)  # somebody who may not read it
+                hub.unsubscribe(sessions[changed[0]], "a")
+                hub.rekey(sessions[changed[1]], Actor(user_id=2, ref="u2"))
+                # and one joins a group: another principal, another bucket, but still a reader of the row
+                hub.rekey(sessions[changed[2]], Actor(user_id=1, ref="u1", groups=frozenset({"g1"})))
+            await asyncio.sleep(0)
+
+    await hub.start()
+    try:
+        await asyncio.wait_for(other_request(), 5)
+        await asyncio.sleep(0.01)
+    finally:
+        await hub.stop()
+    assert turns[0] == 3 and len(changed) == 7  # the first pause came after the first slice of 3
+    assert [len(b) for b in boxes] == [0 if i in changed[:2] else 1 for i in range(10)]
+    # the other task ran between slices of the one event: never more than SLICE frames apart
+    assert max(b - a for a, b in itertools.pairwise([*turns, 8])) <= 3, turns
+    assert hub.delivered == 8 and hub.dispatched == 1
+
+
+def lean(
+    ref: str, wire: list[tuple[str, int]], encoding: Any, sink: list[dict[str, Any]], room: int = 99
+) -> LiveSession:
+    """A session with a direct path: `post` records what it was handed, refusing once `room` posts were taken."""
+    s = session(ref, sink)
+    s.encode = encoding
+
+    def post(encoded: Any) -> bool:
+        if len(wire) >= room:
+            return False
+        wire.append(encoded)
+        return True
+
+    s.post = post
+    return s
+
+
+def test_lean_path_encodes_once_per_encoding_and_keeps_the_general_rules() -> None:
+    """Plain sessions with a direct path get the event encoded once per encoding and posted; a session with
+    filters, a replay floor or a replay running takes the general path with the same results; a refused post
+    drops the session like a full queue."""
+    calls: list[str] = []
+
+    def enc(name: str) -> Any:
+        def encode(frame: dict[str, Any]) -> tuple[str, int]:
+            calls.append(name)
+            return name, frame["offset"]
+
+        return encode
+
+    as_json, as_b64 = enc("json"), enc("b64")
+    hub = LiveHub(bus=None)  # type: ignore[arg-type]
+    wires: list[list[tuple[str, int]]] = [[] for _ in range(6)]
+    sinks: list[list[dict[str, Any]]] = [[] for _ in range(6)]
+    plain = [lean("u1", wires[i], as_json if i % 2 else as_b64, sinks[i]) for i in range(4)]
+    filtered = lean("u1", wires[4], as_json, sinks[4])
+    held = lean("u1", wires[5], as_json, sinks[5])
+    for s in [*plain, held]:
+        hub.subscribe(s, "a", {})
+    hub.subscribe(filtered, "a", {"n": 2})
+    held.hold = []
+    assert hub.dispatch(event("a", 1, n=1)) == 4
+    assert sorted(calls) == ["b64", "json"]  # once per encoding, not per socket
+    assert [w for w in wires[:4]] == [[("b64", 1)], [("json", 1)], [("b64", 1)], [("json", 1)]]
+    assert wires[4] == [] and sinks[4] == []  # filtered out, on the general path
+    assert wires[5] == [] and [f["offset"] for f in held.hold] == [1]  # parked while the replay runs
+    held.hold = None
+    held.floors["a"] = 5  # a replay sent up to 5: live events at or below are skipped
+    hub.dispatch(event("a", 2, n=2))
+    assert [f["offset"] for f in sinks[4]] == [2] and wires[4] == []  # general path: `send`
+    assert sinks[5] == [] and wires[5] == []
+    hub.dispatch(event("a", 6, n=2))
+    assert [f["offset"] for f in sinks[5]] == [6]  # above its floor, through `send`
+    assert all(w[-1][1] == 6 for w in wires[:4]) and all(s == [] for s in sinks[:4])
+    # covered bookkeeping also on the lean path: an event at or below coverage is remembered as late
+    plain[0].covered["a"] = 10
+    hub.dispatch(event("a", 7))
+    assert plain[0].late == {"a": {7}} and plain[1].late == {}
+    # a refused post: the session overflowed and is dropped from every topic
+    full = lean("u1", [("x", 0)], as_json, [], room=1)
+    hub.subscribe(full, "a", {})
+    delivered = hub.delivered
+    assert hub.dispatch(event("a", 8)) == 5  # four plain sessions and `held` (above its floor)
+    assert full.overflowed and full.subscriptions == {} and hub.dropped == 1
+    assert hub.delivered == delivered + 5
+
+
+async def test_a_hub_behind_the_bus_takes_larger_slices(monkeypatch: Any) -> None:
+    """The slice grows by SLICE per event the hub lags behind the bus head: caught up, a pause every 3 sockets;
+    three events behind, 12 sockets in one go."""
+    from portside.realtime import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "SLICE", 3)
+    boxes: list[list[dict[str, Any]]] = [[] for _ in range(12)]
+    bus = _Backlog([event("a", 1)])
+    hub = LiveHub(bus=bus)  # type: ignore[arg-type]
+    for box in boxes:
+        hub.subscribe(session("u1", box), "a", {})
+    pauses = [len(list(hub._fanout(event("a", 1))))]  # no head: as if caught up
+    bus.head = 2  # type: ignore[attr-defined]
+    pauses.append(len(list(hub._fanout(event("a", 2)))))
+    bus.head = 6  # type: ignore[attr-defined]
+    pauses.append(len(list(hub._fanout(event("a", 3)))))
+    assert pauses == [3, 3, 0]  # 12 sockets: 4 slices of 3 (3 pauses), then one slice of 3 * (1 + 3) = 12
+    assert [len(b) for b in boxes] == [3] * 12

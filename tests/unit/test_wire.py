@@ -45,3 +45,61 @@ def test_binary_frame_is_read_by_a_websocket_client(size: int) -> None:
         (Opcode.BINARY, True, payload),
         (Opcode.TEXT, True, b"x"),
     ]
+
+
+class _Conn:
+    close_sent: object = None
+    extensions: list[object] = []
+
+
+class _Proto:
+    def __init__(self) -> None:
+        self.conn = _Conn()
+        self.close_sent = self.disconnected = False
+
+
+class _Transport:
+    """What DirectWire uses of an asyncio transport: the written bytes and the buffered count."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+def test_poster_follows_the_rules_of_send() -> None:
+    """The fan-out poster writes whole frames while the socket is open and keeps up, drops them (True) once a
+    close frame went out or the transport closes, and refuses (False, `on_full`) beyond the backlog limit."""
+    from portside.http.wire import DirectWire
+
+    proto, transport = _Proto(), _Transport()
+    full: list[int] = []
+    post = DirectWire(proto, transport).poster(100, lambda: full.append(1))
+    assert post(b"a") and post(b"b") and transport.out == [b"a", b"b"]
+    transport.buffered = 101
+    assert not post(b"c") and full == [1] and transport.out == [b"a", b"b"]
+    transport.buffered = 100
+    assert post(b"d") and transport.out[-1] == b"d"
+    for closed in ("proto", "conn", "transport"):
+        p, t = _Proto(), _Transport()
+        if closed == "proto":
+            p.close_sent = True
+        elif closed == "conn":
+            p.conn.close_sent = object()
+        else:
+            t.closing = True
+        assert DirectWire(p, t).poster(100, lambda: full.append(2))(b"x") and t.out == [], closed
+    assert full == [1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -64,6 +65,14 @@ def wire_bytes(frame: dict[str, Any], as_json: bool) -> bytes:
     return wire
 
 
+def wire_json(frame: dict[str, Any]) -> bytes:
+    return wire_bytes(frame, True)
+
+
+def wire_b64(frame: dict[str, Any]) -> bytes:
+    return wire_bytes(frame, False)
+
+
 class SocketTransport:
     """The live service's `Transport` over one WebSocket: frames go straight to the socket as pre-built
     WebSocket frames (`DirectWire`) while it keeps up, else (no direct path) through a queue and a writer task
@@ -91,6 +100,13 @@ class SocketTransport:
         except asyncio.QueueFull:
             self.too_slow.set()
             return False
+
+    def direct(self) -> tuple[Callable[[dict[str, Any]], bytes], Callable[[bytes], bool]] | None:
+        """The hub's lean path for event frames: one encoder per encoding (the hub builds each event's WebSocket
+        frame once per encoder) and a post to this socket; None without the direct path."""
+        if self.wire is None:
+            return None
+        return (wire_json if self.as_json else wire_b64), self.wire.poster(MAX_BACKLOG, self.too_slow.set)
 
     def close(self, code: int, reason: str) -> None:
         self.closing.append((code, reason))

@@ -111,6 +111,23 @@ class DirectWire:
         t.write(frame)
         return True
 
+    def poster(self, limit: int, on_full: Callable[[], None]) -> Callable[[bytes], bool]:
+        """`send` for fan-out, with the objects it reads bound once: the hub calls it once per socket and event.
+        Same rules; when more than `limit` bytes wait it calls `on_full` and answers False."""
+        p, conn, t = self._proto, self._proto.conn, self.transport
+        is_closing, buffered, write = t.is_closing, t.get_write_buffer_size, t.write
+
+        def post(frame: bytes) -> bool:
+            if p.close_sent or p.disconnected or conn.close_sent is not None or is_closing():
+                return True
+            if buffered() > limit:
+                on_full()
+                return False
+            write(frame)
+            return True
+
+        return post
+
     @property
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""

@@ -4,6 +4,11 @@ For each event the hub decides visibility once per distinct principal (user + gr
 subscribed to that table, from the grants the event carries — no database query per subscriber — then
 applies each subscription's filters and enqueues the frame. Enqueueing never waits: a session whose queue
 is full is marked overflowed and its socket is closed by its writer (close code 1013).
+
+A session whose transport has a direct path (`LiveSession.post`) and that has no filters, no replay floor and
+no replay running gets the event encoded once per encoding and posted as is (the lean path). One event's
+fan-out hands the loop back every SLICE sockets (more while the hub lags behind the bus), so HTTP requests
+are served during a large broadcast.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,7 @@ _session_ids = itertools.count(1)
 NODE = os.urandom(4).hex()
 EVENT_TYPE_KEY = "EventType"
 MAX_LATE = 4096  # per topic and socket: out-of-order live events remembered so a later replay skips them
+SLICE = 200  # sockets served per turn of the loop while one event fans out (~2-3 ms of writes), when caught up
 
 Principal = tuple[str | None, frozenset[str], bool]
 
@@ -88,6 +94,11 @@ class LiveSession:
     # or live); a re-subscribe with `since` below C replays (since, C] only, so nothing arrives twice
     covered: dict[str, int] = field(default_factory=dict)
     late: dict[str, set[int]] = field(default_factory=dict)  # topic -> offsets <= C that arrived live anyway
+    # the transport's direct path for shared event frames (None: every frame goes through `send`): `encode(frame)`
+    # is the same for every session with the same `encode`, so the hub builds it once per event and encoding;
+    # `post(encoded)` hands it to the socket, False (and the transport closes the socket) when it does not keep up
+    encode: Callable[[dict[str, Any]], Any] | None = None
+    post: Callable[[Any], bool] | None = None
 
     def accepts(self, topic: str, event: Event) -> bool:
         return matches(self.subscriptions.get(topic, {}), event.type, event.data)
@@ -301,11 +312,13 @@ class LiveHub:
             try:
                 async with self.bus.subscribe() as sub:
                     async for event in sub:
-                        self.dispatch(event)
+                        # one event's fan-out hands the loop back every SLICE sockets, and a buffered
+                        # subscription yields without suspending: the loop serves requests (an HTTP create's
+                        # next step, its commit) between slices and between events, so they never queue
+                        # behind a whole fan-out or a backlog of them (bench/live.py: p99 from client send)
+                        for _ in self._fanout(event):
+                            await asyncio.sleep(0)
                         self.react(event)
-                        # a buffered subscription yields without suspending: hand the loop back after every
-                        # event, so requests (an HTTP create's next step, its commit) never queue behind a
-                        # whole backlog of fan-out (bench/live.py: p99 from client send)
                         await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
@@ -314,16 +327,43 @@ class LiveHub:
                 await asyncio.sleep(0.5)
 
     def dispatch(self, event: Event) -> int:
+        """Fan one event out in one go; the frames sent."""
+        before = self.delivered
+        for _ in self._fanout(event):
+            pass
+        return self.delivered - before
+
+    def _fanout(self, event: Event) -> Iterator[None]:
+        """Fan one event out, pausing (a yield) after every SLICE sockets served."""
         subscribers = self.topics.get(event.table)
         if not subscribers:
-            return 0
+            return
         self.lag.note(event.at)
+        self.dispatched += 1
         started = time.thread_time()
         try:
-            return self._dispatch(event, subscribers)
+            for _ in self._dispatch(event, subscribers):
+                paused = time.thread_time()
+                self.dispatch_cpu += paused - started
+                yield
+                started = time.thread_time()
         finally:
             self.dispatch_cpu += time.thread_time() - started
-            self.dispatched += 1
+
+    @staticmethod
+    def _still_reads(session: LiveSession, event: Event) -> bool:
+        """After a pause, for a session that left the bucket decided for (unsubscribed, dropped, or its identity
+        changed): it still follows the topic and may read the event (decided again)."""
+        if event.table not in session.subscriptions or session.overflowed:
+            return False
+        return access.may_read_event(session.actor, event.grants)
+
+    def _slice(self, offset: int) -> int:
+        """Sockets to serve before the next pause: SLICE while the hub keeps up with the bus, one SLICE more
+        per event it lags behind, so a hub that falls behind takes a larger share of the loop (and the writes
+        that feed it slow down) instead of falling further behind."""
+        head = getattr(self.bus, "head", offset)
+        return SLICE * (1 + max(0, head - offset if isinstance(head, int) else 0))
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -337,27 +377,63 @@ class LiveHub:
             **self.lag.stats(),
         }
 
-    def _dispatch(self, event: Event, subscribers: Subscribers) -> int:
+    def _dispatch(self, event: Event, subscribers: Subscribers) -> Iterator[None]:
+        """Send the event to every session that may read it and wants it; a pause (yield) every `_slice` sockets.
+        After a pause a session that left the bucket decided for is decided again (`_still_reads`). Sessions
+        with a direct path, no filters, no replay floor and no replay running (the common case) take a lean
+        path: the frame is encoded once per encoding and posted as is."""
+        table, offset = event.table, event.offset
         frame: dict[str, Any] | None = None
-        sent = 0
+        encode: Callable[[dict[str, Any]], Any] | None = None
+        encoded: Any = None
+        by_encoding: dict[Callable[[dict[str, Any]], Any], Any] = {}
+        sent = served = 0
+        resumed = False
+        budget = self._slice(offset)
         for members in subscribers.readers(event):  # one decision for every socket of a principal
             for session in list(members):
-                filters = session.subscriptions.get(event.table)
-                replayed = session.floors.get(event.table, 0)
-                if event.offset <= replayed or (filters and not matches(filters, event.type, event.data)):
+                if served >= budget:
+                    self.delivered += sent
+                    sent = served = 0
+                    yield
+                    resumed = True
+                    budget = self._slice(offset)
+                served += 1
+                if resumed and session not in members and not self._still_reads(session, event):
                     continue
                 if frame is None:
                     frame = event_frame(event)
-                if session.hold is not None:  # a replay is running for this session: park, it flushes after
-                    session.hold.append(frame)
-                    continue
-                if session.send(frame):
+                post = session.post
+                if (
+                    post is not None
+                    and session.hold is None
+                    and not session.floors
+                    and not session.subscriptions.get(table)
+                ):
+                    if session.encode is not encode:  # sockets of one encoding mostly follow each other
+                        encode = session.encode
+                        assert encode is not None
+                        encoded = by_encoding.get(encode)
+                        if encoded is None:
+                            encoded = by_encoding[encode] = encode(frame)
+                    ok = post(encoded)
+                else:
+                    filters = session.subscriptions.get(table)
+                    if offset <= session.floors.get(table, 0) or (
+                        filters and not matches(filters, event.type, event.data)
+                    ):
+                        continue
+                    if session.hold is not None:  # a replay is running for this session: park, it flushes after
+                        session.hold.append(frame)
+                        continue
+                    ok = session.send(frame)
+                if ok:
                     sent += 1
-                    if session.covered:
-                        session.sent(event.table, event.offset)
+                    covered = session.covered.get(table)
+                    if covered is not None and offset <= covered:
+                        session.sent(table, offset)
                 else:
                     session.overflowed = True
                     self.dropped += 1
                     self.drop(session)
         self.delivered += sent
-        return sent

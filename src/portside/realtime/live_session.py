@@ -15,7 +15,8 @@ Table gates and table topic permissions come from the row layer (L3), given by t
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from portside.auth.permissions import CREATE, EXECUTE, PEEK, READ, Actor
 from portside.core import limits
@@ -46,6 +47,14 @@ class Transport(Protocol):
     def close(self, code: int, reason: str) -> None:
         """End the connection soon with this close code (the transport closes it from its own loop)."""
         ...
+
+
+class DirectTransport(Transport, Protocol):
+    """A transport with a lean path for event frames (optional): `direct()` answers (encode, post) or None.
+    `encode(frame)` must give the same result for every transport with the same `encode`; `post(encoded)` sends
+    it without waiting, False when the client does not keep up (the transport then ends the connection)."""
+
+    def direct(self) -> tuple[Callable[[dict[str, Any]], Any], Callable[[Any], bool]] | None: ...
 
 
 class TableRights(Protocol):
@@ -120,6 +129,10 @@ class LiveConnection:
         self.hub = service.hub
         self.session = LiveSession(who, transport.send, transport.close)
         self.offer = transport.send
+        direct = getattr(transport, "direct", None)
+        lean = cast(DirectTransport, transport).direct() if callable(direct) else None
+        if lean is not None:
+            self.session.encode, self.session.post = lean
 
     def greet(self) -> None:
         who = self.session.actor
