@@ -151,3 +151,38 @@ def test_a_transport_that_cannot_keep_up_is_dropped_and_expel_closes(env: tuple[
     finally:
         for conn in (slow, other):
             on_loop(srv, lambda c=conn: service(srv).leave(c))
+
+
+def test_a_request_that_fails_is_refused_and_the_session_goes_on(
+    env: tuple[InProcessServer, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that stays busy (here: the pool wait timing out) gets an `unavailable` refusal, anything
+    unexpected an `internal` one without its text; either way the session keeps serving requests."""
+    import sqlalchemy.exc
+
+    from portside.realtime import topics
+
+    srv, alice, _ = env
+    conn, t = open_session(srv, alice)
+
+    async def busy(*_: Any, **__: Any) -> Any:
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached")
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    try:
+        monkeypatch.setattr(topics, "create", busy)
+        request(srv, conn, "create-topicName", name="busytopic")
+        refusal = {"ok": False, "error": "the database is busy; try again", "code": "unavailable"}
+        assert t.frames[-1] == {"type": "response", "id": "create-topicName", "method": "create-topicName", **refusal}
+        monkeypatch.setattr(topics, "create", broken)
+        request(srv, conn, "create-topicName", name="busytopic")
+        assert t.frames[-1]["code"] == "internal" and "secret" not in json.dumps(t.frames[-1]), t.frames[-1]
+        monkeypatch.undo()
+        request(srv, conn, "ping")
+        assert t.frames[-1] == {"type": "pong"}
+        request(srv, conn, "subscribe", topicName="plainrow")
+        assert t.frames[-1]["ok"] is True, t.frames[-1]
+    finally:
+        on_loop(srv, lambda: service(srv).leave(conn))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from enum import StrEnum
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 
 class Fault(StrEnum):
     UNIQUE = "unique_violation"
@@ -101,3 +103,9 @@ def _mysql_errno(driver: BaseException) -> int | None:
         return None
     errno = driver.args[0] if driver.args else None
     return errno if isinstance(errno, int) and not isinstance(errno, bool) else None
+
+
+def busy(exc: BaseException) -> bool:
+    """The database stayed busy (a pool wait or a lock that timed out, a deadlock victim): the caller may try
+    again, and is told so (HTTP 503 with Retry-After, a /live `unavailable` refusal)."""
+    return isinstance(exc, PoolTimeout) or classify(exc) in (Fault.LOCKED, Fault.RETRY)

@@ -8,7 +8,6 @@ victim) → 503 with Retry-After, as the write path already answers; anything el
 
 from __future__ import annotations
 
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -45,7 +44,7 @@ async def on_http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def on_error(_request: Request, exc: Exception) -> Response:
-    if isinstance(exc, PoolTimeout) or db_errors.classify(exc) in (db_errors.Fault.LOCKED, db_errors.Fault.RETRY):
+    if db_errors.busy(exc):
         logger.warning("database busy: %s (answered 503)", exc.__class__.__name__)
         return error_response(Unavailable("the database is busy; try again", retry_after=1))
     logger.exception("unhandled error", exc_info=exc)

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from portside import log
 from portside.auth.permissions import CREATE, EXECUTE, PEEK, READ, Actor
-from portside.core import limits
+from portside.core import db_errors, limits
 from portside.core.catalog import Catalog
 from portside.core.config import ConfigStore
 from portside.core.db import Database
@@ -28,6 +29,8 @@ from portside.errors import BadRequest, Forbidden, Kind
 from portside.realtime import replay, topics
 from portside.realtime.hub import LiveHub, LiveSession
 from portside.tools import jsonutil
+
+logger = log.get("live")
 
 MAX_TOPICS_PER_CALL = 100
 MAX_SUBSCRIPTIONS = 1000
@@ -164,6 +167,17 @@ class LiveConnection:
             return
         attrs = request.get("attributes")
         attrs = attrs if isinstance(attrs, dict) else {}
+        try:
+            await self._handle(req_id, method, attrs)
+        except Exception as exc:  # one request that fails must not end the session
+            if db_errors.busy(exc):
+                logger.warning("database busy: %s (live %s refused)", exc.__class__.__name__, method)
+                self.offer(refused(req_id, method, Kind.UNAVAILABLE, "the database is busy; try again"))
+            else:
+                logger.exception("live %s failed", method)
+                self.offer(refused(req_id, method, Kind.INTERNAL, "internal error"))
+
+    async def _handle(self, req_id: Any, method: str, attrs: dict[str, Any]) -> None:
         if method == "ping":
             self.offer({"type": "pong"})
         elif method == "subscribe":
