@@ -9,7 +9,7 @@ Set-ups (`--plan`, comma-separated `database:nodes:sockets`, default
     and, with 2 nodes, two `portside serve` processes on it joined by the Redis bus (127.0.0.1:6379). Socket s
     connects to node s % nodes and row i is written through node i % nodes, so sockets and writes are split
     evenly and most deliveries cross the bus.
-  - The world is bench/live.py's: `--users` users (sockets/users sockets each), 5 groups, the `fan` table and
+  - The world is bench/live.py's: `--users` users (at least one per 50 sockets: `users_for`), 5 groups, the `fan` table and
     its row mix (40% private, 40% linked to a group, 20% made guest-readable by a PATCH).
 Search, per set-up: steps of `--step` seconds (longer when needed to hold 8 rows) at a row rate, starting at
 `--start` deliveries/s (converted to rows/s by the expected deliveries per row of this world), doubling while
@@ -178,7 +178,7 @@ def run_setup(su: SetUp, opts: argparse.Namespace, rng: random.Random) -> Outcom
                 if su.nodes > 1:
                     extra += ["--redis-url", REDIS]
                 nodes.append(live.start_portside(data, *extra, name=f"node{i}"))
-            world_opts = argparse.Namespace(users=opts.users, groups=opts.groups, sockets=su.sockets)
+            world_opts = argparse.Namespace(users=users_for(su, opts.users), groups=opts.groups, sockets=su.sockets)
             world = live.setup(nodes[0].url, world_opts, rng)
             world.urls = [n.url for n in nodes]
             status, body = request(
@@ -415,13 +415,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeat", type=int, default=1, help="rounds of the whole plan, interleaved (default 1)")
 
 
+def users_for(su: SetUp, users: int) -> int:
+    """`--users`, or more for a set-up with many sockets: at most 50 sockets per user, half of Portside's
+    per-user limit (`live.max_connections_per_user`, 100), so a subscribe retried after a timeout is not
+    refused with 429 (10,000 sockets: 200 users)."""
+    return max(users, -(-su.sockets // 50))
+
+
 def main(opts: argparse.Namespace, argv: Sequence[str] | None, info: dict[str, str]) -> int:
     raise_fd_limit()
     os.environ.setdefault("PORTSIDE_TEST_BCRYPT_ROUNDS", "4")
     plan = parse_plan(opts.plan)
     for su in plan:
-        if su.sockets % opts.users or su.sockets // opts.users > 100:
-            raise SystemExit(f"{su.label}: sockets must be a multiple of --users, at most 100 per user")
+        if su.sockets % users_for(su, opts.users):
+            raise SystemExit(f"{su.label}: sockets must be a multiple of the users ({users_for(su, opts.users)})")
     rng = random.Random(opts.seed)
     rounds: list[list[Outcome]] = []
     for k in range(opts.repeat):
