@@ -350,14 +350,6 @@ class LiveHub:
         finally:
             self.dispatch_cpu += time.thread_time() - started
 
-    @staticmethod
-    def _still_reads(session: LiveSession, event: Event) -> bool:
-        """After a pause, for a session that left the bucket decided for (unsubscribed, dropped, or its identity
-        changed): it still follows the topic and may read the event (decided again)."""
-        if event.table not in session.subscriptions or session.overflowed:
-            return False
-        return access.may_read_event(session.actor, event.grants)
-
     def _slice(self, offset: int) -> int:
         """Sockets to serve before the next pause: SLICE while the hub keeps up with the bus, one SLICE more
         per event it lags behind, so a hub that falls behind takes a larger share of the loop (and the writes
@@ -378,10 +370,10 @@ class LiveHub:
         }
 
     def _dispatch(self, event: Event, subscribers: Subscribers) -> Iterator[None]:
-        """Send the event to every session that may read it and wants it; a pause (yield) every `_slice` sockets.
-        After a pause a session that left the bucket decided for is decided again (`_still_reads`). Sessions
-        with a direct path, no filters, no replay floor and no replay running (the common case) take a lean
-        path: the frame is encoded once per encoding and posted as is."""
+        """Send the event to every session that may read it and wants it; a yield every SLICE sockets. After a
+        pause a session is served only if it is still in the bucket decided for (same principal, still
+        subscribed, not dropped). Sessions with a direct path, no filters, no replay floor and no replay running
+        (the common case) take a lean path: the frame is encoded once per encoding and posted as is."""
         table, offset = event.table, event.offset
         frame: dict[str, Any] | None = None
         encode: Callable[[dict[str, Any]], Any] | None = None
@@ -399,7 +391,7 @@ class LiveHub:
                     resumed = True
                     budget = self._slice(offset)
                 served += 1
-                if resumed and session not in members and not self._still_reads(session, event):
+                if resumed and session not in members:  # unsubscribed, re-keyed or dropped during a pause
                     continue
                 if frame is None:
                     frame = event_frame(event)
