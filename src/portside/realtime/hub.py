@@ -6,9 +6,7 @@ applies each subscription's filters and enqueues the frame. Enqueueing never wai
 is full is marked overflowed and its socket is closed by its writer (close code 1013).
 
 A session whose transport has a direct path (`LiveSession.post`) and that has no filters, no replay floor and
-no replay running gets the event encoded once per encoding and posted as is (the lean path). One event's
-fan-out hands the loop back every SLICE sockets (more while the hub lags behind the bus), so HTTP requests
-are served during a large broadcast.
+no replay running gets the event encoded once per encoding and posted as is (the lean path).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +34,6 @@ _session_ids = itertools.count(1)
 NODE = os.urandom(4).hex()
 EVENT_TYPE_KEY = "EventType"
 MAX_LATE = 4096  # per topic and socket: out-of-order live events remembered so a later replay skips them
-SLICE = 200  # sockets served per turn of the loop while one event fans out (~2-3 ms of writes), when caught up
 
 Principal = tuple[str | None, frozenset[str], bool]
 
@@ -312,13 +309,11 @@ class LiveHub:
             try:
                 async with self.bus.subscribe() as sub:
                     async for event in sub:
-                        # one event's fan-out hands the loop back every SLICE sockets, and a buffered
-                        # subscription yields without suspending: the loop serves requests (an HTTP create's
-                        # next step, its commit) between slices and between events, so they never queue
-                        # behind a whole fan-out or a backlog of them (bench/live.py: p99 from client send)
-                        for _ in self._fanout(event):
-                            await asyncio.sleep(0)
+                        self.dispatch(event)
                         self.react(event)
+                        # a buffered subscription yields without suspending: hand the loop back after every
+                        # event, so requests (an HTTP create's next step, its commit) never queue behind a
+                        # whole backlog of fan-out (bench/live.py: p99 from client send)
                         await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
@@ -327,35 +322,16 @@ class LiveHub:
                 await asyncio.sleep(0.5)
 
     def dispatch(self, event: Event) -> int:
-        """Fan one event out in one go; the frames sent."""
-        before = self.delivered
-        for _ in self._fanout(event):
-            pass
-        return self.delivered - before
-
-    def _fanout(self, event: Event) -> Iterator[None]:
-        """Fan one event out, pausing (a yield) after every SLICE sockets served."""
         subscribers = self.topics.get(event.table)
         if not subscribers:
-            return
+            return 0
         self.lag.note(event.at)
-        self.dispatched += 1
         started = time.thread_time()
         try:
-            for _ in self._dispatch(event, subscribers):
-                paused = time.thread_time()
-                self.dispatch_cpu += paused - started
-                yield
-                started = time.thread_time()
+            return self._dispatch(event, subscribers)
         finally:
             self.dispatch_cpu += time.thread_time() - started
-
-    def _slice(self, offset: int) -> int:
-        """Sockets to serve before the next pause: SLICE while the hub keeps up with the bus, one SLICE more
-        per event it lags behind, so a hub that falls behind takes a larger share of the loop (and the writes
-        that feed it slow down) instead of falling further behind."""
-        head = getattr(self.bus, "head", offset)
-        return SLICE * (1 + max(0, head - offset if isinstance(head, int) else 0))
+            self.dispatched += 1
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -369,30 +345,18 @@ class LiveHub:
             **self.lag.stats(),
         }
 
-    def _dispatch(self, event: Event, subscribers: Subscribers) -> Iterator[None]:
-        """Send the event to every session that may read it and wants it; a yield every SLICE sockets. After a
-        pause a session is served only if it is still in the bucket decided for (same principal, still
-        subscribed, not dropped). Sessions with a direct path, no filters, no replay floor and no replay running
-        (the common case) take a lean path: the frame is encoded once per encoding and posted as is."""
+    def _dispatch(self, event: Event, subscribers: Subscribers) -> int:
+        """Send the event to every session that may read it and wants it. Sessions with a direct path, no
+        filters, no replay floor and no replay running (the common case) take a lean path: the frame is encoded
+        once per encoding and posted as is."""
         table, offset = event.table, event.offset
         frame: dict[str, Any] | None = None
         encode: Callable[[dict[str, Any]], Any] | None = None
         encoded: Any = None
         by_encoding: dict[Callable[[dict[str, Any]], Any], Any] = {}
-        sent = served = 0
-        resumed = False
-        budget = self._slice(offset)
+        sent = 0
         for members in subscribers.readers(event):  # one decision for every socket of a principal
             for session in list(members):
-                if served >= budget:
-                    self.delivered += sent
-                    sent = served = 0
-                    yield
-                    resumed = True
-                    budget = self._slice(offset)
-                served += 1
-                if resumed and session not in members:  # unsubscribed, re-keyed or dropped during a pause
-                    continue
                 if frame is None:
                     frame = event_frame(event)
                 post = session.post
@@ -429,3 +393,4 @@ class LiveHub:
                     self.dropped += 1
                     self.drop(session)
         self.delivered += sent
+        return sent
