@@ -9,8 +9,8 @@ Set-ups (`--plan`, comma-separated `database:nodes:sockets`, default
     and, with 2 nodes, two `portside serve` processes on it joined by the Redis bus (127.0.0.1:6379). Socket s
     connects to node s % nodes and row i is written through node i % nodes, so sockets and writes are split
     evenly and most deliveries cross the bus.
-  - The world is bench/live.py's: `--users` users (at least one per 50 sockets: `users_for`), 5 groups, the `fan` table and
-    its row mix (40% private, 40% linked to a group, 20% made guest-readable by a PATCH).
+  - The world is bench/live.py's: `--users` users (at least one per 50 sockets: `users_for`), 5 groups, the
+    `fan` table and its row mix (40% private, 40% linked to a group, 20% made guest-readable by a PATCH).
 Search, per set-up: steps of `--step` seconds (longer when needed to hold 8 rows) at a row rate, starting at
 `--start` deliveries/s (converted to rows/s by the expected deliveries per row of this world), doubling while
 steps pass and halving while they fail; once a pass and a fail bracket the limit, `--bisect` geometric
