@@ -138,30 +138,27 @@ def _migrate_sync(conn: Connection, metadata: sa.MetaData) -> list[str]:
     return done
 
 
-async def migrate_base(db: Database) -> list[str]:
-    """The tables every process needs before anything else: the event log and `_config`."""
+async def _run(db: Database, metadatas: tuple[sa.MetaData, ...], *, log_done: bool = True) -> list[str]:
+    """Bring each metadata's tables up to date under the cross-process DDL lock; what was done."""
     async with db.ddl_lock() as conn:
         done: list[str] = []
-        for md in (event_metadata, config_metadata, yjs_metadata):
+        for md in metadatas:
             done += await conn.run_sync(_migrate_sync, md)
+    for line in done if log_done else ():
+        logger.info("%s", line)
     return done
+
+
+async def migrate_base(db: Database) -> list[str]:
+    """The tables every process needs before anything else: the event log and `_config`."""
+    return await _run(db, (event_metadata, config_metadata, yjs_metadata), log_done=False)
 
 
 async def migrate_tables(db: Database, metadata: sa.MetaData) -> list[str]:
     """A service's own internal tables (e.g. certs' `_acme_challenge`), created and kept up like the others."""
-    async with db.ddl_lock() as conn:
-        done: list[str] = await conn.run_sync(_migrate_sync, metadata)
-    for line in done:
-        logger.info("%s", line)
-    return done
+    return await _run(db, (metadata,))
 
 
 async def migrate(db: Database, model: Model) -> list[str]:
     """Bring the database up to the model; safe to run concurrently from several processes."""
-    async with db.ddl_lock() as conn:
-        done: list[str] = []
-        for md in (event_metadata, config_metadata, yjs_metadata, model.metadata):
-            done += await conn.run_sync(_migrate_sync, md)
-    for line in done:
-        logger.info("%s", line)
-    return done
+    return await _run(db, (event_metadata, config_metadata, yjs_metadata, model.metadata))
