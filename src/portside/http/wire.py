@@ -77,16 +77,21 @@ class _Transport(Protocol):
     def resume_reading(self) -> None: ...
 
 
+def _nothing() -> None:
+    pass
+
+
 class DirectWire:
     """Writes whole frames straight to one connection's transport (the server's own pings, pongs and close
     frames are whole frames too, so they interleave safely at frame boundaries)."""
 
-    __slots__ = ("_held", "_proto", "transport")
+    __slots__ = ("_held", "_posters", "_proto", "transport")
 
     def __init__(self, proto: Any, transport: _Transport):
         self._proto = proto
         self.transport = transport
         self._held = False
+        self._posters: dict[int, Callable[[bytes], bool]] = {}  # limit -> `send`'s poster
 
     @classmethod
     def of(cls, scope: Scope) -> DirectWire | None:
@@ -103,13 +108,10 @@ class DirectWire:
     def send(self, frame: bytes, limit: int) -> bool:
         """Write `frame` unless the socket is closing (dropped: the connection loop ends the session);
         False, writing nothing, when more than `limit` bytes already wait for the peer."""
-        p, t = self._proto, self.transport
-        if p.close_sent or p.disconnected or p.conn.close_sent is not None or t.is_closing():
-            return True
-        if t.get_write_buffer_size() > limit:
-            return False
-        t.write(frame)
-        return True
+        post = self._posters.get(limit)
+        if post is None:
+            post = self._posters[limit] = self.poster(limit, _nothing)
+        return post(frame)
 
     def poster(self, limit: int, on_full: Callable[[], None]) -> Callable[[bytes], bool]:
         """`send` for fan-out, with the objects it reads bound once: the hub calls it once per socket and event.
