@@ -15,6 +15,7 @@ import recurring_ical_events
 import sqlalchemy as sa
 
 from portside.core.db import Database, UnitOfWork
+from portside.core.migrate import migrate_tables
 from portside.davstore.items import parse_calendar, utc
 
 HORIZON = dt.timedelta(days=5 * 366)  # past the later of the first start and now
@@ -33,8 +34,7 @@ INSTANCES = sa.Table(
 
 async def create_table(db: Database) -> None:
     """Create `_dav_instance` when missing (called by the runtime at start-up)."""
-    async with db.ddl_lock() as conn:
-        await conn.run_sync(lambda c: metadata.create_all(c, checkfirst=True))
+    await migrate_tables(db, metadata)
 
 
 def _absolute(comp: Any) -> bool:
