@@ -2,7 +2,8 @@
 Unicode at the next start, once (mail/utf7_names.py), on SQLite, PostgreSQL and MariaDB: rev1 clients then
 see the names they created, rev2 clients and /api the Unicode ones, and every message is where it was. A
 collision with a box of the decoded name keeps the old box (and its sub-box) under `... (old)`; literal
-names (`A&B`) and the ambiguous `&-` are left alone; a name created after the rewrite is never touched."""
+names (`A&B`) and the ambiguous `&-` are left alone; a subscription kept after DELETE is rewritten too; a
+name created after the rewrite is never touched."""
 
 from __future__ import annotations
 
@@ -106,6 +107,8 @@ def test_old_modified_utf7_names_are_rewritten_once(kind: str) -> None:
         put(m, "p1/Alt", "older draft")
         put(m, "p2", "japanese")
         put(m, "p3", "literal")
+        for line in (b"CREATE p5", b"SUBSCRIBE p5", b"DELETE p5"):  # a subscription outlives its mailbox
+            ok(m, line)
         m.logout()
         b = connect(world, BOB, BOB_PW)
         ok(b, b"CREATE q1")
@@ -120,6 +123,7 @@ def test_old_modified_utf7_names_are_rewritten_once(kind: str) -> None:
                 for o, n in OLD_ALICE.items()
             ),
             ("UPDATE mail_box SET name = :new WHERE name = 'q1'", {"new": OLD_BOB["q1"]}),
+            ("UPDATE mail_subscribed SET name = :new WHERE name = 'p5'", {"new": "&AMQ-rger"}),  # Ärger
             ("DELETE FROM _config WHERE name = :k", {"k": KEY}),
         )
         world = restart(world)
@@ -134,6 +138,7 @@ def test_old_modified_utf7_names_are_rewritten_once(kind: str) -> None:
             b"Tom &-- Jerry",
         } <= listed(old)
         assert b"Entw&-APw-rfe" not in listed(old)
+        assert b'* LSUB () "/" &AMQ-rger\r\n' in ok(old, b'LSUB "" "*"')
         assert messages(old, b"Entw&APw-rfe") == 1
         assert messages(old, b'"Entw&APw-rfe (old)"') == 2
         assert messages(old, b'"Entw&APw-rfe (old)/Alt"') == 1
@@ -149,6 +154,8 @@ def test_old_modified_utf7_names_are_rewritten_once(kind: str) -> None:
         assert {n.encode() for n in expected} <= names, names
         assert messages(new, '"Entwürfe (old)"'.encode()) == 2
         assert messages(new, b"A&B") == 1
+        assert any("Ärger".encode() in x and x.startswith(b"* LSUB ()") for x in ok(new, b'LSUB "" "*"'))
+        assert stored(url, "SELECT name FROM mail_subscribed") == [("Ärger",)]
         bob = rev2(world, BOB, BOB_PW)
         assert "Entwürfe".encode() in listed(bob)
         assert messages(bob, '"Entwürfe"'.encode()) == 1
