@@ -17,8 +17,9 @@ from portside.actions.certs import certs_doc
 from portside.core.db import Database
 from portside.core.model import Model, build
 from portside.core.systables import system_doc
-from portside.mail.store import MailStore, Target
+from portside.mail.store import MailStore
 from portside.mail.tables import mail_doc
+from portside.mail.values import Target
 from portside.realtime.redis_bus import RedisBus
 from support import REDIS, Server, create, fresh_database, me, new_user, start_server, stored_config
 

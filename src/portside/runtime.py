@@ -66,6 +66,7 @@ from portside.mail.courier import Courier
 from portside.mail.store import MailStore
 from portside.mail.subscriptions import subscriptions_doc
 from portside.mail.tables import mail_doc
+from portside.mail.utf7_names import rewrite_once as rewrite_utf7_names
 from portside.realtime.bus import make_bus
 from portside.realtime.hub import LiveHub
 from portside.realtime.live_session import LiveService
@@ -182,6 +183,7 @@ class Portside:
         await life.enter("event bus", bus.start, bus.stop)
         await catalog.start()
         await config.load()
+        await rewrite_utf7_names(db, catalog.model, config)  # once: names earlier versions stored in modified UTF-7
         await self._secrets(config)
         crud = Crud(db, catalog, config)
         live_access = LiveAccess(db, catalog, crud)  # /live subscriptions are re-checked through it

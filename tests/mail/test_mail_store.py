@@ -24,8 +24,9 @@ from portside.core.db import Database
 from portside.core.model import Model, build
 from portside.core.systables import system_doc
 from portside.mail import message
-from portside.mail.store import Delivery, MailStore, Target, Verdict
+from portside.mail.store import MailStore
 from portside.mail.tables import mail_doc
+from portside.mail.values import Delivery, Target, Verdict
 from support import REDIS, Server, create, me, new_user, quiet, recv, start_server, sync_url
 
 STANDARD = {

@@ -6,11 +6,11 @@ enabled IMAP4rev2, whose names are UTF-8 (RFC 9051 §5.1)."""
 
 from __future__ import annotations
 
-import base64
 import re
 from functools import lru_cache
 
 from portside.imap.wire import ParseError
+from portside.tools import mutf7
 
 DELIMITER = "/"
 INBOX = "INBOX"
@@ -60,66 +60,15 @@ def pattern(ref: str, mailbox: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
-_B64 = re.compile(r"[A-Za-z0-9+,]+")
-
-
 def to_mutf7(name: str) -> str:
-    """Unicode -> modified UTF-7: printable ASCII stays (`&` becomes `&-`), runs of anything else become
-    `&` + base64 (`,` for `/`, no padding) of their UTF-16BE + `-`."""
-    if name.isascii() and "&" not in name and name.isprintable():
-        return name
-    out: list[str] = []
-    run: list[str] = []
-
-    def close_run() -> None:
-        if run:
-            coded = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii").rstrip("=")
-            out.append("&" + coded.replace("/", ",") + "-")
-            run.clear()
-
-    for ch in name:
-        if " " <= ch <= "~":
-            close_run()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    close_run()
-    return "".join(out)
+    """Unicode -> modified UTF-7 (`tools.mutf7`)."""
+    return mutf7.encode(name)
 
 
 def from_mutf7(name: str) -> str:
     """Modified UTF-7 -> Unicode; ParseError (BAD) for a malformed sequence. Text outside `&...-` passes as
     it is (a client that sends raw UTF-8 names is understood)."""
-    if "&" not in name:
-        return name
-    out: list[str] = []
-    i = 0
-    while i < len(name):
-        amp = name.find("&", i)
-        if amp < 0:
-            out.append(name[i:])
-            break
-        out.append(name[i:amp])
-        end = name.find("-", amp + 1)
-        if end < 0:
-            raise ParseError("invalid modified UTF-7 in mailbox name")
-        chunk = name[amp + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            out.append(_decode_run(chunk))
-        i = end + 1
-    return "".join(out)
-
-
-def _decode_run(chunk: str) -> str:
-    if not _B64.fullmatch(chunk) or len(chunk) % 4 == 1:
-        raise ParseError("invalid modified UTF-7 in mailbox name")
     try:
-        raw = base64.b64decode(chunk.replace(",", "/") + "=" * (-len(chunk) % 4), validate=True)
-        text = raw.decode("utf-16-be")
-    except (ValueError, UnicodeDecodeError):
-        raise ParseError("invalid modified UTF-7 in mailbox name") from None
-    if len(raw) % 2 or any(" " <= ch <= "~" for ch in text):  # printable ASCII is never encoded
-        raise ParseError("invalid modified UTF-7 in mailbox name")
-    return text
+        return mutf7.decode(name)
+    except mutf7.Malformed as exc:
+        raise ParseError(str(exc)) from None

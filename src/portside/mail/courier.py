@@ -25,7 +25,8 @@ from portside.core.db import Database, UnitOfWork
 from portside.core.events import Event
 from portside.mail import boxes, delivery, dsn, outbox
 from portside.mail.outbox import Claimed, Policy
-from portside.mail.store import MailStore, Target
+from portside.mail.store import MailStore
+from portside.mail.values import Target
 from portside.tools import metrics
 
 logger = log.get("mail.courier")

@@ -24,8 +24,8 @@ from portside.core import records
 from portside.core.db import UnitOfWork
 from portside.core.model import OWNER_COLUMN, Model, TableModel
 from portside.mail import boxes
-from portside.mail.store import EXPUNGED_TABLE, MAIL_TABLE, take
-from portside.mail.tables import OWNER_READ
+from portside.mail.tables import EXPUNGED_TABLE, MAIL_TABLE, OWNER_READ
+from portside.mail.uids import take
 
 
 async def _tombstone(

@@ -37,7 +37,8 @@ from portside.mail.boxes import Account, Mailbox
 from portside.mail.commit import GroupCommit
 from portside.mail.directory import MailDirectory
 from portside.mail.flags import JUNK
-from portside.mail.store import Delivery, Envelope, MailStore, Target, Verdict
+from portside.mail.store import MailStore
+from portside.mail.values import Delivery, Envelope, Target, Verdict
 from portside.mail.workers import WorkerFailed, WorkerPool
 from portside.tools import names
 

@@ -19,7 +19,9 @@ from portside.core.model import Model
 from portside.errors import Conflict, Kind, NotFound
 from portside.mail import boxes, flags, message
 from portside.mail.boxes import Mailbox
-from portside.mail.store import EXPUNGED_TABLE, MAIL_TABLE, FlagResult, MailStore
+from portside.mail.store import MailStore
+from portside.mail.tables import EXPUNGED_TABLE, MAIL_TABLE
+from portside.mail.values import FlagResult
 
 CHUNK = 500
 # (account id, name) -> UIDVALIDITY of a mailbox deleted by this process: created again within the same

@@ -31,6 +31,8 @@ from portside.core import masks
 from portside.core.masks import DELETE, PEEK, READ, UPDATE
 from portside.core.schema import SchemaDoc, parse_document
 
+MAIL_TABLE = "mail"
+EXPUNGED_TABLE = "mail_expunged"
 OWNER_READ = masks.owner(PEEK, READ)
 USERS_READ = [{"Name": masks.USERS_GROUP, "Permission": masks.group(PEEK, READ)}]
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024

@@ -18,7 +18,7 @@ from portside.auth.sessions import SessionRegistry, mail_password_credential
 from portside.auth.throttle import LoginThrottle
 from portside.core.db import Database
 from portside.mail.inbound import Inbound, Session
-from portside.mail.store import HasModel
+from portside.mail.storebase import HasModel
 from portside.tools import metrics
 
 logger = log.get("smtp")
