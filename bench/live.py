@@ -66,6 +66,8 @@ from typing import Any
 import live_saturation
 from common import expect, request, update_results
 
+from portside.realtime import lag
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -771,8 +773,32 @@ def hub_stats(world: World) -> dict[str, float]:
 
 
 def hub_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    counters = ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds")
-    return {k: after[k] - before.get(k, 0.0) for k in after if k in counters or "_lag_" in k}
+    counters = ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds", "dispatch_sys_seconds")
+    out = {
+        k: after[k] - before.get(k, 0.0)
+        for k in after
+        if k in counters or "_lag_" in k or k.startswith(("dispatch_wall_", "gc_gen"))
+    }
+    out["gc_max_pause_ms"] = after.get("gc_max_pause_ms", 0.0)  # since start, not per window
+    return out
+
+
+def hub_sys_us(r: dict[str, Any]) -> float | None:
+    """The kernel's share of `hub_us` (the sockets' send calls), from the hub's thread rusage."""
+    h = r["hub"]
+    return 1e6 * h["dispatch_sys_seconds"] / h["frames_delivered"] if h.get("frames_delivered") else None
+
+
+def loop_holds(r: dict[str, Any]) -> str:
+    """How long each dispatch held the loop (p50 / p99 bucket, ms) and the cyclic GC's pauses over the run:
+    full (gen 2) collections and their total ms, all generations' total ms."""
+    h = r.get("hub", {})
+    wall = f"{lag.quantile(h, 'dispatch_wall', 0.5)} / {lag.quantile(h, 'dispatch_wall', 0.99)}"
+    gc_all = 1000 * sum(h.get(f"gc_gen{g}_pause_seconds", 0.0) for g in range(3))
+    return (
+        f"dispatch {wall} ms; GC full {h.get('gc_gen2_collections', 0):.0f} x "
+        f"{1000 * h.get('gc_gen2_pause_seconds', 0.0):.0f} ms, all {gc_all:.0f} ms"
+    )
 
 
 def drain(clients: Clients) -> None:

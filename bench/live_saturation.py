@@ -227,7 +227,8 @@ def step(
         f"[{out.setup.label}] {rows:.1f} rows/s: {'PASS' if passed(r) else 'fail'} {r['rate']:,.0f}/s "
         f"p99 {live.fmt(r['p99'])} ms sent {r['sent_rate']:.1f}/s; {live.correctness(r)}; CPU nodes {nodes} "
         f"receivers {100 * c['clients']:.0f}% driver {100 * c['driver']:.0f}% machine {100 * c['machine']:.0f}%; "
-        f"stages p50/p99 ms (bus; hub) {stages(r)}"
+        f"stages p50/p99 ms (bus; hub) {stages(r)}; hub µs/delivery {live.fmt(live.hub_us(r), 1)} "
+        f"(kernel {live.fmt(live.hub_sys_us(r), 1)}); {live.loop_holds(r)}"
     )
     return passed(r)
 
@@ -301,17 +302,17 @@ def step_lines(o: Outcome) -> list[str]:
         "",
         "| step | rows/s | sent/s | deliveries/s (all of the step's) | deliveries/s (window) "
         "| p50 ms | p99 ms | node CPU µs/delivery (all work) | hub CPU "
-        "µs/delivery | CPU % nodes / receivers / driver / machine (of 200) | stages p50 / p99 ms from insert: bus "
-        "received, hub dispatch | correctness | pass |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        "µs/delivery (kernel) | CPU % nodes / receivers / driver / machine (of 200) | stages p50 / p99 ms from insert: "
+        "bus received, hub dispatch | loop held: dispatch p50 / p99, cyclic GC | correctness | pass |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for k, r in enumerate(o.steps):
         lines.append(
             f"| {k + 1} | {r['target_rate']:.1f} | {r['sent_rate']:.1f} | {live.fmt(r['rate'], 0)} | "
             f"{live.fmt(r['deliveries_s'], 0)} | "
             f"{live.fmt(r['p50'])} | {live.fmt(r['p99'])} | {live.fmt(node_us(r), 1)} | "
-            f"{live.fmt(live.hub_us(r), 2)} | "
-            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.correctness(r)} | "
+            f"{live.fmt(live.hub_us(r), 2)} ({live.fmt(live.hub_sys_us(r), 2)}) | "
+            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.loop_holds(r)} | {live.correctness(r)} | "
             f"{'yes' if passed(r) else 'no'} |"
         )
     return lines

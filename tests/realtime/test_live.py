@@ -647,8 +647,12 @@ def test_live_stats_count_fanout_for_admins_only(live: tuple[Server, str, str, s
             assert after["frames_delivered"] >= before["frames_delivered"] + 1
             assert after["events_dispatched"] >= before["events_dispatched"] + 1
             assert after["dispatch_cpu_seconds"] > before["dispatch_cpu_seconds"]
-            for stage in ("bus_lag", "hub_lag"):  # the event counted once in a bucket of each stage
+            assert after["dispatch_sys_seconds"] >= before["dispatch_sys_seconds"]  # the kernel's share of it
+            for stage in ("bus_lag", "hub_lag", "dispatch_wall"):  # the event counted once in a bucket of each
                 counted = [k for k in after if k.startswith(stage + "_")]
                 assert len(counted) == 9 and sum(after[k] - before[k] for k in counted) >= 1, after
+            for gen in range(3):  # the cyclic collector's pauses (tools/gcwatch.py)
+                assert after[f"gc_gen{gen}_collections"] >= before[f"gc_gen{gen}_collections"] >= 0
+            assert after["gc_gen0_collections"] > 0 and after["gc_gen0_pause_seconds"] > 0, after
 
     asyncio.run(main())
