@@ -190,7 +190,7 @@ def run_setup(su: SetUp, opts: argparse.Namespace, rng: random.Random) -> Outcom
             out.per_row = deliveries_per_row(world)
             t = time.monotonic()
             procs = opts.client_procs or max(1, math.ceil(su.sockets / 2500))
-            clients = live.Clients(world, world.tokens, procs, work, True, "raw")
+            clients = live.Clients(world, world.tokens, procs, work, True, "raw", opts.receiver_loop)
             out.connect_s = time.monotonic() - t
             out.connected = clients.connected
             print(
@@ -228,7 +228,7 @@ def step(
         f"p99 {live.fmt(r['p99'])} ms sent {r['sent_rate']:.1f}/s; {live.correctness(r)}; CPU nodes {nodes} "
         f"receivers {100 * c['clients']:.0f}% driver {100 * c['driver']:.0f}% machine {100 * c['machine']:.0f}%; "
         f"stages p50/p99 ms (bus; hub) {stages(r)}; hub µs/delivery {live.fmt(live.hub_us(r), 1)} "
-        f"(kernel {live.fmt(live.hub_sys_us(r), 1)}); {live.loop_holds(r)}"
+        f"(kernel {live.fmt(live.hub_sys_us(r), 1)}); {live.loop_holds(r)}; broadcasts {live.broadcast_cell(r)}"
     )
     return passed(r)
 
@@ -303,8 +303,9 @@ def step_lines(o: Outcome) -> list[str]:
         "| step | rows/s | sent/s | deliveries/s (all of the step's) | deliveries/s (window) "
         "| p50 ms | p99 ms | node CPU µs/delivery (all work) | hub CPU "
         "µs/delivery (kernel) | CPU % nodes / receivers / driver / machine (of 200) | stages p50 / p99 ms from insert: "
-        "bus received, hub dispatch | loop held: dispatch p50 / p99, cyclic GC | correctness | pass |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
+        "bus received, hub dispatch | loop held: dispatch p50 / p99, cyclic GC | events to every socket: commit -> "
+        "receipt | correctness | pass |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|",
     ]
     for k, r in enumerate(o.steps):
         lines.append(
@@ -312,7 +313,8 @@ def step_lines(o: Outcome) -> list[str]:
             f"{live.fmt(r['deliveries_s'], 0)} | "
             f"{live.fmt(r['p50'])} | {live.fmt(r['p99'])} | {live.fmt(node_us(r), 1)} | "
             f"{live.fmt(live.hub_us(r), 2)} ({live.fmt(live.hub_sys_us(r), 2)}) | "
-            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.loop_holds(r)} | {live.correctness(r)} | "
+            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.loop_holds(r)} | {live.broadcast_cell(r)} | "
+            f"{live.correctness(r)} | "
             f"{'yes' if passed(r) else 'no'} |"
         )
     return lines
