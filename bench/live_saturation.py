@@ -24,6 +24,11 @@ a reader sees whether the servers or the load generator (same 2 cores) bound the
 `stages` column splits the latency before the sockets, from the nodes' lag buckets in /live/stats
 (realtime/lag.py, summed over the nodes): p50 / p99 of the time from each event's insert into the log until the
 bus handed it to the hub (with two nodes: after the Redis hop) and until the hub started its dispatch.
+`hub CPU µs/delivery (kernel)` splits the hub's CPU into the sockets' send calls and the rest (thread rusage);
+`loop held` is how long each dispatch held the event loop (p50 / p99 bucket) and the cyclic GC's pauses in the
+step (full collections, all generations); `events to every socket` are the broadcasts (a guest-readable update
+goes to all sockets): their share of the deliveries and when their first / middle / last socket got them (the
+last minus the first is one loop writing every socket), with p99 of the other events' deliveries.
 
 Servers run with the test-only bcrypt cost (PORTSIDE_TEST_BCRYPT_ROUNDS=4): only the set-up's sign-ups hash
 passwords, and the bench measures /live, not bcrypt.
