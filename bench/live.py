@@ -16,7 +16,8 @@ Method
      they are bench/rawws.py: every chunk read from a socket is time-stamped on arrival and its frames kept
      as bytes, decoded only when the driver asks for a dump after the window (a full client library costs
      ~20 µs per message, so one event fanned out to hundreds of sockets queued in the receiver and was
-     counted as server latency). `--receiver websockets` uses the `websockets` client instead.
+     counted as server latency). `--receiver websockets` uses the `websockets` client instead. They run on
+     uvloop (`--receiver-loop`): on asyncio's own loop each frame cost the receiver ~21 µs of CPU against ~6.
   3. Filtered run. A writer (thread pool of httpx clients in this process, admin token) creates `fan` rows
      at `--rate` rows/s for `--duration` s. Row i is owned by a random bench user and is private (40%),
      created with a link to a random group in the same request (40%: one `create` event carrying the
@@ -51,6 +52,7 @@ import platform
 import queue
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +67,8 @@ from typing import Any
 
 import live_saturation
 from common import expect, request, update_results
+
+from portside.realtime import lag
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -455,13 +459,22 @@ async def clients_main(cfg: dict[str, Any]) -> None:
 class Clients:
     """The receiver process(es): connect, then dump records per phase."""
 
-    def __init__(self, world: World, tokens: list[str], procs: int, work: Path, deflate: bool, receiver: str):
+    def __init__(
+        self,
+        world: World,
+        tokens: list[str],
+        procs: int,
+        work: Path,
+        deflate: bool,
+        receiver: str,
+        loop: str = "uvloop",
+    ):
         self.work = work
         self.procs: list[Proc] = []
         sockets = [(s, tokens[u], world.node_url(s)) for s, u in enumerate(world.socket_user)]
         for p in range(procs):
             cfg = work / f"clients{p}.json"
-            spec = {"sockets": sockets[p::procs], "deflate": deflate, "receiver": receiver}
+            spec = {"sockets": sockets[p::procs], "deflate": deflate, "receiver": receiver, "loop": loop}
             cfg.write_text(json.dumps(spec))
             self.procs.append(spawn(f"clients{p}", [sys.executable, __file__, "--clients-role", str(cfg)], stdin=True))
         self.connected = 0
@@ -771,8 +784,33 @@ def hub_stats(world: World) -> dict[str, float]:
 
 
 def hub_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    counters = ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds")
-    return {k: after[k] - before.get(k, 0.0) for k in after if k in counters or "_lag_" in k}
+    counters = ("events_dispatched", "frames_delivered", "dispatch_cpu_seconds", "dispatch_sys_seconds")
+    out = {
+        k: after[k] - before.get(k, 0.0)
+        for k in after
+        if k in counters or "_lag_" in k or k.startswith(("dispatch_wall_", "gc_gen"))
+    }
+    out["gc_max_pause_ms"] = after.get("gc_max_pause_ms", 0.0)  # since start, not per window
+    return out
+
+
+def hub_sys_us(r: dict[str, Any]) -> float | None:
+    """The kernel's share of `hub_us` (the sockets' send calls), from the hub's thread rusage."""
+    h = r["hub"]
+    sys_s = h.get("dispatch_sys_seconds")  # absent on a server from before it was counted
+    return 1e6 * sys_s / h["frames_delivered"] if h.get("frames_delivered") and sys_s is not None else None
+
+
+def loop_holds(r: dict[str, Any]) -> str:
+    """How long each dispatch held the loop (p50 / p99 bucket, ms) and the cyclic GC's pauses over the run:
+    full (gen 2) collections and their total ms, all generations' total ms."""
+    h = r.get("hub", {})
+    wall = f"{lag.quantile(h, 'dispatch_wall', 0.5)} / {lag.quantile(h, 'dispatch_wall', 0.99)}"
+    gc_all = 1000 * sum(h.get(f"gc_gen{g}_pause_seconds", 0.0) for g in range(3))
+    return (
+        f"dispatch {wall} ms; GC full {h.get('gc_gen2_collections', 0):.0f} x "
+        f"{1000 * h.get('gc_gen2_pause_seconds', 0.0):.0f} ms, all {gc_all:.0f} ms"
+    )
 
 
 def drain(clients: Clients) -> None:
@@ -804,12 +842,14 @@ def summarise(
     wlats: list[float] = []  # Portside's write of the row -> receipt (commit -> receipt, slightly more)
     w0, w1 = window.cpu["t0"], window.cpu["t1"]
     in_window = 0
+    by_event: dict[tuple[str, str], list[float]] = collections.defaultdict(list)  # commit -> receipt per event
     for s, key, ev, received, sent, written in got["records"]:
         seen[(s, key, ev)] += 1
         if sent is not None:
             lats.append((received - sent) * 1000)
         if written is not None:
             wlats.append((received - written) * 1000)
+            by_event[(key, ev)].append((received - written) * 1000)
         if w0 <= received <= w1:
             in_window += 1
     expected_total = sum(len(v) for v in exp.values())
@@ -848,7 +888,37 @@ def summarise(
         "others": dict(got["others"]),
         "in_window": in_window,
         "hub": window.hub,
+        "broadcasts": broadcasts(by_event, len({r[0] for r in got["records"]})),
     }
+
+
+def broadcasts(by_event: dict[tuple[str, str], list[float]], sockets: int) -> dict[str, Any]:
+    """Where p99 comes from: the events that reached (nearly) every socket, their share of the deliveries, and per
+    broadcast when its first and its last socket got it (medians over the broadcasts; last - first is how long
+    one loop took to write them all, as the receivers saw it); and p99 of every other event's deliveries."""
+    wide = [sorted(v) for v in by_event.values() if sockets >= 100 and len(v) >= 0.9 * sockets]
+    rest = sorted(x for v in by_event.values() if not (sockets >= 100 and len(v) >= 0.9 * sockets) for x in v)
+    total = sum(len(v) for v in by_event.values())
+    if not wide:
+        return {"n": 0, "rest_p99": pct(rest, 0.99)}
+    return {
+        "n": len(wide),
+        "share": sum(len(v) for v in wide) / total,
+        "first": statistics.median(v[0] for v in wide),
+        "p50": statistics.median(v[len(v) // 2] for v in wide),
+        "last": statistics.median(v[-1] for v in wide),
+        "rest_p99": pct(rest, 0.99),
+    }
+
+
+def broadcast_cell(r: dict[str, Any]) -> str:
+    b = r.get("broadcasts") or {}
+    if not b.get("n"):
+        return f"none; others p99 {fmt(b.get('rest_p99'))}"
+    return (
+        f"{b['n']} = {100 * b['share']:.0f}% of deliveries, first/mid/last socket {fmt(b['first'], 0)} / "
+        f"{fmt(b['p50'], 0)} / {fmt(b['last'], 0)} ms; others p99 {fmt(b['rest_p99'])}"
+    )
 
 
 # -- profile, report, main ---------------------------------------------------------------------------
@@ -1026,6 +1096,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="receiver client: raw (bench/rawws.py, stamps on arrival; default) or the websockets library",
     )
     p.add_argument(
+        "--receiver-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the receivers' event loop: uvloop (default; ~6 µs of receiver CPU per frame) or asyncio's own (~21 µs: "
+        "at 10,000 sockets one broadcast then costs the generator ~210 ms of CPU on the same cores as Portside)",
+    )
+    p.add_argument(
         "--fixed", action="store_true", help="the fixed-rate run with the bare comparison instead of the search"
     )
     live_saturation.add_arguments(p)
@@ -1046,6 +1123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     if opts.clients_role:
         cfg = json.loads(Path(opts.clients_role).read_text())
+        if cfg.get("loop", "asyncio") == "uvloop":
+            import uvloop  # Portside's own loop (a dependency): a frame costs the receiver ~6 µs instead of ~21
+
+            uvloop.install()
         asyncio.run(raw_clients_main(cfg) if cfg["receiver"] == "raw" else clients_main(cfg))
         return 0
     info = {
@@ -1055,6 +1136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": platform.python_version(),
         "portside commit": safe_tool(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "load average at start": safe_tool(["cat", "/proc/loadavg"]),
+        "receivers": f"{opts.receiver} on {opts.receiver_loop}",
     }
     if not opts.fixed:
         return live_saturation.main(opts, argv if argv is not None else sys.argv[1:], info)
@@ -1073,7 +1155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"set-up {time.monotonic() - t:.1f} s: {opts.users} users, groups {[len(g) for g in world.member_of]}"
             )
-            clients = Clients(world, world.tokens, opts.client_procs, work, opts.deflate, opts.receiver)
+            clients = Clients(
+                world, world.tokens, opts.client_procs, work, opts.deflate, opts.receiver, opts.receiver_loop
+            )
             print(f"{clients.connected} sockets connected and subscribed")
             meter = Meter(portside, clients)
             spy_out = work / "spy.txt"

@@ -24,6 +24,11 @@ a reader sees whether the servers or the load generator (same 2 cores) bound the
 `stages` column splits the latency before the sockets, from the nodes' lag buckets in /live/stats
 (realtime/lag.py, summed over the nodes): p50 / p99 of the time from each event's insert into the log until the
 bus handed it to the hub (with two nodes: after the Redis hop) and until the hub started its dispatch.
+`hub CPU µs/delivery (kernel)` splits the hub's CPU into the sockets' send calls and the rest (thread rusage);
+`loop held` is how long each dispatch held the event loop (p50 / p99 bucket) and the cyclic GC's pauses in the
+step (full collections, all generations); `events to every socket` are the broadcasts (a guest-readable update
+goes to all sockets): their share of the deliveries and when their first / middle / last socket got them (the
+last minus the first is one loop writing every socket), with p99 of the other events' deliveries.
 
 Servers run with the test-only bcrypt cost (PORTSIDE_TEST_BCRYPT_ROUNDS=4): only the set-up's sign-ups hash
 passwords, and the bench measures /live, not bcrypt.
@@ -190,7 +195,7 @@ def run_setup(su: SetUp, opts: argparse.Namespace, rng: random.Random) -> Outcom
             out.per_row = deliveries_per_row(world)
             t = time.monotonic()
             procs = opts.client_procs or max(1, math.ceil(su.sockets / 2500))
-            clients = live.Clients(world, world.tokens, procs, work, True, "raw")
+            clients = live.Clients(world, world.tokens, procs, work, True, "raw", opts.receiver_loop)
             out.connect_s = time.monotonic() - t
             out.connected = clients.connected
             print(
@@ -227,7 +232,8 @@ def step(
         f"[{out.setup.label}] {rows:.1f} rows/s: {'PASS' if passed(r) else 'fail'} {r['rate']:,.0f}/s "
         f"p99 {live.fmt(r['p99'])} ms sent {r['sent_rate']:.1f}/s; {live.correctness(r)}; CPU nodes {nodes} "
         f"receivers {100 * c['clients']:.0f}% driver {100 * c['driver']:.0f}% machine {100 * c['machine']:.0f}%; "
-        f"stages p50/p99 ms (bus; hub) {stages(r)}"
+        f"stages p50/p99 ms (bus; hub) {stages(r)}; hub µs/delivery {live.fmt(live.hub_us(r), 1)} "
+        f"(kernel {live.fmt(live.hub_sys_us(r), 1)}); {live.loop_holds(r)}; broadcasts {live.broadcast_cell(r)}"
     )
     return passed(r)
 
@@ -301,17 +307,19 @@ def step_lines(o: Outcome) -> list[str]:
         "",
         "| step | rows/s | sent/s | deliveries/s (all of the step's) | deliveries/s (window) "
         "| p50 ms | p99 ms | node CPU µs/delivery (all work) | hub CPU "
-        "µs/delivery | CPU % nodes / receivers / driver / machine (of 200) | stages p50 / p99 ms from insert: bus "
-        "received, hub dispatch | correctness | pass |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        "µs/delivery (kernel) | CPU % nodes / receivers / driver / machine (of 200) | stages p50 / p99 ms from insert: "
+        "bus received, hub dispatch | loop held: dispatch p50 / p99, cyclic GC | events to every socket: commit -> "
+        "receipt | correctness | pass |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|",
     ]
     for k, r in enumerate(o.steps):
         lines.append(
             f"| {k + 1} | {r['target_rate']:.1f} | {r['sent_rate']:.1f} | {live.fmt(r['rate'], 0)} | "
             f"{live.fmt(r['deliveries_s'], 0)} | "
             f"{live.fmt(r['p50'])} | {live.fmt(r['p99'])} | {live.fmt(node_us(r), 1)} | "
-            f"{live.fmt(live.hub_us(r), 2)} | "
-            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.correctness(r)} | "
+            f"{live.fmt(live.hub_us(r), 2)} ({live.fmt(live.hub_sys_us(r), 2)}) | "
+            f"{cpu_cell(r, o.setup.nodes)} | {stages(r)} | {live.loop_holds(r)} | {live.broadcast_cell(r)} | "
+            f"{live.correctness(r)} | "
             f"{'yes' if passed(r) else 'no'} |"
         )
     return lines

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import os
 import time
+from typing import cast
 from urllib.parse import urlsplit
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
@@ -46,8 +47,8 @@ class Receiver(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
+        transport = self._transport
         key = base64.b64encode(os.urandom(16)).decode()
         path = self.url.path + (f"?{self.url.query}" if self.url.query else "")
         transport.write(

@@ -45,6 +45,15 @@ def test_lags_fall_into_their_buckets_and_quantiles_read_back() -> None:
     assert quantile(stats, "s", 0.99) == "<=500"
     assert quantile(stats, "s", 1.0) == ">1000"
     assert quantile(stats, "other", 0.5) == ""
+    took = Lag("d")  # durations counted directly (the hub's dispatch wall time)
+    for ms in (0.2, 30, 30, 120, 2000):
+        took.note_ms(ms)
+    assert [took.stats()[k] for k in ("d_le_5ms", "d_le_50ms", "d_le_250ms", f"d_over_{BOUNDS_MS[-1]}ms")] == [
+        1,
+        2,
+        1,
+        1,
+    ]
 
 
 async def test_the_bus_counts_each_delivered_event_once(tmp_path: Path) -> None:

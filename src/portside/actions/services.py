@@ -52,7 +52,7 @@ class Services:
     mail_directory: MailDirectory = field(default_factory=MailDirectory)  # local domains/accounts (SMTP)
 
     def invalidate(self, events: list[Event]) -> None:
-        """Drop cached identities and table gates touched by these events (local or remote)."""
+        """Drop cached identities, table gates and topic rows touched by these events (local or remote)."""
         self.actors.on_events(events)
         self.basic_logins.on_events(events)
         self.crud.gates.on_events(events)
@@ -62,6 +62,8 @@ class Services:
             self.stores.on_events(events)
         if self.sites is not None:
             self.sites.on_events(events)
+        if self.live is not None:
+            self.live.topic_rows.on_events(events)
 
     @property
     def model(self) -> Model:

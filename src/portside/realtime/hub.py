@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from portside.core.events import Event
 from portside.errors import Kind
 from portside.realtime.bus import Bus
 from portside.realtime.lag import Lag
+from portside.tools import gcwatch
 from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("live")
@@ -215,6 +217,9 @@ class LiveHub:
         self.delivered = 0  # event frames handed to sockets
         self.dispatched = 0  # events dispatched to at least one subscriber
         self.dispatch_cpu = 0.0  # this thread's CPU seconds spent in dispatch (decisions + socket writes)
+        self.dispatch_sys = 0.0  # the part of it spent in the kernel (the sockets' send calls)
+        self.dispatch_wall = Lag("dispatch_wall")  # how long each dispatch held the loop, ms
+        self.gc = gcwatch.watch()  # cyclic-GC pauses of this process (they hold the loop too)
         self.dropped = 0  # sessions dropped because their send queue was full
         self.lag = Lag("hub_lag")  # insert into the log -> dispatch here starts (events some socket follows)
 
@@ -326,11 +331,14 @@ class LiveHub:
         if not subscribers:
             return 0
         self.lag.note(event.at)
-        started = time.thread_time()
+        wall, started = time.perf_counter(), time.thread_time()
+        sys_started = resource.getrusage(resource.RUSAGE_THREAD).ru_stime
         try:
             return self._dispatch(event, subscribers)
         finally:
             self.dispatch_cpu += time.thread_time() - started
+            self.dispatch_sys += resource.getrusage(resource.RUSAGE_THREAD).ru_stime - sys_started
+            self.dispatch_wall.note_ms(1000 * (time.perf_counter() - wall))
             self.dispatched += 1
 
     def stats(self) -> dict[str, Any]:
@@ -341,8 +349,11 @@ class LiveHub:
             "events_dispatched": self.dispatched,
             "frames_delivered": self.delivered,
             "dispatch_cpu_seconds": round(self.dispatch_cpu, 6),
+            "dispatch_sys_seconds": round(self.dispatch_sys, 6),
             **self.bus.lag.stats(),
             **self.lag.stats(),
+            **self.dispatch_wall.stats(),
+            **self.gc.stats(),
         }
 
     def _dispatch(self, event: Event, subscribers: Subscribers) -> int:

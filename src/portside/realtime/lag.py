@@ -32,7 +32,10 @@ class Lag:
             return
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.UTC)
-        ms = ((time.time() if now is None else now) - stamp.timestamp()) * 1000
+        self.note_ms(((time.time() if now is None else now) - stamp.timestamp()) * 1000)
+
+    def note_ms(self, ms: float) -> None:
+        """Count one duration of `ms` milliseconds."""
         self.counts[bisect.bisect_left(BOUNDS_MS, ms)] += 1
 
     def stats(self) -> dict[str, int]:

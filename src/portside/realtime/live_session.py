@@ -102,6 +102,8 @@ class LiveService:
         self.config = config
         self.hub = hub
         self.rights = rights
+        self.topic_rows = topics.TopicRows()  # user-topic rows, dropped by change events (`Services.invalidate`)
+        self.per_user: dict[str, int] = {}  # user ref -> open sessions (counted under the ref they opened with)
 
     def refusal(self, who: Actor) -> tuple[Kind, str] | None:
         """Why a new session for `who` is refused now (connection limits), or None."""
@@ -109,7 +111,7 @@ class LiveService:
         if len(hub.sessions) >= self.config.get_int("live.max_connections", 10_000):
             return Kind.UNAVAILABLE, "too many live connections"
         per_user = self.config.get_int("live.max_connections_per_user", 100)
-        if who.ref is not None and sum(1 for s in hub.sessions if s.actor.ref == who.ref) >= per_user:
+        if who.ref is not None and self.per_user.get(who.ref, 0) >= per_user:
             return Kind.TOO_MANY_REQUESTS, "too many live connections for this user"
         return None
 
@@ -117,11 +119,18 @@ class LiveService:
         """Start a session: it joins the hub, and its first frame says who it is and the current offset."""
         conn = LiveConnection(self, transport, who)
         self.hub.sessions.add(conn.session)
+        if conn.user is not None:
+            self.per_user[conn.user] = self.per_user.get(conn.user, 0) + 1
         return conn
 
     def leave(self, conn: LiveConnection) -> None:
         self.hub.drop(conn.session)
-        self.hub.sessions.discard(conn.session)
+        if conn.session in self.hub.sessions:
+            self.hub.sessions.discard(conn.session)
+            if conn.user is not None:
+                left = self.per_user.pop(conn.user, 1) - 1
+                if left > 0:
+                    self.per_user[conn.user] = left
 
 
 class LiveConnection:
@@ -131,6 +140,7 @@ class LiveConnection:
         self.service = service
         self.hub = service.hub
         self.session = LiveSession(who, transport.send, transport.close)
+        self.user = who.ref  # the user this connection counts against (`LiveService.per_user`)
         self.offer = transport.send
         direct = getattr(transport, "direct", None)
         lean = cast(DirectTransport, transport).direct() if callable(direct) else None
@@ -220,7 +230,9 @@ class LiveConnection:
             raise topics.TopicError("missing or invalid topicName")
         tm = svc.catalog.model.tables.get(name)
         if tm is None:
-            row = await topics.user_topic(svc.db, svc.catalog.model, self.session.actor, name, PEEK, suffix=False)
+            row = await topics.user_topic(
+                svc.db, svc.catalog.model, self.session.actor, name, PEEK, suffix=False, rows=svc.topic_rows
+            )
             return {"owner": row.grants.owner, "permission": row.grants.permission, "topicName": name, "type": "user"}
         try:
             permission = await svc.rights.table_permission(self.session.actor, tm)
@@ -238,7 +250,9 @@ class LiveConnection:
         tm = svc.catalog.model.tables.get(name)
         if tm is None:
             try:
-                await topics.user_topic(svc.db, svc.catalog.model, self.session.actor, name, EXECUTE, suffix=True)
+                await topics.user_topic(
+                    svc.db, svc.catalog.model, self.session.actor, name, EXECUTE, suffix=True, rows=svc.topic_rows
+                )
             except topics.TopicError as exc:
                 if exc.kind is Kind.NOT_FOUND:  # Daptin's wording for new-message
                     raise topics.TopicError(f"topic does not exist: {name}", Kind.NOT_FOUND) from None
@@ -291,7 +305,9 @@ class LiveConnection:
             tm = svc.catalog.model.tables.get(topic)
             try:
                 if tm is None:
-                    await topics.user_topic(svc.db, svc.catalog.model, session.actor, topic, READ, suffix=True)
+                    await topics.user_topic(
+                        svc.db, svc.catalog.model, session.actor, topic, READ, suffix=True, rows=svc.topic_rows
+                    )
                 else:
                     await svc.rights.check_table(session.actor, tm, PEEK)
             except Forbidden:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from portside.auth import access
 from portside.auth.permissions import DELETE, PEEK, READ, Actor
 from portside.core import db_errors, masks, records
+from portside.core.cache import EventCache
 from portside.core.db import Database, UnitOfWork
 from portside.core.db_errors import Fault
 from portside.core.events import Event, EventDraft, Grants
@@ -23,6 +24,8 @@ from portside.tools import names
 from portside.tools.ids import uuid7_str
 
 TABLE = "live_topic"
+# what a topic row's rights are read from: the row (owner, permission), its group links, the groups
+RIGHTS_TABLES = (TABLE, f"{TABLE}_{TABLE}_id_has_usergroup_usergroup_id", "usergroup")
 MAX_NAME = 200
 DEFAULT_TOPIC_PERMISSION = OWNER_ALL  # 16256: the owner may do everything, as in Daptin
 # a message is delivered to every subscriber of its topic (they passed the topic check when subscribing)
@@ -53,15 +56,37 @@ def check_name(model: Model, name: object) -> str:
     return name
 
 
-async def find(db: Database, model: Model, name: str) -> RowData | None:
+class TopicRows:
+    """User-topic rows by name as last read (None: no such topic), kept until a change event on the topics, their
+    group links or the groups drops them all (core/cache.py: this node's writes before their response, other
+    nodes' from the bus). A fleet of sockets subscribing to one topic then reads it once, not once each; the
+    rights are still decided per caller from the row's grants."""
+
+    def __init__(self, max_entries: int = 10_000):
+        self.cache: EventCache[str, tuple[RowData | None]] = EventCache(RIGHTS_TABLES, max_entries)
+        self.reads = 0  # database reads done (tests)
+
+    def on_events(self, events: list[Event]) -> None:
+        self.cache.on_events(events)
+
+
+async def find(db: Database, model: Model, name: str, rows: TopicRows | None = None) -> RowData | None:
     try:
         name = names.identifier(name, "topic name", MAX_NAME)
     except names.BadName:
         return None
+    hit = rows.cache.get(name) if rows is not None else None
+    if hit is not None:
+        return hit[0]
+    generation = rows.cache.generation if rows is not None else 0
     tm = model.table(TABLE)
     async with db.read() as conn:
-        rows = await records.fetch(conn, model, tm, tm.sa.c.name == name)
-    return rows[0] if rows else None
+        found = await records.fetch(conn, model, tm, tm.sa.c.name == name)
+    row = found[0] if found else None
+    if rows is not None:
+        rows.reads += 1
+        rows.cache.put(name, (row,), generation)
+    return row
 
 
 async def create(db: Database, model: Model, actor: Actor, name: object) -> RowData:
@@ -122,8 +147,11 @@ async def set_permission(db: Database, model: Model, actor: Actor, name: object,
     return value
 
 
-async def user_topic(db: Database, model: Model, actor: Actor, name: str, right: int, suffix: bool) -> RowData:
-    row = await find(db, model, name)
+async def user_topic(
+    db: Database, model: Model, actor: Actor, name: str, right: int, suffix: bool, rows: TopicRows | None = None
+) -> RowData:
+    """The topic's row if `actor` has `right` on it (else TopicError); `rows`: read through that cache."""
+    row = await find(db, model, name, rows)
     tail = f": {name}" if suffix else ""
     if row is None:
         raise TopicError(f"topic not found{tail}", Kind.NOT_FOUND)
