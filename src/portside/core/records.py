@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portside.core import fieldtypes
+from portside.core import fieldtypes, pgdirect
 from portside.core.db import UnitOfWork
 from portside.core.events import EventDraft, Grants
 from portside.core.loopsql import LoopConnection, direct
@@ -68,6 +68,33 @@ async def _raw_row(uow: UnitOfWork, tm: TableModel, row_id: int) -> dict[str, An
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+async def insert_one(conn: AsyncConnection, table: sa.Table, row: dict[str, Any]) -> int:
+    """INSERT one row, its integer id: compiled once per table and column set, run past SQLAlchemy's
+    per-execution work on SQLite (`loopsql`) and PostgreSQL (`pgdirect`)."""
+    fast = direct(conn)
+    if fast is not None:
+        return fast.insert(table, row)
+    on_pg = pgdirect.pg(conn)
+    if on_pg is not None:
+        row_id = await on_pg.insert(table, row)
+        if row_id is not None:
+            return row_id
+    result = await conn.execute(table.insert(), row)  # one statement per table and column set
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+async def _select(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
+    """The rows of a statement built once by the caller, values bound here (not on SQLite's loop path)."""
+    on_pg = pgdirect.pg(conn)
+    if on_pg is not None:
+        rows = await on_pg.select(stmt, params)
+        if rows is not None:
+            return rows
+    return (await conn.execute(stmt, params)).all()
 
 
 def api_select(model: Model, tm: TableModel, fields: tuple[str, ...] | None = None) -> sa.Select[Any]:
@@ -144,7 +171,7 @@ async def load_group_grants(
         if fast is not None:
             rows = fast.select(one[0], {"row_id": ids[0]})
         else:
-            rows = await conn.execute(one[0], {"row_id": ids[0]})
+            rows = await _select(conn, one[0], {"row_id": ids[0]})
     else:
         rows = await conn.execute(base.where(key.in_(list(ids))))
     for row_id, gref, perm in rows:
@@ -208,6 +235,8 @@ async def run_select(
     rows: Sequence[Any]
     if fast is not None and params is not None:  # `q` was built once (values bound here): prepared once too
         rows = fast.select(q, params)
+    elif params is not None:
+        rows = await _select(conn, q, params)
     else:
         rows = (await conn.execute(q, params)).all()
     links = await load_group_grants(conn, model, tm, [r[0] for r in rows]) if groups else {}
@@ -336,14 +365,7 @@ async def insert_row(
     stamp = now()
     row = dict(values)
     row.update(reference_id=ref or uuid7_str(), created_at=stamp, updated_at=stamp, version=1, permission=permission)
-    fast = direct(uow.conn)
-    if fast is not None:
-        row_id = fast.insert(tm.sa, row)
-    else:
-        result = await uow.conn.execute(tm.sa.insert(), row)  # one statement per table and column set
-        pk = result.inserted_primary_key
-        assert pk is not None
-        row_id = int(pk[0])
+    row_id = await insert_one(uow.conn, tm.sa, row)
     if groups:
         await link_groups(uow, model, tm, row_id, groups, actor=actor, new_row=True)
     return row_id
