@@ -31,6 +31,7 @@ thing = sa.Table(
     sa.Column("flag", sa.Boolean()),
     sa.Column("score", sa.Float()),
     sa.Column("price", sa.Numeric(10, 2)),
+    sa.Column("version", sa.Integer),
 )
 BY_ID = sa.select(thing).where(thing.c.id == sa.bindparam("key"))
 
@@ -67,8 +68,8 @@ async def test_rows_match_sqlalchemy(db: Database) -> None:
         assert first is not None and second == first + 1
         via_sa = [tuple(r) for r in await uow.conn.execute(BY_ID, {"key": first})]
         assert await fast.select(BY_ID, {"key": first}) == via_sa
-        assert via_sa == [(first, "a", at, True, 1.5, decimal.Decimal("2.00"))]
-        assert await fast.select(BY_ID, {"key": second}) == [(second, "b", None, False, None, None)]
+        assert via_sa == [(first, "a", at, True, 1.5, decimal.Decimal("2.00"), None)]
+        assert await fast.select(BY_ID, {"key": second}) == [(second, "b", None, False, None, None, None)]
         assert await fast.select(BY_ID, {"key": 999}) == []
     async with db.read() as conn:  # a reader (autocommit) takes the same path
         fast = pgdirect.pg(conn)
@@ -115,10 +116,40 @@ async def test_hot_write_statements_skip_sqlalchemy(db: Database) -> None:
     async with db.transaction() as uow:
         row_id = await records.insert_one(uow.conn, thing, {"name": "hot"})
         event = await ev.append(uow.conn, EventDraft("thing", "create", "r1", {"name": "hot"}, Grants(None, 0), None))
-        rows = await records._select(uow.conn, BY_ID, {"key": row_id})
+        rows = await records.select_bound(uow.conn, BY_ID, {"key": row_id})
     assert [r[1] for r in rows] == ["hot"]
     assert event.offset >= 1
     assert seen == []
+
+
+async def test_update_by_id_sets_only_the_given_columns(db: Database) -> None:
+    """records.update's statement on PostgreSQL: SET the named columns, bump the version, one row by id."""
+    seen = count_sqlalchemy_statements(db)
+    async with db.transaction() as uow:
+        fast = pgdirect.pg(uow.conn)
+        assert fast is not None
+        one = await fast.insert(thing, {"name": "one", "flag": True, "version": 1})
+        two = await fast.insert(thing, {"name": "two", "flag": True, "version": 1})
+        params = {"flag": False, "score": 2.5, records._ROW_KEY: one}
+        assert await fast.write(("update", thing), lambda: records._update_by_id(thing), params)
+        rows = await fast.select(sa.select(thing.c.id, thing.c.flag, thing.c.score, thing.c.version), {})
+    assert sorted(rows or []) == [(one, False, 2.5, 2), (two, True, None, 1)]
+    assert seen == []
+
+
+async def test_sql_expressions_as_values_are_left_to_sqlalchemy(db: Database) -> None:
+    """A value that is an SQL expression (records.update gets `CASE ...` for a column) cannot be bound: the
+    direct path declines and the caller runs the statement through SQLAlchemy."""
+    async with db.transaction() as uow:
+        fast = pgdirect.pg(uow.conn)
+        assert fast is not None
+        one = await fast.insert(thing, {"name": "one", "version": 1})
+        flip = sa.case((thing.c.version == 1, 10), else_=20)
+        assert not await fast.write(("update", thing), lambda: records._update_by_id(thing), {"version": flip})
+        assert await fast.insert(thing, {"name": "two", "version": flip}) is None
+        assert await fast.select(sa.select(thing.c.version).where(thing.c.id == sa.bindparam("k")), {"k": one}) == [
+            (1,)
+        ]
 
 
 def test_statements_that_cannot_be_prepared_are_refused() -> None:

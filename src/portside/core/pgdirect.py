@@ -84,6 +84,11 @@ def _cached(dialect: sa.Dialect, key: Hashable, build: Any, keys: Sequence[str] 
     return prep
 
 
+def _expressions(values: dict[str, Any]) -> bool:
+    """Whether a value is an SQL expression (e.g. `CASE ...` for a column), which only SQLAlchemy can render."""
+    return any(isinstance(v, sa.ClauseElement) for v in values.values())
+
+
 def _insert_returning(table: sa.Table) -> Any:
     (pk,) = table.primary_key.columns  # every Portside table has one integer key (`id`, the log's `offset`)
     return table.insert().returning(pk)
@@ -104,10 +109,21 @@ class PgDirect:
         SQLAlchemy."""
         keys = tuple(row)
         prep = _cached(self.dialect, ("insert", table, keys), lambda: _insert_returning(table), keys)
-        if prep is None:
+        if prep is None or _expressions(row):
             return None
         rows = await self._run(prep, prep.parameters(row))
         return int(rows[0][0])
+
+    async def write(self, key: Hashable, build: Any, params: dict[str, Any]) -> bool:
+        """Run an UPDATE or DELETE built by `build()` once per `key`, for the columns `params` names (an UPDATE
+        sets those it does not bind in its WHERE). False: not run (a value is an SQL expression, or the statement
+        cannot be prepared), run it through SQLAlchemy."""
+        keys = tuple(params)
+        prep = _cached(self.dialect, (key, keys), build, keys)
+        if prep is None or _expressions(params):
+            return False
+        await self._run(prep, prep.parameters(params))
+        return True
 
     async def select(self, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]] | None:
         """The rows of a statement built once by the caller (kept: it is the cache key), values bound at

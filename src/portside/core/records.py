@@ -87,8 +87,12 @@ async def insert_one(conn: AsyncConnection, table: sa.Table, row: dict[str, Any]
     return int(pk[0])
 
 
-async def _select(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
-    """The rows of a statement built once by the caller, values bound here (not on SQLite's loop path)."""
+async def select_bound(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
+    """The rows of a statement built once by the caller (kept: it is the cache key), values bound here:
+    prepared once on SQLite's loop path (`loopsql`) and on PostgreSQL (`pgdirect`)."""
+    fast = direct(conn)
+    if fast is not None:
+        return fast.select(stmt, params)
     on_pg = pgdirect.pg(conn)
     if on_pg is not None:
         rows = await on_pg.select(stmt, params)
@@ -167,11 +171,7 @@ async def load_group_grants(
         one = tm.select_cache.get(("#groups_of_one",))
         if one is None:
             one = tm.select_cache[("#groups_of_one",)] = (base.where(key == sa.bindparam("row_id")), ())
-        fast = direct(conn)
-        if fast is not None:
-            rows = fast.select(one[0], {"row_id": ids[0]})
-        else:
-            rows = await _select(conn, one[0], {"row_id": ids[0]})
+        rows = await select_bound(conn, one[0], {"row_id": ids[0]})
     else:
         rows = await conn.execute(base.where(key.in_(list(ids))))
     for row_id, gref, perm in rows:
@@ -231,12 +231,9 @@ async def run_select(
     groups: bool,
     params: dict[str, Any] | None = None,
 ) -> list[RowData]:
-    fast = direct(conn)
     rows: Sequence[Any]
-    if fast is not None and params is not None:  # `q` was built once (values bound here): prepared once too
-        rows = fast.select(q, params)
-    elif params is not None:
-        rows = await _select(conn, q, params)
+    if params is not None:  # `q` was built once (values bound here): prepared once too
+        rows = await select_bound(conn, q, params)
     else:
         rows = (await conn.execute(q, params)).all()
     links = await load_group_grants(conn, model, tm, [r[0] for r in rows]) if groups else {}
@@ -387,10 +384,27 @@ async def update(
     if prepare is not None:
         await prepare(uow, model, tm, row_id, values)
     before = await _raw_row(uow, tm, row_id) if tm.name in row_hooks else None
-    await uow.conn.execute(
-        t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=now())
-    )
+    stamp = now()
+    on_pg = pgdirect.pg(uow.conn)
+    if (
+        on_pg is None
+        or _ROW_KEY in values
+        or not await on_pg.write(
+            ("update", t), lambda: _update_by_id(t), {**values, "updated_at": stamp, _ROW_KEY: row_id}
+        )
+    ):
+        await uow.conn.execute(
+            t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=stamp)
+        )
     return await _emit(uow, model, tm, row_id, "update", actor, before)
+
+
+_ROW_KEY = "portside_row_id_"  # the row's id in `_update_by_id` (a bind name no column of the update uses)
+
+
+def _update_by_id(t: sa.Table) -> Any:
+    """UPDATE of one row by id, bumping its version; SET gets the columns its parameters name."""
+    return t.update().where(t.c.id == sa.bindparam(_ROW_KEY)).values(version=t.c.version + 1)
 
 
 async def delete(
