@@ -3,21 +3,21 @@
 A statement through `AsyncConnection.execute` costs ~180 µs of this process's CPU on asyncpg, against ~35 µs
 for the same prepared statement through asyncpg alone (a point SELECT on 127.0.0.1): cache-key generation,
 compiled-cache look-up, parameter processing, result set-up and the greenlet hand-over per call. An HTTP create
-runs 6-12 of them, so on PostgreSQL that overhead was most of the write path's CPU (issue 17: node CPU per
-/live delivery ~30-40 µs above SQLite's, where `loopsql.py` already skips it).
+runs 5-12 of them, so on PostgreSQL that overhead was a large part of the write path's CPU (issue 17: ~5 ms of
+node CPU per bench row against ~3 on SQLite, where `loopsql.py` already skips it).
 
-`insert` and `select` here do for PostgreSQL what `LoopConnection.insert`/`select` do for SQLite: the statement
-is compiled once (`loopsql.prepare`'s rules: SQL text, bind order and bind processors from SQLAlchemy's own
-compiler; an INSERT gets `RETURNING id`), then run on the unit of work's own asyncpg connection, inside the
-transaction SQLAlchemy started for it (begun here first if no statement ran yet), through the SQLAlchemy
-adapter's prepared-statement cache (the same statements `execute` prepares, invalidated the same way after
-DDL). Results are converted by the columns' result processors, chosen from the types the server reported.
+`insert`, `write` (an UPDATE by id) and `select` here do for PostgreSQL what `LoopConnection.insert`/`select` do
+for SQLite: the statement is compiled once (`loopsql.prepare`'s rules: SQL text, bind order and bind processors
+from SQLAlchemy's own compiler; an INSERT returns its key), then run on the unit of work's own asyncpg
+connection, inside the transaction SQLAlchemy started for it (begun here first if no statement ran yet), through
+the SQLAlchemy adapter's prepared-statement cache (the same statements `execute` prepares, invalidated the same
+way after DDL). Results are converted by the columns' result processors, chosen from the types the server reported.
 Driver errors come out as `execute` raises them (SQLAlchemy's `DBAPIError` subclasses wrapping the adapter's
 errors, so `db_errors.classify` reads the SQLSTATE); a lost connection is invalidated as `execute` would.
 
 Callers reach this through `pg(conn)`, None for anything but an asyncpg connection. A statement the compiler
-cannot give as fixed positional SQL (Python-side defaults, expanding IN, escaped names) answers None from
-`insert`/`select`, and the caller runs it through SQLAlchemy.
+cannot give as fixed positional SQL (Python-side defaults, expanding IN, escaped names), or a value that is an
+SQL expression, answers None (False from `write`), and the caller runs it through SQLAlchemy.
 """
 
 from __future__ import annotations
