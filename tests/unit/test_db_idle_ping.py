@@ -60,3 +60,35 @@ async def test_busy_connections_are_not_pinged_and_idle_dropped_ones_are_replace
     finally:
         await db.dispose()
         drop()
+
+
+async def test_a_burst_of_connections_is_kept_for_the_next() -> None:
+    """Connections opened for a burst of concurrent transactions go back to the pool instead of being closed
+    (each one is ~3 ms of CPU to open again on asyncpg, and its statements are prepared anew)."""
+    import asyncio
+
+    url, drop = fresh_database("postgresql")
+    db = Database(url)
+    try:
+        started = asyncio.Event()
+        inside = 0
+
+        async def hold() -> int:
+            nonlocal inside
+            async with db.engine.begin() as conn:
+                inside += 1
+                if inside == 15:
+                    started.set()
+                await started.wait()
+                return int((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+
+        first = set(await asyncio.gather(*(hold() for _ in range(15))))
+        assert len(first) == 15
+        assert db.engine.pool.checkedin() == 15  # type: ignore[attr-defined]
+        started.clear()
+        inside = 0
+        again = set(await asyncio.gather(*(hold() for _ in range(15))))
+        assert again == first  # the same server sessions: nothing opened again
+    finally:
+        await db.dispose()
+        drop()

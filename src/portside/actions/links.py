@@ -127,7 +127,12 @@ async def link(
         assert rel.join_table and rel.join_self and rel.join_target
         jt = model.table(rel.join_table)
         j = jt.sa
-        rows = await uow.conn.execute(sa.select(j.c.id, j.c[rel.join_target]).where(j.c[rel.join_self] == row_id))
+        key = ("#links_of", rel.join_self, rel.join_target)
+        cached = jt.select_cache.get(key)
+        if cached is None:  # one statement per join table, built and keyed once (prepared once where it can be)
+            q = sa.select(j.c.id, j.c[rel.join_target]).where(j.c[rel.join_self] == sa.bindparam("row_id"))
+            cached = jt.select_cache[key] = (q, [])
+        rows = await records.select_bound(uow.conn, cached[0], {"row_id": row_id})
         existing: dict[int, int] = {int(target): int(link) for link, target in rows}
         for tid in target_ids:
             if tid not in existing:

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from portside.core import pgdirect
 from portside.core.loopsql import direct
 from portside.tools import jsonutil
 
@@ -143,6 +144,11 @@ async def append(conn: Any, draft: EventDraft) -> Event:
     fast = direct(conn)
     if fast is not None:
         return _event(fast.insert(event_log, _values(draft, now)), draft, now)
+    on_pg = pgdirect.pg(conn)
+    if on_pg is not None:
+        offset = await on_pg.insert(event_log, _values(draft, now))
+        if offset is not None:
+            return _event(offset, draft, now)
     result = await conn.execute(_INSERT, _values(draft, now))  # one statement, compiled once
     pk = result.inserted_primary_key
     assert pk is not None

@@ -13,9 +13,10 @@ look-up, parameter processing, result set-up: ~150 µs of CPU per statement, aga
 `insert` and `select` run a statement that was compiled once (`Prepared`: SQL text, bind order and type
 processors from SQLAlchemy's own compiler, so values are stored and read exactly as through `execute`) on
 the DB-API connection, and savepoints are plain `SAVEPOINT`/`RELEASE` statements. Callers reach them
-through `direct(conn)`, which is None for any other connection (PostgreSQL, MariaDB, aiosqlite); a statement
-the compiler cannot give as fixed positional SQL (Python-side defaults, expanding IN, escaped names) runs
-through SQLAlchemy. Driver errors are wrapped as SQLAlchemy's `DBAPIError` subclasses, as `execute` would.
+through `direct(conn)`, which is None for any other connection (MariaDB, aiosqlite, and PostgreSQL, which has
+its own in `pgdirect.py`); a statement the compiler cannot give as fixed positional SQL (Python-side defaults,
+expanding IN, escaped names) runs through SQLAlchemy. Driver errors are wrapped as SQLAlchemy's `DBAPIError`
+subclasses, as `execute` would.
 
 What may block stays off the loop: the durable COMMIT (an fsync) runs in a worker thread, and a
 `BEGIN IMMEDIATE` that finds another process writing waits in a worker thread too (the loop-side connections

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portside.core import fieldtypes
+from portside.core import fieldtypes, pgdirect
 from portside.core.db import UnitOfWork
 from portside.core.events import EventDraft, Grants
 from portside.core.loopsql import LoopConnection, direct
@@ -68,6 +68,37 @@ async def _raw_row(uow: UnitOfWork, tm: TableModel, row_id: int) -> dict[str, An
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+async def insert_one(conn: AsyncConnection, table: sa.Table, row: dict[str, Any]) -> int:
+    """INSERT one row, its integer id: compiled once per table and column set, run past SQLAlchemy's
+    per-execution work on SQLite (`loopsql`) and PostgreSQL (`pgdirect`)."""
+    fast = direct(conn)
+    if fast is not None:
+        return fast.insert(table, row)
+    on_pg = pgdirect.pg(conn)
+    if on_pg is not None:
+        row_id = await on_pg.insert(table, row)
+        if row_id is not None:
+            return row_id
+    result = await conn.execute(table.insert(), row)  # one statement per table and column set
+    pk = result.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+async def select_bound(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
+    """The rows of a statement built once by the caller (kept: it is the cache key), values bound here:
+    prepared once on SQLite's loop path (`loopsql`) and on PostgreSQL (`pgdirect`)."""
+    fast = direct(conn)
+    if fast is not None:
+        return fast.select(stmt, params)
+    on_pg = pgdirect.pg(conn)
+    if on_pg is not None:
+        rows = await on_pg.select(stmt, params)
+        if rows is not None:
+            return rows
+    return (await conn.execute(stmt, params)).all()
 
 
 def api_select(model: Model, tm: TableModel, fields: tuple[str, ...] | None = None) -> sa.Select[Any]:
@@ -140,11 +171,7 @@ async def load_group_grants(
         one = tm.select_cache.get(("#groups_of_one",))
         if one is None:
             one = tm.select_cache[("#groups_of_one",)] = (base.where(key == sa.bindparam("row_id")), ())
-        fast = direct(conn)
-        if fast is not None:
-            rows = fast.select(one[0], {"row_id": ids[0]})
-        else:
-            rows = await conn.execute(one[0], {"row_id": ids[0]})
+        rows = await select_bound(conn, one[0], {"row_id": ids[0]})
     else:
         rows = await conn.execute(base.where(key.in_(list(ids))))
     for row_id, gref, perm in rows:
@@ -204,10 +231,9 @@ async def run_select(
     groups: bool,
     params: dict[str, Any] | None = None,
 ) -> list[RowData]:
-    fast = direct(conn)
     rows: Sequence[Any]
-    if fast is not None and params is not None:  # `q` was built once (values bound here): prepared once too
-        rows = fast.select(q, params)
+    if params is not None:  # `q` was built once (values bound here): prepared once too
+        rows = await select_bound(conn, q, params)
     else:
         rows = (await conn.execute(q, params)).all()
     links = await load_group_grants(conn, model, tm, [r[0] for r in rows]) if groups else {}
@@ -251,6 +277,8 @@ async def fetch_one(
     row_id: int | None = None,
     groups: bool = True,
 ) -> RowData | None:
+    if groups and tm.group_join is not None:
+        return await _fetch_one_with_groups(conn, model, tm, ref=ref, row_id=row_id)
     key = "#by_ref" if ref is not None else "#by_id"  # "#" cannot start a column name (fields tuples)
     cached = tm.select_cache.get((key,))
     if cached is None:  # one statement per table, with a bound parameter: built and keyed once
@@ -264,6 +292,36 @@ async def fetch_one(
         conn, model, tm, stmt, plan, groups=groups, params={"key": ref if ref is not None else row_id}
     )
     return rows[0] if rows else None
+
+
+async def _fetch_one_with_groups(
+    conn: AsyncConnection, model: Model, tm: TableModel, *, ref: str | None, row_id: int | None
+) -> RowData | None:
+    """`fetch_one` of a row and its group grants in one statement (one round trip on a database server, where
+    the row and then its grants were two): the row LEFT JOINed to its group links, one result row per link."""
+    key = "#by_ref+groups" if ref is not None else "#by_id+groups"
+    cached = tm.select_cache.get((key,))
+    if cached is None:
+        base, plan = _select_and_plan(model, tm, None)
+        t = tm.sa
+        assert tm.group_join is not None
+        j = model.table(tm.group_join).sa.alias("portside_link")  # aliased: `tm` may be usergroup itself
+        g = model.table("usergroup").sa.alias("portside_link_group")
+        links = j.join(g, g.c.id == j.c.usergroup_id)
+        cond = t.c.reference_id == sa.bindparam("key") if ref is not None else t.c.id == sa.bindparam("key")
+        stmt = (
+            base.add_columns(g.c.reference_id.label("portside_group_ref"), j.c.permission.label("portside_group_perm"))
+            .outerjoin(links, j.c[f"{tm.name}_id"] == t.c.id)
+            .where(cond)
+        )
+        cached = tm.select_cache[(key,)] = (stmt, plan)
+    stmt, plan = cached
+    rows = await select_bound(conn, stmt, {"key": ref if ref is not None else row_id})
+    if not rows:
+        return None
+    first = rows[0]
+    grants = [(r[-2], int(r[-1] or 0)) for r in rows if r[-2] is not None]
+    return _row_data(tm, plan, [first[:-2]], {first[0]: grants})[0]
 
 
 async def fetch_by_refs(
@@ -336,14 +394,7 @@ async def insert_row(
     stamp = now()
     row = dict(values)
     row.update(reference_id=ref or uuid7_str(), created_at=stamp, updated_at=stamp, version=1, permission=permission)
-    fast = direct(uow.conn)
-    if fast is not None:
-        row_id = fast.insert(tm.sa, row)
-    else:
-        result = await uow.conn.execute(tm.sa.insert(), row)  # one statement per table and column set
-        pk = result.inserted_primary_key
-        assert pk is not None
-        row_id = int(pk[0])
+    row_id = await insert_one(uow.conn, tm.sa, row)
     if groups:
         await link_groups(uow, model, tm, row_id, groups, actor=actor, new_row=True)
     return row_id
@@ -365,10 +416,27 @@ async def update(
     if prepare is not None:
         await prepare(uow, model, tm, row_id, values)
     before = await _raw_row(uow, tm, row_id) if tm.name in row_hooks else None
-    await uow.conn.execute(
-        t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=now())
-    )
+    stamp = now()
+    on_pg = pgdirect.pg(uow.conn)
+    if (
+        on_pg is None
+        or _ROW_KEY in values
+        or not await on_pg.write(
+            ("update", t), lambda: _update_by_id(t), {**values, "updated_at": stamp, _ROW_KEY: row_id}
+        )
+    ):
+        await uow.conn.execute(
+            t.update().where(t.c.id == row_id).values(**values, version=t.c.version + 1, updated_at=stamp)
+        )
     return await _emit(uow, model, tm, row_id, "update", actor, before)
+
+
+_ROW_KEY = "portside_row_id_"  # the row's id in `_update_by_id` (a bind name no column of the update uses)
+
+
+def _update_by_id(t: sa.Table) -> Any:
+    """UPDATE of one row by id, bumping its version; SET gets the columns its parameters name."""
+    return t.update().where(t.c.id == sa.bindparam(_ROW_KEY)).values(version=t.c.version + 1)
 
 
 async def delete(
