@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import sqlite3
 from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portside.core import events as ev
 from portside.core.db import Database
+from portside.core.loopsql import LoopConnection
 
 meta = sa.MetaData()
 thing = sa.Table(
@@ -168,3 +170,38 @@ async def test_a_batch_hands_the_loop_back_between_units(tmp_path: Path) -> None
     assert db.group.commits - commits <= 5  # and they still shared commits (30 units)
     assert all(_committed(path, n) for n in names if n != "bad") and not _committed(path, "bad")
     await db.dispose()
+
+
+async def test_the_write_connection_outlives_a_clean_batch_only(tmp_path: Path) -> None:
+    """A clean commit leaves the write connection for the next batch (no pool round per batch); a failed
+    commit closes it (SQLite keeps the transaction open after a refused COMMIT: handed back to the pool, the
+    next batch's BEGIN IMMEDIATE failed on it, and so did every write after), and the next batch starts on a
+    fresh connection with nothing of the failed one."""
+    db, path = await _database(tmp_path)
+    async with db.ddl_lock() as conn:  # a reference checked at COMMIT: a violation fails the commit itself
+        await conn.exec_driver_sql(
+            "CREATE TABLE late (id INTEGER PRIMARY KEY, "
+            "thing_id INTEGER REFERENCES thing(id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    async def write(name: str, dangling: bool = False) -> LoopConnection:
+        async with db.transaction() as uow:
+            await uow.conn.execute(thing.insert().values(name=name))
+            if dangling:
+                await uow.conn.exec_driver_sql("INSERT INTO late (thing_id) VALUES (999999)")
+            return cast(LoopConnection, uow.conn)
+
+    first = await write("k1")
+    assert await write("k2") is first and _committed(path, "k2")  # the same connection, committed durably
+    assert not first.driver.in_transaction and not first.sync_connection.closed  # waiting, holding no lock
+    with pytest.raises(IntegrityError):
+        await write("k3", dangling=True)
+    assert not _committed(path, "k3") and first.sync_connection.closed
+    with pytest.raises(sqlite3.ProgrammingError):  # the DB-API connection itself is closed, not pooled
+        first.driver.execute("SELECT 1")
+    fresh = await write("k4")
+    assert fresh is not first and _committed(path, "k4") and not _committed(path, "k3")
+    async with db.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM late")).scalar() == 0
+    await db.dispose()
+    assert fresh.sync_connection.closed  # handed back at shutdown
