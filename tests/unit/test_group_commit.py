@@ -249,3 +249,31 @@ async def test_the_live_hub_gives_way_to_a_batch(tmp_path: Path) -> None:
     await hub.stop()
     await bus.stop()
     await db.dispose()
+
+
+async def test_a_batch_waits_off_the_loop_for_another_process_writing(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock: the batch's BEGIN IMMEDIATE waits in a worker thread (the
+    loop keeps running), then the unit of work commits durably; the write connection stays usable."""
+    db, path = await _database(tmp_path)
+    async with db.transaction() as uow:  # the write connection exists and is kept
+        await uow.conn.execute(thing.insert().values(name="before"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def write(name: str) -> None:
+        async with db.transaction() as uow:
+            await uow.conn.execute(thing.insert().values(name=name))
+
+    task = asyncio.ensure_future(write("after"))
+    for _ in range(20):  # the loop is free while the batch waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not task.done() and not _committed(path, "after")
+    holder.execute("ROLLBACK")
+    holder.close()
+    await asyncio.wait_for(task, 10)
+    assert ticks == 20 and _committed(path, "after")
+    await write("again")
+    assert _committed(path, "again")
+    await db.dispose()
