@@ -277,3 +277,44 @@ async def test_a_batch_waits_off_the_loop_for_another_process_writing(tmp_path: 
     await write("again")
     assert _committed(path, "again")
     await db.dispose()
+
+
+async def test_the_unit_ending_a_batch_is_cancelled_while_its_commit_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT goes on in its thread; once it is back the batch is finished for the others (the turn handed
+    on, the events published, the other units return) and the next write finds everything in order."""
+    db, path = await _database(tmp_path)
+    published: list[str] = []
+
+    async def hook(events: list[ev.Event]) -> None:
+        published.extend(e.ref for e in events)
+
+    db.after_commit.append(hook)
+    real = sa.engine.Connection.commit
+
+    def slow_commit(self: sa.engine.Connection) -> None:  # in the commit's worker thread
+        time.sleep(0.2)
+        real(self)
+
+    async def write(name: str) -> None:
+        async with db.transaction() as uow:
+            await uow.conn.execute(thing.insert().values(name=name))
+            await uow.emit(_draft(name))
+            await asyncio.sleep(0)  # let the other queue up behind this turn
+
+    await write("warm")
+    monkeypatch.setattr(sa.engine.Connection, "commit", slow_commit)
+    first = asyncio.ensure_future(write("a"))
+    ender = asyncio.ensure_future(write("b"))  # queued behind "a": the last of the batch, so it commits it
+    await asyncio.sleep(0.05)
+    assert db.group is not None and db.group.lock.locked() and not first.done()
+    ender.cancel()
+    await asyncio.wait_for(first, 5)  # returned: committed and published
+    with pytest.raises(asyncio.CancelledError):
+        await ender
+    assert _committed(path, "a") and _committed(path, "b") and published[-2:] == ["a", "b"]
+    monkeypatch.setattr(sa.engine.Connection, "commit", real)
+    await write("c")
+    assert _committed(path, "c") and not db.group.ready()
+    await db.dispose()

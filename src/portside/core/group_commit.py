@@ -175,57 +175,78 @@ class GroupCommit:
 
     async def _end(self, batch: Batch) -> None:
         """Commit (or roll back a broken) batch, hand the turn on, publish, then let its units of work return.
-        The commit runs in a task of its own: a caller cancelled meanwhile leaves the rest to `_finish`."""
-        commit = asyncio.ensure_future(self._commit(batch))
-        try:
-            error = await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            self._spawn(self._finish(commit, batch))
-            raise
+        A caller cancelled while the COMMIT runs in its thread leaves the rest to `_finish`."""
+        error = await self._commit(batch, orphaned=self._finish)  # cancelled: `_finish` takes over
         self._landed = False
         self.lock.release()
         await self._announce(batch, error)
 
-    async def _finish(self, commit: asyncio.Future[BaseException | None], batch: Batch) -> None:
-        try:
-            error = await commit
-        finally:
-            self._landed = False
-            self.lock.release()
+    async def _finish(self, batch: Batch, error: BaseException | None) -> None:
+        self._landed = False
+        self.lock.release()
         await self._announce(batch, error)
 
-    async def _commit(self, batch: Batch) -> BaseException | None:
+    def _commit(
+        self, batch: Batch, orphaned: Callable[[Batch, BaseException | None], Awaitable[None]]
+    ) -> asyncio.Future[BaseException | None]:
+        """End the batch's transaction: the COMMIT (an fsync) in a worker thread, which hands its outcome to the
+        loop in one call (`_settle`); a rollback of a broken or empty batch at once. The future resolves to the
+        batch's error or None. Should its waiter be cancelled meanwhile, `orphaned(batch, error)` runs instead
+        once the COMMIT is back (in a task of its own)."""
         self._batch = None
+        loop = asyncio.get_running_loop()
+        landed: asyncio.Future[BaseException | None] = loop.create_future()
+        if batch.broken is None and batch.members:
+            commit = batch.conn.sync_connection.commit
+
+            def work() -> None:  # in the worker thread
+                error: BaseException | None = None
+                try:
+                    commit()
+                except BaseException as exc:
+                    error = exc
+                self._landed = True  # `ready()`: from here until the turn is handed on
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+                    loop.call_soon_threadsafe(self._settle, landed, batch, error, orphaned)
+
+            loop.run_in_executor(None, work)
+            return landed
         error: BaseException | None = batch.broken
-        clean = False
         try:
-            if error is None and batch.members:
-                await batch.conn.commit(landed=self._land)
-                self.commits += 1
-                self.units += len(batch.members)
-            else:
-                await batch.conn.rollback()
-            clean = error is None
+            batch.conn.sync_connection.rollback()
         except BaseException as exc:
             error = error or exc
-        finally:
-            if clean and self._idle is None:
-                self._idle = batch.conn  # kept for the next batch (the turn is still held: nobody else sets it)
-            else:
-                await self._discard(batch.conn, dirty=not clean)
-        return error
+        self._settle(landed, batch, error, orphaned)
+        return landed
 
-    def _land(self) -> None:
-        self._landed = True  # in the commit's thread, just before its result is handed to the loop
+    def _settle(
+        self,
+        landed: asyncio.Future[BaseException | None],
+        batch: Batch,
+        error: BaseException | None,
+        orphaned: Callable[[Batch, BaseException | None], Awaitable[None]],
+    ) -> None:
+        """The batch's transaction is over (on the loop): keep or drop the connection, tell the waiter."""
+        if error is None and batch.members:
+            self.commits += 1
+            self.units += len(batch.members)
+        if error is None and self._idle is None:
+            self._idle = batch.conn  # kept for the next batch (the turn is still held: nobody else sets it)
+        else:
+            self._discard(batch.conn, dirty=error is not None)
+        if landed.cancelled():
+            self._spawn(orphaned(batch, error))
+        else:
+            landed.set_result(error)
 
-    async def _discard(self, conn: LoopConnection, *, dirty: bool = False) -> None:
+    def _discard(self, conn: LoopConnection, *, dirty: bool = False) -> None:
         """Hand the connection back to the pool; `dirty` (its COMMIT or ROLLBACK failed: SQLite may still hold
         the transaction open, e.g. after a deferred constraint refused the COMMIT, and the pool's reset does not
         always roll it back) closes the DB-API connection instead, which ends the transaction for sure."""
         try:
             if dirty:
                 conn.sync_connection.invalidate()
-            await conn.close()
+            conn.sync_connection.close()
         except Exception:
             logger.exception("closing the write connection failed")
 
@@ -269,7 +290,7 @@ class GroupCommit:
         async with self.lock:
             batch = self._batch
             if batch is not None:  # published outside the turn: a hook may want to write
-                error = await self._commit(batch)
+                error = await self._commit(batch, orphaned=self._announce)
                 self._landed = False
                 self._spawn(self._announce(batch, error))
             yield
@@ -282,4 +303,4 @@ class GroupCommit:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         idle, self._idle = self._idle, None
         if idle is not None:
-            await self._discard(idle)
+            self._discard(idle)

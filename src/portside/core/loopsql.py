@@ -225,21 +225,9 @@ class LoopConnection:
         finally:
             self.run_text("PRAGMA busy_timeout=0")
 
-    async def commit(self, landed: Callable[[], None] | None = None) -> None:
-        """COMMIT (with synchronous=FULL: the fsync) in a worker thread; the loop serves others meanwhile.
-        `landed` runs in that thread once the COMMIT returned (or failed), just before the loop is told."""
-        if landed is None:
-            await asyncio.to_thread(self.sync_connection.commit)
-            return
-        commit = self.sync_connection.commit
-
-        def run() -> None:
-            try:
-                commit()
-            finally:
-                landed()
-
-        await asyncio.to_thread(run)
+    async def commit(self) -> None:
+        """COMMIT (with synchronous=FULL: the fsync) in a worker thread; the loop serves others meanwhile."""
+        await asyncio.to_thread(self.sync_connection.commit)
 
     async def rollback(self) -> None:
         self.sync_connection.rollback()
