@@ -171,12 +171,6 @@ class Database:
         await self.engine.dispose()
         await self.reader.dispose()
 
-    def writes_ready(self) -> bool:
-        """Whether a unit of work could take its next step on this loop right now (SQLite: a write turn handed
-        on, a commit back from its thread, units of a committed batch about to return; `GroupCommit.ready`).
-        Long background steps (the live hub's fan-out) give way meanwhile. Always False on a server database."""
-        return self.group is not None and self.group.ready()
-
     @property
     def loop_reads(self) -> bool:
         """`read(quick=True)` runs statements on the loop's thread (SQLite), not on a pooled connection."""

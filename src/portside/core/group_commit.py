@@ -17,12 +17,6 @@ do the units of work return:
 a caller that answers after its unit of work has returned answers for a durable, published write. A commit
 that fails fails every unit of work of the batch (none of them was answered yet).
 
-Background work on the loop (the live hub's fan-out, one long step per event) asks `ready()` and gives way
-while a unit of work could take its next step now: a write turn was handed on, a commit came back from its
-thread, or the units of a finished batch are about to return. Each of those steps is one trip through the
-loop's ready queue; behind a fan-out step each (~20 ms for 1,000 sockets), a batch of k units waited k such
-steps for its turns alone (bench/live.py --fixed: the write turn took p50 127 ms, p99 1 s from the handler).
-
 Writes outside units of work (`Database.write_turn`, `ddl_lock`, exclusive transactions) take the same turn
 and commit the open batch first (`exclusive_turn`).
 
@@ -63,8 +57,6 @@ class Batch:
     done: asyncio.Future[None]
     members: list[UnitOfWork] = field(default_factory=list)
     broken: BaseException | None = None  # the transaction cannot go on (a savepoint could not be undone)
-    waiting: int = 0  # units of work awaiting `done`
-    over: bool = False  # `done` was set: the waiting units are about to return
 
 
 Publish = Callable[["list[UnitOfWork]"], Awaitable[None]]
@@ -84,15 +76,9 @@ class GroupCommit:
         self._batch: Batch | None = None
         self._idle: LoopConnection | None = None  # the write connection between batches (clean, no transaction)
         self._queued = 0  # units of work waiting for a turn
-        self._returning = 0  # units of work of finished batches that have not resumed yet
-        self._landed = False  # a commit returned in its thread; the loop has not taken it up yet
         self._tasks: set[asyncio.Task[None]] = set()
         self.commits = 0
         self.units = 0
-
-    def ready(self) -> bool:
-        """Whether a unit of work could take its next step on this loop right now (see the module docstring)."""
-        return self._landed or self._returning > 0 or (self._queued > 0 and not self.lock.locked())
 
     @asynccontextmanager
     async def unit(self, make: Callable[[AsyncConnection], UnitOfWork]) -> AsyncIterator[UnitOfWork]:
@@ -133,23 +119,11 @@ class GroupCommit:
             with contextlib.suppress(Exception):
                 if self._leave(batch):
                     await self._end(batch)
-                await self._wait(batch)
+                await asyncio.shield(batch.done)
             raise
         if self._leave(batch):
             await self._end(batch)  # in this task: its caller answers before the hub fans the events out
-        await self._wait(batch)
-
-    async def _wait(self, batch: Batch) -> None:
-        """Until the batch is over (at once for the unit that ended it); counted for `ready()`."""
-        if batch.done.done():
-            return batch.done.result()
-        batch.waiting += 1
-        try:
-            await asyncio.shield(batch.done)
-        finally:
-            batch.waiting -= 1
-            if batch.over:
-                self._returning -= 1
+        await asyncio.shield(batch.done)
 
     def _leave(self, batch: Batch) -> bool:
         """End this turn: True when the caller must end the batch now (nobody else waits, or it is full, old or
@@ -177,12 +151,10 @@ class GroupCommit:
         """Commit (or roll back a broken) batch, hand the turn on, publish, then let its units of work return.
         A caller cancelled while the COMMIT runs in its thread leaves the rest to `_finish`."""
         error = await self._commit(batch, orphaned=self._finish)  # cancelled: `_finish` takes over
-        self._landed = False
         self.lock.release()
         await self._announce(batch, error)
 
     async def _finish(self, batch: Batch, error: BaseException | None) -> None:
-        self._landed = False
         self.lock.release()
         await self._announce(batch, error)
 
@@ -205,7 +177,6 @@ class GroupCommit:
                     commit()
                 except BaseException as exc:
                     error = exc
-                self._landed = True  # `ready()`: from here until the turn is handed on
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
                     loop.call_soon_threadsafe(self._settle, landed, batch, error, orphaned)
 
@@ -252,19 +223,13 @@ class GroupCommit:
 
     async def _announce(self, batch: Batch, error: BaseException | None) -> None:
         if error is not None:
-            self._over(batch)
             batch.done.set_exception(error if isinstance(error, Exception) else RuntimeError(str(error)))
             return
         try:
             if batch.members:
                 await self.publish(batch.members)
         finally:
-            self._over(batch)
             batch.done.set_result(None)
-
-    def _over(self, batch: Batch) -> None:
-        batch.over = True
-        self._returning += batch.waiting
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -291,7 +256,6 @@ class GroupCommit:
             batch = self._batch
             if batch is not None:  # published outside the turn: a hook may want to write
                 error = await self._commit(batch, orphaned=self._announce)
-                self._landed = False
                 self._spawn(self._announce(batch, error))
             yield
 

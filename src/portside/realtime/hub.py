@@ -33,7 +33,6 @@ logger = log.get("live")
 _session_ids = itertools.count(1)
 NODE = os.urandom(4).hex()
 EVENT_TYPE_KEY = "EventType"
-GIVE_WAY = 0.05  # seconds the hub defers its next fan-out step at most while the write path can move
 MAX_LATE = 4096  # per topic and socket: out-of-order live events remembered so a later replay skips them
 
 Principal = tuple[str | None, frozenset[str], bool]
@@ -316,26 +315,11 @@ class LiveHub:
                         # event, so requests (an HTTP create's next step, its commit) never queue behind a
                         # whole backlog of fan-out (bench/live.py: p99 from client send)
                         await asyncio.sleep(0)
-                        await self._give_way()
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. Lagged: resubscribe live; sessions resume with `since`
                 logger.exception("live hub subscription failed; resubscribing")
                 await asyncio.sleep(0.5)
-
-    async def _give_way(self) -> None:
-        """Before the next event's fan-out (one long step of the loop), let the write path take the steps it
-        could take now (`Database.writes_ready`: a write turn handed on, a commit back from its thread, units of
-        work about to answer), each one trip through the loop, for up to `GIVE_WAY` seconds. Without this a
-        group-commit batch of k creates waited for k fan-out steps, one per hand-over of the write turn."""
-        db = getattr(self.bus, "db", None)
-        if db is None or not db.writes_ready():
-            return
-        until = time.monotonic() + GIVE_WAY
-        while True:  # one loop turn at a time: what it waits for is scheduled already, not signalled
-            await asyncio.sleep(0)
-            if not db.writes_ready() or time.monotonic() >= until:
-                return
 
     def dispatch(self, event: Event) -> int:
         subscribers = self.topics.get(event.table)
