@@ -206,19 +206,25 @@ class LoopConnection:
         return LoopSavepoint(self, name)
 
     async def begin_immediate(self) -> None:
-        """Take the database's write lock; waits in a worker thread when another process holds it."""
+        """Take the database's write lock; waits in a worker thread when another process holds it.
+
+        SQLAlchemy's transaction is begun first (its bookkeeping only: pysqlite sends nothing), so `commit`
+        and `rollback` reach the DB-API connection; the BEGIN itself is a plain statement (through
+        `exec_driver_sql` it cost as much as a row insert, once per batch)."""
         conn = self.sync_connection
+        if not conn.in_transaction():
+            conn.begin()
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            self.run_text("BEGIN IMMEDIATE")
             return
         except sa.exc.OperationalError as exc:
             if classify(exc) is not Fault.LOCKED:
                 raise
-        conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
+        self.run_text(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
         try:
-            await asyncio.to_thread(conn.exec_driver_sql, "BEGIN IMMEDIATE")
+            await asyncio.to_thread(self.run_text, "BEGIN IMMEDIATE")
         finally:
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            self.run_text("PRAGMA busy_timeout=0")
 
     async def commit(self) -> None:
         """COMMIT (with synchronous=FULL: the fsync) in a worker thread; the loop serves others meanwhile."""

@@ -125,25 +125,30 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Event:
         """The next event; raises `TimeoutError`, `Lagged` or `SubscriptionClosed`."""
+        if timeout is None:  # every consumer's `async for`: no timeout context per event
+            return await self._next()
         async with asyncio.timeout(timeout):
-            while True:
-                if self._error is not None:
-                    raise self._error
-                if self._closed:
-                    raise SubscriptionClosed()
-                if self._pending:
-                    event = self._pending.popleft()
-                elif self._refill_from is not None:
-                    await self._refill(self._refill_from)
-                    continue
-                elif self._buffer:
-                    event = self._buffer.popleft()
-                else:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                if self._accept(event):
-                    return event
+            return await self._next()
+
+    async def _next(self) -> Event:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise SubscriptionClosed()
+            if self._pending:
+                event = self._pending.popleft()
+            elif self._refill_from is not None:
+                await self._refill(self._refill_from)
+                continue
+            elif self._buffer:
+                event = self._buffer.popleft()
+            else:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._accept(event):
+                return event
 
     # -- called by the bus (synchronously, never blocking) -------------------------------------------
 
