@@ -15,6 +15,26 @@ import time
 BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000)  # bucket i counts lags <= BOUNDS_MS[i]; one more bucket above
 
 
+_last: tuple[str, float | None] = ("", None)  # the bus and then the hub note the same event: parse it once
+
+
+def _seconds(at: str) -> float | None:
+    """`at` (ISO 8601, naive means UTC) as a POSIX time; None for a missing or bad stamp."""
+    global _last
+    if at == _last[0]:
+        return _last[1]
+    if not at:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(at)
+    except ValueError:
+        seconds = None
+    else:
+        seconds = (stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)).timestamp()
+    _last = (at, seconds)
+    return seconds
+
+
 class Lag:
     __slots__ = ("counts", "name")
 
@@ -24,15 +44,9 @@ class Lag:
 
     def note(self, at: str, now: float | None = None) -> None:
         """Count one event inserted at `at` (ISO 8601, UTC) and seen now; a missing or bad stamp is skipped."""
-        if not at:
-            return
-        try:
-            stamp = dt.datetime.fromisoformat(at)
-        except ValueError:
-            return
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.UTC)
-        self.note_ms(((time.time() if now is None else now) - stamp.timestamp()) * 1000)
+        stamp = _seconds(at)
+        if stamp is not None:
+            self.note_ms(((time.time() if now is None else now) - stamp) * 1000)
 
     def note_ms(self, ms: float) -> None:
         """Count one duration of `ms` milliseconds."""
