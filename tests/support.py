@@ -12,11 +12,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -33,6 +34,9 @@ REDIS = "redis://127.0.0.1:6379/0"
 # needs the production cost passes env={TEST_BCRYPT_ROUNDS_ENV: None} to start_server
 TEST_BCRYPT_ROUNDS_ENV = "PORTSIDE_TEST_BCRYPT_ROUNDS"
 TEST_BCRYPT_ROUNDS = "4"
+
+Case = TypeVar("Case")
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -296,6 +300,15 @@ def me(c: httpx.Client) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()["data"]
     return data
+
+
+def sweep(call: Callable[[Case], Result], cases: Iterable[Case], workers: int = 4) -> list[tuple[Case, Result]]:
+    """`call` on every case, `workers` at a time, as (case, result) pairs in the cases' order: for sweeps of
+    hundreds of independent read-only requests, which otherwise wait out each round trip in turn. The caller
+    asserts on the pairs in order, so the first wrong case is reported as before; an exception propagates."""
+    todo = list(cases)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(zip(todo, pool.map(call, todo), strict=True))
 
 
 def sync_url(async_url: str) -> str:
