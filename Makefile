@@ -26,7 +26,7 @@ deps:
 	./.ci/deps
 
 test: lint deps
-	$(BIN)/pytest -q -n 4 --dist loadfile  # each test file on one worker (module fixtures stay whole); 4 on 2 cores: the tests mostly wait on servers and databases
+	$(BIN)/pytest -q -n 4 --dist loadfile  # a file per worker (module fixtures stay whole); 4: tests mostly wait
 
 bench: $(STAMP) deps
 	$(BIN)/pip install -q -e '.[bench]'
