@@ -26,7 +26,7 @@ deps:
 	./.ci/deps
 
 test: lint deps
-	$(BIN)/pytest -q -n 3 --dist loadfile  # each test file on one worker (module fixtures stay whole)
+	$(BIN)/pytest -q -n 4 --dist loadfile  # a file per worker (module fixtures stay whole); 4: tests mostly wait
 
 bench: $(STAMP) deps
 	$(BIN)/pip install -q -e '.[bench]'

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from inprocess import InProcessServer
-from support import REDIS, Server, fresh_database, start_server
+from support import REDIS, Server, fresh_database, start_server, wait_for_drops
 
 DATABASES = ["sqlite", "postgresql", "mysql"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dropped_databases() -> Iterator[None]:
+    """Databases are dropped in the background (support.fresh_database): a worker's session ends once they
+    are gone, with an error (on its last test's teardown) when one could not be dropped."""
+    yield
+    failed = wait_for_drops()
+    assert not failed, "could not drop test databases:\n" + "\n".join(failed)
+
+
+# An environment with PYTHONDONTWRITEBYTECODE makes every Portside process the tests start compile its ~200
+# modules again (~0.25 s CPU a start, hundreds of starts a run): the processes started from here keep their
+# bytecode in a cache under the temp directory instead (never in the source tree), shared by the whole run.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "portside-test-pycache"))
 
 
 @pytest.fixture(scope="module", params=DATABASES)

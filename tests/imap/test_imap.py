@@ -32,23 +32,20 @@ from imap_support import (
     message,
     plain,
     raw_command,
-    start_imap_world,
+    running_imap_world,
     tls_context,
     untagged_within,
 )
 from portside.imap.base import BURST, RATE
-from support import REDIS, fresh_database, sync_url
+from support import REDIS, sync_url
 
 PUSH_WITHIN = 1.0  # seconds: the bound for push to an IDLE session
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql", "mysql"])
 def world(request: pytest.FixtureRequest) -> Iterator[ImapWorld]:
-    url, drop = fresh_database(request.param)
-    w = start_imap_world(url, "--redis-url", REDIS)
-    yield w
-    w.server.stop()
-    drop()
+    with running_imap_world(request.param, "--redis-url", REDIS) as w:
+        yield w
 
 
 def row(world: ImapWorld, username: str, box: str, uid: int) -> dict[str, Any] | None:

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import dovecot_ref
-from imap_support import ALICE, ALICE_PW, ImapWorld, start_imap_world
-from support import fresh_database
+from imap_support import ALICE, ALICE_PW, ImapWorld, running_imap_world
 
 pytestmark = pytest.mark.skipif(not dovecot_ref.available(), reason="dovecot-imapd not installed (run .ci/deps)")
 
@@ -145,13 +144,10 @@ def comparable(lines: list[bytes]) -> list[bytes]:
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[int, ImapWorld]]:
     dovecot = dovecot_ref.start(ALICE, ALICE_PW)
-    url, drop = fresh_database("sqlite")
-    world = start_imap_world(url)
     try:
-        yield dovecot.port, world
+        with running_imap_world("sqlite") as world:
+            yield dovecot.port, world
     finally:
-        world.server.stop()
-        drop()
         dovecot.stop()
 
 

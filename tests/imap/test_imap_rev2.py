@@ -22,19 +22,16 @@ from imap_support import (
     idle_done,
     message,
     raw_command,
-    start_imap_world,
+    running_imap_world,
     untagged_within,
 )
-from support import REDIS, fresh_database, sync_url
+from support import REDIS, sync_url
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[ImapWorld]:
-    url, drop = fresh_database("sqlite")
-    w = start_imap_world(url, "--redis-url", REDIS)
-    yield w
-    w.server.stop()
-    drop()
+    with running_imap_world("sqlite", "--redis-url", REDIS) as w:
+        yield w
 
 
 def untagged(lines: list[bytes], word: bytes) -> list[bytes]:

@@ -25,21 +25,18 @@ from imap_support import (
     idle_done,
     message,
     raw_command,
-    start_imap_world,
+    running_imap_world,
     untagged_within,
 )
-from support import REDIS, fresh_database, quiet, recv, start_server
+from support import REDIS, quiet, recv, start_server
 
 PUSH_WITHIN = 1.0
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[ImapWorld]:
-    url, drop = fresh_database("sqlite")
-    w = start_imap_world(url, "--redis-url", REDIS)
-    yield w
-    w.server.stop()
-    drop()
+    with running_imap_world("sqlite", "--redis-url", REDIS) as w:
+        yield w
 
 
 def app_password(world: ImapWorld, token: str) -> tuple[str, str]:
@@ -126,15 +123,12 @@ def test_session_is_refused_when_the_login_fails_and_continues_after(world: Imap
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[tuple[ImapWorld, str]]:
     """Two Portside nodes on one PostgreSQL database joined by Redis, IMAP on both (config is shared)."""
-    url, drop = fresh_database("postgresql")
-    a = start_imap_world(url, "--redis-url", REDIS)
-    b = start_server(url, None, "--redis-url", REDIS, wait_for=("http", "imap", "imaps"))
-    try:
-        yield a, b.listeners["imap"]
-    finally:
-        b.stop()
-        a.server.stop()
-        drop()
+    with running_imap_world("postgresql", "--redis-url", REDIS) as a:
+        b = start_server(a.db_url, None, "--redis-url", REDIS, wait_for=("http", "imap", "imaps"))
+        try:
+            yield a, b.listeners["imap"]
+        finally:
+            b.stop()
 
 
 def test_idle_push_across_two_nodes(two_nodes: tuple[ImapWorld, str]) -> None:
