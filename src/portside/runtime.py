@@ -408,6 +408,7 @@ class Portside:
             svc.db, svc.catalog, svc.bus, svc.logins, svc.sessions, logins=svc.basic_logins, actors=svc.actors
         )
         await self._life.enter("imap", backend.start, backend.stop)
+        svc.db.after_commit.append(backend.on_commit)  # an /api write is seen by the next IMAP command
         self._imap = ImapPorts(backend, svc.certs, self.settings.host)
         await self._apply_imap()
 

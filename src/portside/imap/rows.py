@@ -122,8 +122,7 @@ class RowsBackend:
                     frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
                 )
                 hint = hint if hint.uid is not None else Hint()
-                if hint.modseq is not None and hint.modseq > self.latest.get(box, 0):
-                    self.latest[box] = hint.modseq
+                self._announce(box, hint.modseq)
                 self.indexes.observe(box, hint)
                 self._wake(box, hint)
         elif event.table == boxes.BOX_TABLE:
@@ -134,6 +133,20 @@ class RowsBackend:
         if event.table == boxes.ACCOUNT_TABLE:
             for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
                 asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
+
+    def _announce(self, box: str, modseq: int | None) -> None:
+        if modseq is not None and modseq > self.latest.get(box, 0):
+            self.latest[box] = modseq
+
+    async def on_commit(self, events: list[Event]) -> None:
+        """This node's writes, before their response (the runtime's after-commit hook): the mailbox's highest
+        modseq is known at once, so a session asked right after an /api write (NOOP) reads what its index has
+        not seen yet instead of answering from it; the event itself still arrives through the bus."""
+        for event in events:
+            if event.table == "mail" or (event.table == "mail_expunged" and event.type == "create"):
+                box, modseq = event.data.get("mail_box_id"), event.data.get("modseq")
+                if isinstance(box, str) and isinstance(modseq, int):
+                    self._announce(box, modseq)
 
     def _wake(self, box_ref: str, hint: Hint) -> None:
         for wake in list(self._watchers.get(box_ref, ())):
