@@ -56,31 +56,51 @@ class Prepared:
     results: tuple[Processor, ...]
 
     def parameters(self, given: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, fixed, process in self.binds:
-            value = given.get(name, fixed)
-            out.append(value if process is None or value is None else process(value))
-        return out
+        return bind_values(self.binds, given)
+
+
+Binds = tuple[tuple[str, Any, Processor], ...]
+
+
+def bind_values(binds: Binds, given: dict[str, Any]) -> list[Any]:
+    """The positional parameters of a compiled statement: each bind's given value (else its fixed one),
+    through its bind processor."""
+    out = []
+    for name, fixed, process in binds:
+        value = given.get(name, fixed)
+        out.append(value if process is None or value is None else process(value))
+    return out
+
+
+def compile_positional(
+    dialect: sa.Dialect, stmt: Any, keys: Sequence[str] | None, refuse: Sequence[str]
+) -> tuple[Any, Binds] | None:
+    """`stmt` compiled for `dialect` (`keys`: the columns an INSERT's parameters name) and its binds in order,
+    or None when it cannot run as fixed positional SQL with the given parameters alone or the compiled form
+    has one of the DML extras named in `refuse` (work SQLAlchemy does around the execution)."""
+    compiled: Any = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+    if (
+        not compiled.positional
+        or any(getattr(compiled, name, None) for name in refuse)
+        or compiled.escaped_bind_names
+        or "POSTCOMPILE" in compiled.string
+    ):
+        return None
+    fixed = compiled.construct_params(_check=False)
+    processors = compiled._bind_processors
+    return compiled, tuple((name, fixed.get(name), processors.get(name)) for name in compiled.positiontup)
 
 
 def prepare(dialect: sa.Dialect, stmt: Any, keys: Sequence[str] | None = None) -> Prepared | None:
     """`stmt` compiled for `dialect` (`keys`: the columns an INSERT's parameters name), or None when it
     cannot run as fixed positional SQL with the given parameters alone."""
-    compiled: Any = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
-    text: str = compiled.string
     dml_extras = ("insert_prefetch", "update_prefetch", "postfetch", "returning")  # set on DML statements only
-    if (
-        not compiled.positional
-        or any(getattr(compiled, name, None) for name in dml_extras)
-        or compiled.escaped_bind_names
-        or "POSTCOMPILE" in text
-    ):
+    done = compile_positional(dialect, stmt, keys, dml_extras)
+    if done is None:
         return None
-    fixed = compiled.construct_params(_check=False)
-    processors = compiled._bind_processors
-    binds = tuple((name, fixed.get(name), processors.get(name)) for name in compiled.positiontup)
+    compiled, binds = done
     results = tuple(entry.type._cached_result_processor(dialect, None) for entry in compiled._result_columns)
-    return Prepared(text, binds, results)
+    return Prepared(compiled.string, binds, results)
 
 
 _prepared: dict[Hashable, Prepared | None] = {}

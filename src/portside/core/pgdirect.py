@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portside.core.loopsql import PREPARED_MAX, Processor
+from portside.core.loopsql import PREPARED_MAX, Processor, bind_values, compile_positional
 
 _UNSET: Any = object()
 
@@ -45,30 +45,17 @@ class PgPrepared:
     results: tuple[Processor, ...] | None = None
 
     def parameters(self, given: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, fixed, process in self.binds:
-            value = given.get(name, fixed)
-            out.append(value if process is None or value is None else process(value))
-        return out
+        return bind_values(self.binds, given)
 
 
 def prepare(dialect: sa.Dialect, stmt: Any, keys: Sequence[str] | None = None) -> PgPrepared | None:
     """`stmt` compiled for asyncpg (`keys`: the columns an INSERT's parameters name), or None when it cannot run
-    as fixed positional SQL with the given parameters alone."""
-    compiled: Any = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
-    text: str = compiled.string
-    if (
-        not compiled.positional
-        or getattr(compiled, "insert_prefetch", None)
-        or getattr(compiled, "update_prefetch", None)
-        or compiled.escaped_bind_names
-        or "POSTCOMPILE" in text
-    ):
+    as fixed positional SQL with the given parameters alone (RETURNING is fine: asyncpg hands the rows back)."""
+    done = compile_positional(dialect, stmt, keys, ("insert_prefetch", "update_prefetch"))
+    if done is None:
         return None
-    fixed = compiled.construct_params(_check=False)
-    processors = compiled._bind_processors
-    binds = tuple((name, fixed.get(name), processors.get(name)) for name in compiled.positiontup)
-    return PgPrepared(text, binds, tuple(entry.type for entry in compiled._result_columns))
+    compiled, binds = done
+    return PgPrepared(compiled.string, binds, tuple(entry.type for entry in compiled._result_columns))
 
 
 _prepared: dict[Hashable, PgPrepared | None] = {}
