@@ -42,6 +42,20 @@ async def test_a_local_commit_makes_the_index_stale_before_the_bus_event(tmp_pat
         ]
     )
     assert backend.latest == {"box1": 6}
-    await backend.on_commit([event("mail", "delete", mail_box_id="box1", uid=3, modseq=8)])
+    await backend.on_commit([event("mail", "update", mail_box_id="box1", uid=3, modseq=8)])
     assert backend.latest == {"box1": 8}
+    await db.dispose()
+
+
+async def test_an_api_delete_marks_the_uid_for_a_re_read(tmp_path: Path) -> None:
+    """A delete's event carries the message as it was (its old modseq): the index must still not be trusted."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    backend = RowsBackend(db, None, LocalBus(db), LoginThrottle(), None)  # type: ignore[arg-type]
+    idx = BoxIndex(uidvalidity=1)
+    idx.synced = 5
+    backend.indexes._boxes["box1"] = idx
+    await backend.on_commit([event("mail", "delete", mail_box_id="box1", uid=3, modseq=2)])
+    assert backend.latest == {"box1": 2}
+    assert idx.suspect == {3}
+    assert backend.indexes.current("box1", backend.latest["box1"]) is None  # the session reads
     await db.dispose()

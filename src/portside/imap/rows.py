@@ -110,7 +110,24 @@ class RowsBackend:
                 await asyncio.sleep(0.5)
 
     def on_event(self, event: Event) -> None:
-        # a tombstone is news for the mailbox it was left in: a message moved away through /api leaves one
+        found = self._mail_hint(event)
+        if found is not None:
+            box, hint = found
+            self._announce(box, hint)
+            self._wake(box, hint)
+        elif event.table == boxes.BOX_TABLE:
+            self.indexes.drop(event.ref)
+            self._wake(event.ref, Hint())
+        if self._own_logins and access.changes_credentials(event.table):
+            self.logins.on_events([event])  # a password or an application password may have changed
+        if event.table == boxes.ACCOUNT_TABLE:
+            for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
+                asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
+
+    @staticmethod
+    def _mail_hint(event: Event) -> tuple[str, Hint] | None:
+        """The mailbox and the change a message event announces (a tombstone is news for the mailbox it was
+        left in: a message moved away through /api leaves one)."""
         if event.table == "mail" or (event.table == "mail_expunged" and event.type == "create"):
             box = event.data.get("mail_box_id")
             if isinstance(box, str):
@@ -121,32 +138,24 @@ class RowsBackend:
                     event.type == "delete" or event.table == "mail_expunged",
                     frozenset(mail_flags.of_row(event.data)) if "seen" in event.data else None,
                 )
-                hint = hint if hint.uid is not None else Hint()
-                self._announce(box, hint.modseq)
-                self.indexes.observe(box, hint)
-                self._wake(box, hint)
-        elif event.table == boxes.BOX_TABLE:
-            self.indexes.drop(event.ref)
-            self._wake(event.ref, Hint())
-        if self._own_logins and access.changes_credentials(event.table):
-            self.logins.on_events([event])  # a password or an application password may have changed
-        if event.table == boxes.ACCOUNT_TABLE:
-            for account in [a for accs in self._accounts.values() for a in accs if a.ref == event.ref]:
-                asyncio.get_running_loop().create_task(self._recheck(account, event.type == "delete"))
+                return box, hint if hint.uid is not None else Hint()
+        return None
 
-    def _announce(self, box: str, modseq: int | None) -> None:
-        if modseq is not None and modseq > self.latest.get(box, 0):
-            self.latest[box] = modseq
+    def _announce(self, box: str, hint: Hint) -> None:
+        """The shared index learns of a change: the highest modseq announced, and what to re-read."""
+        if hint.modseq is not None and hint.modseq > self.latest.get(box, 0):
+            self.latest[box] = hint.modseq
+        self.indexes.observe(box, hint)
 
     async def on_commit(self, events: list[Event]) -> None:
-        """This node's writes, before their response (the runtime's after-commit hook): the mailbox's highest
-        modseq is known at once, so a session asked right after an /api write (NOOP) reads what its index has
-        not seen yet instead of answering from it; the event itself still arrives through the bus."""
+        """This node's writes, before their response (the runtime's after-commit hook): the shared index learns
+        of them at once, so a session asked right after an /api write (NOOP) reads what its index has not seen
+        instead of answering from it (a delete's event carries the message's old modseq, so the index is marked
+        to re-check the UID); the sessions are still woken by the event from the bus."""
         for event in events:
-            if event.table == "mail" or (event.table == "mail_expunged" and event.type == "create"):
-                box, modseq = event.data.get("mail_box_id"), event.data.get("modseq")
-                if isinstance(box, str) and isinstance(modseq, int):
-                    self._announce(box, modseq)
+            found = self._mail_hint(event)
+            if found is not None:
+                self._announce(*found)
 
     def _wake(self, box_ref: str, hint: Hint) -> None:
         for wake in list(self._watchers.get(box_ref, ())):
