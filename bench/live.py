@@ -32,7 +32,11 @@ Method
   5. Figures. Deliveries/s = event frames received during the send window (first second dropped as
      warm-up) / window length. Latency = receive time - the row's `updated_at` (set by Portside in the
      writing transaction, just before commit); for user-topic messages, which carry no server time, receive
-     time - the client-side send timestamp. Fan-out CPU per delivery subtracts the matching baseline.
+     time - the client-side send timestamp. The create path's latency from client send: receive time - the
+     `sent_at` that the request writing the event carried (the POST's for a create event, the PATCH's for an
+     update event); also reported for create events alone, and chained (an update event from its row's POST:
+     two round trips and the writer thread's turn-around, how every update event was timed before 2026-12-07).
+     Fan-out CPU per delivery subtracts the matching baseline.
      CPU from /proc/<pid>/stat over the same window. If the filtered run misses its rate or p99 goal, a
      short bounded ramp (`--ramp`, 8 s steps) looks for the highest sustainable row rate.
 
@@ -660,6 +664,7 @@ def run_filtered(
     plans = plan_rows(n, world, rng)
     window = Window()
     done: dict[int, str] = {}  # row -> "create" or "update" (the last event it got)
+    chained: dict[str, float] = {}  # title of a patched row -> its create's send time
     local = threading.local()
     sets = iter(world.writer_clients())  # before the window: see World.writers
     take = threading.Lock()
@@ -688,7 +693,11 @@ def run_filtered(
         done[i] = "create"
         if p.kind == "guest":
             ref = r.json()["data"]["id"]
-            patch = {"data": {"type": table, "id": ref, "attributes": {"permission": ROW_PERMISSION | GUEST_READ}}}
+            # the update event is timed from its own request: the PATCH carries its send time; the create's send
+            # time is kept aside for the chained figure (create + PATCH round trips + the update's fan-out)
+            chained[attrs["title"]] = attrs["sent_at"]
+            change = {"permission": ROW_PERMISSION | GUEST_READ, "sent_at": time.time()}
+            patch = {"data": {"type": table, "id": ref, "attributes": change}}
             r = c.patch(f"/api/{table}/{ref}", json=patch)
             if r.status_code != 200:
                 raise RuntimeError(f"patch {r.status_code} {r.text[:100]}")
@@ -702,7 +711,7 @@ def run_filtered(
     window.hub = hub_delta(stats0, hub_stats(world))
     got = clients.dump(prefix)
     exp = expected(world, prefix, plans, done) if table == "fan" else {}
-    return summarise(window, got, exp, n / duration, "rows")
+    return summarise(window, got, exp, n / duration, "rows", chained)
 
 
 def run_bare(
@@ -835,10 +844,20 @@ def pct(sorted_vals: list[float], q: float) -> float | None:
 
 
 def summarise(
-    window: Window, got: dict[str, Any], exp: dict[tuple[str, str], set[int]], target_rate: float, unit: str
+    window: Window,
+    got: dict[str, Any],
+    exp: dict[tuple[str, str], set[int]],
+    target_rate: float,
+    unit: str,
+    chained: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """`chained` (title -> the create's send time, for rows patched after their create) gives the update events'
+    latency from the create's send as well: two HTTP round trips, the client's turn-around and the update's
+    fan-out (how this bench measured every update event up to 2026-12-07)."""
     seen: collections.Counter[tuple[int, str, str]] = collections.Counter()
-    lats: list[float] = []  # client send -> receipt
+    lats: list[float] = []  # the send of the request that wrote the event -> receipt
+    create_lats: list[float] = []  # create events only: the create's send -> receipt
+    chain_lats: list[float] = []  # as lats, but update events of patched rows from their create's send
     wlats: list[float] = []  # Portside's write of the row -> receipt (commit -> receipt, slightly more)
     w0, w1 = window.cpu["t0"], window.cpu["t1"]
     in_window = 0
@@ -847,6 +866,10 @@ def summarise(
         seen[(s, key, ev)] += 1
         if sent is not None:
             lats.append((received - sent) * 1000)
+            if ev == "create":
+                create_lats.append((received - sent) * 1000)
+            first = chained.get(key) if chained and ev == "update" else None
+            chain_lats.append((received - (sent if first is None else first)) * 1000)
         if written is not None:
             wlats.append((received - written) * 1000)
             by_event[(key, ev)].append((received - written) * 1000)
@@ -864,6 +887,8 @@ def summarise(
     dups = sum(c - 1 for c in seen.values() if c > 1)
     lats.sort()
     wlats.sort()
+    create_lats.sort()
+    chain_lats.sort()
     wall = window.cpu.get("wall", 0.0)
     return {
         "unit": unit,
@@ -882,6 +907,8 @@ def summarise(
         "latency_from": "write" if wlats else "send",
         "send_p50": pct(lats, 0.50),
         "send_p99": pct(lats, 0.99),
+        "create_send_p99": pct(create_lats, 0.99),
+        "chain_send_p99": pct(chain_lats, 0.99),
         "cpu": window.cpu,
         "errors": dict(window.errors),
         "closes": dict(got["closes"]),
@@ -1005,14 +1032,26 @@ def table_lines(f: dict[str, Any], b: dict[str, Any], fq: dict[str, Any], bq: di
     return lines
 
 
+def send_split(r: dict[str, Any]) -> str:
+    """The filtered run's p99 from client send, split: create events alone, and the update events timed from
+    their row's create instead of their own PATCH (the chained figure this bench reported before 2026-12-07)."""
+    if r.get("create_send_p99") is None or r["unit"] != "rows":
+        return ""
+    return (
+        f", p99 {fmt(r['create_send_p99'])} ms for create events alone; with each update timed from its row's "
+        f"create send instead of its PATCH (two round trips chained), p99 {fmt(r['chain_send_p99'])} ms"
+    )
+
+
 def detail_lines(label: str, r: dict[str, Any]) -> list[str]:
     c = r["cpu"]
     return [
         f"- {label}: target {r['target_rate']:.0f} {r['unit']}/s, sent {r['sent_rate']:.1f}/s; window "
         f"{c['wall']:.1f} s; latency measured from {r['latency_from']}, max {fmt(r['max'])} ms; client send -> "
-        f"receipt p50 {fmt(r['send_p50'])} ms; CPU receivers {100 * c['clients']:.0f}%, "
+        f"receipt p50 {fmt(r['send_p50'])} ms{send_split(r)}; CPU receivers {100 * c['clients']:.0f}%, "
         f"driver (writer/publisher) {100 * c['driver']:.0f}%; writer errors {r['errors'] or 'none'}; "
-        f"socket closes seen {r['closes'] or 'none'}; non-event frames {r['others'] or 'none'}"
+        f"socket closes seen {r['closes'] or 'none'}; non-event frames {r['others'] or 'none'}; loop held: "
+        f"{loop_holds(r)}, longest GC pause since start {fmt(r['hub'].get('gc_max_pause_ms'))} ms"
     ]
 
 
@@ -1216,7 +1255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Latency (p50/p99) = receive time in the receiver process - the row's `updated_at`, which Portside sets in",
         "the writing transaction just before commit (so: commit -> receipt, slightly more); the bare run's",
         "messages carry no server time, so there it is from the client-side send. `p99 from client send` adds",
-        "the HTTP request (queueing included) before the write. Fan-out CPU per delivery = (Portside CPU of the",
+        "the HTTP request (queueing included) before the write: each event from the send of the request that",
+        "wrote it (a create event from its POST, an update event from its PATCH, which carries its own `sent_at`).",
+        "Fan-out CPU per delivery = (Portside CPU of the",
         "run - CPU of the same writes/publishes to a table/topic nobody subscribes to) / deliveries.",
         f"deliveries/s and CPU over the send window minus the first {WARMUP:.0f} s. Method: bench/live.py docstring.",
         "",

@@ -78,12 +78,13 @@ from portside.smtp import servers as smtp_servers
 from portside.storage.assets import AssetFiles
 from portside.storage.sites import SiteDirectory
 from portside.storage.stores import StoreService
-from portside.tools import jsonutil, metrics, private_files
+from portside.tools import gctend, jsonutil, metrics, private_files
 from portside.tools.ids import uuid7_str
 from portside.tools.lifecycle import Lifecycle, Listeners, parse_port, stop_signals
 
 logger = log.get("runtime")
 RELOAD_TABLES = frozenset({"world", "action"})
+GC_THAW_KEY = "gc.thaw_seconds"  # how often the frozen generation is walked once (tools/gctend.py); 0 = never freeze
 HTTPS_PORT_KEY = "https.port"  # "" or absent = --tls-port; a port number = listen there; "off" = no HTTPS
 LISTENER_KEYS = frozenset({HTTPS_PORT_KEY, METRICS_KEY, *ftp_server.KEYS}) | imap_config.KEYS
 
@@ -525,7 +526,19 @@ async def serve_forever(settings: Settings) -> None:
             return
         waiting.cancel()
         starting.result()  # a start-up error ends here (start() already cleaned up)
+        tending = tend_gc(app)  # the server process's collector only: in-process test servers keep theirs
         try:
             await stopping.wait()
         finally:
+            tending.cancel()
+            gctend.tender().uninstall()
             await app.stop()
+
+
+def tend_gc(app: Portside) -> asyncio.Task[None]:
+    """Freeze what survives each full collection and thaw every `gc.thaw_seconds` (tools/gctend.py)."""
+    tender = gctend.tender()
+    assert app.services is not None
+    config = app.services.config
+    tender.install()
+    return asyncio.create_task(tender.run(lambda: config.get_int(GC_THAW_KEY, gctend.THAW_SECONDS)), name="portside-gc")

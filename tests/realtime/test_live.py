@@ -648,6 +648,8 @@ def test_live_stats_count_fanout_for_admins_only(live: tuple[Server, str, str, s
             assert after["events_dispatched"] >= before["events_dispatched"] + 1
             assert after["dispatch_cpu_seconds"] > before["dispatch_cpu_seconds"]
             assert after["dispatch_sys_seconds"] >= before["dispatch_sys_seconds"]  # the kernel's share of it
+            assert after["gc_frozen_objects"] > 10_000  # start-up froze what it built (tools/gctend.py)
+            assert after["gc_freezes"] >= 0 and after["gc_thaws"] >= 0
             for stage in ("bus_lag", "hub_lag", "dispatch_wall"):  # the event counted once in a bucket of each
                 counted = [k for k in after if k.startswith(stage + "_")]
                 assert len(counted) == 9 and sum(after[k] - before[k] for k in counted) >= 1, after

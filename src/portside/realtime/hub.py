@@ -28,7 +28,7 @@ from portside.core.events import Event
 from portside.errors import Kind
 from portside.realtime.bus import Bus
 from portside.realtime.lag import Lag
-from portside.tools import gcwatch
+from portside.tools import gctend, gcwatch
 from portside.tools.wire_errors import ws_close_code
 
 logger = log.get("live")
@@ -354,6 +354,7 @@ class LiveHub:
             **self.lag.stats(),
             **self.dispatch_wall.stats(),
             **self.gc.stats(),
+            **gctend.tender().stats(),
         }
 
     def _dispatch(self, event: Event, subscribers: Subscribers) -> int:
