@@ -70,7 +70,7 @@ def test_fifty_concurrent_creates_one_unique_violation(world: World) -> None:
     assert {e["type"] for e in created} == {"create"}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
 def test_kill_minus_nine_after_201_loses_nothing(kind: str) -> None:
     """SQLite's creates share group commits, PostgreSQL's run through core/pgdirect.py on asyncpg, MariaDB's
     through SQLAlchemy: on each, a 201 is only sent after the commit."""
