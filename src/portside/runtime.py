@@ -531,6 +531,8 @@ async def serve_forever(settings: Settings) -> None:
             await stopping.wait()
         finally:
             tending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tending
             gctend.tender().uninstall()
             await app.stop()
 

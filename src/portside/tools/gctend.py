@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger("portside.gc")
+from portside import log
+
+logger = log.get("gc")
 
 THAW_SECONDS = 900
 
@@ -78,8 +79,8 @@ class GcTender:
             self.thaw_seconds = period()
             await asyncio.sleep(max(1.0, min(self.thaw_seconds or 60.0, 60.0)))
             self.thaw_seconds = period()
-            if self.tick():
-                logger.debug("gc: thawed %d frozen objects' generation for one full pass", gc.get_freeze_count())
+            if self.tick():  # (no count: gc.get_freeze_count() walks every frozen object)
+                logger.debug("gc: thawed the frozen generation for one full pass")
 
     def stats(self) -> dict[str, float]:
         return {"gc_frozen_objects": gc.get_freeze_count(), "gc_freezes": self.freezes, "gc_thaws": self.thaws}
