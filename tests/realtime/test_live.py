@@ -618,6 +618,22 @@ def test_slow_reader_of_events_is_closed_with_1013_and_others_keep_receiving(
     assert not [line for line in server.log if "direct frame path unavailable" in line]
 
 
+def test_the_server_process_freezes_what_survives_a_full_collection(live: tuple[Server, str, str, str]) -> None:
+    """`portside serve` installs the GC tender (tools/gctend.py): once the server's collector has run a full
+    pass, its survivors are frozen. Requests allocate until one has run (bounded)."""
+    server, admin, _, _ = live
+    with server.client(admin) as c:
+        stats: dict[str, Any] = {}
+        for i in range(3000):
+            stats = c.get("/live/stats").json()["data"]
+            if stats["gc_freezes"] >= 1:
+                break
+            assert create(c, "feedrow", title=f"gc{i}").status_code == 201
+        assert stats["gc_freezes"] >= 1, stats  # the tender froze after a full pass
+        assert stats["gc_gen2_collections"] >= 2, stats  # start-up's pass (before the tender) and that one
+        assert stats["gc_thaws"] == 0  # the default period (900 s) has not passed
+
+
 def test_live_stats_count_fanout_for_admins_only(live: tuple[Server, str, str, str]) -> None:
     server, admin, alice, _ = live
     with server.client(alice) as c:
