@@ -475,8 +475,15 @@ def stored_rows(db_url: str, room: str) -> list[tuple[str, bytes]]:
     engine = sa.create_engine(sync_url(db_url))
     try:
         with engine.connect() as c:
-            rows = c.execute(sa.text("SELECT kind, data FROM _yjs_document WHERE room = :r ORDER BY id"), {"r": room})
-            return [(str(k), bytes(d)) for k, d in rows]
+            # the indexed table, then the journal that the SQLite group commit writes first (core/yjs_store.py)
+            rows = c.execute(
+                sa.text(
+                    "SELECT kind, data, 0 AS j, id FROM _yjs_document WHERE room = :r"
+                    " UNION ALL SELECT 'update', data, 1 AS j, id FROM _yjs_journal WHERE room = :r ORDER BY j, id"
+                ),
+                {"r": room},
+            )
+            return [(str(k), bytes(d)) for k, d, _, _ in rows]
     finally:
         engine.dispose()
 

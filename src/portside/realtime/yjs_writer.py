@@ -50,6 +50,7 @@ class UpdateWriter:
             self.task = None
         while self.pending:  # what was accepted is stored before the process goes
             await self._commit(self._take())
+        await self._fold()
         if self._checkpoint is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._checkpoint
@@ -129,6 +130,8 @@ class UpdateWriter:
                 resumers, self._resumers = self._resumers, []
                 for resume in resumers:
                     resume()
+            if self.appender.fold_due:  # after the relays: a fold is a few milliseconds the batch need not wait
+                await self._fold()
             if self.appender.checkpoint_due and (self._checkpoint is None or self._checkpoint.done()):
                 self._checkpoint = asyncio.create_task(self._run_checkpoint(), name="portside-yjs-checkpoint")
 
@@ -146,6 +149,12 @@ class UpdateWriter:
                 done(outcome)
             except Exception:  # one failing relay must not keep the others from theirs
                 logger.exception("relaying a stored yjs update failed")
+
+    async def _fold(self) -> None:
+        try:
+            await self.appender.fold()
+        except Exception:  # the rows stay in the journal, where readers find them; the next fold takes them
+            logger.exception("folding the yjs journal failed")
 
     async def _run_checkpoint(self) -> None:
         """In the background: the writer goes on appending while the log is copied."""
