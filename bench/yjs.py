@@ -71,7 +71,7 @@ from typing import Any
 from live import RESULTS, ROOT, Proc, request, sign_up_and_in, start_portside
 
 SECTION = "## yjs (bench/yjs.py)"
-TABLE = "_yjs_document"
+TABLES = ("_yjs_document", "_yjs_journal")  # the journal: updates not yet folded in (core/yjs_store.py)
 WORK = ROOT / "bench" / ".work" / "yjs"
 SERVERS = ("portside", "reference", "hocuspocus")
 LABELS = {
@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             res["cpu_s"] = servers[name].cpu_seconds()
             res["rss_end_kb"] = rss_kb(servers[name].proc.pid)
         if "portside" in chosen:
-            query = f"SELECT count(*), coalesce(sum(length(data)), 0) FROM {TABLE}"
+            rows = " UNION ALL ".join(f"SELECT data FROM {t}" for t in TABLES)
+            query = f"SELECT count(*), coalesce(sum(length(data)), 0) FROM ({rows})"
             stored = subprocess.run(
                 ["sqlite3", str(data_dir / "portside.db"), query],
                 capture_output=True,
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if stored:
         lines.append(
-            "Portside stored rows / bytes in `_yjs_document` at the end (after compaction): "
+            "Portside stored rows / bytes in `_yjs_document` + `_yjs_journal` at the end (after compaction): "
             f"{stored.replace('|', ' / ')}."
         )
     lines += [
