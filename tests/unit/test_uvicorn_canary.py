@@ -183,3 +183,20 @@ async def test_the_direct_path_end_to_end() -> None:
     assert seen["sink"], "DirectWire.set_sink refused Portside's own protocol"
     assert [m.get("text") for m in seen["asgi"]] == ["text"], "binary messages reached ASGI instead of the sink"
     assert "websocket.http.response" in (seen["extensions"] or {}), "uvicorn lost the denial-response extension"
+
+
+# what the frame splitter (WebSocketProtocol._frames_received) reads on websockets' ServerProtocol
+SPLITTER_CONN = ("state", "current_size", "max_message_size", "parser_exc", "reader")
+
+
+async def test_what_the_frame_splitter_reads() -> None:
+    proto = fresh_protocol()
+    assert proto.handshake_initiated is False, f"uvicorn {SANSIO}.handshake_initiated is gone or changed"
+    for name in SPLITTER_CONN:
+        assert hasattr(proto.conn, name), f"websockets ServerProtocol.{name} is gone ({SANSIO}.conn.{name})"
+    assert proto.conn.current_size is None and proto.conn.parser_exc is None
+    assert isinstance(proto.conn.reader.buffer, bytearray), "websockets StreamReader.buffer is no longer a bytearray"
+    assert proto.conn.max_message_size == proto.config.ws_max_size
+    source = inspect.getsource(getattr(websockets_sansio_impl, SANSIO).data_received)
+    for used in ("self.conn.receive_data(data)", "self.handle_events()", "parser_exc"):
+        assert used in source, f"{SANSIO}.data_received no longer uses {used}: re-check the frame splitter"
