@@ -33,7 +33,7 @@ import itertools
 import sqlite3
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portside.core.db_errors import Fault, classify
 
 T = TypeVar("T")
+P = TypeVar("P")
 BUSY_WAIT_MS = 30000  # the aiosqlite engine's wait for another process's write lock, for the thread fallback
 PREPARED_MAX = 2048  # compiled statements kept (per process); the cache starts over when full
 Processor = Callable[[Any], Any] | None
@@ -103,18 +104,31 @@ def prepare(dialect: sa.Dialect, stmt: Any, keys: Sequence[str] | None = None) -
     return Prepared(compiled.string, binds, results)
 
 
-_prepared: dict[Hashable, Prepared | None] = {}
+class PreparedCache(Generic[P]):
+    """Statements compiled by `prepare`, per process, by a caller's key (None too: a statement that cannot
+    run as fixed positional SQL is not compiled again); starts over when PREPARED_MAX are held. Used here and
+    by core/pgdirect.py."""
+
+    __slots__ = ("_items", "_prepare")
+
+    def __init__(self, prepare: Callable[[sa.Dialect, Any, Sequence[str] | None], P | None]):
+        self._items: dict[Hashable, P | None] = {}
+        self._prepare = prepare
+
+    def get(self, dialect: sa.Dialect, key: Hashable, build: Callable[[], Any], keys: Sequence[str] | None) -> P | None:
+        """The statement `build()` compiled for `dialect` (`keys`: the columns an INSERT's parameters name)."""
+        items = self._items
+        try:
+            return items[key]
+        except KeyError:
+            pass
+        if len(items) >= PREPARED_MAX:
+            items.clear()
+        prep = items[key] = self._prepare(dialect, build(), keys)
+        return prep
 
 
-def _cached(dialect: sa.Dialect, key: Hashable, stmt: Callable[[], Any], keys: Sequence[str] | None) -> Prepared | None:
-    try:
-        return _prepared[key]
-    except KeyError:
-        pass
-    if len(_prepared) >= PREPARED_MAX:
-        _prepared.clear()
-    prep = _prepared[key] = prepare(dialect, stmt(), keys)
-    return prep
+_cached = PreparedCache(prepare).get
 
 
 class LoopSavepoint:

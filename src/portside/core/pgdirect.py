@@ -29,9 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portside.core.loopsql import PREPARED_MAX, Processor, bind_values, compile_positional
-
-_UNSET: Any = object()
+from portside.core.loopsql import PreparedCache, Processor, bind_values, compile_positional
 
 
 @dataclass(slots=True)
@@ -58,17 +56,7 @@ def prepare(dialect: sa.Dialect, stmt: Any, keys: Sequence[str] | None = None) -
     return PgPrepared(compiled.string, binds, tuple(entry.type for entry in compiled._result_columns))
 
 
-_prepared: dict[Hashable, PgPrepared | None] = {}
-
-
-def _cached(dialect: sa.Dialect, key: Hashable, build: Any, keys: Sequence[str] | None) -> PgPrepared | None:
-    prep = _prepared.get(key, _UNSET)
-    if prep is not _UNSET:
-        return prep  # type: ignore[no-any-return]
-    if len(_prepared) >= PREPARED_MAX:
-        _prepared.clear()
-    prep = _prepared[key] = prepare(dialect, build(), keys)
-    return prep
+_cached = PreparedCache(prepare).get
 
 
 def _expressions(values: dict[str, Any]) -> bool:
