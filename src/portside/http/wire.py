@@ -19,10 +19,10 @@ It also splits the input into frames itself (`_frames_received`), once the clien
 request and nothing after it: the common frame (one whole masked binary message, FIN set, no RSV bits,
 within the size limit, the connection open and no fragmented message under way) is unmasked and handed to
 the sink without websockets' generator-based parser (its Frame objects, events and dispatch; bench/yjs.py,
-interleaved A/B: the server's CPU per update 197 -> 185 us). Every other frame - text, control, continuation, unmasked, anything odd - goes
-to websockets as the whole frame, so it stays at a frame boundary and keeps every rule and error it had; a
-frame declared larger than the limit goes to websockets at once (which refuses it, 1009), so no more than
-one frame of the limit is ever buffered here.
+interleaved A/B: the server's CPU per update 197 -> 185 us). Every other frame - text, control,
+continuation, unmasked, anything odd - goes to websockets as the whole frame, so it stays at a frame boundary
+and keeps every rule and error it had; a frame declared larger than the limit goes to websockets at once
+(which refuses it, 1009), so no more than one frame of the limit is ever buffered here.
 
 Everything this module relies on inside uvicorn is listed in `PROTOCOL_ATTRIBUTES`, `CONN_ATTRIBUTES` and
 `WebSocketProtocol`, and checked by tests/unit/test_uvicorn_canary.py; pyproject.toml pins uvicorn to the
