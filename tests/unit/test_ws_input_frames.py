@@ -198,6 +198,16 @@ async def test_any_cut_of_mixed_frames_delivers_every_message_once_and_in_order(
         (frame(0x0, b"lone continuation"), 1002),
         (frame(0x9, b"p" * 126), 1002),  # a control frame over 125 bytes
     ],
+    ids=[
+        "unmasked",
+        "rsv-bit",
+        "opcode-3",
+        "over-the-limit",
+        "64-bit-length-top-bit",
+        "message-inside-fragments",
+        "lone-continuation",
+        "long-control-frame",
+    ],  # the frames carry random masks: ids must not come from them (xdist workers collect separately)
 )
 async def test_a_bad_frame_gets_websockets_close_code_and_nothing_after_it_is_delivered(bad: bytes, code: int) -> None:
     async with server() as (port, seen):
