@@ -10,7 +10,6 @@ series this passed on, so an upgrade has to come through here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 from typing import Any
 
@@ -23,6 +22,7 @@ from uvicorn.server import ServerState
 
 from portside.http import wire
 from portside.http.wire import CaptureRawSend, DirectWire, WebSocketProtocol, binary_frame, text_frame
+from wire_support import serving
 
 SANSIO = "WebSocketsSansIOProtocol"
 # instance attributes of uvicorn's protocol read by DirectWire / WebSocketProtocol, with their type right
@@ -145,38 +145,16 @@ async def test_the_direct_path_end_to_end() -> None:
             if message.get("text") is not None:
                 await send({"type": "websocket.send", "text": "asgi:" + message["text"]})
 
-    config = uvicorn.Config(
-        CaptureRawSend(app),
-        host="127.0.0.1",
-        port=0,
-        ws=WebSocketProtocol,
-        ws_per_message_deflate=False,
-        lifespan="off",
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with websockets.connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
-            assert await asyncio.wait_for(ws.recv(), 5) == "direct hello"
-            await ws.send(b"\x01\x02")
-            assert await asyncio.wait_for(sunk.get(), 5) == b"\x01\x02"
-            assert await asyncio.wait_for(ws.recv(), 5) == b"echo:\x01\x02"
-            await ws.send([b"frag", b"mented"])  # one message in continuation frames (handle_cont)
-            assert await asyncio.wait_for(sunk.get(), 5) == b"fragmented"
-            assert await asyncio.wait_for(ws.recv(), 5) == b"echo:fragmented"
-            await ws.send("text")
-            assert await asyncio.wait_for(ws.recv(), 5) == "asgi:text"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    async with serving(app) as port, websockets.connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        assert await asyncio.wait_for(ws.recv(), 5) == "direct hello"
+        await ws.send(b"\x01\x02")
+        assert await asyncio.wait_for(sunk.get(), 5) == b"\x01\x02"
+        assert await asyncio.wait_for(ws.recv(), 5) == b"echo:\x01\x02"
+        await ws.send([b"frag", b"mented"])  # one message in continuation frames (handle_cont)
+        assert await asyncio.wait_for(sunk.get(), 5) == b"fragmented"
+        assert await asyncio.wait_for(ws.recv(), 5) == b"echo:fragmented"
+        await ws.send("text")
+        assert await asyncio.wait_for(ws.recv(), 5) == "asgi:text"
     assert seen["protocol"] == "WebSocketProtocol", f"the captured ASGI send is not bound to the protocol: {seen}"
     assert seen["transport"] == [], f"the transport lacks {seen['transport']}"
     assert seen["wire"], "DirectWire.of answered None on Portside's own protocol"

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 
 from portside.http import wire
-from portside.http.wire import CaptureRawSend, DirectWire, WebSocketProtocol
+from portside.http.wire import DirectWire
+from wire_support import serving
 
 MAX_SIZE = 1 << 20
 
@@ -57,30 +57,8 @@ async def server() -> AsyncIterator[tuple[int, Seen]]:
                 seen.texts.append(message["text"])
                 seen.got.set()
 
-    config = uvicorn.Config(
-        CaptureRawSend(app),
-        host="127.0.0.1",
-        port=0,
-        ws=WebSocketProtocol,
-        ws_max_size=MAX_SIZE,
-        ws_per_message_deflate=False,
-        ws_ping_interval=None,
-        lifespan="off",
-        log_level="critical",
-    )
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    try:
-        for _ in range(500):
-            if srv.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert srv.started
-        yield srv.servers[0].sockets[0].getsockname()[1], seen
-    finally:
-        srv.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
+    async with serving(app, ws_max_size=MAX_SIZE, ws_ping_interval=None, log_level="critical") as port:
+        yield port, seen
 
 
 def request() -> bytes:

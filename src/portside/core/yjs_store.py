@@ -143,7 +143,6 @@ class Appender:
         # rows in the journal since the last fold; at start, unknown (a crash may have left some): fold at once
         self._journaled = 1 if self._fast else 0
         self._last_fold = -math.inf
-        self.folds = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._sync is None:
@@ -219,7 +218,6 @@ class Appender:
 
         await self._write(fast, slow)
         self._journaled, self._last_fold = 0, time.monotonic()
-        self.folds += 1
 
     async def replace(self, room: str, snapshot: Callable[[], bytes]) -> tuple[int, int]:
         """Replace every stored row of `room` by `snapshot()`, called inside the transaction after the rows

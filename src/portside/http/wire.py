@@ -256,10 +256,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                     and conn.current_size is None
                     and not self.close_sent
                 ):
-                    try:
-                        sink(apply_mask(view[start:end], buf[start - 4 : start]))
-                    except Exception:  # one bad message must not take the connection's reader down
-                        logger.exception("websocket message handler failed")
+                    _deliver(sink, apply_mask(view[start:end], buf[start - 4 : start]))
                 else:
                     super().data_received(bytes(view[pos:end]))  # a whole frame: websockets stays at a boundary
                     if conn.parser_exc is not None:
@@ -281,10 +278,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             return
         frames, self.frames = self.frames, []
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        try:
-            sink(data if type(data) is bytes else bytes(data))
-        except Exception:  # one bad message must not take the connection's reader down
-            logger.exception("websocket message handler failed")
+        _deliver(sink, data if type(data) is bytes else bytes(data))
+
+
+def _deliver(sink: Callable[[bytes], None], message: bytes) -> None:
+    try:
+        sink(message)
+    except Exception:  # one bad message must not take the connection's reader down
+        logger.exception("websocket message handler failed")
 
 
 def ws_protocol() -> type[asyncio.Protocol] | str:
